@@ -1,0 +1,58 @@
+"""The ``metaprune`` command: Typer parses and prints, the library does the work."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from metaprune.errors import MetapruneError, RuntimeFailure
+
+from .common import err
+
+app = typer.Typer(
+    help="Learn how to prune a network before training: harvest pruning scores, fit a meta-scorer, "
+    "evaluate its tickets. --sparsity everywhere means the fraction of prunable weights that REMAIN "
+    "(0.005 = 0.5 % kept), as in the thesis.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Benchmarks: speed and memory targets are checked here, never by timed tests.")
+app.add_typer(bench_app, name="bench")
+
+
+def _register_commands() -> None:
+    from . import listing, train
+
+    listing.register(app)
+    train.register(app, bench_app)
+
+
+def main() -> None:
+    _register_commands()
+    try:
+        app(standalone_mode=False)
+    except MetapruneError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except RuntimeFailure as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted; committed work is kept and a re-run resumes")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+__all__ = ["app", "bench_app", "main"]

@@ -1,0 +1,9 @@
+"""metaprune: learn how to prune a network before training.
+
+The library is organised by job: ``datasets`` and ``networks`` build the inputs, ``training`` is the one
+train/eval loop (populations of K networks at once), ``pruning`` holds scorers, masks and schedules,
+``harvest``/``fit``/``evaluate`` are the three user-facing pipelines. Every CLI command is a thin wrapper
+around a function of this package.
+"""
+
+__version__ = "0.1.0"

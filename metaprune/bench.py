@@ -1,0 +1,177 @@
+"""Benchmarks (``metaprune bench …``): throughput of the train loop against a common research loop.
+
+Speed targets are checked here, never in timed tests. Each figure is a median over repeats after a
+warm-up, measured on the machine it runs on; the JSON records threads, device and versions.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import statistics
+import time
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metaprune.datasets import DataSplits, load_dataset
+from metaprune.networks import build_network, prunable_layout
+from metaprune.provenance import package_versions
+from metaprune.training import TrainConfig, resolve_device, train_population
+
+
+def gemm_flops(device: torch.device, size: int = 1024, repeats: int = 10) -> float:
+    """The machine's measured float32 GEMM rate (FLOP/s) on square matrices."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * size**3 / statistics.median(times)
+
+
+def training_flops_per_sample(net: nn.Module) -> int:
+    """GEMM FLOPs of one training sample of an MLP: forward, weight gradient, input gradient (not layer 0)."""
+    layers = prunable_layout(net).layers
+    return sum(2 * layer.size * (3 if layer.depth > 0 else 2) for layer in layers)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _PixelDataset(torch.utils.data.Dataset):
+    """One sample at a time with a per-sample transform, as the common research code bases do."""
+
+    def __init__(self, pixels: torch.Tensor, labels: torch.Tensor, mean: float, std: float) -> None:
+        self.pixels, self.labels, self.mean, self.std = pixels, labels, mean, std
+
+    def __len__(self) -> int:
+        return self.pixels.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = self.pixels[i].float().div(255.0).sub(self.mean).div(self.std)
+        return x, int(self.labels[i])
+
+
+class _MaskedLinear(nn.Linear):
+    def __init__(self, source: nn.Linear, mask: torch.Tensor) -> None:
+        super().__init__(source.in_features, source.out_features)
+        self.load_state_dict(source.state_dict())
+        self.register_buffer("mask", mask.to(self.weight.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+def reference_loop_samples_per_s(data: DataSplits, device: torch.device, epochs: int, mask: torch.Tensor) -> float:
+    """A DataLoader (batch 64, num_workers 0), ``.to(device)`` per batch, masks multiplied in forward."""
+    net = build_network("lenet_300_100", data.input_shape, data.num_classes, 0)
+    layout = prunable_layout(net)
+    masked = nn.Sequential(
+        nn.Flatten(),
+        *[
+            m
+            for i, (layer, lm) in enumerate(zip(net.layers, layout.split(mask), strict=True))
+            for m in (
+                (_MaskedLinear(layer, lm),) if i == len(net.layers) - 1 else (_MaskedLinear(layer, lm), nn.ReLU())
+            )
+        ],
+    ).to(device)
+    mean, std = data.mean[0], data.std[0]
+    pixels = (data.train_x.cpu() * std + mean).mul(255).round().clamp(0, 255).to(torch.uint8)
+    loader = torch.utils.data.DataLoader(
+        _PixelDataset(pixels, data.train_y.cpu(), mean, std), batch_size=64, shuffle=True, num_workers=0
+    )
+    opt = torch.optim.SGD(masked.parameters(), lr=0.1)
+    seen = 0
+    t = None
+    for epoch in range(epochs + 1):
+        if epoch == 1:  # the first epoch is warm-up
+            _sync(device)
+            t = time.perf_counter()
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            opt.zero_grad()
+            F.cross_entropy(masked(x), y).backward()
+            opt.step()
+            if epoch >= 1:
+                seen += y.shape[0]
+    _sync(device)
+    return seen / (time.perf_counter() - t)
+
+
+def population_samples_per_s(
+    data: DataSplits, device: torch.device, k: int, epochs: int, mask_mode: str = "grad", density: float = 1.0
+) -> float:
+    nets = [build_network("lenet_300_100", data.input_shape, data.num_classes, s) for s in range(k)]
+    n = prunable_layout(nets[0]).total
+    g = torch.Generator().manual_seed(0)
+    masks = [torch.rand(n, generator=g) < density for _ in range(k)]
+    cfg = TrainConfig(epochs=epochs, early_stopping=False, mask_mode=mask_mode)
+    train_population(nets, data, replace(cfg, epochs=1), 0, masks=masks, device=device)  # warm-up
+    res = train_population(nets, data, cfg, 0, masks=masks, device=device)
+    return res.samples / res.seconds
+
+
+def _worker(args: tuple) -> float:
+    k, epochs, threads = args
+    torch.set_num_threads(threads)
+    data = load_dataset("mnist5k")
+    return population_samples_per_s(data, torch.device("cpu"), k, epochs)
+
+
+def bench_train(
+    device: str | None = None,
+    populations: tuple[int, ...] = (1, 4, 16, 64),
+    epochs: int = 3,
+    reference_epochs: int = 2,
+    parallel: bool = True,
+) -> dict:
+    """Reference loop vs the population loop on LeNet-300-100 / mnist5k (density 1: every weight kept)."""
+    dev = resolve_device(device)
+    data = load_dataset("mnist5k", device="cpu")
+    net = build_network("lenet_300_100", data.input_shape, data.num_classes, 0)
+    full = torch.ones(prunable_layout(net).total, dtype=torch.bool)
+    ref = reference_loop_samples_per_s(data, dev, reference_epochs, full)
+    data_dev = data.to(dev)
+    pop = {k: population_samples_per_s(data_dev, dev, k, epochs) for k in populations}
+    modes = {mode: population_samples_per_s(data_dev, dev, 1, epochs, mode, 0.1) for mode in ("grad", "forward")}
+    best_k = max(pop, key=pop.get)
+    best = pop[best_k]
+    result = {
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "network": "lenet_300_100",
+        "dataset": "mnist5k",
+        "reference_samples_per_s": ref,
+        "metaprune_samples_per_s": pop.get(1, population_samples_per_s(data_dev, dev, 1, epochs)),
+        "population": {str(k): v for k, v in pop.items()},
+        "mask_mode_samples_per_s_at_density_0.1": modes,
+    }
+    if parallel and dev.type == "cpu" and torch.get_num_threads() > 1:
+        # Several populations on one thread each can beat one population on all threads (small GEMMs).
+        workers = torch.get_num_threads()
+        k_each = max(1, best_k // workers)
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(workers) as pool:
+            rates = pool.map(_worker, [(k_each, epochs, 1)] * workers)
+        result["parallel_populations"] = {"workers": workers, "k_per_worker": k_each, "samples_per_s": sum(rates)}
+        best = max(best, sum(rates))
+    flops = gemm_flops(dev)
+    result["speedup_vs_reference"] = result["metaprune_samples_per_s"] / ref
+    result["best_speedup_vs_reference"] = best / ref
+    result["best_network_samples_per_s"] = best
+    result["gemm_flops"] = flops
+    result["flops_per_sample"] = training_flops_per_sample(net)
+    result["gemm_fraction"] = best * training_flops_per_sample(net) / flops
+    result["versions"] = package_versions()
+    return result

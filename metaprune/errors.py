@@ -1,0 +1,17 @@
+"""User-facing errors: the CLI prints their message on one line and exits non-zero."""
+
+
+class MetapruneError(ValueError):
+    """A bad input or state the user can fix; the message names the value and what is accepted."""
+
+    exit_code = 2
+
+
+class StoreError(MetapruneError):
+    """A store or results directory that cannot be used as asked."""
+
+
+class RuntimeFailure(RuntimeError):
+    """Something failed while running (disk full, worker lost); exit code 1."""
+
+    exit_code = 1

@@ -1,0 +1,375 @@
+"""The one train/eval loop: a *population* of K networks of one architecture trained at once.
+
+Parameters of the K members are stacked on a leading axis (``torch.func.stack_module_state``). MLPs run
+through a hand-written batched-matmul forward (one GEMM for the shared first layer, ``baddbmm`` after);
+every other network runs through ``vmap(functional_call)``. One element-wise optimiser (SGD or Adam)
+updates the stacked tensors, which is the same as K separate optimisers because neither mixes entries.
+
+Members share the data order (a paired design): every epoch is a permutation drawn from the
+``data_order`` stream of ``data_seed``. Pruned weights are exactly zero and never influence training:
+``mask_mode="grad"`` zeroes them once and masks their gradients (cheapest); ``mask_mode="forward"``
+multiplies the mask in the forward pass. Both give identical trajectories for element-wise optimisers
+whose update is zero when parameter and gradient are zero (SGD with or without momentum/weight decay,
+Adam) — a test pins this.
+
+Early stopping is per member: after every epoch the validation loss is measured; a member's checkpoint
+is the state with the lowest validation loss so far, and a member stops after ``patience`` epochs
+without improvement. Stopped members leave the population (it is compacted), so they cost nothing.
+The test accuracy reported for a member is the one at its checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from metaprune.datasets import DataSplits
+from metaprune.errors import MetapruneError
+from metaprune.networks import MLP, prunable_layout
+from metaprune.seeds import generator
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters; the default is the thesis's (appendix C, early stopping from OpenLTH)."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    epochs: int = 100
+    early_stopping: bool = True
+    patience: int = 10
+    eval_batch_size: int = 2048
+    mask_mode: str = "grad"
+
+    def validate(self) -> TrainConfig:
+        if self.optimizer not in OPTIMIZERS:
+            raise MetapruneError(f"unknown optimizer {self.optimizer!r}; accepted: {', '.join(OPTIMIZERS)}")
+        for name in ("batch_size", "epochs", "patience", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise MetapruneError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise MetapruneError(f"lr must be positive, got {self.lr!r}")
+        if self.mask_mode not in ("grad", "forward"):
+            raise MetapruneError(f"unknown mask mode {self.mask_mode!r}; accepted: grad, forward")
+        return self
+
+
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    "thesis": TrainConfig(),
+    "openlth": TrainConfig(batch_size=128, epochs=40, early_stopping=False),
+}
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+def train_preset(name: str, **overrides: object) -> TrainConfig:
+    if name not in TRAIN_PRESETS:
+        raise MetapruneError(f"unknown training preset {name!r}; accepted: {', '.join(TRAIN_PRESETS)}")
+    cfg = TRAIN_PRESETS[name]
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return replace(cfg, **clean).validate()
+
+
+def resolve_device(name: str | None = None) -> torch.device:
+    """``None``/``auto``: CUDA when available, else CPU. Unknown or unavailable names are an error."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise MetapruneError(f"unknown device {name!r}; accepted: auto, cpu, cuda, cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise MetapruneError(f"unsupported device {name!r}; accepted: auto, cpu, cuda, cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MetapruneError(f"device {name!r} requested but CUDA is not available; accepted here: cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise MetapruneError(f"device {name!r} does not exist; this machine has {torch.cuda.device_count()} GPUs")
+    return device
+
+
+@dataclass(frozen=True)
+class MemberResult:
+    """One member's outcome at its checkpoint (best validation loss, or the end without early stopping)."""
+
+    test_acc: float
+    test_loss: float
+    val_acc: float
+    val_loss: float
+    best_iteration: int
+    best_epoch: int
+    epochs_trained: int
+
+
+@dataclass
+class PopulationResult:
+    members: list[MemberResult]
+    states: list[dict[str, torch.Tensor]] | None = None  # checkpoint weights (CPU), when asked for
+    iterations: int = 0  # optimiser steps taken by the population as a whole
+    samples: int = 0  # network-samples processed in training steps
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+ProgressFn = Callable[[int, int, int], None]  # (epoch, active members, total members)
+
+
+class _Stack:
+    """Stacked parameters and buffers of the active members and the forward over them."""
+
+    def __init__(self, template: nn.Module, params: dict, buffers: dict, masks: dict, mask_mode: str):
+        self.template = template
+        self.params = params
+        self.buffers = buffers
+        self.masks = masks  # name -> bool/float tensor [K, *shape]
+        self.mask_mode = mask_mode
+        self.mlp_layers = len(template.layers) if isinstance(template, MLP) else 0
+
+    def effective(self) -> dict[str, torch.Tensor]:
+        if self.mask_mode != "forward" or not self.masks:
+            return self.params
+        out = dict(self.params)
+        for name, m in self.masks.items():
+            out[name] = self.params[name] * m
+        return out
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        params = self.effective()
+        if self.mlp_layers:
+            return _mlp_forward(params, self.mlp_layers, x)
+        meta = self.template
+
+        def call(p: dict, b: dict, inp: torch.Tensor) -> torch.Tensor:
+            return functional_call(meta, (p, b), (inp,))
+
+        return vmap(call, in_dims=(0, 0, None), randomness="different")(params, self.buffers, x)
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.params = {k: v.detach()[keep].clone().requires_grad_(True) for k, v in self.params.items()}
+        self.buffers = {k: v[keep].clone() for k, v in self.buffers.items()}
+        self.masks = {k: v[keep].clone() for k, v in self.masks.items()}
+
+
+def _mlp_forward(params: dict[str, torch.Tensor], n_layers: int, x: torch.Tensor) -> torch.Tensor:
+    h = x.flatten(1)
+    w0 = params["layers.0.weight"]
+    k, out0, in0 = w0.shape
+    # The first layer sees the same input for every member: one GEMM over all K·out rows.
+    h = torch.addmm(params["layers.0.bias"].reshape(-1), h, w0.reshape(k * out0, in0).t())
+    h = h.view(h.shape[0], k, out0).transpose(0, 1)
+    for i in range(1, n_layers):
+        h = torch.relu(h)
+        w = params[f"layers.{i}.weight"]
+        h = torch.baddbmm(params[f"layers.{i}.bias"].unsqueeze(1), h, w.transpose(1, 2))
+    return h
+
+
+def _make_optimizer(cfg: TrainConfig, tensors: list[torch.Tensor]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(tensors, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(tensors, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _compact_optimizer(
+    old: torch.optim.Optimizer, cfg: TrainConfig, old_t: list, new_t: list, keep: torch.Tensor, k_old: int
+) -> torch.optim.Optimizer:
+    new = _make_optimizer(cfg, new_t)
+    for p_old, p_new in zip(old_t, new_t, strict=True):
+        state = old.state.get(p_old)
+        if not state:
+            continue
+        new.state[p_new] = {
+            key: (v[keep].clone() if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == k_old else v)
+            for key, v in state.items()
+        }
+    return new
+
+
+@torch.no_grad()
+def _evaluate(stack: _Stack, x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-member mean loss and accuracy on (x, y)."""
+    loss_sum = None
+    correct = None
+    for start in range(0, x.shape[0], batch):
+        xb, yb = x[start : start + batch], y[start : start + batch]
+        logits = stack.logits(xb)  # [K, B, C]
+        k = logits.shape[0]
+        losses = (
+            F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.repeat(k), reduction="none").view(k, -1).sum(1)
+        )
+        hits = (logits.argmax(-1) == yb).sum(1)
+        loss_sum = losses if loss_sum is None else loss_sum + losses
+        correct = hits if correct is None else correct + hits
+    return loss_sum.double() / x.shape[0], correct.double() / x.shape[0]
+
+
+def stack_members(nets: Sequence[nn.Module], device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, dict, dict]:
+    members = [copy.deepcopy(n).to(device=device, dtype=dtype) for n in nets]
+    params, buffers = stack_module_state(members)
+    template = copy.deepcopy(members[0]).to("meta")
+    return template, params, buffers
+
+
+def train_population(
+    nets: Sequence[nn.Module],
+    data: DataSplits,
+    config: TrainConfig,
+    data_seed: int,
+    masks: torch.Tensor | Sequence[torch.Tensor | None] | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    keep_states: bool = False,
+    progress: ProgressFn | None = None,
+) -> PopulationResult:
+    """Train K networks of one architecture together; the given networks are not modified.
+
+    ``masks``: None (dense), a bool tensor ``[K, n]`` on the flat prunable-weight axis, or a list with
+    one flat mask (or None) per member. Returns one ``MemberResult`` per member in input order and,
+    with ``keep_states``, each member's checkpoint weights as a state dict on the CPU.
+    """
+    import time
+
+    config = config.validate()
+    if not nets:
+        raise MetapruneError("a population needs at least one network")
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    t_start = time.perf_counter()
+    k_total = len(nets)
+    layout = prunable_layout(nets[0])
+    template, params, buffers = stack_members(nets, device, dtype)
+
+    mask_dict: dict[str, torch.Tensor] = {}
+    if masks is not None:
+        rows = []
+        for i in range(k_total):
+            m = masks[i]
+            rows.append(torch.ones(layout.total, dtype=torch.bool) if m is None else m.to("cpu", torch.bool))
+        flat = torch.stack(rows).to(device)
+        if flat.shape[1] != layout.total:
+            raise MetapruneError(
+                f"mask has {flat.shape[1]} entries but the network has {layout.total} prunable weights"
+            )
+        for layer, m in zip(layout.layers, layout.split(flat), strict=True):
+            mask_dict[layer.name] = m.to(dtype)
+        with torch.no_grad():
+            for name, m in mask_dict.items():
+                params[name].mul_(m)  # pruned weights are exactly zero from the start
+
+    data = data.to(device)
+    x_train, y_train = data.train_x.to(dtype), data.train_y
+    x_val, y_val = data.val_x.to(dtype), data.val_y
+    x_test, y_test = data.test_x.to(dtype), data.test_y
+    stack = _Stack(template, params, buffers, mask_dict, config.mask_mode)
+    tensors = list(stack.params.values())
+    opt = _make_optimizer(config, tensors)
+
+    members = torch.arange(k_total, device=device)  # original index of each active row
+    best_loss = torch.full((k_total,), float("inf"), dtype=torch.float64, device=device)
+    best_acc = torch.zeros(k_total, dtype=torch.float64, device=device)
+    test_loss = torch.zeros(k_total, dtype=torch.float64, device=device)
+    test_acc = torch.zeros(k_total, dtype=torch.float64, device=device)
+    best_iter = torch.zeros(k_total, dtype=torch.long, device=device)
+    best_epoch = torch.zeros(k_total, dtype=torch.long, device=device)
+    epochs_trained = torch.zeros(k_total, dtype=torch.long, device=device)
+    since_best = torch.zeros(k_total, dtype=torch.long, device=device)
+    best_state = {k: v.detach().clone() for k, v in {**stack.params, **stack.buffers}.items()} if keep_states else None
+
+    n_train = x_train.shape[0]
+    bs = config.batch_size
+    iteration = 0
+    samples = 0
+    gen = generator(data_seed, "data_order")
+    for epoch in range(1, config.epochs + 1):
+        template.train()
+        perm = torch.randperm(n_train, generator=gen).to(device)
+        k_active = members.shape[0]
+        for start in range(0, n_train, bs):
+            idx = perm[start : start + bs]
+            xb, yb = x_train[idx], y_train[idx]
+            logits = stack.logits(xb)
+            # Summed over members, each member's gradient is that of its own mean loss.
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.repeat(k_active), reduction="sum")
+            loss = loss / yb.shape[0]
+            opt.zero_grad(set_to_none=False)
+            loss.backward()
+            if config.mask_mode == "grad":
+                for name, m in stack.masks.items():
+                    stack.params[name].grad.mul_(m)
+            opt.step()
+            iteration += 1
+            samples += yb.shape[0] * k_active
+        template.eval()
+        epochs_trained[members] = epoch
+        if not config.early_stopping and epoch < config.epochs:
+            if progress is not None:
+                progress(epoch, k_active, k_total)
+            continue  # without early stopping only the final state counts
+        v_loss, v_acc = _evaluate(stack, x_val, y_val, config.eval_batch_size)
+        improved = v_loss < best_loss[members] if config.early_stopping else torch.ones_like(v_loss, dtype=torch.bool)
+        if bool(improved.any()):
+            t_loss, t_acc = _evaluate(stack, x_test, y_test, config.eval_batch_size)
+            rows_i = members[improved]
+            best_loss[rows_i] = v_loss[improved]
+            best_acc[rows_i] = v_acc[improved]
+            test_loss[rows_i] = t_loss[improved]
+            test_acc[rows_i] = t_acc[improved]
+            best_iter[rows_i] = iteration
+            best_epoch[rows_i] = epoch
+            if best_state is not None:
+                with torch.no_grad():
+                    for name, value in {**stack.params, **stack.buffers}.items():
+                        best_state[name][rows_i] = value.detach()[improved]
+        since_best[members] = torch.where(improved, 0, since_best[members] + 1)
+        if progress is not None:
+            progress(epoch, k_active, k_total)
+        if config.early_stopping:
+            stop = since_best[members] >= config.patience
+            if bool(stop.all()):
+                break
+            if bool(stop.any()):
+                keep = ~stop
+                old_t = list(stack.params.values())
+                stack.select(keep)
+                new_t = list(stack.params.values())
+                opt = _compact_optimizer(opt, config, old_t, new_t, keep, k_active)
+                members = members[keep]
+
+    results = [
+        MemberResult(
+            test_acc=float(test_acc[i]),
+            test_loss=float(test_loss[i]),
+            val_acc=float(best_acc[i]),
+            val_loss=float(best_loss[i]),
+            best_iteration=int(best_iter[i]),
+            best_epoch=int(best_epoch[i]),
+            epochs_trained=int(epochs_trained[i]),
+        )
+        for i in range(k_total)
+    ]
+    states = None
+    if best_state is not None:
+        states = [{k: v[i].detach().to("cpu").clone() for k, v in best_state.items()} for i in range(k_total)]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return PopulationResult(
+        members=results, states=states, iterations=iteration, samples=samples, seconds=time.perf_counter() - t_start
+    )
+
+
+def load_member_state(net: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """A copy of ``net`` carrying a checkpoint returned by ``train_population``."""
+    out = copy.deepcopy(net)
+    out.load_state_dict(
+        {k: v.to(next(out.parameters()).dtype) if v.is_floating_point() else v for k, v in state.items()}
+    )
+    return out
