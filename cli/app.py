@@ -22,11 +22,20 @@ bench_app = typer.Typer(help="Benchmarks: speed and memory targets are checked h
 app.add_typer(bench_app, name="bench")
 
 
-def _register_commands() -> None:
-    from . import listing, train
+COMMAND_MODULES = ("listing", "train", "prune", "harvest", "fit", "evaluate")
 
-    listing.register(app)
-    train.register(app, bench_app)
+
+def _register_commands() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"{__package__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{name}":
+                raise
+            continue  # a command group not built yet
+        module.register(app, bench_app)
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from rich.table import Table
 from .common import out
 
 
-def register(app: typer.Typer) -> None:
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     @app.command("list")
     def list_cmd() -> None:
         """Show networks, datasets, training presets and (where installed) scorers, schedules, inits, models."""

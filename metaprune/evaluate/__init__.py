@@ -1,0 +1,1 @@
+"""Evaluate: train and compare the tickets of many methods with paired statistics."""

@@ -1,0 +1,203 @@
+"""Apply a parsed method to a network: initialise, score (stacked or not) under its schedule, mask.
+
+This is the one path from a method string to a ticket; ``prune``, ``evaluate`` and the harvest use it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from metaprune.datasets import DataSplits
+from metaprune.errors import MetapruneError
+from metaprune.networks import build_network, prunable_layout
+from metaprune.pruning.ablations import invert_scores, reinit_kept, shuffle_within_layers
+from metaprune.pruning.inits import INITS, saw_init
+from metaprune.pruning.masks import MaskReport, mask_report
+from metaprune.pruning.method import LEARNED, Method
+from metaprune.pruning.schedules import (
+    PruneOutcome,
+    ScheduleConfig,
+    ScoreFn,
+    check_density_for_network,
+    prune_iterative,
+    prune_upfront,
+)
+from metaprune.pruning.scorers import SCORERS, PruneData, pruning_batch, score
+from metaprune.pruning.stacked import stacked_scores
+from metaprune.training import TrainConfig
+
+
+@dataclass
+class Ticket:
+    method: Method
+    seed: int
+    density: float
+    net: nn.Module  # the weights the ticket trains from (θ0 after init, SaW or re-init)
+    mask: torch.Tensor
+    outcome: PruneOutcome
+    report: MaskReport
+    seconds: float
+
+
+def prune_data_for(splits: DataSplits, seed: int, per_class: int = 10) -> PruneData:
+    return pruning_batch(splits.train_x, splits.train_y, splits.num_classes, seed, per_class)
+
+
+def score_any(name: str, net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
+    """A registered scorer, or a fitted one named ``learned:DIR``."""
+    if name.startswith(LEARNED):
+        from metaprune.fit.learned import learned_scores
+
+        return learned_scores(name[len(LEARNED) :], net, mask, data, seed)
+    return score(name, net, mask, data, seed)
+
+
+def needs_data(name: str) -> bool:
+    return True if name.startswith(LEARNED) else SCORERS.get(name).needs_data
+
+
+def initial_network(method: Method, spec: str, splits: DataSplits, seed: int, data: PruneData) -> nn.Module:
+    """θ0 of ``seed`` with the method's initialisation: standard, bimodal, or SaW from a scorer."""
+    net = build_network(spec, splits.input_shape, splits.num_classes, seed)
+    if method.init == "bimodal":
+        INITS.get("bimodal")(net, seed)
+    elif method.saw:
+        if method.init.startswith(LEARNED):
+            scores = score_any(method.init, net, torch.ones(prunable_layout(net).total, dtype=torch.bool), data, seed)
+            _scores_as_weights(net, scores, method.init)
+        else:
+            saw_init(net, method.init, data, seed)
+    return net
+
+
+@torch.no_grad()
+def _scores_as_weights(net: nn.Module, scores: torch.Tensor, name: str) -> None:
+    from metaprune.networks import prunable_weights
+
+    layout = prunable_layout(net)
+    for layer, w, part in zip(layout.layers, prunable_weights(net), layout.split(scores), strict=True):
+        mag = part.abs().double()
+        if not mag.max() > 0:
+            raise MetapruneError(f"SaW from {name!r}: every score of layer {layer.name} is 0")
+        w.copy_((torch.sign(w).double() * mag / mag.max()).to(w.dtype))
+
+
+def score_function(method: Method, data: PruneData | None, seed: int) -> ScoreFn:
+    inverted = method.ablation == "invert"
+
+    def fn(net: nn.Module, mask: torch.Tensor) -> torch.Tensor:
+        if method.stacked:
+            a, b = method.scorers
+            if a.startswith(LEARNED) or b.startswith(LEARNED):
+                s = _stack_any(a, b, net, mask, data, seed)
+            else:
+                s = stacked_scores(a, b, net, mask, data, seed)
+        else:
+            s = score_any(method.scorers[0], net, mask, data, seed)
+        return invert_scores(s) if inverted else s
+
+    return fn
+
+
+def _stack_any(a: str, b: str, net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int):
+    import copy
+
+    from metaprune.networks import prunable_weights
+
+    s_a = score_any(a, net, mask, data, seed)
+    stacked = copy.deepcopy(net)
+    with torch.no_grad():
+        for w, part in zip(prunable_weights(stacked), prunable_layout(stacked).split(s_a), strict=True):
+            w.copy_(part.to(device=w.device, dtype=w.dtype))
+    return score_any(b, stacked, mask, data, seed)
+
+
+def check_method_data(method: Method, data: PruneData | None) -> None:
+    """A stack whose scorers need data it cannot get is refused before any work."""
+    for name in (*method.scorers, *((method.init,) if method.saw else ())):
+        if data is None and needs_data(name):
+            raise MetapruneError(
+                f"method {method} uses scorer {name!r}, which needs a pruning batch, but no data was given; "
+                "accepted: a dataset with training examples"
+            )
+
+
+def finish(method: Method, net: nn.Module, outcome: PruneOutcome, seed: int) -> tuple[nn.Module, torch.Tensor]:
+    """Apply the method's mask ablation (shuffle / re-init) to a finished outcome."""
+    mask = outcome.mask
+    if method.ablation == "shuffle":
+        mask = shuffle_within_layers(mask, prunable_layout(net), seed)
+    elif method.ablation == "reinit":
+        reinit_kept(net, mask, seed)
+    return net, mask
+
+
+def prune_seeds(
+    method: Method,
+    spec: str,
+    splits: DataSplits,
+    density: float,
+    seeds: tuple[int, ...],
+    *,
+    schedule: ScheduleConfig = ScheduleConfig(),
+    train: TrainConfig = TrainConfig(),
+    data_seed: int | None = None,
+    per_class: int = 10,
+    device: torch.device | str | None = None,
+    progress=None,
+) -> list[Ticket]:
+    """Tickets of ``method`` at ``density`` for each seed (iterative schedules train the seeds together)."""
+    t0 = time.perf_counter()
+    datas = [prune_data_for(splits, s, per_class) for s in seeds]
+    for d in datas:
+        check_method_data(method, d)
+    nets = [initial_network(method, spec, splits, s, d) for s, d in zip(seeds, datas, strict=True)]
+    check_density_for_network(density, nets[0], schedule.scope)
+    if method.iterative:
+        outcomes = prune_iterative(
+            [score_function(method, d, s) for d, s in zip(datas, seeds, strict=True)],
+            nets,
+            splits,
+            density,
+            list(seeds),
+            train,
+            seeds[0] if data_seed is None else data_seed,
+            multi_shot=method.multi_shot,
+            config=schedule,
+            name=str(method),
+            device=device,
+            progress=progress,
+        )
+    else:
+        outcomes = [
+            prune_upfront(
+                score_function(method, d, s),
+                net,
+                density,
+                s,
+                multi_shot=method.multi_shot,
+                config=schedule,
+                name=str(method),
+            )
+            for net, d, s in zip(nets, datas, seeds, strict=True)
+        ]
+    tickets = []
+    for net, outcome, s in zip(nets, outcomes, seeds, strict=True):
+        net, mask = finish(method, net, outcome, s)
+        tickets.append(
+            Ticket(
+                method,
+                s,
+                density,
+                net,
+                mask,
+                outcome,
+                mask_report(net, mask, input_shape=splits.input_shape),
+                (time.perf_counter() - t0) / len(seeds),
+            )
+        )
+    return tickets

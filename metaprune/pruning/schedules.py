@@ -1,0 +1,225 @@
+"""The four pruning schedules of the thesis (5.1.1): USS, UMS, ISS (= IMP with magnitude) and IMS.
+
+A schedule applies a score function ``(network, alive mask) -> scores`` until the mask keeps the target
+density (fraction of ALL prunable weights kept):
+
+- ``uss`` upfront single-shot: score once on θ0, keep the top k.
+- ``ums`` upfront multi-shot: ``rounds`` score/prune rounds without training, densities on an
+  exponential schedule from the *current* density to the target (SynFlow: 100 rounds).
+- ``iss`` iterative single-shot: ``levels`` times train (the one train loop, from θ0 under the current
+  mask), score the trained checkpoint, prune single-shot to the level's density, rewind to θ0.
+- ``ims`` iterative multi-shot: as ISS with a UMS prune at each level, interpolating from the current
+  density to the level's density (the SynFlow code restarted each level from density 1.0).
+
+Level densities are exponential: level l of L keeps ``density ** (l / L)``. Pruned weights never come
+back (every top-k is taken among the alive weights). Rewinding is exact by construction: training works
+on copies, so θ0 is never written to.
+
+Every outcome records ``removed_at``: the step (round for UMS, level for ISS/IMS, 1 for USS) at which
+each weight was pruned; survivors get the last step + 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from metaprune.datasets import DataSplits
+from metaprune.errors import MetapruneError
+from metaprune.networks import prunable_layout
+from metaprune.pruning.masks import keep_count, make_mask
+from metaprune.registry import Registry
+from metaprune.seeds import generator
+from metaprune.training import ProgressFn, TrainConfig, load_member_state, train_population
+
+ScoreFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    iterative: bool
+    multi_shot: bool
+    description: str
+
+
+SCHEDULES: Registry[ScheduleSpec] = Registry("schedule")
+SCHEDULES.register("uss", ScheduleSpec(False, False, "upfront single-shot: score θ0 once, keep the top k"))
+SCHEDULES.register(
+    "ums", ScheduleSpec(False, True, "upfront multi-shot: N score/prune rounds without training (exponential)")
+)
+SCHEDULES.register(
+    "iss", ScheduleSpec(True, False, "iterative single-shot: train, prune, rewind to θ0, over k levels (IMP)")
+)
+SCHEDULES.register(
+    "ims", ScheduleSpec(True, True, "iterative multi-shot: ISS with a UMS prune at each level (thesis target)")
+)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """How a schedule runs: rounds of multi-shot pruning, training levels of iterative schedules."""
+
+    rounds: int = 100
+    levels: int = 5
+    scope: str = "global"
+
+    def validate(self) -> ScheduleConfig:
+        if not isinstance(self.rounds, int) or self.rounds < 1:
+            raise MetapruneError(f"rounds must be a positive integer, got {self.rounds!r}")
+        if not isinstance(self.levels, int) or self.levels < 1:
+            raise MetapruneError(f"levels must be a positive integer, got {self.levels!r}")
+        if self.scope not in ("global", "layer"):
+            raise MetapruneError(f"unknown mask scope {self.scope!r}; accepted: global, layer")
+        return self
+
+
+@dataclass
+class PruneOutcome:
+    mask: torch.Tensor  # bool [n]
+    scores: torch.Tensor  # the scores the final mask was taken from (pruned weights included, as scored)
+    removed_at: torch.Tensor  # int16 [n]: step at which each weight was pruned; survivors: steps + 1
+    densities: list[float] = field(default_factory=list)  # density after each step
+    level_results: list = field(default_factory=list)  # iterative: per level, the training MemberResult
+
+
+def exponential_densities(start: float, end: float, steps: int) -> list[float]:
+    """``steps`` densities from ``start`` (exclusive) to ``end`` (inclusive), geometric."""
+    return [start * (end / start) ** (i / steps) for i in range(1, steps + 1)]
+
+
+def _prune_step(
+    score_fn: ScoreFn,
+    net: nn.Module,
+    alive: torch.Tensor,
+    density: float,
+    scope: str,
+    tie_gen: torch.Generator,
+    name: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    scores = score_fn(net, alive)
+    mask = make_mask(
+        scores.detach().cpu(), prunable_layout(net), density, scope=scope, alive=alive, generator=tie_gen, scorer=name
+    )
+    return mask, scores.detach().cpu()
+
+
+def prune_upfront(
+    score_fn: ScoreFn,
+    net: nn.Module,
+    density: float,
+    seed: int,
+    *,
+    multi_shot: bool = False,
+    config: ScheduleConfig = ScheduleConfig(),
+    alive: torch.Tensor | None = None,
+    name: str = "scorer",
+    step_offset: int = 0,
+    removed_at: torch.Tensor | None = None,
+) -> PruneOutcome:
+    """USS or UMS from the current mask ``alive`` (default: dense) down to ``density``."""
+    config = config.validate()
+    n = prunable_layout(net).total
+    keep_count(density, n)  # validates the density before any work
+    mask = torch.ones(n, dtype=torch.bool) if alive is None else alive.clone().cpu()
+    removed = torch.zeros(n, dtype=torch.int16) if removed_at is None else removed_at.clone()
+    start = mask.sum().item() / n
+    steps = exponential_densities(start, density, config.rounds) if multi_shot else [density]
+    tie_gen = generator(seed, "tie_break", step_offset)
+    scores = torch.zeros(n)
+    for i, d in enumerate(steps, start=1):
+        new, scores = _prune_step(score_fn, net, mask, d, config.scope, tie_gen, name)
+        removed[mask & ~new] = step_offset + i
+        mask = new
+    survivors_step = step_offset + len(steps) + 1
+    removed[mask] = survivors_step
+    return PruneOutcome(mask=mask, scores=scores, removed_at=removed, densities=list(steps))
+
+
+def prune_iterative(
+    score_fns: Sequence[ScoreFn],
+    nets: Sequence[nn.Module],
+    data: DataSplits,
+    density: float,
+    seeds: Sequence[int],
+    train_config: TrainConfig,
+    data_seed: int,
+    *,
+    multi_shot: bool = False,
+    config: ScheduleConfig = ScheduleConfig(),
+    name: str = "scorer",
+    device: torch.device | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    train_progress: ProgressFn | None = None,
+) -> list[PruneOutcome]:
+    """ISS or IMS for a population: all members train together at each level, then each is pruned.
+
+    ``nets`` hold θ0 and are never modified (rewinding = the next level starts from them again).
+    ``score_fns[i]`` scores member i and ``seeds[i]`` seeds its tie-breaking.
+    ``progress(level, levels)`` is called after each level.
+    """
+    config = config.validate()
+    n = prunable_layout(nets[0]).total
+    keep_count(density, n)
+    k = len(nets)
+    masks = [torch.ones(n, dtype=torch.bool) for _ in range(k)]
+    removed = [torch.zeros(n, dtype=torch.int16) for _ in range(k)]
+    last_scores = [torch.zeros(n) for _ in range(k)]
+    level_results: list[list] = [[] for _ in range(k)]
+    levels = exponential_densities(1.0, density, config.levels)
+    history = [[] for _ in range(k)]
+    for level, level_density in enumerate(levels, start=1):
+        trained = train_population(
+            nets,
+            data,
+            train_config,
+            data_seed,
+            masks=masks,
+            device=device,
+            keep_states=True,
+            progress=train_progress,
+        )
+        for i in range(k):
+            level_results[i].append(trained.members[i])
+            checkpoint = load_member_state(nets[i], trained.states[i])
+            if multi_shot:
+                start = masks[i].sum().item() / n
+                steps = exponential_densities(start, level_density, config.rounds)
+            else:
+                steps = [level_density]
+            tie_gen = generator(seeds[i], "tie_break", level)
+            for d in steps:
+                new, last_scores[i] = _prune_step(score_fns[i], checkpoint, masks[i], d, config.scope, tie_gen, name)
+                removed[i][masks[i] & ~new] = level
+                masks[i] = new
+                history[i].append(d)
+        if progress is not None:
+            progress(level, len(levels))
+    outcomes = []
+    for i in range(k):
+        removed[i][masks[i]] = len(levels) + 1
+        outcomes.append(
+            PruneOutcome(
+                mask=masks[i],
+                scores=last_scores[i],
+                removed_at=removed[i],
+                densities=history[i],
+                level_results=level_results[i],
+            )
+        )
+    return outcomes
+
+
+def check_density_for_network(density: float, net: nn.Module, scope: str) -> None:
+    """Fail early (one line) if ``density`` keeps no weight globally or, under layer scope, in some layer."""
+    layout = prunable_layout(net)
+    keep_count(density, layout.total)
+    if scope == "layer":
+        for layer in layout.layers:
+            if int(round(density * layer.size)) == 0:
+                raise MetapruneError(
+                    f"density {density:g} keeps no weight of layer {layer.name} ({layer.size} weights) under "
+                    f"layer-wise scope; accepted: density >= {0.5 / layer.size:.3g} or --scope global"
+                )
