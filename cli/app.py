@@ -65,3 +65,7 @@ def main() -> None:
 
 
 __all__ = ["app", "bench_app", "main"]
+
+
+if __name__ == "__main__":
+    main()

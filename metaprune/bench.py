@@ -49,17 +49,22 @@ def _sync(device: torch.device) -> None:
 
 
 class _PixelDataset(torch.utils.data.Dataset):
-    """One sample at a time with a per-sample transform, as the common research code bases do."""
+    """torchvision's MNIST ``__getitem__``: a PIL image per sample, then ToTensor and Normalize."""
 
     def __init__(self, pixels: torch.Tensor, labels: torch.Tensor, mean: float, std: float) -> None:
-        self.pixels, self.labels, self.mean, self.std = pixels, labels, mean, std
+        from torchvision import transforms
+
+        self.pixels = pixels.reshape(-1, pixels.shape[-2], pixels.shape[-1]).numpy()
+        self.labels = labels
+        self.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
 
     def __len__(self) -> int:
         return self.pixels.shape[0]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x = self.pixels[i].float().div(255.0).sub(self.mean).div(self.std)
-        return x, int(self.labels[i])
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.pixels[i], mode="L")), int(self.labels[i])
 
 
 class _MaskedLinear(nn.Linear):
@@ -73,7 +78,9 @@ class _MaskedLinear(nn.Linear):
 
 
 def reference_loop_samples_per_s(data: DataSplits, device: torch.device, epochs: int, mask: torch.Tensor) -> float:
-    """A DataLoader (batch 64, num_workers 0), ``.to(device)`` per batch, masks multiplied in forward."""
+    """The common research loop (SynFlow/OpenLTH style): a torchvision-style Dataset with a per-sample
+    PIL transform, a DataLoader (batch 64, shuffle, num_workers 0 — worker processes only slow 2 cores),
+    ``.to(device)`` per batch, masks multiplied in the forward pass, torch.optim.SGD."""
     net = build_network("lenet_300_100", data.input_shape, data.num_classes, 0)
     layout = prunable_layout(net)
     masked = nn.Sequential(

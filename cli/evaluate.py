@@ -1,0 +1,175 @@
+"""``metaprune evaluate``, ``metaprune report`` and ``metaprune bench evaluate``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .common import out, progress_bar
+from .train import DataRootOpt, DatasetOpt, DeviceOpt, NetworkOpt
+
+
+def _print_report(rep, title: str) -> None:
+    from metaprune.evaluate.report import table_cells
+
+    densities, rows = table_cells(rep)
+    table = Table(title=title, title_justify="left")
+    table.add_column("method", style="bold")
+    for d in densities:
+        table.add_column(f"{d:g}", justify="right")
+    show_gap = any(not math.isnan(g) for _, _, g in rows)
+    if show_gap:
+        table.add_column(f"gap closed @{densities[0]:g}", justify="right")
+    if not rep.dense.empty:
+        for method, block in rep.dense.groupby("method"):
+            acc = 100 * block["test_acc"]
+            cell = f"{acc.mean():.2f} ± {acc.std(ddof=1):.2f} sd" if len(acc) > 1 else f"{acc.mean():.2f}"
+            it = f" (it {block['best_iteration'].mean():.0f})"
+            table.add_row(
+                f"{method} (density 1)", *([cell + it] + [""] * (len(densities) - 1)), *([""] if show_gap else [])
+            )
+    for method, cells, gap in rows:
+        mark = " (ref)" if method == rep.reference else ""
+        extra = [f"{100 * gap:.0f} %" if not math.isnan(gap) else ""] if show_gap else []
+        table.add_row(method + mark, *cells, *extra)
+    out.print(table)
+    test = "paired t-test" if rep.test == "ttest" else "Wilcoxon signed-rank"
+    out.print(
+        f"test accuracy (%) at the best-validation checkpoint, mean ± 95 % CI over seeds; * = differs from "
+        f"{rep.reference} ({test}, Holm-corrected across methods, p < 0.05)"
+    )
+    for p in rep.plots:
+        out.print(f"plot: {p}")
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    @app.command("evaluate")
+    def evaluate_cmd(
+        sparsity: Annotated[
+            list[float] | None,
+            typer.Option(
+                "--sparsity",
+                "-s",
+                help="fraction of prunable weights that REMAIN (density; 0.005 = 0.5 % kept), repeatable",
+            ),
+        ] = None,
+        method: Annotated[
+            list[str] | None,
+            typer.Option("--method", "-m", help="method (repeatable), e.g. snip, synflow@ums, mag>synflow~snip, imp"),
+        ] = None,
+        preset: Annotated[
+            str | None,
+            typer.Option(help="thesis experiment: baselines, schedules, stacked, saw, combined, meta"),
+        ] = None,
+        seeds: Annotated[str | None, typer.Option(help="evaluation seeds (default 1000-1004)")] = None,
+        network: NetworkOpt = "lenet_300_100",
+        dataset: DatasetOpt = "mnist5k",
+        ceilings: Annotated[bool, typer.Option(help="add the iterative references imp and synflow@ims")] = False,
+        sanity: Annotated[bool, typer.Option(help="add the shuffle / reinit / invert variant of each method")] = False,
+        reference: Annotated[str, typer.Option(help="method every other is compared with")] = "snip",
+        test: Annotated[str, typer.Option(help="ttest (paired t-test) or wilcoxon")] = "ttest",
+        out_dir: Annotated[Path | None, typer.Option("--out", help="results directory (default results/…)")] = None,
+        force: Annotated[bool, typer.Option(help="replace a results directory of another configuration")] = False,
+        allow_seen_seeds: Annotated[bool, typer.Option(help="allow seeds a learned model was fitted on")] = False,
+        workers: Annotated[int | None, typer.Option(help="local worker processes (one seed each)")] = None,
+        scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address tcp://host:port")] = None,
+        epochs: Annotated[int | None, typer.Option(help="maximum training epochs (default 100)")] = None,
+        patience: Annotated[int | None, typer.Option(help="early-stopping patience in epochs (default 10)")] = None,
+        rounds: Annotated[int | None, typer.Option(help="multi-shot rounds (default 100)")] = None,
+        levels: Annotated[int | None, typer.Option(help="levels of iterative schedules (default 5)")] = None,
+        scope: Annotated[str, typer.Option(help="mask scope: global or layer")] = "global",
+        device: DeviceOpt = "auto",
+        data_root: DataRootOpt = None,
+    ) -> None:
+        """Prune, train and compare methods at the given densities, with paired statistics."""
+        from dataclasses import replace
+
+        from metaprune.evaluate.api import build_config, default_results_dir, evaluate
+        from metaprune.pruning.schedules import ScheduleConfig
+        from metaprune.seeds import parse_seeds
+        from metaprune.training import TrainConfig
+
+        if workers is not None and scheduler:
+            raise typer.BadParameter("give --workers or --scheduler, not both")
+        overrides = {"epochs": epochs, "patience": patience}
+        train = replace(TrainConfig(), **{k: v for k, v in overrides.items() if v is not None})
+        schedule = ScheduleConfig(
+            rounds=rounds or ScheduleConfig.rounds, levels=levels or ScheduleConfig.levels, scope=scope
+        )
+        config = build_config(
+            network=network,
+            dataset=dataset,
+            methods=tuple(method or ()),
+            densities=tuple(sparsity or ()),
+            seeds=parse_seeds(seeds) if seeds else (),
+            preset=preset,
+            ceilings=ceilings,
+            sanity=sanity,
+            reference=reference,
+            test=test,
+            train=train,
+            schedule=schedule,
+        )
+        target = out_dir or default_results_dir(config, preset)
+        out.print(
+            f"evaluating {len(config.methods)} methods x {len(config.densities)} densities x "
+            f"{len(config.seeds)} seeds into {target}",
+            highlight=False,
+        )
+        with progress_bar("seeds", len(config.seeds)) as bar:
+
+            def progress(done: int, total: int, status: str) -> None:
+                bar.update(0, completed=done, status=status)
+
+            rep = evaluate(
+                config,
+                target,
+                device=device,
+                data_root=data_root,
+                workers=workers,
+                scheduler=scheduler,
+                force=force,
+                allow_seen_seeds=allow_seen_seeds,
+                progress=progress,
+            )
+        _print_report(rep, f"{config.network} on {config.dataset}: {len(config.seeds)} seeds")
+        out.print(f"results: {target}/results.csv (tidy table), {target}/results.zarr")
+
+    @app.command("report")
+    def report_cmd(
+        results: Annotated[Path, typer.Argument(help="a results directory written by `metaprune evaluate`")],
+        reference: Annotated[str | None, typer.Option(help="compare against this method instead")] = None,
+        test: Annotated[str | None, typer.Option(help="ttest or wilcoxon")] = None,
+        plots: Annotated[bool, typer.Option(help="write PNG plots into the results directory")] = True,
+    ) -> None:
+        """Re-print an evaluation's table and write its plots."""
+        from metaprune.evaluate.api import report
+
+        rep = report(results, reference, test, plots)
+        _print_report(rep, f"{results}")
+
+    @bench_app.command("evaluate")
+    def bench_evaluate_cmd(
+        preset: Annotated[str | None, typer.Option(help="time a preset instead of the quick-start")] = None,
+        device: DeviceOpt = "auto",
+        json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    ) -> None:
+        """Wall time and tickets/minute of the quick-start evaluation (or --preset baselines)."""
+        from metaprune.evaluate.api import bench_evaluate
+
+        result = bench_evaluate(preset, device=device)
+        if json_out:
+            out.print_json(json.dumps(result))
+            return
+        table = Table(title=f"bench evaluate ({result['preset']})")
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        for key in ("tickets", "trained_networks", "seconds", "tickets_per_minute", "device"):
+            v = result[key]
+            table.add_row(key, f"{v:,.1f}" if isinstance(v, float) else str(v))
+        out.print(table)

@@ -1,0 +1,118 @@
+"""``metaprune evaluate`` / ``report`` / ``bench evaluate`` as library functions."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from metaprune.evaluate.config import BASELINES, CEILINGS, EvaluateConfig, preset_methods
+from metaprune.evaluate.report import Report, build_report, write_plots
+from metaprune.evaluate.results import ResultsDir
+from metaprune.evaluate.run import run_evaluation
+from metaprune.networks import validate_network
+from metaprune.provenance import config_hash, to_jsonable
+from metaprune.pruning.method import ABLATIONS, parse_method
+
+QUICKSTART_COMPOSITE = "magnitude>synflow~snip"
+
+
+def newest_learned_model(models_dir: Path = Path("models")) -> str | None:
+    metas = sorted(models_dir.glob("*/meta.json"), key=lambda p: p.stat().st_mtime)
+    return f"learned:{metas[-1].parent}" if metas else None
+
+
+def build_config(
+    *,
+    network: str = "lenet_300_100",
+    dataset: str = "mnist5k",
+    methods: tuple[str, ...] = (),
+    densities: tuple[float, ...] = (),
+    seeds: tuple[int, ...] = (),
+    preset: str | None = None,
+    ceilings: bool = False,
+    sanity: bool = False,
+    models_dir: Path = Path("models"),
+    **fields,
+) -> EvaluateConfig:
+    """The evaluation a command line asks for: explicit methods, a preset, or the quick-start defaults."""
+    extra: dict = {}
+    if preset:
+        p_methods, p_densities, extra = preset_methods(preset, models_dir)
+        methods = tuple(methods) + p_methods
+        densities = tuple(densities) or p_densities
+    elif not methods:
+        methods = BASELINES + (QUICKSTART_COMPOSITE,)
+        learned = newest_learned_model(models_dir)
+        if learned:
+            methods += (learned,)
+    if ceilings:
+        methods = tuple(methods) + CEILINGS
+    if sanity:
+        base = [parse_method(m) for m in methods]
+        methods = tuple(methods) + tuple(
+            replace(m, ablation=a).canonical() for m in base if m.ablation is None for a in ABLATIONS
+        )
+    cfg_fields = {**extra, **{k: v for k, v in fields.items() if v is not None}}
+    if seeds:
+        cfg_fields["seeds"] = tuple(seeds)
+    config = EvaluateConfig(
+        network=validate_network(network),
+        dataset=dataset,
+        methods=tuple(methods),
+        densities=tuple(densities) or (0.005,),
+        **cfg_fields,
+    )
+    return config.validate()
+
+
+def default_results_dir(config: EvaluateConfig, preset: str | None = None, root: Path = Path("results")) -> Path:
+    """One directory per distinct evaluation: re-running the same command resumes it."""
+    name = f"{preset or 'evaluate'}-{config.network.replace(':', '_')}-{config.dataset}"
+    return root / f"{name}-{config_hash(to_jsonable(config))}"
+
+
+def evaluate(
+    config: EvaluateConfig,
+    out: Path,
+    **kwargs,
+) -> Report:
+    results = run_evaluation(config, out, **kwargs)
+    report = build_report(results, config.reference, config.test)
+    write_plots(report, results)
+    return report
+
+
+def report(path: Path, reference: str | None = None, test: str | None = None, plots: bool = True) -> Report:
+    results = ResultsDir(Path(path))
+    rep = build_report(results, reference, test)
+    if plots:
+        write_plots(rep, results)
+    return rep
+
+
+def bench_evaluate(preset: str | None = None, out_root: Path | None = None, device: str | None = None) -> dict:
+    """Wall time and tickets/minute of the quick-start evaluation (or a preset) in a fresh directory."""
+    import tempfile
+
+    from metaprune.provenance import package_versions
+
+    config = build_config(preset=preset, models_dir=Path("models"))
+    with tempfile.TemporaryDirectory(dir=out_root) as tmp:
+        t0 = time.perf_counter()
+        results = run_evaluation(config, Path(tmp) / "bench", device=device)
+        seconds = time.perf_counter() - t0
+        rows = results.rows()
+    tickets = int((~rows["method"].str.startswith("dense")).sum())
+    return {
+        "preset": preset or "quickstart",
+        "methods": list(config.methods),
+        "densities": list(config.densities),
+        "seeds": list(config.seeds),
+        "tickets": tickets,
+        "trained_networks": len(rows),
+        "seconds": seconds,
+        "tickets_per_minute": 60 * tickets / seconds,
+        "device": str(rows["device"].iloc[0]) if "device" in rows else "",
+        "versions": package_versions(),
+    }

@@ -1,0 +1,105 @@
+"""What an evaluation runs: methods × densities × seeds, the training and schedule configs, presets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from metaprune.errors import MetapruneError
+from metaprune.pruning.masks import keep_count
+from metaprune.pruning.method import parse_method
+from metaprune.pruning.schedules import ScheduleConfig
+from metaprune.training import TrainConfig
+
+BASELINES = ("random", "magnitude", "snip", "grasp", "synflow")
+THESIS_DENSITIES = (0.005, 0.007, 0.01, 0.015, 0.1, 0.2, 0.5)
+CEILINGS = ("imp", "synflow@ims")
+DEFAULT_SEEDS = tuple(range(1000, 1005))  # disjoint from the harvest's default 0-7
+DENSE = "dense"
+
+# Thesis figure 5.14's top rows, spelled in our grammar (UMS where the thesis ran UMS).
+COMBINED = (
+    "magnitude>synflow@ums~snip",
+    "synflow>magnitude@ums~snip",
+    "imp",
+    "synflow@ums~snip",
+    "grasp>magnitude@ums",
+    "snip>snip@ums",
+    "snip>magnitude@ums~synflow",
+    "snip@ums",
+    "snip@ums~synflow",
+    "snip>snip@ums~bimodal",
+    "magnitude>synflow@ums~synflow",
+    "snip>synflow@ums",
+    "magnitude>snip@ums",
+    "synflow>magnitude@ums",
+    "grasp>magnitude@ums~synflow",
+    "magnitude>snip@ums~snip",
+    "snip>magnitude@ums",
+    "synflow@ums",
+    "snip>snip@ums~synflow",
+    "magnitude>synflow@ums",
+)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    network: str = "lenet_300_100"
+    dataset: str = "mnist5k"
+    methods: tuple[str, ...] = BASELINES + ("magnitude>synflow~snip",)
+    densities: tuple[float, ...] = (0.005,)
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
+    train: TrainConfig = field(default_factory=TrainConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    reference: str = "snip"
+    test: str = "ttest"
+    per_class: int = 10
+    dense_inits: tuple[str, ...] = ()  # extra dense rows trained from these inits (SaW preset)
+
+    def validate(self) -> EvaluateConfig:
+        if not self.methods and not self.dense_inits:
+            raise MetapruneError("no methods to evaluate; accepted: --method METHOD (repeatable) or --preset NAME")
+        methods = tuple(dict.fromkeys(parse_method(m).canonical() for m in self.methods))
+        reference = parse_method(self.reference).canonical()
+        if self.test not in ("ttest", "wilcoxon"):
+            raise MetapruneError(f"unknown test {self.test!r}; accepted: ttest, wilcoxon")
+        if not self.seeds:
+            raise MetapruneError("no seeds to evaluate; accepted: e.g. --seeds 1000-1004")
+        if not self.densities:
+            raise MetapruneError("no densities; accepted: --sparsity 0.005 (repeatable)")
+        for d in self.densities:
+            keep_count(d, 1 << 30)  # range check only; per-network checks happen at prune time
+        self.train.validate()
+        self.schedule.validate()
+        densities = tuple(sorted(set(float(d) for d in self.densities)))
+        return replace(
+            self, methods=methods, reference=reference, densities=densities, seeds=tuple(sorted(set(self.seeds)))
+        )
+
+
+def preset_methods(name: str, models_dir: Path = Path("models")) -> tuple[tuple[str, ...], tuple[float, ...], dict]:
+    """(methods, densities, extra config fields) reproducing a thesis experiment by name."""
+    scorers4 = ("magnitude", "snip", "grasp", "synflow")
+    if name == "baselines":
+        return BASELINES, THESIS_DENSITIES, {"seeds": (1000, 1001, 1002)}
+    if name == "schedules":
+        return tuple(f"{s}@{sch}" for s in scorers4 for sch in ("uss", "ums", "iss", "ims")), (0.005, 0.01), {}
+    if name == "stacked":
+        return tuple(f"{a}>{b}" for a in scorers4 for b in scorers4) + BASELINES[1:], (0.005, 0.01), {}
+    if name == "saw":
+        inits = ("standard", "snip", "bimodal", "synflow", "grasp")
+        methods = tuple(f"{s}~{i}" for s in scorers4 for i in inits)
+        return methods, (0.005, 0.01), {"dense_inits": inits}
+    if name == "combined":
+        return COMBINED + BASELINES, (0.005, 0.01), {}
+    if name == "meta":
+        models = sorted(p for p in models_dir.glob("*/meta.json"))
+        if not models:
+            raise MetapruneError(
+                f"preset 'meta' needs fitted models, none found under {models_dir}; accepted: run `metaprune fit` first"
+            )
+        return tuple(f"learned:{p.parent}" for p in models) + BASELINES, (0.005, 0.01), {}
+    raise MetapruneError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
+
+
+PRESETS = ("baselines", "schedules", "stacked", "saw", "combined", "meta")

@@ -1,0 +1,154 @@
+"""The results directory of an evaluation: committed units, resume, and the tidy consolidated table.
+
+Layout (``results/<name>/``)::
+
+    config.json                     the evaluation's identity (network, dataset, training, schedule …)
+    units/<seed>/<unit>.json        one committed row per (seed, method, density); written atomically
+    units/<seed>/<unit>.safetensors the ticket's mask (packed bits) and the initial weights it keeps
+    results.csv, results.zarr       the tidy table (one row per seed × method × density), rebuilt on demand
+
+A unit is visible only once its JSON exists (temp file + rename), so an interrupted evaluation resumes
+where it stopped and never sees half-written work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from metaprune.errors import StoreError
+from metaprune.provenance import package_versions, to_jsonable
+
+# Fields that define what a results directory measures; methods, densities and seeds may grow.
+IDENTITY_FIELDS = ("network", "dataset", "train", "schedule", "per_class")
+
+
+def unit_name(method: str, density: float) -> str:
+    slug = re.sub(r"[^A-Za-z0-9_.+-]+", "_", method.replace(">", "+").replace("~", "-on-").replace("@", "-"))
+    return f"{slug}__d{density:.6g}"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class ResultsDir:
+    path: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    def open_or_create(self, config_json: dict, force: bool = False) -> None:
+        """Create the directory, or check that an existing one measures the same thing."""
+        if self.path.exists() and force:
+            shutil.rmtree(self.path)
+        if self.path.exists() and any(self.path.iterdir()):
+            if not self.config_path.exists():
+                raise StoreError(
+                    f"{self.path} exists but is not a metaprune results directory (no config.json); "
+                    "accepted: a new --out path, or --force to replace it"
+                )
+            old = json.loads(self.config_path.read_text())
+            diff = [f for f in IDENTITY_FIELDS if old.get("config", {}).get(f) != config_json.get(f)]
+            if diff:
+                raise StoreError(
+                    f"results directory {self.path} was made with a different configuration "
+                    f"({', '.join(diff)} differ); accepted: the same settings, a new --out, or --force to start over"
+                )
+            merged = dict(old["config"])
+            for key in ("methods", "densities", "seeds", "dense_inits"):
+                merged[key] = list(dict.fromkeys([*old["config"].get(key, []), *config_json.get(key, [])]))
+            config_json = {**config_json, **{k: merged[k] for k in ("methods", "densities", "seeds", "dense_inits")}}
+        payload = {"config": config_json, "versions": package_versions()}
+        _atomic_write_bytes(self.config_path, json.dumps(payload, indent=2).encode())
+
+    def config(self) -> dict:
+        if not self.config_path.exists():
+            raise StoreError(f"{self.path} is not a metaprune results directory (no config.json)")
+        return json.loads(self.config_path.read_text())["config"]
+
+    def unit_path(self, seed: int, name: str) -> Path:
+        return self.path / "units" / str(seed) / f"{name}.json"
+
+    def done(self, seed: int, name: str) -> bool:
+        return self.unit_path(seed, name).exists()
+
+    def commit(self, seed: int, name: str, row: dict, mask: torch.Tensor | None, kept_weights: torch.Tensor | None):
+        """Write the unit's tensors first, its row last: the row's existence is the commit."""
+        if mask is not None:
+            from safetensors.torch import save as st_save
+
+            bits = np.packbits(mask.cpu().numpy().astype(np.uint8))
+            tensors = {"mask_bits": torch.from_numpy(bits), "n": torch.tensor([mask.numel()])}
+            if kept_weights is not None:
+                tensors["kept_weights"] = kept_weights.detach().float().cpu().contiguous()
+            _atomic_write_bytes(self.unit_path(seed, name).with_suffix(".safetensors"), st_save(tensors))
+        _atomic_write_bytes(self.unit_path(seed, name), json.dumps(to_jsonable(row)).encode())
+
+    def rows(self) -> pd.DataFrame:
+        files = sorted((self.path / "units").glob("*/*.json"))
+        data = [json.loads(f.read_text()) for f in files]
+        return pd.DataFrame(data)
+
+    def mask(self, seed: int, name: str) -> torch.Tensor | None:
+        path = self.unit_path(seed, name).with_suffix(".safetensors")
+        if not path.exists():
+            return None
+        from safetensors.torch import load_file
+
+        t = load_file(str(path))
+        n = int(t["n"][0])
+        return torch.from_numpy(np.unpackbits(t["mask_bits"].numpy())[:n].astype(bool))
+
+    def kept_weights(self, seed: int, name: str) -> torch.Tensor | None:
+        path = self.unit_path(seed, name).with_suffix(".safetensors")
+        if not path.exists():
+            return None
+        from safetensors.torch import load_file
+
+        return load_file(str(path)).get("kept_weights")
+
+    def consolidate(self) -> pd.DataFrame:
+        """Rewrite results.csv and results.zarr from the committed units (both readable by pandas)."""
+        df = self.rows()
+        if df.empty:
+            return df
+        df = df.sort_values(["density", "method", "seed"], kind="stable").reset_index(drop=True)
+        csv_tmp = self.path / ".results.csv.tmp"
+        df.to_csv(csv_tmp, index=False)
+        os.replace(csv_tmp, self.path / "results.csv")
+        import xarray as xr
+
+        flat = df.copy()
+        for col in flat.columns:
+            if flat[col].dtype == object:
+                flat[col] = flat[col].astype(str)
+        ds = xr.Dataset.from_dataframe(flat.rename_axis("row"))
+        tmp = self.path / ".results.zarr.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        ds.to_zarr(tmp, mode="w", consolidated=False)
+        final = self.path / "results.zarr"
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        return df

@@ -1,0 +1,217 @@
+"""Run an evaluation: for each seed, prune every (method, density), train the tickets as populations.
+
+All methods of a seed share θ0 (per init) and the data order (the seed's ``data_order`` stream): a
+paired design. Each seed is one task; a task writes its own units, so seeds can run in-process, in a
+process pool or on a Dask cluster, and an interrupted evaluation resumes at the first missing unit.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from metaprune.datasets import DataSplits, load_dataset
+from metaprune.errors import MetapruneError
+from metaprune.evaluate.config import DENSE, EvaluateConfig
+from metaprune.evaluate.results import ResultsDir, unit_name
+from metaprune.networks import flat_weights, prunable_layout
+from metaprune.provenance import to_jsonable
+from metaprune.pruning.apply import initial_network, prune_data_for, prune_seeds
+from metaprune.pruning.masks import mask_report
+from metaprune.pruning.method import Method, parse_method
+from metaprune.training import MemberResult, resolve_device, train_population
+
+MAX_POPULATION = 48  # members per trained population; larger populations fall out of cache on CPUs
+
+
+@dataclass
+class _Member:
+    unit: str
+    row: dict
+    net: nn.Module
+    mask: torch.Tensor | None
+
+
+def dense_unit(init: str) -> str:
+    return DENSE if init == "standard" else f"{DENSE}~{init}"
+
+
+def planned_units(config: EvaluateConfig) -> list[tuple[str, float]]:
+    units = [(m, d) for d in config.densities for m in config.methods]
+    units += [(dense_unit(i), 1.0) for i in ("standard", *[i for i in config.dense_inits if i != "standard"])]
+    return units
+
+
+def _row_base(config: EvaluateConfig, seed: int, method: str, density: float) -> dict:
+    row = {"seed": seed, "method": method, "density": density, "network": config.network, "dataset": config.dataset}
+    if method.startswith(DENSE):
+        init = method.split("~", 1)[1] if "~" in method else "standard"
+        row.update(scorers="", schedule="", init=init, ablation="")
+    else:
+        m = parse_method(method)
+        row.update(scorers=">".join(m.scorers), schedule=m.schedule, init=m.init, ablation=m.ablation or "")
+    return row
+
+
+def _report_fields(net: nn.Module, mask: torch.Tensor, splits: DataSplits) -> dict:
+    report = mask_report(net, mask, input_shape=splits.input_shape)
+    out = {
+        "kept": report.kept,
+        "effective_density": report.effective_density,
+        "collapsed": bool(report.collapsed_layers),
+        "collapsed_layers": ";".join(report.collapsed_layers),
+    }
+    for i, layer in enumerate(report.layers):
+        out[f"kept_l{i}"] = layer.kept
+        out[f"effective_l{i}"] = layer.effective
+    return out
+
+
+def evaluate_seed(
+    out: str | Path,
+    config: EvaluateConfig,
+    seed: int,
+    device: str | None = None,
+    data_root: str | None = None,
+    max_population: int = MAX_POPULATION,
+    progress: Callable[[str], None] | None = None,
+) -> int:
+    """Prune and train every missing unit of ``seed``; returns the number of units committed."""
+    results = ResultsDir(Path(out))
+    dev = resolve_device(device)
+    splits = load_dataset(config.dataset, data_root=data_root)
+    todo = [(m, d) for m, d in planned_units(config) if not results.done(seed, unit_name(m, d))]
+    if not todo:
+        return 0
+    members: list[_Member] = []
+    for method_text, density in todo:
+        unit = unit_name(method_text, density)
+        row = _row_base(config, seed, method_text, density)
+        t0 = time.perf_counter()
+        if method_text.startswith(DENSE):
+            init_method = Method(("magnitude",), "uss", row["init"])
+            net = initial_network(init_method, config.network, splits, seed, prune_data_for(splits, seed))
+            mask = None
+            row.update(kept=prunable_layout(net).total, effective_density=1.0, collapsed=False, collapsed_layers="")
+        else:
+            ticket = prune_seeds(
+                parse_method(method_text),
+                config.network,
+                splits,
+                density,
+                (seed,),
+                schedule=config.schedule,
+                train=config.train,
+                per_class=config.per_class,
+                device=dev,
+            )[0]
+            net, mask = ticket.net, ticket.mask
+            row.update(_report_fields(net, mask, splits))
+        row["prune_seconds"] = time.perf_counter() - t0
+        members.append(_Member(unit, row, net, mask))
+        if progress is not None:
+            progress(f"seed {seed}: pruned {method_text} at {density:g}")
+    splits_dev = splits.to(dev)
+    committed = 0
+    for start in range(0, len(members), max_population):
+        group = members[start : start + max_population]
+        result = train_population(
+            [m.net for m in group],
+            splits_dev,
+            config.train,
+            data_seed=seed,
+            masks=[m.mask for m in group],
+            device=dev,
+        )
+        for i, (member, outcome) in enumerate(zip(group, result.members, strict=True)):
+            row = {**member.row, **_member_fields(outcome)}
+            row.update(population=len(group), member=i, train_seconds=result.seconds, device=str(dev))
+            kept = None
+            if member.mask is not None:
+                kept = flat_weights(member.net)[member.mask]
+            results.commit(seed, member.unit, row, member.mask, kept)
+            committed += 1
+        if progress is not None:
+            progress(f"seed {seed}: trained {len(group)} tickets")
+    return committed
+
+
+def _member_fields(m: MemberResult) -> dict:
+    return {
+        "test_acc": m.test_acc,
+        "test_loss": m.test_loss,
+        "val_acc": m.val_acc,
+        "val_loss": m.val_loss,
+        "best_iteration": m.best_iteration,
+        "best_epoch": m.best_epoch,
+        "epochs_trained": m.epochs_trained,
+    }
+
+
+def check_learned_seeds(config: EvaluateConfig, allow_seen_seeds: bool) -> None:
+    """A learned model must not be evaluated on the seeds it was trained on (unless explicitly allowed)."""
+    for text in config.methods:
+        for model_dir in parse_method(text).learned_models:
+            meta_path = Path(model_dir) / "meta.json"
+            if not meta_path.exists():
+                raise MetapruneError(
+                    f"learned model {model_dir!r} has no meta.json; accepted: a `metaprune fit` output"
+                )
+            meta = json.loads(meta_path.read_text())
+            if meta.get("network") not in (None, config.network) and not meta.get("transferable", False):
+                raise MetapruneError(
+                    f"learned model {model_dir} was fitted for network {meta.get('network')!r}, not "
+                    f"{config.network!r}; accepted: a model fitted on {config.network} or one with per-layer features"
+                )
+            seen = set(meta.get("train_seeds", [])) | set(meta.get("test_seeds", []))
+            overlap = sorted(seen & set(config.seeds))
+            if overlap and not allow_seen_seeds and meta.get("network") == config.network:
+                raise MetapruneError(
+                    f"evaluation seeds {overlap[:5]} were used to fit {model_dir}; accepted: seeds outside its "
+                    "harvest (default 1000-1004), or --allow-seen-seeds"
+                )
+
+
+def run_evaluation(
+    config: EvaluateConfig,
+    out: str | Path,
+    *,
+    device: str | None = None,
+    data_root: str | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    force: bool = False,
+    allow_seen_seeds: bool = False,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> ResultsDir:
+    """Evaluate every (seed, method, density); resumable; returns the results directory."""
+    config = config.validate()
+    check_learned_seeds(config, allow_seen_seeds)
+    results = ResultsDir(Path(out))
+    results.open_or_create(to_jsonable(config), force=force)
+    seeds = list(config.seeds)
+    from metaprune.executor import run_tasks
+
+    done = 0
+
+    def on_done(_result: object) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, len(seeds), "")
+
+    tasks = [(str(out), config, s, device, data_root) for s in seeds]
+    run_tasks(_seed_task, tasks, workers=workers, scheduler=scheduler, on_result=on_done)
+    results.consolidate()
+    return results
+
+
+def _seed_task(args: tuple) -> int:
+    out, config, seed, device, data_root = args
+    return evaluate_seed(out, config, seed, device=device, data_root=data_root)
