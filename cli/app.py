@@ -39,9 +39,13 @@ def _register_commands() -> None:
 
 
 def main() -> None:
+    """Run the CLI; library errors become one line on stderr and a non-zero exit code.
+
+    Typer's standalone mode handles usage errors itself (a short message, exit code 2).
+    """
     _register_commands()
     try:
-        app(standalone_mode=False)
+        app()
     except MetapruneError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
@@ -51,21 +55,6 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted; committed work is kept and a re-run resumes")
         sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
-
-
-__all__ = ["app", "bench_app", "main"]
-
 
 if __name__ == "__main__":
     main()

@@ -40,7 +40,7 @@ class Ticket:
     mask: torch.Tensor
     outcome: PruneOutcome
     report: MaskReport
-    seconds: float
+    seconds: float  # wall time of init, scoring, schedule (and training) per seed, without the report
 
 
 def prune_data_for(splits: DataSplits, seed: int, per_class: int = 10) -> PruneData:
@@ -60,7 +60,7 @@ def needs_data(name: str) -> bool:
     return True if name.startswith(LEARNED) else SCORERS.get(name).needs_data
 
 
-def initial_network(method: Method, spec: str, splits: DataSplits, seed: int, data: PruneData) -> nn.Module:
+def initial_network(method: Method, spec: str, splits: DataSplits, seed: int, data: PruneData | None) -> nn.Module:
     """θ0 of ``seed`` with the method's initialisation: standard, bimodal, or SaW from a scorer."""
     net = build_network(spec, splits.input_shape, splits.num_classes, seed)
     if method.init == "bimodal":
@@ -149,14 +149,32 @@ def prune_seeds(
     per_class: int = 10,
     device: torch.device | str | None = None,
     progress=None,
+    dtype: torch.dtype = torch.float32,
 ) -> list[Ticket]:
-    """Tickets of ``method`` at ``density`` for each seed (iterative schedules train the seeds together)."""
+    """Tickets of ``method`` at ``density`` for each seed (iterative schedules train the seeds together).
+
+    ``per_class`` examples of every class form each seed's pruning batch; ``per_class=0`` means no
+    pruning batch at all, so only data-free scorers (magnitude, random) are accepted. Everything that can
+    be checked cheaply (data needs, density per network and scope) is checked before any scoring.
+    ``dtype`` is the training dtype of iterative schedules; ``progress(level, levels)`` follows their levels.
+    """
     t0 = time.perf_counter()
-    datas = [prune_data_for(splits, s, per_class) for s in seeds]
-    for d in datas:
-        check_method_data(method, d)
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds:
+        raise MetapruneError("no seeds given; accepted: one or more non-negative seeds")
+    if int(per_class) < 0:
+        raise MetapruneError(f"bad examples per class {per_class!r}; accepted: 0 (no pruning batch) or more")
+    schedule = schedule.validate()
+    if int(per_class) == 0:
+        datas: list[PruneData | None] = [None] * len(seeds)
+        check_method_data(method, None)
+    else:
+        datas = [prune_data_for(splits, s, per_class) for s in seeds]
+    # density vs network and scope, on the bare architecture, before any (possibly costly) SaW scoring
+    check_density_for_network(
+        density, build_network(spec, splits.input_shape, splits.num_classes, seeds[0]), schedule.scope
+    )
     nets = [initial_network(method, spec, splits, s, d) for s, d in zip(seeds, datas, strict=True)]
-    check_density_for_network(density, nets[0], schedule.scope)
     if method.iterative:
         outcomes = prune_iterative(
             [score_function(method, d, s) for d, s in zip(datas, seeds, strict=True)],
@@ -171,6 +189,7 @@ def prune_seeds(
             name=str(method),
             device=device,
             progress=progress,
+            dtype=dtype,
         )
     else:
         outcomes = [
@@ -185,19 +204,9 @@ def prune_seeds(
             )
             for net, d, s in zip(nets, datas, seeds, strict=True)
         ]
-    tickets = []
-    for net, outcome, s in zip(nets, outcomes, seeds, strict=True):
-        net, mask = finish(method, net, outcome, s)
-        tickets.append(
-            Ticket(
-                method,
-                s,
-                density,
-                net,
-                mask,
-                outcome,
-                mask_report(net, mask, input_shape=splits.input_shape),
-                (time.perf_counter() - t0) / len(seeds),
-            )
-        )
-    return tickets
+    finished = [finish(method, net, outcome, s) for net, outcome, s in zip(nets, outcomes, seeds, strict=True)]
+    seconds = (time.perf_counter() - t0) / len(seeds)  # scoring, schedule and training; not the report
+    return [
+        Ticket(method, s, density, net, mask, outcome, mask_report(net, mask, input_shape=splits.input_shape), seconds)
+        for (net, mask), outcome, s in zip(finished, outcomes, seeds, strict=True)
+    ]

@@ -23,7 +23,8 @@ from metaprune.errors import MetapruneError
 SCHEDULE_NAMES = ("uss", "ums", "iss", "ims")
 ABLATIONS = ("shuffle", "reinit", "invert")
 BASE_INITS = ("standard", "bimodal")
-ALIASES = {"imp": "magnitude@iss"}
+IMP = "imp"  # = magnitude@iss (iterative magnitude pruning)
+ALIASES = {IMP: "magnitude@iss"}
 LEARNED = "learned:"
 
 GRAMMAR_HELP = (
@@ -95,26 +96,34 @@ def _canonical_scorer(token: str, text: str, pos: int) -> str:
         return token
     if token in SCORERS:
         return SCORERS.canonical(token)
-    raise _fail(text, pos, f"unknown scorer {token!r}, accepted: {', '.join(_scorer_names())} or learned:DIR")
+    accepted = ", ".join(f"{e.name} (alias {', '.join(e.aliases)})" if e.aliases else e.name for e in SCORERS)
+    raise _fail(text, pos, f"unknown scorer {token!r}, accepted: {accepted}, imp (= magnitude@iss) or learned:DIR")
 
 
 _TOKEN = re.compile(r"learned:[^@~!>]*|[A-Za-z_][A-Za-z0-9_]*")
 
 
 def parse_method(text: str) -> Method:
-    """Parse a method string; errors point at the offending character."""
-    text = ALIASES.get(text.strip(), text.strip())
-    if text.startswith("imp") and text[3:4] in ("~", "!"):
-        text = "magnitude@iss" + text[3:]
+    """Parse a method string; errors point at the offending character (1-based, in the stripped text)."""
+    text = text.strip()
     if not text:
         raise MetapruneError(f"empty method; {SHORT_HELP}")
     pos = 0
     scorers: list[str] = []
+    schedule = None
     while True:
         m = _TOKEN.match(text, pos)
         if not m:
             raise _fail(text, pos, "expected a scorer name")
-        scorers.append(_canonical_scorer(m.group(0), text, pos))
+        token = m.group(0)
+        if token == IMP:
+            # 'imp' is magnitude@iss: a whole scorer + schedule, so it cannot be stacked
+            if scorers or text[m.end() : m.end() + 1] == ">":
+                raise _fail(text, pos, "'imp' (= magnitude@iss) cannot be part of a stack; write e.g. mag>snip@iss")
+            scorers.append("magnitude")
+            schedule = "iss"
+        else:
+            scorers.append(_canonical_scorer(token, text, pos))
         pos = m.end()
         if pos < len(text) and text[pos] == ">":
             if len(scorers) == 2:
@@ -122,18 +131,21 @@ def parse_method(text: str) -> Method:
             pos += 1
             continue
         break
-    schedule = None
+    imp = schedule is not None
     init = "standard"
     ablation = None
     seen: set[str] = set()
+    order = "@~!"
     while pos < len(text):
         sep = text[pos]
-        if sep not in "@~!" or sep in seen:
-            what = f"{sep!r} given twice" if sep in seen else "expected '@schedule', '~init', '!ablation' or the end"
-            raise _fail(text, pos, what)
-        order = "@~!"
+        if sep not in order:
+            raise _fail(text, pos, "expected '@schedule', '~init', '!ablation' or the end")
+        if sep in seen:
+            raise _fail(text, pos, f"{sep!r} given twice")
         if any(order.index(s) > order.index(sep) for s in seen):
             raise _fail(text, pos, "parts must come in the order @schedule ~init !ablation")
+        if sep == "@" and imp:
+            raise _fail(text, pos, "'imp' already fixes the schedule (magnitude@iss); write magnitude@SCHEDULE")
         seen.add(sep)
         m = _TOKEN.match(text, pos + 1)
         if not m:
@@ -144,11 +156,7 @@ def parse_method(text: str) -> Method:
                 raise _fail(text, pos + 1, f"unknown schedule {word!r}, accepted: {', '.join(SCHEDULE_NAMES)}")
             schedule = word
         elif sep == "~":
-            if word in ("kaiming",):
-                word = "standard"
-            if word not in BASE_INITS and not word.startswith(LEARNED) and word not in _scorer_names() + ["mag"]:
-                raise _fail(text, pos + 1, f"unknown init {word!r}, accepted: standard, bimodal, or a scorer (SaW)")
-            init = word if word in BASE_INITS else _canonical_scorer(word, text, pos + 1)
+            init = _init_name(word, text, pos + 1)
         else:
             if word not in ABLATIONS:
                 raise _fail(text, pos + 1, f"unknown ablation {word!r}, accepted: {', '.join(ABLATIONS)}")
@@ -157,3 +165,21 @@ def parse_method(text: str) -> Method:
     if schedule is None:
         schedule = "ums" if scorers[-1] == "synflow" else "uss"
     return Method(tuple(scorers), schedule, init, ablation)
+
+
+def _init_name(word: str, text: str, pos: int) -> str:
+    """Canonical init: standard (alias kaiming), bimodal, or a scorer / learned:DIR for SaW."""
+    from metaprune.pruning.scorers import SCORERS
+
+    if word == "kaiming":
+        return "standard"
+    if word in BASE_INITS:
+        return word
+    if word.startswith(LEARNED) or word in SCORERS:
+        return _canonical_scorer(word, text, pos)
+    raise _fail(
+        text,
+        pos,
+        f"unknown init {word!r}, accepted: standard (alias kaiming), bimodal, or a scorer for SaW "
+        f"({', '.join(_scorer_names())}, learned:DIR)",
+    )

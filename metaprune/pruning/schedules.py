@@ -86,8 +86,15 @@ class PruneOutcome:
 
 
 def exponential_densities(start: float, end: float, steps: int) -> list[float]:
-    """``steps`` densities from ``start`` (exclusive) to ``end`` (inclusive), geometric."""
-    return [start * (end / start) ** (i / steps) for i in range(1, steps + 1)]
+    """``steps`` densities from ``start`` (exclusive) to ``end`` (inclusive), geometric.
+
+    Step i of N is ``start * (end / start) ** (i / N)``; the last step is ``end`` itself (not a float
+    product that might round next to it), so the final mask keeps exactly ``keep_count(end, n)``.
+    """
+    out = [start * (end / start) ** (i / steps) for i in range(1, steps + 1)]
+    if out:
+        out[-1] = end
+    return out
 
 
 def _prune_step(
@@ -123,7 +130,7 @@ def prune_upfront(
     config = config.validate()
     n = prunable_layout(net).total
     keep_count(density, n)  # validates the density before any work
-    mask = torch.ones(n, dtype=torch.bool) if alive is None else alive.clone().cpu()
+    mask = torch.ones(n, dtype=torch.bool) if alive is None else alive.reshape(-1).cpu().bool().clone()
     removed = torch.zeros(n, dtype=torch.int16) if removed_at is None else removed_at.clone()
     start = mask.sum().item() / n
     steps = exponential_densities(start, density, config.rounds) if multi_shot else [density]
@@ -153,17 +160,24 @@ def prune_iterative(
     device: torch.device | str | None = None,
     progress: Callable[[int, int], None] | None = None,
     train_progress: ProgressFn | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> list[PruneOutcome]:
     """ISS or IMS for a population: all members train together at each level, then each is pruned.
 
     ``nets`` hold θ0 and are never modified (rewinding = the next level starts from them again).
     ``score_fns[i]`` scores member i and ``seeds[i]`` seeds its tie-breaking.
-    ``progress(level, levels)`` is called after each level.
+    ``progress(level, levels)`` is called after each level. ``dtype`` is the training dtype
+    (float64 makes a population bit-comparable with solo runs; the checkpoint is cast back to θ0's dtype).
     """
     config = config.validate()
+    k = len(nets)
+    if k == 0 or len(score_fns) != k or len(seeds) != k:
+        raise MetapruneError(
+            f"iterative pruning needs one score function and one seed per network; got {k} networks, "
+            f"{len(score_fns)} score functions, {len(seeds)} seeds"
+        )
     n = prunable_layout(nets[0]).total
     keep_count(density, n)
-    k = len(nets)
     masks = [torch.ones(n, dtype=torch.bool) for _ in range(k)]
     removed = [torch.zeros(n, dtype=torch.int16) for _ in range(k)]
     last_scores = [torch.zeros(n) for _ in range(k)]
@@ -178,6 +192,7 @@ def prune_iterative(
             data_seed,
             masks=masks,
             device=device,
+            dtype=dtype,
             keep_states=True,
             progress=train_progress,
         )
