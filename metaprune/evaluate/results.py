@@ -39,7 +39,7 @@ def unit_name(method: str, density: float) -> str:
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -107,7 +107,8 @@ class ResultsDir:
         _atomic_write_bytes(self.unit_path(seed, name), json.dumps(to_jsonable(row)).encode())
 
     def rows(self) -> pd.DataFrame:
-        files = sorted((self.path / "units").glob("*/*.json"))
+        # A killed writer can leave a ``.*.partial`` file behind; only committed ``*.json`` count.
+        files = sorted(f for f in (self.path / "units").glob("*/*.json") if not f.name.startswith("."))
         data = [json.loads(f.read_text()) for f in files]
         return pd.DataFrame(data)
 
@@ -147,7 +148,7 @@ class ResultsDir:
         ds = xr.Dataset.from_dataframe(flat.rename_axis("row"))
         tmp = self.path / ".results.zarr.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        ds.to_zarr(tmp, mode="w", consolidated=False)
+        ds.to_zarr(tmp, mode="w", consolidated=True)
         final = self.path / "results.zarr"
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)

@@ -196,22 +196,17 @@ def run_evaluation(
     results = ResultsDir(Path(out))
     results.open_or_create(to_jsonable(config), force=force)
     seeds = list(config.seeds)
-    from metaprune.executor import run_tasks
-
-    done = 0
-
-    def on_done(_result: object) -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, len(seeds), "")
+    from metaprune.executor import get_executor
 
     tasks = [(str(out), config, s, device, data_root) for s in seeds]
-    run_tasks(_seed_task, tasks, workers=workers, scheduler=scheduler, on_result=on_done)
+    with get_executor(workers=workers, scheduler=scheduler) as executor:
+        for done, _ in enumerate(executor.map(_seed_task, tasks), start=1):
+            if progress is not None:
+                progress(done, len(seeds), executor.describe())
     results.consolidate()
     return results
 
 
-def _seed_task(args: tuple) -> int:
+def _seed_task(args: tuple, emit=None) -> int:
     out, config, seed, device, data_root = args
     return evaluate_seed(out, config, seed, device=device, data_root=data_root)

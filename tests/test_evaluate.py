@@ -1,0 +1,148 @@
+"""Evaluate end to end on a tiny configuration: rows, resume after kill -9, refusals, the Dask path."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from metaprune.errors import MetapruneError, StoreError
+from metaprune.evaluate.api import build_config
+from metaprune.evaluate.results import ResultsDir
+from metaprune.evaluate.run import run_evaluation
+from metaprune.pruning.schedules import ScheduleConfig
+from metaprune.training import TrainConfig
+
+TINY = dict(
+    network="mlp:20-10",
+    dataset="digits",
+    methods=("snip", "magnitude", "synflow"),
+    densities=(0.05, 0.2),
+    seeds=(1000, 1001),
+    train=TrainConfig(epochs=4, patience=2),
+    schedule=ScheduleConfig(rounds=5, levels=2),
+)
+
+
+def _cfg(**over):
+    return build_config(**{**TINY, **over})
+
+
+def _table(path: Path) -> pd.DataFrame:
+    df = ResultsDir(path).rows()
+    keep = ["seed", "method", "density", "test_acc", "val_loss", "best_iteration", "kept", "effective_density"]
+    return df[keep].sort_values(["seed", "method", "density"]).reset_index(drop=True)
+
+
+def test_rows_per_seed_method_density_and_dense_reference(tmp_path):
+    out = tmp_path / "r"
+    run_evaluation(_cfg(), out)
+    df = ResultsDir(out).rows()
+    pruned = df[df["method"] != "dense"]
+    assert len(pruned) == 2 * 3 * 2
+    assert set(pruned["method"]) == {"snip@uss", "magnitude@uss", "synflow@ums"}
+    assert len(df[df["method"] == "dense"]) == 2
+    n = 64 * 20 + 20 * 10 + 10 * 10
+    for _, row in pruned.iterrows():
+        assert row["kept"] == round(row["density"] * n)
+    csv = pd.read_csv(out / "results.csv")
+    assert len(csv) == len(df)
+    import xarray as xr
+
+    assert xr.open_zarr(out / "results.zarr").to_dataframe().shape[0] == len(df)
+    # paired design: every method of a seed trained in one population on the seed's data order
+    assert (pruned.groupby("seed")["population"].first() == 7).all()
+
+
+def test_resume_after_kill_gives_identical_results(tmp_path):
+    ref = tmp_path / "ref"
+    run_evaluation(_cfg(), ref)
+    out = tmp_path / "killed"
+    cmd = [
+        sys.executable,
+        "-m",
+        "metaprune.cli.app",
+        "evaluate",
+        "--network",
+        "mlp:20-10",
+        "--dataset",
+        "digits",
+        "--method",
+        "snip",
+        "--method",
+        "magnitude",
+        "--method",
+        "synflow",
+        "--sparsity",
+        "0.05",
+        "--sparsity",
+        "0.2",
+        "--seeds",
+        "1000-1001",
+        "--epochs",
+        "4",
+        "--rounds",
+        "5",
+        "--levels",
+        "2",
+        "--patience",
+        "2",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if list((out / "units").glob("1000/*.json")) or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "units" / "1001").exists() or len(list((out / "units" / "1001").glob("*.json"))) < 7
+    run_evaluation(_cfg(), out)
+    pd.testing.assert_frame_equal(_table(out), _table(ref))
+
+
+def test_refuses_other_configuration_and_force_replaces(tmp_path):
+    out = tmp_path / "r"
+    run_evaluation(_cfg(methods=("magnitude",), densities=(0.2,), seeds=(1000,)), out)
+    with pytest.raises(StoreError, match="train differ"):
+        run_evaluation(_cfg(methods=("magnitude",), densities=(0.2,), seeds=(1000,), train=TrainConfig(epochs=3)), out)
+    run_evaluation(
+        _cfg(methods=("magnitude",), densities=(0.2,), seeds=(1000,), train=TrainConfig(epochs=3)), out, force=True
+    )
+    assert json.loads((out / "config.json").read_text())["config"]["train"]["epochs"] == 3
+    not_results = tmp_path / "other"
+    not_results.mkdir()
+    (not_results / "x.txt").write_text("x")
+    with pytest.raises(StoreError, match="not a metaprune results directory"):
+        run_evaluation(_cfg(methods=("magnitude",), densities=(0.2,), seeds=(1000,)), not_results)
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    with pytest.raises(MetapruneError, match="character 5"):
+        _cfg(methods=("mag>>snip",))
+    with pytest.raises(MetapruneError, match="keeps no weight"):
+        run_evaluation(_cfg(methods=("magnitude",), densities=(1e-7,), seeds=(1000,)), tmp_path / "r")
+    with pytest.raises(MetapruneError, match="layer"):
+        run_evaluation(
+            _cfg(methods=("magnitude",), densities=(0.004,), seeds=(1000,), schedule=ScheduleConfig(scope="layer")),
+            tmp_path / "r2",
+        )
+
+
+def test_dask_local_cluster_gives_the_same_results(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    cfg = _cfg(methods=("snip", "magnitude"), densities=(0.1,))
+    local = tmp_path / "local"
+    run_evaluation(cfg, local)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        remote = tmp_path / "dask"
+        run_evaluation(cfg, remote, scheduler=cluster.scheduler_address)
+    pd.testing.assert_frame_equal(_table(remote), _table(local))
