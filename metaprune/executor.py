@@ -142,9 +142,16 @@ class PoolExecutor(Executor):
                 fut.cancel()
             self._drain(on_event)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        if failed:  # do not wait minutes for running tasks after an error: stop the workers
+            for proc in list(getattr(self._pool, "_processes", {}).values()):
+                if proc.is_alive():
+                    proc.terminate()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._events.close()
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(failed=exc_type is not None)
 
 
 # ------------------------------------------------------------------------------------------- dask

@@ -1,0 +1,334 @@
+"""Per-weight features: the ONE function that computes them, at harvest time and at prune time.
+
+``compute_features(net, data, seed, density=...)`` returns a float32 matrix ``[n_weights, F]`` on the flat
+prunable-weight axis (``networks.prunable_layout`` order) with the columns of :data:`FEATURE_NAMES`.
+The harvest stores exactly this matrix per seed; a learned scorer calls the same function on a fresh
+network, so there is no train/serve skew.
+
+Groups (:data:`FEATURE_GROUPS`):
+
+``scores``
+    The base scorers on θ0 (``metaprune.pruning.scorers``): ``magnitude`` (|θ|), ``snip`` (sum-normalised),
+    ``grasp`` (θ·Hg, |sum|-normalised, keep the highest), ``grasp_abs`` (its absolute value), ``synflow``
+    (single-shot SynFlow divided by its sum, so deep networks stay in float32 range; the ranking is the
+    scorer's) and ``synflow_ums``: the round at which 100-round upfront multi-shot SynFlow (to ``density``)
+    removed the weight divided by ``rounds + 1`` (survivors 1.0) -- a sparsity-aware feature, computed with
+    ``schedules.prune_upfront`` exactly as the ``synflow@ums`` method does (same tie-breaking stream).
+``structure``
+    ``depth`` (0 for the first prunable layer), ``fan_in`` and ``fan_out`` of the layer
+    (``PrunableLayer.fan_in`` / ``fan_out``), ``layer_size`` (weights in the layer) and ``rank_<score>``
+    for every score: the rank of the weight's score within its layer, ties averaged, scaled to [0, 1]
+    (0 = lowest; a one-weight layer gets 0.5).
+``activations`` (thesis appendix B)
+    ``weight`` (θ0 itself), ``layer_frobenius`` (Frobenius norm of the layer's weight), and the max and
+    mean activation of the weight's input unit (``in_act_max``, ``in_act_mean``) and output unit
+    (``out_act_max``, ``out_act_mean``) over the pruning batch, network in eval mode. For a Linear weight
+    ``[out, in]`` the input unit is column ``in`` (for the first layer: the standardised input pixel),
+    the output unit row ``out``. Input activations are what the layer receives (post-ReLU for hidden
+    layers of the MLPs); output activations are the layer's output after a ReLU, except for the last
+    prunable layer, whose output is the logits. For Conv layers the units are channels and the max/mean
+    run over the batch and all spatial positions. (For ResNet the output ReLU is applied straight to the
+    convolution output, before BatchNorm: an approximation, documented here.)
+
+All computations work on copies: the network's weights, buffers, ``.grad`` and train/eval flag are
+untouched. Everything is deterministic for a given (network, data, seed, density).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from metaprune.errors import MetapruneError
+from metaprune.networks import PrunableLayout, prunable_layout, prunable_weights
+from metaprune.pruning.scorers import CHUNK, PruneData, score
+
+SCORE_FEATURES: tuple[str, ...] = ("magnitude", "snip", "grasp", "grasp_abs", "synflow", "synflow_ums")
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
+    "scores": SCORE_FEATURES,
+    "structure": ("depth", "fan_in", "fan_out", "layer_size", *(f"rank_{s}" for s in SCORE_FEATURES)),
+    "activations": ("weight", "layer_frobenius", "in_act_max", "in_act_mean", "out_act_max", "out_act_mean"),
+}
+FEATURE_NAMES: tuple[str, ...] = tuple(name for group in FEATURE_GROUPS.values() for name in group)
+FEATURE_VERSION = 1  # bump when a feature's definition changes (part of the harvest config)
+DEFAULT_UMS_ROUNDS = 100
+
+
+def feature_spec() -> dict:
+    """A JSON-able description of the features (stored with every harvest)."""
+    return {
+        "version": FEATURE_VERSION,
+        "names": list(FEATURE_NAMES),
+        "groups": {k: list(v) for k, v in FEATURE_GROUPS.items()},
+        "dtype": "float32",
+        "synflow": "single-shot SynFlow divided by its sum",
+        "synflow_ums": "round of removal by upfront multi-shot SynFlow to the density / (rounds + 1); survivors 1",
+        "rank": "rank of the score within its layer, ties averaged, scaled to [0, 1]",
+        "activations": "max/mean over the pruning batch (eval mode); hidden outputs post-ReLU, last layer logits",
+    }
+
+
+def select_features(selection: str | Iterable[str] | None = None) -> tuple[str, ...]:
+    """Expand feature names and group names (``scores``, ``structure``, ``activations``, ``all``).
+
+    ``None`` or ``"all"`` gives :data:`FEATURE_NAMES`. A comma-separated string is accepted. The result
+    keeps the given order, without duplicates; an unknown name is a one-line error listing the choices.
+    """
+    if selection is None:
+        return FEATURE_NAMES
+    items = [s.strip() for s in selection.split(",")] if isinstance(selection, str) else [str(s) for s in selection]
+    out: list[str] = []
+    for item in items:
+        if not item:
+            continue
+        if item == "all":
+            names: tuple[str, ...] = FEATURE_NAMES
+        elif item in FEATURE_GROUPS:
+            names = FEATURE_GROUPS[item]
+        elif item in FEATURE_NAMES:
+            names = (item,)
+        else:
+            raise MetapruneError(
+                f"unknown feature {item!r}; accepted: all, {', '.join(FEATURE_GROUPS)}, or one of "
+                f"{', '.join(FEATURE_NAMES)}"
+            )
+        out.extend(n for n in names if n not in out)
+    if not out:
+        raise MetapruneError("empty feature selection; accepted: all, a group name or feature names")
+    return tuple(out)
+
+
+def feature_indices(names: Iterable[str]) -> list[int]:
+    """Column positions of ``names`` in :data:`FEATURE_NAMES`."""
+    return [FEATURE_NAMES.index(n) for n in select_features(list(names))]
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def rank_within_layers(values: torch.Tensor, layout: PrunableLayout) -> torch.Tensor:
+    """Per-layer rank of ``values`` (ties averaged), scaled to [0, 1]; float64 [n]."""
+    values = values.reshape(-1)
+    out = torch.empty(values.numel(), dtype=torch.float64)
+    for layer in layout.layers:
+        part = values[layer.offset : layer.offset + layer.size]
+        out[layer.offset : layer.offset + layer.size] = _scaled_rank(part)
+    return out
+
+
+def _scaled_rank(v: torch.Tensor) -> torch.Tensor:
+    n = v.numel()
+    if n == 1:
+        return torch.full((1,), 0.5, dtype=torch.float64)
+    order = torch.argsort(v, stable=True)
+    _, inverse, counts = torch.unique_consecutive(v[order], return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).to(torch.float64)
+    average = ends - (counts.to(torch.float64) + 1) / 2  # 0-based mean position of each tie group
+    ranks = torch.empty(n, dtype=torch.float64)
+    ranks[order] = average[inverse]
+    return ranks / (n - 1)
+
+
+def _expand_units(
+    layout: PrunableLayout, in_units: list[torch.Tensor], out_units: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-unit values -> per-weight values (input unit = dim 1, output unit = dim 0 of each weight)."""
+    ins, outs = [], []
+    for layer, a_in, a_out in zip(layout.layers, in_units, out_units, strict=True):
+        extra = (1,) * (len(layer.shape) - 2)
+        ins.append(a_in.reshape(1, -1, *extra).expand(layer.shape).reshape(-1))
+        outs.append(a_out.reshape(-1, 1, *extra).expand(layer.shape).reshape(-1))
+    return torch.cat(ins), torch.cat(outs)
+
+
+@torch.no_grad()
+def unit_activations(
+    net: nn.Module, data: PruneData, mask: torch.Tensor | None = None
+) -> dict[str, list[torch.Tensor]]:
+    """Max and mean activation of every prunable layer's input and output units over ``data`` (eval mode).
+
+    Returns lists (one tensor per prunable layer, float64) under ``in_max``, ``in_mean``, ``out_max``,
+    ``out_mean``. Works on a copy of ``net`` (masked when ``mask`` is given).
+    """
+    work = copy.deepcopy(net)
+    work.eval()
+    layout = prunable_layout(work)
+    if mask is not None:
+        for w, m in zip(prunable_weights(work), layout.split(mask.to(torch.bool)), strict=True):
+            w.mul_(m.to(device=w.device, dtype=w.dtype))
+    modules = [m for m in work.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+    if len(modules) != len(layout.layers):  # pragma: no cover - prunable_layout walks the same modules
+        raise MetapruneError("activation features: prunable layers and modules do not match")
+    last = len(modules) - 1
+    stats: list[dict[str, torch.Tensor | int]] = [{} for _ in modules]
+
+    def reduce(t: torch.Tensor, conv: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+        t = t.detach().double()
+        flat = t.movedim(1, -1).reshape(-1, t.shape[1]) if conv else t.reshape(-1, t.shape[-1])
+        return flat.max(0).values, flat.sum(0), flat.shape[0]
+
+    def hook(i: int, conv: bool):
+        def fn(module, inputs, output):
+            out = output if i == last else torch.relu(output)
+            for side, t in (("in", inputs[0]), ("out", out)):
+                mx, sm, cnt = reduce(t, conv)
+                s = stats[i]
+                if f"{side}_max" in s:
+                    s[f"{side}_max"] = torch.maximum(s[f"{side}_max"], mx)
+                    s[f"{side}_sum"] = s[f"{side}_sum"] + sm
+                    s[f"{side}_n"] = s[f"{side}_n"] + cnt
+                else:
+                    s[f"{side}_max"], s[f"{side}_sum"], s[f"{side}_n"] = mx, sm, cnt
+
+        return fn
+
+    handles = [m.register_forward_hook(hook(i, isinstance(m, nn.Conv2d))) for i, m in enumerate(modules)]
+    try:
+        w0 = prunable_weights(work)[0]
+        for start in range(0, data.x.shape[0], CHUNK):
+            work(data.x[start : start + CHUNK].to(device=w0.device, dtype=w0.dtype))
+    finally:
+        for h in handles:
+            h.remove()
+    out: dict[str, list[torch.Tensor]] = {"in_max": [], "in_mean": [], "out_max": [], "out_mean": []}
+    for s in stats:
+        for side in ("in", "out"):
+            out[f"{side}_max"].append(s[f"{side}_max"].cpu())
+            out[f"{side}_mean"].append((s[f"{side}_sum"] / s[f"{side}_n"]).cpu())
+    return out
+
+
+def _sum_normalised(s: torch.Tensor) -> torch.Tensor:
+    s = s.detach().to(torch.float64).cpu()
+    total = s.sum()
+    return s / total if total > 0 else s
+
+
+# ---------------------------------------------------------------------------------------- the function
+
+
+def compute_features(
+    net: nn.Module,
+    data: PruneData,
+    seed: int,
+    *,
+    density: float,
+    ums_rounds: int = DEFAULT_UMS_ROUNDS,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """All features of every prunable weight of ``net``: float32 ``[n_weights, len(FEATURE_NAMES)]``.
+
+    ``data`` is the pruning batch (``pruning.scorers.pruning_batch``), ``seed`` seeds tie-breaking of the
+    multi-shot SynFlow feature, ``density`` is the density that feature prunes to (the harvest's target
+    density). ``mask`` (optional, default: nothing pruned) evaluates the masked network: scores of pruned
+    weights are 0 and the multi-shot feature starts from the mask. ``net`` is not modified.
+    """
+    from metaprune.pruning.schedules import ScheduleConfig, prune_upfront
+
+    layout = prunable_layout(net)
+    n = layout.total
+    if data is None or data.x.shape[0] == 0:
+        raise MetapruneError("features need a non-empty pruning batch; accepted: PruneData from pruning_batch")
+    if mask is not None:
+        mask = mask.reshape(-1).to("cpu", torch.bool)
+        if mask.numel() != n:
+            raise MetapruneError(f"mask of {mask.numel()} weights does not match the network's {n}")
+    cols: dict[str, torch.Tensor] = {}
+    cols["magnitude"] = score("magnitude", net, mask, data, seed).double().cpu()
+    cols["snip"] = score("snip", net, mask, data, seed).double().cpu()
+    grasp = score("grasp", net, mask, data, seed).cpu()
+    cols["grasp"] = grasp.double()
+    cols["grasp_abs"] = grasp.abs().double()  # == score("grasp_abs", ...): the same computation, abs'ed
+    cols["synflow"] = _sum_normalised(score("synflow", net, mask, data, seed))
+
+    def synflow_fn(m: nn.Module, alive: torch.Tensor) -> torch.Tensor:
+        return score("synflow", m, alive, data, seed)
+
+    ums = prune_upfront(
+        synflow_fn,
+        net,
+        density,
+        seed,
+        multi_shot=True,
+        config=ScheduleConfig(rounds=int(ums_rounds)),
+        alive=mask,
+        name="synflow@ums",
+    )
+    cols["synflow_ums"] = ums.removed_at.to(torch.float64) / (int(ums_rounds) + 1)
+
+    for layer in layout.layers:
+        sl = slice(layer.offset, layer.offset + layer.size)
+        for name, value in (
+            ("depth", layer.depth),
+            ("fan_in", layer.fan_in),
+            ("fan_out", layer.fan_out),
+            ("layer_size", layer.size),
+        ):
+            cols.setdefault(name, torch.empty(n, dtype=torch.float64))[sl] = float(value)
+
+    weights = [w.detach().cpu().double() for w in prunable_weights(net)]
+    if mask is not None:
+        weights = [w * m.double() for w, m in zip(weights, layout.split(mask), strict=True)]
+    cols["weight"] = torch.cat([w.reshape(-1) for w in weights])
+    cols["layer_frobenius"] = torch.cat(
+        [torch.full((w.numel(),), float(torch.linalg.vector_norm(w)), dtype=torch.float64) for w in weights]
+    )
+    acts = unit_activations(net, data, mask)
+    cols["in_act_max"], cols["out_act_max"] = _expand_units(layout, acts["in_max"], acts["out_max"])
+    cols["in_act_mean"], cols["out_act_mean"] = _expand_units(layout, acts["in_mean"], acts["out_mean"])
+
+    out = torch.empty(n, len(FEATURE_NAMES), dtype=torch.float32)
+    for name in FEATURE_NAMES:
+        if name.startswith("rank_"):
+            continue
+        out[:, FEATURE_NAMES.index(name)] = cols[name].to(torch.float32)
+    for s in SCORE_FEATURES:
+        out[:, FEATURE_NAMES.index(f"rank_{s}")] = rank_within_layers(out[:, FEATURE_NAMES.index(s)], layout).to(
+            torch.float32
+        )
+    if not bool(torch.isfinite(out).all()):
+        bad = [FEATURE_NAMES[j] for j in range(out.shape[1]) if not bool(torch.isfinite(out[:, j]).all())]
+        raise MetapruneError(
+            f"features {', '.join(bad)} are not finite in float32 for this network; "
+            "accepted: a network whose scores fit float32"
+        )
+    return out
+
+
+def layer_coordinates(layout: PrunableLayout) -> dict[str, torch.Tensor]:
+    """Per-weight coordinates on the flat axis: layer index, row (output unit), col (input unit), kh, kw.
+
+    ``kh``/``kw`` are the kernel position for Conv weights and -1 for Linear weights.
+    """
+    parts: dict[str, list[torch.Tensor]] = {"layer_index": [], "row": [], "col": [], "kh": [], "kw": []}
+    for i, layer in enumerate(layout.layers):
+        shape = layer.shape
+        kernel = shape[2:] if len(shape) > 2 else ()
+        grids = torch.meshgrid(*[torch.arange(s, dtype=torch.int32) for s in shape], indexing="ij")
+        parts["layer_index"].append(torch.full((layer.size,), i, dtype=torch.int16))
+        parts["row"].append(grids[0].reshape(-1))
+        parts["col"].append(grids[1].reshape(-1))
+        for axis, key in enumerate(("kh", "kw")):
+            if len(kernel) > axis:
+                parts[key].append(grids[2 + axis].reshape(-1).to(torch.int16))
+            else:
+                parts[key].append(torch.full((layer.size,), -1, dtype=torch.int16))
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+__all__ = [
+    "DEFAULT_UMS_ROUNDS",
+    "FEATURE_GROUPS",
+    "FEATURE_NAMES",
+    "FEATURE_VERSION",
+    "compute_features",
+    "feature_indices",
+    "feature_spec",
+    "layer_coordinates",
+    "rank_within_layers",
+    "select_features",
+    "unit_activations",
+]

@@ -1,0 +1,150 @@
+"""The harvest config: everything that determines a store's numbers (its identity), and nothing else.
+
+Seeds are not part of the identity (a store's seed plan can be extended), and neither are execution
+settings (workers, scheduler, device, data root): they decide where and how fast, not what.
+The identity is hashed (``provenance.config_hash``) into the default store name
+``datasets/<network>-<dataset>-<hash>.zarr``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from metaprune.errors import MetapruneError
+from metaprune.features import DEFAULT_UMS_ROUNDS, FEATURE_NAMES, FEATURE_VERSION
+from metaprune.provenance import config_hash, to_jsonable
+from metaprune.training import TrainConfig
+
+DEFAULT_STORE_DIR = Path("datasets")
+
+# Defaults (README "Harvest"): 10 levels of SynFlow-IMS from density 1 to 0.005 (each level keeps ~59 %),
+# 10 multi-shot rounds inside each level (100 rounds in all, as the 100-round UMS of the SynFlow paper),
+# the thesis's training (SGD lr 0.1, batch 64, early stopping with patience 10, checkpoint at the best
+# validation loss) capped at 50 epochs per level (LeNet-300-100 on mnist5k peaks at epoch 5-12, so the cap
+# rarely binds), and populations of 8 seeds trained together. 8 seeds of LeNet-300-100 / mnist5k take
+# about 1-1.5 minutes on 2 idle CPU cores.
+DEFAULT_TRAIN = TrainConfig(epochs=50, patience=10)
+
+
+@dataclass(frozen=True)
+class HarvestConfig:
+    """What a harvest computes. ``density`` is the target density (the CLI's ``--sparsity``)."""
+
+    network: str = "lenet_300_100"
+    dataset: str = "mnist5k"
+    density: float = 0.005
+    levels: int = 10  # training levels of the iterative target
+    rounds: int = 10  # multi-shot SynFlow rounds inside each level
+    train: TrainConfig = field(default_factory=lambda: DEFAULT_TRAIN)
+    data_seed: int = 0  # data order of target training (never a task's first seed)
+    seeds_per_task: int = 8  # population trained together (a task)
+    per_class: int = 10  # pruning batch: examples per class (thesis: 10 x classes)
+    ums_rounds: int = DEFAULT_UMS_ROUNDS  # rounds of the synflow_ums feature
+    scope: str = "global"
+    feature_version: int = FEATURE_VERSION
+    features: tuple[str, ...] = FEATURE_NAMES
+
+    def validate(self) -> HarvestConfig:
+        """Canonical names and checked values (a one-line error naming the field otherwise)."""
+        from metaprune.datasets import DATASETS, dataset_info
+        from metaprune.networks import build_network, prunable_layout, validate_network
+        from metaprune.pruning.schedules import ScheduleConfig, check_density_for_network
+
+        network = validate_network(self.network)
+        dataset = DATASETS.canonical(self.dataset)
+        for name in ("levels", "rounds", "seeds_per_task", "per_class", "ums_rounds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise MetapruneError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if isinstance(self.data_seed, bool) or not isinstance(self.data_seed, int) or self.data_seed < 0:
+            raise MetapruneError(f"data-seed must be a non-negative integer, got {self.data_seed!r}")
+        if self.levels > 1000 or self.rounds * self.levels > 30000:
+            raise MetapruneError(
+                f"levels={self.levels}, rounds={self.rounds}: too many steps for the int16 target_round; "
+                "accepted: levels <= 1000"
+            )
+        try:
+            density = float(self.density)
+        except (TypeError, ValueError):
+            raise MetapruneError(f"bad sparsity {self.density!r}; accepted: 0 < sparsity <= 1") from None
+        if not 0.0 < density <= 1.0:
+            raise MetapruneError(f"bad sparsity {self.density!r}; accepted: 0 < sparsity <= 1 (fraction kept)")
+        if tuple(self.features) != FEATURE_NAMES or self.feature_version != FEATURE_VERSION:
+            raise MetapruneError(
+                f"this metaprune computes features version {FEATURE_VERSION} ({len(FEATURE_NAMES)} features); "
+                f"the config asks for version {self.feature_version} with {len(tuple(self.features))}; accepted: the "
+                "current feature set (select columns when reading the store instead)"
+            )
+        train = self.train.validate()
+        ScheduleConfig(rounds=self.rounds, levels=self.levels, scope=self.scope).validate()
+        shape, classes = dataset_info(dataset)
+        net = build_network(network, shape, classes, 0)
+        check_density_for_network(density, net, self.scope)
+        _ = prunable_layout(net)
+        return replace(self, network=network, dataset=dataset, density=density, train=train)
+
+    def identity(self) -> dict:
+        """The JSON-able fields that decide the numbers (stored as the ``config`` attribute)."""
+        return to_jsonable(self)
+
+    def short_hash(self) -> str:
+        return config_hash(self.identity())
+
+    def to_json(self) -> str:
+        return json.dumps(self.identity(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> HarvestConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise MetapruneError(f"unknown harvest config fields {sorted(unknown)}; accepted: {sorted(known)}")
+        values = dict(data)
+        if "train" in values and isinstance(values["train"], dict):
+            values["train"] = TrainConfig(**values["train"])
+        if "features" in values:
+            values["features"] = tuple(values["features"])
+        return cls(**values)
+
+    def target_spec(self) -> dict:
+        return {
+            "method": "synflow@ims",
+            "density": self.density,
+            "levels": self.levels,
+            "rounds_per_level": self.rounds,
+            "level_densities": "density ** (l / levels), l = 1..levels",
+            "train": asdict(self.train),
+            "data_seed": self.data_seed,
+            "rewind": "theta0 at every level",
+            "target_round": "level at which the weight was removed (1..levels); survivors levels + 1",
+            "target_mask": "final mask (exactly round(density * n) weights kept)",
+            "target_score": "SynFlow scores of the last multi-shot round (taken on the mask before that round, so "
+            "weights pruned earlier score 0), divided by their sum",
+        }
+
+
+def diff_configs(stored: dict, requested: dict, prefix: str = "") -> list[str]:
+    """Human-readable differences ``field: store=X, requested=Y`` (nested dicts flattened with '.')."""
+    out = []
+    for key in sorted(set(stored) | set(requested)):
+        a, b = stored.get(key, "<absent>"), requested.get(key, "<absent>")
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(diff_configs(a, b, f"{name}."))
+        elif a != b:
+            out.append(f"{name}: store={_short(a)}, requested={_short(b)}")
+    return out
+
+
+def _short(value, limit: int = 60) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def default_store_path(config: HarvestConfig, root: str | Path | None = None) -> Path:
+    """``datasets/<network>-<dataset>-<hash>.zarr`` (network spec made file-name safe: ':' -> '_')."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.network)
+    return Path(root if root is not None else DEFAULT_STORE_DIR) / f"{safe}-{config.dataset}-{config.short_hash()}.zarr"

@@ -1,0 +1,127 @@
+"""``inspect_store``: what a harvest store holds, its targets, and how each feature correlates with them.
+
+The correlation table is the thesis's figure 5.7b: Pearson and Spearman correlation of every feature
+with ``target_round`` and with ``target_mask``. They are computed per seed over its weights and averaged
+over (at most ``max_seeds``) complete seeds, streaming one seed at a time; a feature that is constant
+within a seed has no correlation there (NaN, shown as "-").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from metaprune.harvest.store import open_store
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Column-wise Pearson r of x [n, F] with y [n]; NaN for constant columns."""
+    xc = x - x.mean(axis=0)
+    yc = y - y.mean()
+    den = np.sqrt((xc * xc).sum(axis=0) * float((yc * yc).sum()))
+    num = xc.T @ yc
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return r
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(x, axis=0, method="average").astype(np.float64)
+
+
+def store_bytes(path: str | Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def correlations(store, seeds=None, max_seeds: int = 20) -> dict:
+    """Mean over seeds of the per-seed Pearson/Spearman r of each feature with target_round / target_mask."""
+    seeds = list(store.complete_seeds if seeds is None else seeds)[: max(0, int(max_seeds))]
+    names = store.feature_names
+    acc = {k: [] for k in ("pearson_round", "spearman_round", "pearson_mask", "spearman_mask")}
+    for _, x, target in store.iter_seeds(seeds):
+        x = x.astype(np.float64)
+        rnd = target["target_round"].astype(np.float64)
+        msk = target["target_mask"].astype(np.float64)
+        xr_ = _ranks(x)
+        acc["pearson_round"].append(_pearson(x, rnd))
+        acc["pearson_mask"].append(_pearson(x, msk))
+        acc["spearman_round"].append(_pearson(xr_, _ranks(rnd[:, None])[:, 0]))
+        acc["spearman_mask"].append(_pearson(xr_, _ranks(msk[:, None])[:, 0]))
+    rows = []
+    for j, name in enumerate(names):
+        row = {"feature": name}
+        for key, values in acc.items():
+            col = np.array([v[j] for v in values], dtype=np.float64)
+            row[key] = float(np.nanmean(col)) if col.size and np.isfinite(col).any() else float("nan")
+        rows.append(row)
+    return {"seeds": seeds, "rows": rows, "averaged_over": "per-seed correlations, mean over seeds"}
+
+
+def target_summary(store, seeds=None) -> dict:
+    ds = store.dataset
+    seeds = list(store.complete_seeds if seeds is None else seeds)
+    table = store.layer_table()
+    layer_index = np.asarray(ds["layer_index"].values, dtype=np.int64)
+    n_layers = len(table)
+    kept = []
+    rounds: dict[int, float] = {}
+    densities = []
+    for seed in seeds:
+        i = store.planned_seeds.index(seed)
+        mask = np.asarray(ds["target_mask"][i].values, dtype=bool)
+        rnd = np.asarray(ds["target_round"][i].values)
+        kept.append(np.bincount(layer_index, weights=mask.astype(np.float64), minlength=n_layers))
+        densities.append(float(mask.mean()))
+        values, counts = np.unique(rnd, return_counts=True)
+        for v, c in zip(values, counts, strict=True):
+            rounds[int(v)] = rounds.get(int(v), 0.0) + float(c) / max(len(seeds), 1)
+    kept_arr = np.array(kept) if kept else np.zeros((0, n_layers))
+    layers = []
+    for j, row in enumerate(table.itertuples()):
+        col = kept_arr[:, j] if kept_arr.size else np.zeros(0)
+        layers.append(
+            {
+                "name": row.name,
+                "size": int(row.size),
+                "kept_mean": float(col.mean()) if col.size else float("nan"),
+                "kept_min": int(col.min()) if col.size else 0,
+                "kept_max": int(col.max()) if col.size else 0,
+            }
+        )
+    return {
+        "seeds": seeds,
+        "density_target": float(store.attrs.get("density", float("nan"))),
+        "density_mean": float(np.mean(densities)) if densities else float("nan"),
+        "kept_per_seed": [int(round(d * store.n_weights)) for d in densities],
+        "layers": layers,
+        "round_counts_mean": dict(sorted(rounds.items())),
+    }
+
+
+def inspect_store(path: str | Path, max_seeds: int = 20) -> dict:
+    """A JSON-able summary of the store at ``path``."""
+    from metaprune.seeds import format_seeds
+
+    with open_store(path) as store:
+        planned, complete = store.planned_seeds, store.complete_seeds
+        attrs = store.attrs
+        return {
+            "store": str(Path(path)),
+            "schema_version": attrs.get("schema_version"),
+            "network": attrs.get("network"),
+            "dataset": attrs.get("dataset"),
+            "config_hash": attrs.get("config_hash"),
+            "config": attrs.get("config"),
+            "dims": {str(k): int(v) for k, v in store.dataset.sizes.items()},
+            "planned": list(planned),
+            "complete": list(complete),
+            "planned_text": format_seeds(list(planned)),
+            "complete_text": format_seeds(list(complete)) or "none",
+            "features": list(store.feature_names),
+            "target": target_summary(store),
+            "correlation": correlations(store, max_seeds=max_seeds),
+            "bytes_on_disk": store_bytes(path),
+        }

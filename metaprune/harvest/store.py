@@ -1,0 +1,544 @@
+"""The harvest store (Zarr v3 through xarray): schema, creation, seed-region writes and the reader.
+
+Layout (schema version 1; a contract ``fit``, ``inspect`` and notebooks rely on)::
+
+    dims     seed (planned seeds, in plan order), weight (prunable weights, networks.prunable_layout order),
+             feature (FEATURE_NAMES), layer (prunable layers)
+    data     features[seed, weight, feature]   float32  (NaN until the seed is written)
+             target_round[seed, weight]        int16    level at which SynFlow-IMS removed it; survivors L+1
+             target_mask[seed, weight]         bool     the final target ticket
+             target_score[seed, weight]        float32  final SynFlow scores / their sum
+             harvest_seconds[seed]             float64  compute time attributed to the seed
+             task[seed]                        int32    the population the seed was trained in (plan metadata)
+             complete[seed]                    bool     written LAST: only complete seeds exist for readers
+    coords   seed, feature (names); on weight: layer_index, row, col, kh, kw (-1 for Linear);
+             on layer: layer_name, layer_offset, layer_size, layer_depth, layer_fan_in, layer_fan_out,
+             layer_out, layer_in, layer_kh, layer_kw (-1 for Linear)
+    attrs    schema_version, metaprune_store="harvest", network, dataset, density, n_weights,
+             config (JSON), config_hash, feature_spec (JSON), target_spec (JSON), planned_seeds (JSON list),
+             seed_tasks (JSON list), package_versions (JSON), created, runs (JSON list)
+
+Every array with a ``seed`` dim has one seed per chunk, so tasks in different processes write disjoint
+files; features are chunked one feature per chunk (a reader that selects features reads only those),
+compressed with Blosc-zstd and bit-shuffle. Only the coordinator (the process holding the lock) writes
+metadata: creation, extension of the seed plan, attributes. A store is created in a temporary folder
+and renamed into place, so an interrupted creation never leaves a half store behind.
+
+The plan lives in the ``planned_seeds``/``seed_tasks`` attributes; extending it resizes every seed array
+first and rewrites those attributes last (the commit), and the coordinator repairs an interrupted
+extension on its next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import shutil
+import uuid
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metaprune.errors import RuntimeFailure, StoreError
+
+SCHEMA_VERSION = 1
+MARKER = "harvest"
+SEED_DATA_VARS = ("features", "target_round", "target_mask", "target_score", "harvest_seconds")
+SEED_VARS = (*SEED_DATA_VARS, "task", "complete")
+JSON_ATTRS = ("config", "feature_spec", "target_spec", "planned_seeds", "seed_tasks", "package_versions", "runs")
+
+
+def _compressor(typesize_shuffle: str = "bitshuffle", level: int = 5):
+    import zarr
+
+    return (zarr.codecs.BloscCodec(cname="zstd", clevel=level, shuffle=typesize_shuffle),)
+
+
+def _zstd(level: int = 3):
+    import zarr
+
+    return (zarr.codecs.ZstdCodec(level=level),)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence zarr's notes on the v3 spec (string coords, consolidated metadata) for our own writes."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+        warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
+        yield
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------------------------------- creation
+
+
+def _layer_table(layout) -> dict[str, tuple[str, np.ndarray]]:
+    def col(fn, dtype):
+        return ("layer", np.array([fn(layer) for layer in layout.layers], dtype=dtype))
+
+    return {
+        "layer_name": col(lambda la: la.name, object),
+        "layer_offset": col(lambda la: la.offset, np.int64),
+        "layer_size": col(lambda la: la.size, np.int64),
+        "layer_depth": col(lambda la: la.depth, np.int32),
+        "layer_fan_in": col(lambda la: la.fan_in, np.int64),
+        "layer_fan_out": col(lambda la: la.fan_out, np.int64),
+        "layer_out": col(lambda la: la.shape[0], np.int32),
+        "layer_in": col(lambda la: la.shape[1], np.int32),
+        "layer_kh": col(lambda la: la.shape[2] if len(la.shape) > 2 else -1, np.int32),
+        "layer_kw": col(lambda la: la.shape[3] if len(la.shape) > 3 else -1, np.int32),
+    }
+
+
+def _skeleton(config, layout):
+    """An xarray Dataset of the schema with zero seeds, and its encoding."""
+    import xarray as xr
+
+    from metaprune.features import layer_coordinates
+    from metaprune.provenance import package_versions
+
+    n = layout.total
+    names = np.array(list(config.features), dtype=object)
+    nf = len(names)
+    wc = {k: v.numpy() for k, v in layer_coordinates(layout).items()}
+    data_vars = {
+        "features": (("seed", "weight", "feature"), np.zeros((0, n, nf), np.float32)),
+        "target_round": (("seed", "weight"), np.zeros((0, n), np.int16)),
+        "target_mask": (("seed", "weight"), np.zeros((0, n), bool)),
+        "target_score": (("seed", "weight"), np.zeros((0, n), np.float32)),
+        "harvest_seconds": (("seed",), np.zeros(0, np.float64)),
+        "task": (("seed",), np.zeros(0, np.int32)),
+        "complete": (("seed",), np.zeros(0, bool)),
+    }
+    coords = {
+        "seed": ("seed", np.zeros(0, np.int64)),
+        "feature": ("feature", names),
+        "layer": ("layer", np.arange(len(layout.layers), dtype=np.int32)),
+        **{k: ("weight", v) for k, v in wc.items()},
+        **_layer_table(layout),
+    }
+    attrs = {
+        "schema_version": SCHEMA_VERSION,
+        "metaprune_store": MARKER,
+        "network": config.network,
+        "dataset": config.dataset,
+        "density": float(config.density),
+        "n_weights": int(n),
+        "config": config.to_json(),
+        "config_hash": config.short_hash(),
+        "feature_spec": json.dumps(_feature_spec(config)),
+        "target_spec": json.dumps(config.target_spec()),
+        "planned_seeds": "[]",
+        "seed_tasks": "[]",
+        "package_versions": json.dumps(package_versions()),
+        "created": _now(),
+        "runs": "[]",
+    }
+    ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    encoding = {
+        "features": {"chunks": (1, n, 1), "compressors": _compressor("bitshuffle"), "_FillValue": np.nan},
+        "target_round": {"chunks": (1, n), "compressors": _compressor("bitshuffle")},
+        "target_mask": {"chunks": (1, n), "compressors": _compressor("bitshuffle")},
+        "target_score": {"chunks": (1, n), "compressors": _compressor("bitshuffle"), "_FillValue": np.nan},
+        "harvest_seconds": {"chunks": (1,), "compressors": _zstd(), "_FillValue": np.nan},
+        "task": {"chunks": (1,), "compressors": _zstd()},
+        "complete": {"chunks": (1,), "compressors": _zstd()},
+        "seed": {"chunks": (4096,), "compressors": _zstd()},
+    }
+    for k in wc:
+        encoding[k] = {"compressors": _compressor("bitshuffle")}
+    return ds, encoding
+
+
+def _feature_spec(config) -> dict:
+    from metaprune.features import feature_spec
+
+    spec = feature_spec()
+    spec["names"] = list(config.features)
+    spec["density"] = float(config.density)
+    spec["ums_rounds"] = int(config.ums_rounds)
+    spec["pruning_batch"] = f"{config.per_class} examples per class (prune_batch stream of the seed)"
+    return spec
+
+
+def create_store(path: str | Path, config, layout) -> None:
+    """Create an empty store (no seeds) for ``config`` at ``path``: built aside, renamed into place.
+
+    The caller holds the lock. ``path`` must not exist or be an empty folder.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.creating-{uuid.uuid4().hex[:8]}")
+    ds, encoding = _skeleton(config, layout)
+    try:
+        with _quiet():
+            ds.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False, encoding=encoding)
+        if path.exists():
+            path.rmdir()  # an empty folder given as --out (rmdir refuses anything else)
+        tmp.rename(path)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RuntimeFailure(f"could not create the store {path}: {exc}") from None
+
+
+def remove_creation_leftovers(path: str | Path) -> None:
+    """Delete ``.<name>.creating-*`` folders a killed creation left beside ``path`` (caller holds the lock)."""
+    path = Path(path)
+    if path.parent.is_dir():
+        for p in path.parent.glob(f".{path.name}.creating-*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ checking
+
+
+def read_attrs(path: str | Path) -> dict[str, Any] | None:
+    """The group attributes of a Zarr v3 store at ``path`` (JSON ones decoded), or None if none is there."""
+    meta = Path(path) / "zarr.json"
+    if not meta.is_file():
+        return None
+    try:
+        doc = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    if doc.get("node_type") != "group":
+        return None
+    return decode_attrs(doc.get("attributes", {}))
+
+
+def decode_attrs(attrs: dict) -> dict:
+    out = dict(attrs)
+    for key in JSON_ATTRS:
+        if isinstance(out.get(key), str):
+            with contextlib.suppress(ValueError):
+                out[key] = json.loads(out[key])
+    return out
+
+
+def check_store(path: str | Path) -> dict:
+    """Attributes of the harvest store at ``path``, or a one-line StoreError saying why it is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"no harvest store at {path}; accepted: a folder written by `metaprune harvest`")
+    if not path.is_dir():
+        raise StoreError(f"{path} is a file, not a harvest store; accepted: a .zarr folder from `metaprune harvest`")
+    attrs = read_attrs(path)
+    if attrs is None or attrs.get("metaprune_store") != MARKER or "schema_version" not in attrs:
+        raise StoreError(
+            f"{path} exists but is not a harvest store (no harvest metadata); accepted: a store written by "
+            "`metaprune harvest`, an empty folder, or a path that does not exist yet"
+        )
+    version = attrs.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise StoreError(
+            f"store {path} has schema version {version}, this metaprune reads and writes version {SCHEMA_VERSION}; "
+            "accepted: a store from this version (harvest again into a new --out)"
+        )
+    return attrs
+
+
+def is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+# ----------------------------------------------------------------------------------------- the plan
+
+
+def plan_groups(existing: Sequence[int], existing_tasks: Sequence[int], new: Iterable[int], per_task: int):
+    """Append ``new`` seeds (sorted, not yet planned) in groups of ``per_task`` with fresh task ids."""
+    seen = set(existing)
+    fresh = sorted(s for s in set(new) if s not in seen)
+    next_id = (max(existing_tasks) + 1) if len(existing_tasks) else 0
+    seeds = list(existing)
+    tasks = list(existing_tasks)
+    for i, s in enumerate(fresh):
+        seeds.append(s)
+        tasks.append(next_id + i // per_task)
+    return seeds, tasks, fresh
+
+
+def _seed_arrays(group):
+    for name, arr in group.arrays():
+        dims = arr.metadata.dimension_names or ()
+        if "seed" in dims:
+            yield name, arr, dims.index("seed")
+
+
+def apply_plan(path: str | Path, seeds: Sequence[int], tasks: Sequence[int]) -> None:
+    """Make the store's seed axis hold ``seeds`` (a prefix-extension of the current plan), then commit.
+
+    Resizes every seed array, writes the new seed ids and task ids, and finally rewrites the
+    ``planned_seeds``/``seed_tasks`` attributes (the commit). Re-running it repairs an interrupted one.
+    """
+    import zarr
+
+    path = Path(path)
+    try:
+        with _quiet():
+            g = zarr.open_group(path, mode="r+", zarr_format=3)
+            s = len(seeds)
+            for _, arr, axis in _seed_arrays(g):
+                if arr.shape[axis] != s:
+                    shape = list(arr.shape)
+                    shape[axis] = s
+                    arr.resize(tuple(shape))
+            g["seed"][:] = np.asarray(seeds, dtype=np.int64)
+            g["task"][:] = np.asarray(tasks, dtype=np.int32)
+            g.attrs.update(
+                {
+                    "planned_seeds": json.dumps([int(x) for x in seeds]),
+                    "seed_tasks": json.dumps([int(t) for t in tasks]),
+                }
+            )
+    except OSError as exc:
+        raise RuntimeFailure(f"could not extend the seed plan of {path}: {exc}; re-run to repair") from None
+
+
+def append_run(path: str | Path, record: dict) -> None:
+    import zarr
+
+    with _quiet():
+        g = zarr.open_group(Path(path), mode="r+", zarr_format=3)
+        runs = decode_attrs(dict(g.attrs)).get("runs") or []
+        runs.append(record)
+        g.attrs.update({"runs": json.dumps(runs[-200:])})
+
+
+def read_plan(path: str | Path) -> tuple[list[int], list[int], np.ndarray]:
+    """(planned seeds, task ids, complete flags) from the arrays (consistent once ``apply_plan`` ran)."""
+    import zarr
+
+    with _quiet():
+        g = zarr.open_group(Path(path), mode="r", zarr_format=3)
+        seeds = [int(x) for x in g["seed"][:]]
+        tasks = [int(x) for x in g["task"][:]]
+        complete = np.asarray(g["complete"][:], dtype=bool)
+    return seeds, tasks, complete
+
+
+# -------------------------------------------------------------------------------------- seed writes
+
+
+def write_seed(path: str | Path, seed: int, data: dict[str, np.ndarray], seconds: float) -> None:
+    """Write one seed's region (features and targets), then mark it complete (the commit).
+
+    Safe from several processes at once as long as each writes its own seeds: every chunk written here
+    belongs to this seed alone and no metadata is touched. An OSError (disk full, ...) leaves the seed
+    incomplete and the store readable; it is raised as a one-line RuntimeFailure.
+    """
+    import xarray as xr
+
+    path = Path(path)
+    seeds, _, _ = read_plan(path)
+    try:
+        i = seeds.index(int(seed))
+    except ValueError:
+        raise StoreError(f"seed {seed} is not planned in store {path}") from None
+    region = {"seed": slice(i, i + 1)}
+    body = xr.Dataset(
+        {
+            "features": (("seed", "weight", "feature"), data["features"][None].astype(np.float32, copy=False)),
+            "target_round": (("seed", "weight"), data["target_round"][None].astype(np.int16, copy=False)),
+            "target_mask": (("seed", "weight"), data["target_mask"][None].astype(bool, copy=False)),
+            "target_score": (("seed", "weight"), data["target_score"][None].astype(np.float32, copy=False)),
+            "harvest_seconds": (("seed",), np.array([seconds], np.float64)),
+        }
+    )
+    done = xr.Dataset({"complete": (("seed",), np.array([True]))})
+    try:
+        with _quiet():
+            body.to_zarr(path, region=region, mode="r+", consolidated=False, zarr_format=3)
+            done.to_zarr(path, region=region, mode="r+", consolidated=False, zarr_format=3)
+    except OSError as exc:
+        raise RuntimeFailure(
+            f"writing seed {seed} to {path} failed ({exc}); the seed stays incomplete and committed seeds are "
+            "kept; fix the cause (e.g. free disk space) and re-run to resume"
+        ) from None
+
+
+# -------------------------------------------------------------------------------------------- reader
+
+
+@dataclass
+class HarvestStore:
+    """Read access to a harvest store; only complete seeds are visible through it.
+
+    ``iter_seeds`` streams one seed at a time (features [n, F] float32 and the targets), reading only
+    the chunks of the requested features, so memory stays at a few seeds' worth whatever the store size.
+    """
+
+    path: Path
+    dataset: Any  # the lazily opened xarray.Dataset (all planned seeds; use complete_dataset())
+    attrs: dict
+
+    # ----- plan and contents
+    @property
+    def planned_seeds(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.dataset["seed"].values)
+
+    @property
+    def complete_seeds(self) -> tuple[int, ...]:
+        flags = np.asarray(self.dataset["complete"].values, dtype=bool)
+        return tuple(int(s) for s, ok in zip(self.dataset["seed"].values, flags, strict=True) if ok)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(str(f) for f in self.dataset["feature"].values)
+
+    @property
+    def n_weights(self) -> int:
+        return int(self.dataset.sizes["weight"])
+
+    @property
+    def config(self):
+        from metaprune.harvest.config import HarvestConfig
+
+        return HarvestConfig.from_dict(self.attrs["config"])
+
+    def complete_dataset(self):
+        """The xarray Dataset restricted to complete seeds (lazy)."""
+        flags = np.asarray(self.dataset["complete"].values, dtype=bool)
+        return self.dataset.isel(seed=np.flatnonzero(flags))
+
+    def layer_table(self):
+        """One row per prunable layer: name, offset, size, depth, fan-in/out, shape (pandas DataFrame)."""
+        import pandas as pd
+
+        order = ("name", "offset", "size", "depth", "fan_in", "fan_out", "out", "in", "kh", "kw")
+        table = {key: self.dataset[f"layer_{key}"].values for key in order}
+        table["name"] = [str(x) for x in table["name"]]
+        return pd.DataFrame(table, index=pd.Index(self.dataset["layer"].values, name="layer"))
+
+    def weight_coords(self) -> dict[str, np.ndarray]:
+        """Per-weight coordinates: layer_index, row, col, kh, kw."""
+        return {k: np.asarray(self.dataset[k].values) for k in ("layer_index", "row", "col", "kh", "kw")}
+
+    def _position(self, seed: int) -> int:
+        seeds = self.planned_seeds
+        if int(seed) not in seeds:
+            raise StoreError(f"seed {seed} is not in store {self.path}; complete seeds: {_fmt(self.complete_seeds)}")
+        i = seeds.index(int(seed))
+        if not bool(self.dataset["complete"].values[i]):
+            raise StoreError(
+                f"seed {seed} of store {self.path} is not complete (still being harvested or interrupted); "
+                f"complete seeds: {_fmt(self.complete_seeds)}"
+            )
+        return i
+
+    def iter_seeds(
+        self, seeds: Iterable[int] | None = None, features: Iterable[str] | str | None = None
+    ) -> Iterator[tuple[int, np.ndarray, dict[str, np.ndarray]]]:
+        """Yield ``(seed, X, target)`` per seed: X float32 ``[n_weights, F]`` in the order of ``features``
+        (names or groups, default all), ``target`` = {"target_round" int16, "target_mask" bool,
+        "target_score" float32} arrays ``[n_weights]``. Default seeds: all complete ones; asking for an
+        incomplete or unknown seed is an error."""
+        from metaprune.errors import MetapruneError
+
+        names = self.select(features)
+        stored = self.feature_names
+        idx = [stored.index(n) for n in names]
+        contiguous = idx == list(range(idx[0], idx[0] + len(idx))) if idx else False
+        fsel = slice(idx[0], idx[-1] + 1) if contiguous else idx
+        seed_list = self.complete_seeds if seeds is None else tuple(int(s) for s in seeds)
+        positions = [self._position(s) for s in seed_list]
+        for seed, i in zip(seed_list, positions, strict=True):
+            try:
+                x = np.asarray(self.dataset["features"][i, :, fsel].values, dtype=np.float32)
+                target = {
+                    "target_round": np.asarray(self.dataset["target_round"][i].values, dtype=np.int16),
+                    "target_mask": np.asarray(self.dataset["target_mask"][i].values, dtype=bool),
+                    "target_score": np.asarray(self.dataset["target_score"][i].values, dtype=np.float32),
+                }
+            except OSError as exc:
+                raise MetapruneError(f"reading seed {seed} of {self.path} failed: {exc}") from None
+            yield seed, np.ascontiguousarray(x), target
+
+    def select(self, features: Iterable[str] | str | None = None) -> tuple[str, ...]:
+        """Feature names for a selection of feature and group names (the store's own feature spec), in the
+        given order without duplicates; ``None`` or ``"all"``: every stored feature."""
+        stored = self.feature_names
+        spec = self.attrs.get("feature_spec") if isinstance(self.attrs.get("feature_spec"), dict) else {}
+        groups = {str(k): tuple(v) for k, v in (spec.get("groups") or {}).items()}
+        if features is None:
+            return stored
+        items = [s.strip() for s in features.split(",")] if isinstance(features, str) else [str(f) for f in features]
+        out: list[str] = []
+        for item in items:
+            if not item:
+                continue
+            if item == "all":
+                names: tuple[str, ...] = stored
+            elif item in groups:
+                names = groups[item]
+            elif item in stored:
+                names = (item,)
+            else:
+                raise StoreError(
+                    f"unknown feature {item!r} for store {self.path}; accepted: all, {', '.join(groups)}, "
+                    f"or one of {', '.join(stored)}"
+                )
+            out.extend(n for n in names if n not in out)
+        if not out:
+            raise StoreError("empty feature selection; accepted: all, a group name or feature names")
+        return tuple(out)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.dataset.close()
+
+    def __enter__(self) -> HarvestStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _fmt(seeds: Sequence[int]) -> str:
+    from metaprune.seeds import format_seeds
+
+    return format_seeds(list(seeds)) or "none"
+
+
+def open_store(path: str | Path) -> HarvestStore:
+    """Open a harvest store for reading (lazily); a one-line StoreError if it is not a usable store."""
+    import xarray as xr
+
+    path = Path(path)
+    attrs = check_store(path)
+    try:
+        with _quiet():
+            ds = xr.open_dataset(path, engine="zarr", chunks=None, cache=False, consolidated=False, zarr_format=3)
+    except (OSError, ValueError, KeyError) as exc:
+        raise StoreError(
+            f"store {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "if a harvest was interrupted while extending its seeds, re-running it repairs the store"
+        ) from None
+    planned = attrs.get("planned_seeds") or []
+    if ds.sizes.get("seed", 0) != len(planned):
+        ds.close()
+        raise StoreError(
+            f"store {path} is being extended (seed axis {ds.sizes.get('seed', 0)}, plan {len(planned)}); "
+            "re-run the harvest to repair it, or wait for the running one"
+        )
+    return HarvestStore(path=path, dataset=ds, attrs=attrs)
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "HarvestStore",
+    "apply_plan",
+    "check_store",
+    "create_store",
+    "open_store",
+    "read_plan",
+    "write_seed",
+]

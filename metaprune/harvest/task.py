@@ -1,0 +1,158 @@
+"""One harvest task: a population of seeds, from θ0 to features and SynFlow-IMS targets in the store.
+
+A task gets only (store path, its seeds, the config) plus execution settings (device, data root). It
+reads which of its seeds are already complete, trains the *whole* population anyway (a seed's numbers
+must not depend on which of its population-mates happen to be done already: the batched training's
+floating-point results can depend on the population size), and writes only the incomplete seeds, each
+into its own region, committing each with ``complete`` after its data.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from metaprune.executor import Emit
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    store: str
+    seeds: tuple[int, ...]  # the population (all seeds of one task id)
+    config: dict  # HarvestConfig.identity()
+    task_id: int = 0
+    device: str | None = None
+    data_root: str | None = None
+
+
+@dataclass
+class SeedStats:
+    seed: int
+    features_s: float
+    target_s: float  # this seed's share of the population's target computation
+    train_s: float  # ... of which training (the rest: SynFlow pruning rounds)
+    write_s: float
+    total_s: float
+
+
+@dataclass
+class TaskResult:
+    task_id: int
+    seeds: tuple[int, ...]
+    written: tuple[int, ...]
+    skipped: tuple[int, ...]
+    seconds: float
+    target_s: float = 0.0
+    train_s: float = 0.0
+    prune_s: float = 0.0
+    setup_s: float = 0.0
+    stats: list[SeedStats] = field(default_factory=list)
+
+
+def run_task(spec: TaskSpec, emit: Emit | None = None) -> TaskResult:
+    from metaprune.datasets import load_dataset
+    from metaprune.features import compute_features
+    from metaprune.harvest.config import HarvestConfig
+    from metaprune.harvest.store import read_plan, write_seed
+    from metaprune.networks import build_network
+    from metaprune.pruning.apply import prune_data_for
+    from metaprune.pruning.schedules import ScheduleConfig, prune_iterative
+    from metaprune.pruning.scorers import score
+    from metaprune.training import resolve_device
+
+    emit = emit or (lambda event: None)
+    t0 = time.perf_counter()
+    cfg = HarvestConfig.from_dict(spec.config)
+    seeds = tuple(int(s) for s in spec.seeds)
+    planned, _, complete = read_plan(spec.store)
+    done = {s for s, c in zip(planned, complete, strict=True) if c}
+    todo = [s for s in seeds if s not in done]
+    if not todo:
+        return TaskResult(spec.task_id, seeds, (), seeds, time.perf_counter() - t0)
+    device = resolve_device(spec.device)
+    splits = load_dataset(cfg.dataset, data_root=spec.data_root)
+    datas = [prune_data_for(splits, s, cfg.per_class) for s in seeds]
+    nets = [build_network(cfg.network, splits.input_shape, splits.num_classes, s) for s in seeds]
+    setup_s = time.perf_counter() - t0
+    emit({"event": "task_start", "task": spec.task_id, "seeds": list(seeds), "levels": cfg.levels})
+
+    prune_time = [0.0]
+
+    def synflow_fn(data, seed):
+        def fn(net, mask):
+            t = time.perf_counter()
+            try:
+                return score("synflow", net, mask, data, seed)
+            finally:
+                prune_time[0] += time.perf_counter() - t
+
+        return fn
+
+    def level_done(level: int, levels: int) -> None:
+        emit({"event": "level", "task": spec.task_id, "level": level, "levels": levels, "seeds": list(seeds)})
+
+    t_target = time.perf_counter()
+    outcomes = prune_iterative(
+        [synflow_fn(d, s) for d, s in zip(datas, seeds, strict=True)],
+        nets,
+        splits,
+        cfg.density,
+        list(seeds),
+        cfg.train,
+        cfg.data_seed,
+        multi_shot=True,
+        config=ScheduleConfig(rounds=cfg.rounds, levels=cfg.levels, scope=cfg.scope),
+        name="synflow@ims",
+        device=device,
+        progress=level_done,
+    )
+    target_s = time.perf_counter() - t_target
+    prune_s = prune_time[0]
+    k = len(seeds)
+    result = TaskResult(
+        spec.task_id,
+        seeds,
+        (),
+        tuple(s for s in seeds if s in done),
+        0.0,
+        target_s=target_s,
+        train_s=target_s - prune_s,
+        prune_s=prune_s,
+        setup_s=setup_s,
+    )
+    written = []
+    for i, s in enumerate(seeds):
+        if s in done:
+            continue
+        t = time.perf_counter()
+        x = compute_features(nets[i], datas[i], s, density=cfg.density, ums_rounds=cfg.ums_rounds).numpy()
+        features_s = time.perf_counter() - t
+        outcome = outcomes[i]
+        raw = outcome.scores.detach().to(torch.float64).cpu()
+        total = raw.sum()
+        target_score = (raw / total if total > 0 else raw).to(torch.float32).numpy()
+        share = (target_s + setup_s) / k
+        t = time.perf_counter()
+        write_seed(
+            spec.store,
+            s,
+            {
+                "features": x,
+                "target_round": outcome.removed_at.numpy().astype(np.int16),
+                "target_mask": outcome.mask.numpy().astype(bool),
+                "target_score": target_score,
+            },
+            seconds=features_s + share,
+        )
+        write_s = time.perf_counter() - t
+        written.append(s)
+        result.stats.append(
+            SeedStats(s, features_s, target_s / k, (target_s - prune_s) / k, write_s, features_s + share + write_s)
+        )
+        emit({"event": "seed", "task": spec.task_id, "seed": s})
+    result.written = tuple(written)
+    result.seconds = time.perf_counter() - t0
+    return result

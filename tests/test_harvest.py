@@ -1,0 +1,301 @@
+"""Harvest store: schema, visibility of complete seeds, targets, lock, refusals, plan extension, disk full."""
+
+import errno
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from metaprune.errors import MetapruneError, RuntimeFailure, StoreError
+from metaprune.features import FEATURE_NAMES, compute_features
+from metaprune.harvest import HarvestConfig, harvest, open_store
+from metaprune.harvest.lock import StoreLock, lock_path
+from metaprune.training import TrainConfig
+
+TINY = HarvestConfig(
+    network="mlp:12-8",
+    dataset="digits",
+    density=0.1,
+    levels=2,
+    rounds=3,
+    train=TrainConfig(epochs=2, patience=2),
+    seeds_per_task=2,
+    ums_rounds=10,
+)
+N_WEIGHTS = 64 * 12 + 12 * 8 + 8 * 10
+METAPRUNE = str(Path(sys.executable).with_name("metaprune"))
+
+
+def store_arrays(path):
+    """Every seed variable of the complete seeds, as numpy (harvest_seconds excluded: it is a timing)."""
+    with open_store(path) as s:
+        ds = s.complete_dataset()
+        return {
+            "seed": ds["seed"].values.copy(),
+            **{v: ds[v].values.copy() for v in ("features", "target_round", "target_mask", "target_score", "task")},
+        }
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), k
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    path = tmp_path_factory.mktemp("harvest") / "base.zarr"
+    result = harvest(TINY, range(4), out=path)
+    return path, result
+
+
+@pytest.fixture
+def copy_of(base, tmp_path):
+    def make(name="copy.zarr"):
+        dst = tmp_path / name
+        shutil.copytree(base[0], dst)
+        return dst
+
+    return make
+
+
+def test_schema(base):
+    path, result = base
+    assert result.written == (0, 1, 2, 3) and result.complete == (0, 1, 2, 3)
+    with open_store(path) as s:
+        ds = s.dataset
+        assert dict(ds.sizes) == {"seed": 4, "weight": N_WEIGHTS, "feature": len(FEATURE_NAMES), "layer": 3}
+        assert s.feature_names == FEATURE_NAMES
+        assert ds["features"].dims == ("seed", "weight", "feature") and ds["features"].dtype == np.float32
+        assert ds["target_round"].dims == ("seed", "weight") and ds["target_round"].dtype == np.int16
+        assert ds["target_mask"].dtype == bool and ds["target_score"].dtype == np.float32
+        assert ds["complete"].dims == ("seed",) and ds["complete"].dtype == bool
+        assert ds["harvest_seconds"].dims == ("seed",) and bool((ds["harvest_seconds"].values > 0).all())
+        for c in ("layer_index", "row", "col", "kh", "kw"):
+            assert c in ds.coords and ds[c].dims == ("weight",)
+        assert ds["kh"].values.min() == -1 and ds["kw"].values.max() == -1  # MLP: no kernel positions
+        for c in ("layer_name", "layer_offset", "layer_size"):
+            assert ds[c].dims == ("layer",)
+        table = s.layer_table()
+        assert list(table["name"]) == ["layers.0.weight", "layers.1.weight", "layers.2.weight"]
+        assert list(table["offset"]) == [0, 768, 864] and list(table["size"]) == [768, 96, 80]
+        a = s.attrs
+        assert a["schema_version"] == 1 and a["network"] == "mlp:12-8" and a["dataset"] == "digits"
+        assert a["config"] == json.loads(TINY.validate().to_json())
+        assert a["feature_spec"]["names"] == list(FEATURE_NAMES)
+        assert a["target_spec"]["method"] == "synflow@ims" and a["planned_seeds"] == [0, 1, 2, 3]
+        assert "torch" in a["package_versions"] and "zarr" in a["package_versions"]
+    # one seed per chunk, compressed with zstd
+    g = zarr.open_group(path, mode="r")
+    assert g["features"].chunks == (1, N_WEIGHTS, 1)
+    assert g["target_round"].chunks[0] == 1 and g["complete"].chunks == (1,)
+    assert "zstd" in json.dumps(json.loads((path / "features" / "zarr.json").read_text())["codecs"])
+
+
+def test_targets(base):
+    path, _ = base
+    k = round(0.1 * N_WEIGHTS)
+    with open_store(path) as s:
+        for _seed, x, t in s.iter_seeds():
+            assert x.shape == (N_WEIGHTS, len(FEATURE_NAMES)) and x.dtype == np.float32
+            assert int(t["target_mask"].sum()) == k
+            assert t["target_round"].min() >= 1 and t["target_round"].max() <= TINY.levels + 1
+            assert (t["target_round"][t["target_mask"]] == TINY.levels + 1).all()
+            assert (t["target_round"][~t["target_mask"]] <= TINY.levels).all()
+            # scores of the last round, taken on the mask before it: weights pruned at earlier levels score 0
+            assert (t["target_score"][t["target_round"] < TINY.levels] == 0).all()
+            assert np.isfinite(t["target_score"]).all() and t["target_score"].sum() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_features_are_the_one_function(base):
+    """The stored features are exactly what compute_features gives at prune time."""
+    from metaprune.datasets import load_dataset
+    from metaprune.networks import build_network
+    from metaprune.pruning.apply import prune_data_for
+
+    path, _ = base
+    splits = load_dataset("digits")
+    net = build_network("mlp:12-8", splits.input_shape, splits.num_classes, 2)
+    x = compute_features(net, prune_data_for(splits, 2), 2, density=0.1, ums_rounds=TINY.ums_rounds).numpy()
+    with open_store(path) as s:
+        ((_, stored, _),) = list(s.iter_seeds([2]))
+        assert np.array_equal(stored, x)
+        ((_, sub, _),) = list(s.iter_seeds([2], features=["activations", "snip"]))
+        idx = [FEATURE_NAMES.index(n) for n in s.select(["activations", "snip"])]
+        assert np.array_equal(sub, x[:, idx])
+
+
+def test_only_complete_seeds_are_visible(copy_of):
+    path = copy_of()
+    zarr.open_group(path, mode="r+")["complete"][1] = False
+    with open_store(path) as s:
+        assert s.complete_seeds == (0, 2, 3) and s.planned_seeds == (0, 1, 2, 3)
+        assert [seed for seed, _, _ in s.iter_seeds()] == [0, 2, 3]
+        assert s.complete_dataset().sizes["seed"] == 3
+        with pytest.raises(StoreError, match="seed 1 .* not complete"):
+            list(s.iter_seeds([1]))
+
+
+def test_rerun_skips_complete_and_redoes_incomplete(copy_of):
+    path = copy_of()
+    before = store_arrays(path)
+    zarr.open_group(path, mode="r+")["complete"][3] = False
+    res = harvest(TINY, range(4), out=path)
+    assert res.written == (3,) and res.skipped == (0, 1, 2)
+    assert_same(store_arrays(path), before)
+
+
+def test_extension_appends_seeds(copy_of, tmp_path):
+    path = copy_of()
+    before = store_arrays(path)
+    res = harvest(TINY, range(6), out=path)
+    assert res.written == (4, 5) and res.planned == (0, 1, 2, 3, 4, 5)
+    after = store_arrays(path)
+    for k in before:
+        assert np.array_equal(after[k][:4], before[k][:4], equal_nan=before[k].dtype.kind == "f"), k
+    assert after["task"].tolist() == [0, 0, 1, 1, 2, 2]
+    # the appended population {4, 5} is what a fresh harvest of 0-5 trains: identical numbers
+    fresh = harvest(TINY, [4, 5], out=tmp_path / "fresh.zarr")
+    assert fresh.written == (4, 5)
+    f = store_arrays(tmp_path / "fresh.zarr")
+    for k in ("features", "target_round", "target_mask", "target_score"):
+        assert np.array_equal(after[k][4:], f[k], equal_nan=True), k
+
+
+def test_live_lock_refuses(copy_of):
+    path = copy_of()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock_path(path).write_text(
+            json.dumps({"pid": holder.pid, "host": __import__("socket").gethostname(), "time": "now"})
+        )
+        with pytest.raises(StoreError, match=f"pid {holder.pid}"):
+            harvest(TINY, range(4), out=path)
+        assert lock_path(path).exists()  # someone else's lock is left alone
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_stale_lock_is_taken_over(copy_of):
+    path = copy_of()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock_path(path).write_text(json.dumps({"pid": dead.pid, "host": __import__("socket").gethostname(), "time": "t"}))
+    res = harvest(TINY, range(4), out=path)
+    assert any("stale lock" in n for n in res.notes)
+    assert not lock_path(path).exists()
+
+
+def test_lock_from_another_host_refuses(tmp_path):
+    store = tmp_path / "s.zarr"
+    lock_path(store).write_text(json.dumps({"pid": 1, "host": "elsewhere", "time": "t"}))
+    with pytest.raises(StoreError, match="elsewhere"):
+        StoreLock(store).acquire()
+
+
+def test_config_mismatch_names_the_field(copy_of):
+    path = copy_of()
+    from dataclasses import replace
+
+    with pytest.raises(StoreError, match=r"levels: store=2, requested=3"):
+        harvest(replace(TINY, levels=3), range(4), out=path)
+    with pytest.raises(StoreError, match=r"train\.epochs: store=2, requested=5"):
+        harvest(replace(TINY, train=TrainConfig(epochs=5, patience=2)), range(4), out=path)
+
+
+def test_older_schema_refused(copy_of):
+    path = copy_of()
+    g = zarr.open_group(path, mode="r+")
+    g.attrs["schema_version"] = 0
+    with pytest.raises(StoreError, match="schema version 0"):
+        open_store(path)
+    with pytest.raises(StoreError, match="schema version 0"):
+        harvest(TINY, range(4), out=path)
+
+
+def test_out_that_is_not_a_store(tmp_path):
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "readme.txt").write_text("hello")
+    with pytest.raises(StoreError, match="not a harvest store"):
+        harvest(TINY, [0], out=other)
+    assert (other / "readme.txt").read_text() == "hello" and not lock_path(other).exists()
+    with pytest.raises(StoreError, match="no harvest store"):
+        open_store(tmp_path / "missing.zarr")
+
+
+def test_empty_folder_is_accepted(tmp_path):
+    empty = tmp_path / "empty.zarr"
+    empty.mkdir()
+    res = harvest(TINY, [0], out=empty)
+    assert res.complete == (0,)
+
+
+def test_disk_full_leaves_seed_incomplete(copy_of, monkeypatch):
+    import zarr.storage._local as local
+
+    path = copy_of()
+    zarr.open_group(path, mode="r+")["complete"][2] = False
+    zarr.open_group(path, mode="r+")["complete"][3] = False
+    real_put = local._put
+
+    def full(p, value, exclusive=False):
+        if "features" in str(p) and "/c/3/" in str(p):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_put(p, value, exclusive=exclusive)
+
+    monkeypatch.setattr(local, "_put", full)
+    with pytest.raises(RuntimeFailure, match="seed 3 .*No space left.*stays incomplete"):
+        harvest(TINY, range(4), out=path)
+    with open_store(path) as s:
+        assert s.complete_seeds == (0, 1, 2)
+        assert len(list(s.iter_seeds())) == 3
+    monkeypatch.setattr(local, "_put", real_put)
+    assert harvest(TINY, range(4), out=path).written == (3,)
+
+
+def test_bad_values(tmp_path):
+    from dataclasses import replace
+
+    with pytest.raises(MetapruneError, match="unknown network"):
+        harvest(replace(TINY, network="nope"), [0], out=tmp_path / "a.zarr")
+    with pytest.raises(MetapruneError, match="unknown dataset"):
+        harvest(replace(TINY, dataset="nope"), [0], out=tmp_path / "a.zarr")
+    with pytest.raises(MetapruneError, match="sparsity"):
+        harvest(replace(TINY, density=1.5), [0], out=tmp_path / "a.zarr")
+    with pytest.raises(MetapruneError, match="levels"):
+        harvest(replace(TINY, levels=0), [0], out=tmp_path / "a.zarr")
+    assert not (tmp_path / "a.zarr").exists()
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "f").write_text("")
+    cases = [
+        (["harvest", "--seeds", "7-3"], "bad seed range"),
+        (["harvest", "-n", "mlp:12-8", "-d", "digits", "--out", str(tmp_path / "x")], "not a harvest store"),
+        (["inspect", str(tmp_path / "x")], "not a harvest store"),
+    ]
+    for args, needle in cases:
+        proc = subprocess.run([METAPRUNE, *args], capture_output=True, text=True)
+        assert proc.returncode == 2, (args, proc.stderr)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_inspect(base):
+    from metaprune.harvest.inspect import inspect_store
+
+    info = inspect_store(base[0])
+    assert info["dims"]["seed"] == 4 and info["complete"] == [0, 1, 2, 3]
+    assert info["target"]["kept_per_seed"] == [round(0.1 * N_WEIGHTS)] * 4
+    assert sum(layer["kept_mean"] for layer in info["target"]["layers"]) == pytest.approx(round(0.1 * N_WEIGHTS))
+    rows = {r["feature"]: r for r in info["correlation"]["rows"]}
+    assert set(rows) == set(FEATURE_NAMES)
+    assert -1 <= rows["magnitude"]["spearman_round"] <= 1
