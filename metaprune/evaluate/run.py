@@ -86,11 +86,13 @@ def evaluate_seed(
     results = ResultsDir(Path(out))
     dev = resolve_device(device)
     splits = load_dataset(config.dataset, data_root=data_root)
-    todo = [(m, d) for m, d in planned_units(config) if not results.done(seed, unit_name(m, d))]
-    if not todo:
+    planned = planned_units(config)
+    if all(results.done(seed, unit_name(m, d)) for m, d in planned):
         return 0
+    # A population's numbers depend (in the last bits) on its size, so a partly committed seed retrains
+    # its whole planned population and commits only the missing units: resumed == uninterrupted.
     members: list[_Member] = []
-    for method_text, density in todo:
+    for method_text, density in planned:
         unit = unit_name(method_text, density)
         row = _row_base(config, seed, method_text, density)
         t0 = time.perf_counter()
@@ -132,6 +134,8 @@ def evaluate_seed(
         for i, (member, outcome) in enumerate(zip(group, result.members, strict=True)):
             row = {**member.row, **_member_fields(outcome)}
             row.update(population=len(group), member=i, train_seconds=result.seconds, device=str(dev))
+            if results.done(seed, member.unit):
+                continue
             kept = None
             if member.mask is not None:
                 kept = flat_weights(member.net)[member.mask]
