@@ -105,10 +105,13 @@ def reference_loop_samples_per_s(data: DataSplits, device: torch.device, epochs:
         if epoch == 1:  # the first epoch is warm-up
             _sync(device)
             t = time.perf_counter()
+        total = 0.0
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             opt.zero_grad()
-            F.cross_entropy(masked(x), y).backward()
+            loss = F.cross_entropy(masked(x), y)
+            total += loss.item() * x.shape[0]  # the SynFlow loop's running loss (a sync per step)
+            loss.backward()
             opt.step()
             if epoch >= 1:
                 seen += y.shape[0]
