@@ -1,1 +1,33 @@
-"""Fit: regressors that learn the harvest target from per-weight features, saved in safe formats."""
+"""Fit: regressors that learn the harvest target from per-weight features, saved in safe formats.
+
+Library entry points (each CLI command is one of them):
+
+- ``fit_model(stores, FitConfig(...), name=, models_dir=, force=)`` → ``FitResult`` (``metaprune fit``)
+- ``list_models(models_dir)`` (``metaprune models``), ``load_model(dir)`` → ``LoadedModel``
+- ``bench_fit(store, models)`` (``metaprune bench fit``)
+- ``learned_scores(model_dir, net, mask, data, seed)``: the ``learned:DIR`` scorer of method strings
+
+Decisions and caps (all overridable with ``--option KEY=VALUE``):
+
+- Targets, all in [0, 1]: ``round`` (default) = ``target_round / (levels + 1)``, the level at which
+  iterative SynFlow removed the weight (survivors 1) — a ranking target that knows about every sparsity
+  on the way; ``mask`` = in the final ticket; ``score`` = the target's final SynFlow score min-max per seed.
+- Preprocessing is per network and therefore never fitted on held-out seeds: ``minmax`` (default, the
+  thesis), ``rank`` (per-layer rank; makes a model usable on other architectures), ``none``.
+- Split by seed: default test = the last quarter of the complete seeds (at least one); a seed in both
+  lists is an error; ``cv=K`` adds GroupKFold by seed on the training seeds.
+- Memory: ``linear``, ``sgd`` and ``mlp`` stream one seed at a time (up to 256 MiB of preprocessed
+  training seeds are cached between passes); ``tree``/``forest`` learn from at most ``max_rows`` =
+  1,000,000 rows and ``lightgbm`` from at most 2,000,000, drawn uniformly (the same share of every seed).
+  The forest is capped at 50 trees of depth ≤ 12, leaves ≥ 50, 10 % of the rows per tree.
+- ``mlp``: the thesis's F-64-32-1 ReLU/sigmoid/MSE, but Adam lr 1e-3 (thesis: SGD lr 0.001, which barely
+  trains in a few epochs; ``optimizer=sgd lr=0.001`` reproduces it), 5 epochs, batch 2048, on
+  ``training.resolve_device`` (CUDA when present).
+- ``lightgbm``: objective ``regression`` (default) or ``cross_entropy``. ``lambdarank`` is not offered:
+  one query would be one network (266,200 weights for LeNet-300-100), LightGBM refuses queries above
+  10,000 rows, and its pairwise lambdas are O(n²) per query.
+- Threads: one by default (``threads=1``, ``--threads``) for BLAS, OpenMP, PyTorch, the forest and
+  LightGBM: the matrices are thin, and on a busy 2-core machine extra threads spin ruinously (measured:
+  XᵀX of 266,200 x 23 in 8 s with two OpenBLAS threads vs 0.01 s with one; an MLP epoch 14 s vs 0.15 s).
+- Train metrics (R², MSE) are computed on at most 8 training seeds.
+"""

@@ -1,0 +1,484 @@
+"""``metaprune fit`` as a library function: honest seed splits, streamed training, held-out metrics, saving.
+
+Splits are by seed (a seed is one network initialisation; all its weights go to one side), and a seed
+number means the same initialisation in every store of the same network, so when several stores are
+combined the split is by seed number across all of them. Preprocessing is per network (``preprocess``),
+so no statistic is ever fitted on held-out seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metaprune.errors import MetapruneError
+from metaprune.fit import preprocess as pp
+from metaprune.fit.metrics import RankingAccumulator, RegressionAccumulator
+from metaprune.fit.models import REGRESSORS, Regressor, limited_threads, make_regressor
+from metaprune.fit.persist import check_name, save_model
+from metaprune.fit.stores import StoreView, open_stores, resolve_stores
+from metaprune.provenance import package_versions
+from metaprune.seeds import format_seeds, parse_seeds
+
+ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
+
+CACHE_BYTES = 256 * 2**20  # preprocessed training seeds kept in memory between passes (at most)
+TRAIN_EVAL_SEEDS = 8  # training seeds scored for the train R²/MSE (bounded time for big stores)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """What to fit. ``options`` are model options (see ``REGRESSORS``; e.g. ``{"max_rows": 500000}``)."""
+
+    model: str = "linear"
+    target: str = "round"
+    features: str | Sequence[str] = "scores"
+    preprocess: str = "minmax"
+    train_seeds: str | Sequence[int] | None = None
+    test_seeds: str | Sequence[int] | None = None
+    cv: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    threads: int = 1  # BLAS/OpenMP/PyTorch threads (and forest/LightGBM jobs unless their option says)
+
+    def validate(self) -> FitConfig:
+        REGRESSORS.canonical(self.model)
+        pp.check_target(self.target)
+        pp.check_preprocess(self.preprocess)
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise MetapruneError(
+                f"bad --threads {self.threads!r}; accepted: a positive integer (1 is fastest on a busy machine)"
+            )
+        if int(self.cv) < 0 or int(self.cv) == 1:
+            raise MetapruneError(f"bad --cv {self.cv!r}; accepted: 0 (none) or K >= 2 folds")
+        return self
+
+
+@dataclass
+class FitResult:
+    name: str
+    path: Path | None  # None when not saved
+    meta: dict[str, Any]
+    stores: list[str]
+    default_store: bool  # True when the store was picked as the newest under datasets/
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.meta["metrics"]
+
+
+# ------------------------------------------------------------------------------------------------ split
+
+
+def _as_seeds(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return parse_seeds(value)
+    return tuple(sorted({int(s) for s in value}))
+
+
+def split_seeds(
+    complete: Sequence[int], train: str | Sequence[int] | None, test: str | Sequence[int] | None
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Train and test seeds. Default test: the last quarter of the complete seeds (at least one)."""
+    complete = tuple(sorted(set(complete)))
+    tr, te = _as_seeds(train), _as_seeds(test)
+    for label, seeds in (("train", tr), ("test", te)):
+        if seeds is not None:
+            missing = [s for s in seeds if s not in complete]
+            if missing:
+                raise MetapruneError(
+                    f"--{label}-seeds {format_seeds(missing)} are not complete in the store(s); "
+                    f"complete seeds: {format_seeds(complete) or 'none'}"
+                )
+    if tr is not None and te is not None:
+        both = sorted(set(tr) & set(te))
+        if both:
+            raise MetapruneError(
+                f"seeds {format_seeds(both)} are in both --train-seeds and --test-seeds; a held-out seed must "
+                "never be trained on"
+            )
+    if te is None:
+        rest = [s for s in complete if tr is None or s not in tr]
+        if tr is None:
+            if len(complete) < 2:
+                raise MetapruneError(
+                    f"too few complete seeds to hold any out ({len(complete)}: {format_seeds(complete) or 'none'}); "
+                    "accepted: a store with at least 2 complete seeds"
+                )
+            n_test = max(1, len(complete) // 4)
+            te = complete[-n_test:]
+        else:
+            te = tuple(rest)
+    if tr is None:
+        tr = tuple(s for s in complete if s not in te)
+    if not te:
+        raise MetapruneError("no seed left to test on; accepted: fewer --train-seeds or explicit --test-seeds")
+    if not tr:
+        raise MetapruneError("no seed left to train on; accepted: fewer --test-seeds or explicit --train-seeds")
+    return tuple(tr), tuple(te)
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One network: a seed of one store."""
+
+    view: StoreView
+    seed: int
+
+
+class SeedReader:
+    """Reads, preprocesses and targets one unit at a time."""
+
+    def __init__(self, features: tuple[str, ...], preprocess: str, target: str, reference: tuple[str, ...] = ()):
+        self.features = features
+        self.preprocess = preprocess
+        self.target = target
+        self.reference = tuple(r for r in reference if r not in features)
+
+    def read(self, unit: Unit, with_reference: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
+        """(preprocessed X, targets dict incl. ``y``, raw reference columns by name)."""
+        want = list(self.features)
+        refs = [r for r in self.reference if with_reference and r in unit.view.feature_names]
+        x_raw, targets = unit.view.read_seed(unit.seed, want + refs)
+        x = pp.preprocess(x_raw[:, : len(want)], self.preprocess, unit.view.layer_bounds, want)
+        raw_cols = {name: x_raw[:, i] for i, name in enumerate(want + refs)}
+        targets = dict(targets)
+        targets["y"] = pp.make_target(targets, self.target, unit.view.levels)
+        return x, targets, raw_cols
+
+
+class StreamData:
+    """``TrainData`` over a set of units: passes seed by seed (shuffled), or a bounded row subsample."""
+
+    def __init__(self, units: Sequence[Unit], reader: SeedReader, seed: int, progress: ProgressFn | None, stage: str):
+        self.units = list(units)
+        self.reader = reader
+        self.n_features = len(reader.features)
+        self.rows = sum(u.view.n_weights for u in self.units)
+        self.seed = seed
+        self._progress = progress
+        self.stage = stage
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._cached_bytes = 0
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        if self._progress is not None:
+            self._progress(f"{self.stage}: {stage}", done, total)
+
+    def _load(self, i: int, keep: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        if i in self._cache:
+            return self._cache[i]
+        x, t, _ = self.reader.read(self.units[i])
+        y = t["y"]
+        size = x.nbytes + y.nbytes
+        if keep and self._cached_bytes + size <= CACHE_BYTES:
+            self._cache[i] = (x, y)
+            self._cached_bytes += size
+        return x, y
+
+    def passes(self, n: int, *, shuffle: bool = True) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        total = n * len(self.units)
+        done = 0
+        for p in range(n):
+            order = np.arange(len(self.units))
+            if shuffle:
+                g = np.random.default_rng(_np_seed(self.seed, "shuffle", p))
+                order = g.permutation(order)
+            for i in order:
+                x, y = self._load(int(i), keep=n > 1)  # a single pass has nothing to reuse
+                if shuffle:
+                    perm = np.random.default_rng(_np_seed(self.seed, "shuffle", p, int(i) + 1)).permutation(x.shape[0])
+                    x, y = x[perm], y[perm]
+                yield p, x, y
+                done += 1
+                self.report(f"pass {p + 1}/{n}", done, total)
+
+    def sample(self, max_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        frac = min(1.0, max_rows / max(self.rows, 1))
+        counts = [min(u.view.n_weights, int(math.floor(frac * u.view.n_weights))) for u in self.units]
+        # hand out the rows lost to rounding so the sample has exactly min(max_rows, rows) rows
+        short = min(max_rows, self.rows) - sum(counts)
+        for i in range(len(counts)):
+            if short <= 0:
+                break
+            if counts[i] < self.units[i].view.n_weights:
+                counts[i] += 1
+                short -= 1
+        x_out = np.empty((sum(counts), self.n_features), dtype=np.float32)
+        y_out = np.empty(sum(counts), dtype=np.float32)
+        pos = 0
+        for i, c in enumerate(counts):
+            x, y = self._load(i, keep=False)
+            if c < x.shape[0]:
+                pick = np.random.default_rng(_np_seed(self.seed, "shuffle", 10_000, i)).choice(
+                    x.shape[0], c, replace=False
+                )
+                pick.sort()
+                x, y = x[pick], y[pick]
+            x_out[pos : pos + c] = x
+            y_out[pos : pos + c] = y
+            pos += c
+            self.report("reading", i + 1, len(self.units))
+        self.release()
+        return x_out, y_out
+
+    def release(self) -> None:
+        """Drop the cached seeds."""
+        self._cache.clear()
+        self._cached_bytes = 0
+
+
+def _np_seed(master: int, stream: str, *extra: int) -> int:
+    from metaprune.seeds import stream_seed
+
+    return stream_seed(master, stream, *extra)
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+def evaluate_units(
+    model: Regressor,
+    units: Sequence[Unit],
+    reader: SeedReader,
+    *,
+    reference: bool = False,
+    ranking: bool = True,
+    progress: ProgressFn | None = None,
+    stage: str = "evaluating",
+) -> dict[str, Any]:
+    """R²/MSE pooled over ``units``; top-k Jaccard and Spearman per unit (averaged); reference rows."""
+    reg = RegressionAccumulator()
+    rank = RankingAccumulator()
+    refs: dict[str, RankingAccumulator] = {}
+    t0 = time.perf_counter()
+    rows = 0
+    for i, unit in enumerate(units):
+        x, targets, raw = reader.read(unit, with_reference=reference)
+        pred = model.predict(x)
+        if not np.all(np.isfinite(pred)):
+            raise MetapruneError(f"model {model.name!r} predicted non-finite values on seed {unit.seed}")
+        y = targets["y"]
+        reg.add(y, pred)
+        rows += y.size
+        if ranking:
+            rank.add(pred, y, targets["target_mask"], unit.seed)
+            if reference:
+                for name in pp.BASE_SCORES:
+                    if name in raw:
+                        refs.setdefault(name, RankingAccumulator()).add(raw[name], y, targets["target_mask"], unit.seed)
+        if progress is not None:
+            progress(stage, i + 1, len(units))
+    out: dict[str, Any] = {"r2": reg.r2, "mse": reg.mse, "rows": rows, "seeds": [u.seed for u in units]}
+    if ranking:
+        out.update(rank.summary())
+    out["predict_rows_per_s"] = rows / max(time.perf_counter() - t0, 1e-9)
+    if reference:
+        out["reference"] = {name: acc.summary() for name, acc in refs.items()}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ fit
+
+
+def fit_model(
+    stores: Sequence[str | Path] | str | Path | None = None,
+    config: FitConfig | None = None,
+    *,
+    name: str | None = None,
+    models_dir: str | Path = "models",
+    datasets_dir: str | Path = "datasets",
+    force: bool = False,
+    save: bool = True,
+    progress: ProgressFn | None = None,
+) -> FitResult:
+    """Fit ``config.model`` on the training seeds of ``stores``, score it on the held-out seeds, save it.
+
+    ``stores``: one or more harvest stores of the same feature set; None takes the newest store with
+    complete seeds under ``datasets_dir``. The model goes to ``models_dir / name`` (default
+    ``<model>-<target>-<features>-<store hash>``); an existing name is refused unless ``force``.
+    """
+    config = (config or FitConfig()).validate()
+    model_name = REGRESSORS.canonical(config.model)
+    paths, picked = resolve_stores(stores, datasets_dir)
+    views = open_stores(paths)
+    first = views[0]
+    features = pp.resolve_features(config.features, first.feature_names, first.feature_groups)
+    for v in views[1:]:
+        lacking = [f for f in features if f not in v.feature_names]
+        if lacking:
+            raise MetapruneError(f"store {v.path} lacks features {', '.join(lacking)}; stores must share a feature set")
+    complete = sorted({s for v in views for s in v.complete_seeds})
+    train_seeds, test_seeds = split_seeds(complete, config.train_seeds, config.test_seeds)
+    store_hash = combined_hash(views)
+    slug = pp.features_slug(config.features, features)
+    suffix = "" if config.preprocess == "minmax" else f"-{config.preprocess}"
+    name = check_name(name or f"{model_name}-{config.target}-{slug}{suffix}-{store_hash}")
+    target_dir = Path(models_dir) / name
+    if save and target_dir.exists() and not force:
+        raise MetapruneError(f"model {str(target_dir)!r} exists; accepted: another --name, or --force to replace it")
+    # probe the options before any work: a bad option fails in a second, not after the fit
+    make_regressor(model_name, config.options, config.seed, len(features), config.threads)
+
+    def units_of(seeds: Sequence[int]) -> list[Unit]:
+        wanted = set(seeds)
+        return [Unit(v, s) for v in views for s in v.complete_seeds if s in wanted]
+
+    reader = SeedReader(features, config.preprocess, config.target, pp.BASE_SCORES)
+    with limited_threads(config.threads):
+        model, metrics = _fit_and_score(
+            model_name, config, reader, units_of(train_seeds), units_of(test_seeds), progress
+        )
+    meta = build_meta(name, model_name, model, config, features, views, store_hash, train_seeds, test_seeds, metrics)
+    path = save_model(model, meta, target_dir, force=force) if save else None
+    if path is not None:
+        from metaprune.fit.persist import read_meta
+
+        meta = read_meta(path)
+    return FitResult(name, path, meta, [str(v.path) for v in views], picked)
+
+
+def _fit_and_score(
+    model_name: str,
+    config: FitConfig,
+    reader: SeedReader,
+    train_units: list[Unit],
+    test_units: list[Unit],
+    progress: ProgressFn | None,
+) -> tuple[Regressor, dict[str, Any]]:
+    cv_result = None
+    if config.cv:
+        cv_result = cross_validate(model_name, config, train_units, reader, progress)
+    model = make_regressor(model_name, config.options, config.seed, len(reader.features), config.threads)
+    data = StreamData(train_units, reader, config.seed, progress, "fitting")
+    model.import_libraries()
+    t0 = time.perf_counter()
+    model.fit(data)
+    fit_seconds = time.perf_counter() - t0
+    data.release()
+
+    test = evaluate_units(model, test_units, reader, reference=True, progress=progress, stage="testing")
+    reference = test.pop("reference", {})
+    train_eval = train_units[:TRAIN_EVAL_SEEDS]
+    train = evaluate_units(model, train_eval, reader, ranking=False, progress=progress, stage="train metrics")
+    metrics: dict[str, Any] = {
+        "test": test,
+        "train": train,
+        "reference": reference,
+        "fit": {
+            "seconds": fit_seconds,
+            "rows": data.rows,
+            "rows_used": model.rows_used,
+            "rows_processed": model.rows_seen,
+            "rows_per_s": model.rows_used / max(fit_seconds, 1e-9),  # distinct training rows per second
+            "threads": config.threads,
+        },
+    }
+    if cv_result is not None:
+        metrics["cv"] = cv_result
+    return model, metrics
+
+
+def cross_validate(
+    model_name: str, config: FitConfig, units: Sequence[Unit], reader: SeedReader, progress: ProgressFn | None
+) -> dict[str, Any]:
+    """GroupKFold by seed number over the training units: one fresh model per fold."""
+    from sklearn.model_selection import GroupKFold
+
+    groups = np.array([u.seed for u in units])
+    k = int(config.cv)
+    if len(set(groups.tolist())) < k:
+        raise MetapruneError(
+            f"--cv {k} needs at least {k} training seeds, got {len(set(groups.tolist()))}; accepted: a smaller K"
+        )
+    folds = []
+    splits = GroupKFold(n_splits=k).split(np.zeros(len(units)), groups=groups)
+    for fold, (tr, va) in enumerate(splits):
+        m = make_regressor(model_name, config.options, config.seed, len(reader.features), config.threads)
+        m.fit(StreamData([units[i] for i in tr], reader, config.seed, progress, f"cv fold {fold + 1}/{k}"))
+        res = evaluate_units(m, [units[i] for i in va], reader, progress=progress, stage=f"cv fold {fold + 1}/{k}")
+        folds.append(
+            {
+                "train_seeds": sorted({units[i].seed for i in tr}),
+                "val_seeds": sorted({units[i].seed for i in va}),
+                **{key: res[key] for key in ("r2", "mse", "jaccard", "spearman")},
+            }
+        )
+    summary: dict[str, Any] = {"k": k, "folds": folds}
+    for key in ("r2", "mse", "jaccard", "spearman"):
+        vals = np.array([f[key] for f in folds], dtype=np.float64)
+        summary[key] = float(vals.mean())
+        summary[f"{key}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+    return summary
+
+
+def combined_hash(views: Sequence[StoreView]) -> str:
+    import hashlib
+
+    if len(views) == 1:
+        return views[0].content_hash
+    text = ",".join(sorted(v.content_hash for v in views))
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def build_meta(
+    name: str,
+    model_name: str,
+    model: Regressor,
+    config: FitConfig,
+    features: tuple[str, ...],
+    views: Sequence[StoreView],
+    store_hash: str,
+    train_seeds: Sequence[int],
+    test_seeds: Sequence[int],
+    metrics: dict[str, Any],
+) -> dict[str, Any]:
+    networks = sorted({v.network for v in views})
+    datasets = sorted({v.dataset for v in views})
+    return {
+        "name": name,
+        "model": model_name,
+        "options": model.options,
+        "target": config.target,
+        "target_description": pp.TARGETS[config.target],
+        "feature_spec": config.features if isinstance(config.features, str) else "+".join(config.features),
+        "features": list(features),
+        "preprocess": config.preprocess,
+        "per_layer_normalised": pp.per_layer_normalised(features, config.preprocess),
+        "network": networks[0] if len(networks) == 1 else networks,
+        "dataset": datasets[0] if len(datasets) == 1 else datasets,
+        "layouts": [json.loads(t) for t in sorted({json.dumps(v.layout) for v in views})],
+        "feature_config": views[0].feature_config,
+        "feature_version": views[0].feature_version,
+        "target_density": views[0].density,
+        "levels": views[0].levels,
+        "stores": [
+            {
+                "path": str(v.path),
+                "abs_path": str(Path(v.path).absolute()),
+                "hash": v.content_hash,
+                "complete_seeds": list(v.complete_seeds),
+            }
+            for v in views
+        ],
+        "store_hash": store_hash,
+        "train_seeds": list(train_seeds),
+        "test_seeds": list(test_seeds),
+        "seed": config.seed,
+        "metrics": metrics,
+        "versions": package_versions(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,184 @@
+"""Feature selection, preprocessing and targets: one implementation shared by ``fit`` and the learned scorer.
+
+Everything here works on ONE network at a time (one seed of a store at fit time, the network being
+pruned at prune time), so nothing is fitted across seeds and nothing can leak from held-out seeds:
+
+- ``minmax`` (the thesis, 5.2.1): each feature min–max scaled to [0, 1] over the network's weights;
+  a feature that is constant on the network becomes 0.
+- ``rank``: each feature replaced by its rank inside its layer, scaled to [0, 1] (ties get their average
+  rank; a layer-constant feature such as ``depth`` becomes 0.5). Per-layer normalised, so a model fitted
+  with it may score networks of another architecture.
+- ``none``: raw values (for tree models, which do not care about scale).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from metaprune.errors import MetapruneError
+
+PREPROCESSORS = {
+    "minmax": "per-network min-max of every feature to [0, 1] (thesis 5.2.1)",
+    "rank": "per-layer rank of every feature, scaled to [0, 1] (network-independent)",
+    "none": "raw feature values",
+}
+
+TARGETS = {
+    "round": "target_round / (levels + 1): the iterative-SynFlow level at which a weight was removed, "
+    "survivors 1 (a sparsity-aware ranking target)",
+    "mask": "target_mask as 0/1: in the target ticket or not",
+    "score": "target_score min-max scaled to [0, 1] per seed",
+}
+
+# The base scores every fit report compares the model with (reference rows).
+BASE_SCORES = ("magnitude", "snip", "grasp", "grasp_abs", "synflow", "synflow_ums")
+
+LayerBounds = Sequence[tuple[int, int]]  # (offset, size) of every layer on the flat weight axis
+
+
+# ----------------------------------------------------------------------------------------- features
+
+
+def resolve_features(
+    spec: str | Sequence[str], available: Sequence[str], groups: Mapping[str, Sequence[str]] | None = None
+) -> tuple[str, ...]:
+    """Feature names from ``spec``: names or groups joined by ``+`` or ``,``; ``all`` = every available one.
+
+    The order is the store's order (so a spec's spelling never changes the model's columns). A name or
+    group the store lacks is a one-line error listing what it has.
+    """
+    groups = dict(groups or {})
+    parts = list(spec) if not isinstance(spec, str) else [p.strip() for p in re.split(r"[+,]", spec)]
+    if not parts or any(not p for p in parts):
+        raise MetapruneError(
+            f"bad feature list {spec!r}: empty item; accepted: names or groups joined by '+' or ',', e.g. "
+            f"scores+structure; groups: all, {', '.join(groups)}"
+        )
+    chosen: set[str] = set()
+    for part in parts:
+        if part == "all":
+            chosen.update(available)
+        elif part in groups:
+            # a group takes the members the store has (a harvest may skip some scorers)
+            present = [n for n in groups[part] if n in available]
+            if not present:
+                raise MetapruneError(
+                    f"the store has no feature of group {part!r} ({', '.join(groups[part])}); "
+                    f"available: {', '.join(available)}"
+                )
+            chosen.update(present)
+        elif part in available:
+            chosen.add(part)
+        else:
+            raise MetapruneError(
+                f"unknown feature {part!r}; the store has: {', '.join(available)}; groups: all, {', '.join(groups)}"
+            )
+    return tuple(n for n in available if n in chosen)
+
+
+def features_slug(spec: str | Sequence[str], names: Sequence[str]) -> str:
+    """A short file-name-safe spelling of a feature spec for default model names."""
+    text = spec if isinstance(spec, str) else "+".join(spec)
+    slug = re.sub(r"[^A-Za-z0-9_]+", "-", text.replace("+", "-").replace(",", "-")).strip("-").lower()
+    if len(slug) > 40:
+        import hashlib
+
+        slug = f"f{len(names)}-" + hashlib.sha256(",".join(names).encode()).hexdigest()[:6]
+    return slug or "none"
+
+
+def per_layer_normalised(names: Sequence[str], preprocess: str) -> bool:
+    """Whether every model input is normalised inside its layer (then the model is network-independent)."""
+    return preprocess == "rank" or all(n.startswith("rank_") for n in names)
+
+
+# ----------------------------------------------------------------------------------------- preprocessing
+
+
+def check_preprocess(name: str) -> str:
+    if name not in PREPROCESSORS:
+        raise MetapruneError(f"unknown preprocessing {name!r}; accepted: {', '.join(PREPROCESSORS)}")
+    return name
+
+
+def preprocess(
+    x: np.ndarray, method: str, layers: LayerBounds | None = None, names: Sequence[str] | None = None
+) -> np.ndarray:
+    """Preprocess the features ``x`` [n_weights, F] of ONE network; returns a new float32 array.
+
+    ``layers`` (offset, size per layer) is needed for ``rank``. Non-finite input is refused, naming the
+    feature, since every model would silently turn it into garbage.
+    """
+    check_preprocess(method)
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise MetapruneError(f"features must be a [weights, features] matrix, got shape {x.shape}")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        col = int(np.nonzero(bad.any(0))[0][0])
+        label = names[col] if names is not None and col < len(names) else f"column {col}"
+        raise MetapruneError(
+            f"feature {label!r} has {int(bad[:, col].sum())} non-finite values; accepted: finite features "
+            "(re-harvest the store)"
+        )
+    if method == "none":
+        return x.astype(np.float32, copy=True)
+    if method == "minmax":
+        x64 = x.astype(np.float64)
+        lo = x64.min(0)
+        span = x64.max(0) - lo
+        safe = np.where(span > 0, span, 1.0)
+        out = (x64 - lo) / safe
+        out[:, span <= 0] = 0.0
+        return out.astype(np.float32)
+    if layers is None:
+        raise MetapruneError("rank preprocessing needs the layer table of the network")
+    from scipy.stats import rankdata
+
+    out = np.empty(x.shape, dtype=np.float32)
+    covered = 0
+    for offset, size in layers:
+        block = x[offset : offset + size]
+        if size == 1:
+            out[offset : offset + size] = 0.5
+        else:
+            r = rankdata(block, method="average", axis=0)
+            out[offset : offset + size] = ((r - 1.0) / (size - 1)).astype(np.float32)
+        covered += size
+    if covered != x.shape[0]:
+        raise MetapruneError(f"layer table covers {covered} weights but the features have {x.shape[0]} rows")
+    return out
+
+
+# ----------------------------------------------------------------------------------------- targets
+
+
+def check_target(name: str) -> str:
+    if name not in TARGETS:
+        raise MetapruneError(f"unknown target {name!r}; accepted: {', '.join(TARGETS)}")
+    return name
+
+
+def make_target(targets: Mapping[str, np.ndarray], kind: str, levels: int | None) -> np.ndarray:
+    """The regression target of one seed in [0, 1] (float32).
+
+    ``round``: ``target_round / (levels + 1)`` — survivors have round ``levels + 1`` and get 1; ``levels``
+    comes from the store's harvest config (None: the seed's largest round, which is ``levels + 1``).
+    """
+    check_target(kind)
+    if kind == "mask":
+        return np.asarray(targets["target_mask"]).astype(np.float32)
+    if kind == "round":
+        r = np.asarray(targets["target_round"]).astype(np.float64)
+        top = float(levels + 1) if levels is not None else float(r.max())
+        if top <= 0:
+            raise MetapruneError("target_round is 0 everywhere; the store's target looks empty")
+        return (r / top).astype(np.float32)
+    s = np.asarray(targets["target_score"]).astype(np.float64)
+    if not np.isfinite(s).all():
+        raise MetapruneError("target_score has non-finite values; accepted: --target round or mask")
+    lo, hi = s.min(), s.max()
+    return ((s - lo) / (hi - lo) if hi > lo else np.zeros_like(s)).astype(np.float32)

@@ -1,0 +1,231 @@
+"""``metaprune fit`` on real tiny harvest stores: every model, splits by seed, errors, CLI, saving."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from metaprune.errors import MetapruneError
+from metaprune.fit import core
+from metaprune.fit.core import FitConfig, SeedReader, Unit, fit_model
+from metaprune.fit.persist import load_model
+from metaprune.fit.preprocess import BASE_SCORES
+from metaprune.fit.stores import open_view
+from tests.test_fit_helpers import empty_store, run_main, tiny_store
+
+FAST = {
+    "linear": {},
+    "sgd": {"epochs": 2},
+    "tree": {},
+    "forest": {"n_estimators": 5, "jobs": 1},
+    "mlp": {"epochs": 2, "device": "cpu"},
+    "lightgbm": {"rounds": 15, "jobs": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory):
+    return tiny_store(tmp_path_factory, "main", tuple(range(6)))
+
+
+@pytest.fixture
+def models_dir(tmp_path):
+    return tmp_path / "models"
+
+
+# ------------------------------------------------------------------------------------ every model
+
+
+@pytest.mark.parametrize("model", list(FAST))
+def test_every_model_fits_predicts_and_round_trips(model, store, models_dir):
+    res = fit_model(store, FitConfig(model=model, features="all", options=FAST[model]), models_dir=models_dir)
+    meta = res.meta
+    assert res.path == models_dir / res.name and res.name.startswith(f"{model}-round-all-")
+    assert meta["train_seeds"] == [0, 1, 2, 3, 4] and meta["test_seeds"] == [5]  # the last quarter (floor, >= 1)
+    test = meta["metrics"]["test"]
+    for key in ("r2", "mse", "jaccard", "spearman"):
+        assert np.isfinite(test[key])
+    assert 0 <= test["jaccard"] <= 1 and len(test["jaccard_per_seed"]) == 1
+    assert set(meta["metrics"]["reference"]) == set(BASE_SCORES)
+    assert meta["metrics"]["fit"]["rows_per_s"] > 0
+    assert meta["network"] == "mlp:12-8" and meta["dataset"] == "digits"
+    assert meta["payload"]["sha256"] and meta["versions"]["lightgbm"]
+    # the saved model predicts exactly what the fitted one did on a held-out seed
+    view = open_view(store)
+    reader = SeedReader(tuple(meta["features"]), meta["preprocess"], meta["target"])
+    x, targets, _ = reader.read(Unit(view, 5))
+    loaded = load_model(res.path)
+    pred = loaded.model.predict(x)
+    assert pred.shape == (view.n_weights,) and pred.dtype == np.float32
+    again = core.evaluate_units(loaded.model, [Unit(view, 5)], reader)
+    assert again["mse"] == pytest.approx(test["mse"], rel=1e-6)
+    assert again["jaccard"] == pytest.approx(test["jaccard"])
+
+
+def test_reference_rows_are_the_base_scores_themselves(store, models_dir):
+    """The reference Jaccard of 'magnitude' is the top-k overlap of |θ0| with the target, per seed."""
+    from metaprune.fit.metrics import topk_jaccard
+
+    res = fit_model(store, FitConfig(model="linear"), models_dir=models_dir)
+    view = open_view(store)
+    expected = []
+    for seed in res.meta["test_seeds"]:
+        x, t = view.read_seed(seed, ["magnitude"])
+        expected.append(topk_jaccard(x[:, 0], t["target_mask"], seed))
+    assert res.metrics["reference"]["magnitude"]["jaccard"] == pytest.approx(np.mean(expected))
+
+
+def test_targets_features_and_preprocessing_are_recorded(store, models_dir):
+    cfg = FitConfig(model="linear", target="mask", features="scores+depth", preprocess="rank")
+    res = fit_model(store, cfg, models_dir=models_dir)
+    meta = res.meta
+    assert meta["features"] == ["magnitude", "snip", "grasp", "grasp_abs", "synflow", "synflow_ums", "depth"]
+    assert meta["preprocess"] == "rank" and meta["per_layer_normalised"] is True
+    assert meta["target"] == "mask" and meta["levels"] == 2 and meta["target_density"] == 0.1
+    assert meta["feature_config"]["density"] == 0.1 and meta["feature_config"]["ums_rounds"] == 5
+    assert res.name.endswith("-rank-" + meta["store_hash"])
+
+
+def test_lightgbm_cross_entropy_objective(store, models_dir):
+    res = fit_model(
+        store,
+        FitConfig(model="lightgbm", target="score", options={"objective": "cross_entropy", "rounds": 5, "jobs": 1}),
+        models_dir=models_dir,
+    )
+    assert res.meta["options"]["objective"] == "cross_entropy"
+    assert res.meta["payload"]["objective"] == "cross_entropy"
+
+
+def test_row_cap_subsamples(store, models_dir):
+    res = fit_model(store, FitConfig(model="tree", options={"max_rows": 1000}), models_dir=models_dir)
+    assert res.metrics["fit"]["rows_used"] == 1000 < res.metrics["fit"]["rows"]
+
+
+# ------------------------------------------------------------------------------------------ splits
+
+
+def test_no_test_seed_is_ever_trained_on(store, models_dir, monkeypatch):
+    seen: list[list[int]] = []
+    original = core.StreamData.__init__
+
+    def spy(self, units, *args, **kwargs):
+        seen.append(sorted({u.seed for u in units}))
+        original(self, units, *args, **kwargs)
+
+    monkeypatch.setattr(core.StreamData, "__init__", spy)
+    res = fit_model(
+        store, FitConfig(model="sgd", train_seeds="0-3", test_seeds="5", cv=2, options=FAST["sgd"]), save=False
+    )
+    assert res.meta["test_seeds"] == [5] and res.meta["train_seeds"] == [0, 1, 2, 3]
+    assert len(seen) == 3  # two cv folds, then the final fit
+    assert all(5 not in s and 4 not in s for s in seen)
+    cv = res.metrics["cv"]
+    for fold in cv["folds"]:
+        assert not set(fold["train_seeds"]) & set(fold["val_seeds"])
+    assert sorted(s for f in cv["folds"] for s in f["val_seeds"]) == [0, 1, 2, 3]
+
+
+def test_combining_two_stores(store, tmp_path_factory, models_dir):
+    other = tiny_store(tmp_path_factory, "more", (6, 7))
+    res = fit_model([store, other], FitConfig(model="linear"), models_dir=models_dir)
+    assert res.meta["test_seeds"] == [6, 7] and res.meta["train_seeds"] == [0, 1, 2, 3, 4, 5]
+    assert [s["complete_seeds"] for s in res.meta["stores"]] == [[0, 1, 2, 3, 4, 5], [6, 7]]
+    assert res.meta["metrics"]["fit"]["rows"] == 6 * 944
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+
+def test_bad_inputs_are_one_line_errors(store, tmp_path_factory, models_dir):
+    with pytest.raises(MetapruneError, match="no complete seeds"):
+        fit_model(empty_store(tmp_path_factory), FitConfig(), models_dir=models_dir)
+    one = tiny_store(tmp_path_factory, "one", (0,))
+    with pytest.raises(MetapruneError, match="too few complete seeds to hold any out"):
+        fit_model(one, FitConfig(), models_dir=models_dir)
+    with pytest.raises(MetapruneError, match="in both --train-seeds and --test-seeds"):
+        fit_model(store, FitConfig(train_seeds="0-4", test_seeds="4-5"), models_dir=models_dir)
+    with pytest.raises(MetapruneError, match=r"unknown feature 'nope'; the store has: magnitude, snip"):
+        fit_model(store, FitConfig(features="scores+nope"), models_dir=models_dir)
+    with pytest.raises(MetapruneError, match="has no option"):
+        fit_model(store, FitConfig(model="tree", options={"depth": 3}), models_dir=models_dir)
+    with pytest.raises(MetapruneError, match="no store with complete seeds"):
+        fit_model(None, FitConfig(), models_dir=models_dir, datasets_dir=models_dir)
+    assert not models_dir.exists()  # nothing was written by any failed fit
+
+
+def test_existing_model_is_not_overwritten_without_force(store, models_dir):
+    first = fit_model(store, FitConfig(model="linear"), models_dir=models_dir, name="keep")
+    before = (first.path / "meta.json").read_bytes()
+    with pytest.raises(MetapruneError, match="--force"):
+        fit_model(store, FitConfig(model="sgd", options=FAST["sgd"]), models_dir=models_dir, name="keep")
+    assert (first.path / "meta.json").read_bytes() == before
+    again = fit_model(
+        store, FitConfig(model="sgd", options=FAST["sgd"]), models_dir=models_dir, name="keep", force=True
+    )
+    assert again.meta["model"] == "sgd" and load_model(again.path).meta["model"] == "sgd"
+    assert sorted(p.name for p in models_dir.iterdir()) == ["keep"]  # no temp or old folders left
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_fit_models_and_errors(store, tmp_path, monkeypatch, capsys):
+    models = tmp_path / "cli-models"
+    args = ["fit", "--data", str(store), "--model", "lightgbm", "--option", "rounds=5", "--option", "jobs=1"]
+    code, out, err = run_main(monkeypatch, capsys, *args, "--models-dir", str(models), "--name", "gbm")
+    assert code == 0, err
+    assert "Jaccard top-k" in out and "synflow_ums" in out and "rows/s" in out
+    assert (models / "gbm" / "model.txt").is_file()
+
+    code, out, err = run_main(monkeypatch, capsys, *args, "--models-dir", str(models), "--name", "gbm")
+    assert code == 2 and "exists" in err and "--force" in err and len(err.strip().splitlines()) == 1
+
+    code, out, _ = run_main(monkeypatch, capsys, "models", "--models-dir", str(models), "--json")
+    rows = json.loads(out)
+    assert code == 0 and rows[0]["name"] == "gbm" and rows[0]["model"] == "lightgbm"
+
+    payload = models / "gbm" / "model.txt"
+    payload.write_text(payload.read_text().replace("num_leaves", "num_leafs", 1))
+    from metaprune.pruning.apply import score_any
+
+    with pytest.raises(MetapruneError, match="sha256"):
+        score_any(f"learned:{models / 'gbm'}", None, None, None, 0)
+
+    code, _, err = run_main(monkeypatch, capsys, "fit", "--data", str(store), "--features", "bogus")
+    assert code == 2 and "unknown feature 'bogus'" in err and "magnitude" in err
+
+    code, _, err = run_main(
+        monkeypatch, capsys, "fit", "--data", str(store), "--train-seeds", "0-3", "--test-seeds", "3-5"
+    )
+    assert code == 2 and "in both" in err
+
+
+def test_cli_default_store_is_the_newest_and_said(store, tmp_path, monkeypatch, capsys):
+    datasets = tmp_path / "datasets"
+    datasets.mkdir()
+    (datasets / "tiny.zarr").symlink_to(store, target_is_directory=True)
+    code, out, err = run_main(
+        monkeypatch,
+        capsys,
+        "fit",
+        "--datasets-dir",
+        str(datasets),
+        "--models-dir",
+        str(tmp_path / "m"),
+        "--model",
+        "linear",
+    )
+    assert code == 0, err
+    assert "using store" in err and "tiny.zarr" in err
+
+
+def test_bench_fit_measures_in_a_fresh_process(store):
+    from metaprune.fit.bench import bench_fit
+
+    result = bench_fit(store, ["linear"], features="scores")
+    (r,) = result["results"]
+    assert r["model"] == "linear" and r["rows_per_s"] > 0 and r["peak_rss_mb"] >= r["baseline_rss_mb"] > 0
+    assert [c["model"] for c in result["checks"]] == ["linear"]
+    assert result["weights_per_seed"] == 944 and result["versions"]["scikit-learn"]

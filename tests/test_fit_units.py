@@ -1,0 +1,267 @@
+"""Fit pieces that need no store: metrics, preprocessing, splits, models, persistence, tampering."""
+
+from __future__ import annotations
+
+import fractions
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from metaprune.errors import MetapruneError
+from metaprune.fit import preprocess as pp
+from metaprune.fit.core import split_seeds
+from metaprune.fit.metrics import RegressionAccumulator, spearman, topk_jaccard
+from metaprune.fit.models import REGRESSORS, make_regressor, skops_load
+from metaprune.fit.persist import load_model, save_model
+from metaprune.pruning.masks import jaccard, topk_mask
+from metaprune.seeds import generator
+
+
+class SynthData:
+    """A TrainData of a few synthetic 'seeds' with a learnable target in [0, 1]."""
+
+    def __init__(self, n_seeds: int = 3, n: int = 3000, f: int = 5) -> None:
+        rng = np.random.default_rng(0)
+        self.xs = [rng.random((n, f), dtype=np.float32) for _ in range(n_seeds)]
+        w = rng.normal(size=f) * 3
+        self.ys = [(1 / (1 + np.exp(-(x - 0.5) @ w))).astype(np.float32) for x in self.xs]
+        self.n_features = f
+        self.rows = n * n_seeds
+
+    def passes(self, n, *, shuffle=True):
+        for p in range(n):
+            for x, y in zip(self.xs, self.ys, strict=True):
+                yield p, x, y
+
+    def sample(self, max_rows):
+        x, y = np.concatenate(self.xs), np.concatenate(self.ys)
+        return x[:max_rows], y[:max_rows]
+
+    def report(self, stage, done, total):
+        pass
+
+
+FAST = {
+    "sgd": {"epochs": 2},
+    "forest": {"n_estimators": 5, "jobs": 1},
+    "mlp": {"epochs": 2, "device": "cpu"},
+    "lightgbm": {"rounds": 20, "jobs": 1},
+}
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+
+def test_topk_jaccard_on_hand_made_arrays():
+    target = np.array([1, 1, 0, 0, 0, 0], dtype=bool)  # k = 2
+    assert topk_jaccard(np.array([9, 8, 1, 2, 3, 4.0]), target, 0) == 1.0
+    # top-2 = {0, 5}: intersection 1, union 3
+    assert topk_jaccard(np.array([9, 1, 2, 3, 4, 8.0]), target, 0) == pytest.approx(1 / 3)
+    assert topk_jaccard(np.array([0, 0, 1, 2, 3, 4.0]), target, 0) == 0.0
+
+
+def test_topk_jaccard_matches_masks_module_and_breaks_ties_by_seed():
+    scores = np.ones(10, dtype=np.float32)  # all tied: the tie-break stream decides
+    target = np.zeros(10, dtype=bool)
+    target[:3] = True
+    keep = topk_mask(torch.ones(10), 3, None, generator(5, "tie_break"))
+    assert topk_jaccard(scores, target, 5) == pytest.approx(jaccard(keep, torch.from_numpy(target)))
+
+
+def test_spearman_on_hand_made_arrays():
+    a = np.array([1, 2, 3, 4, 5.0])
+    assert spearman(a, a**3) == pytest.approx(1.0)
+    assert spearman(a, -a) == pytest.approx(-1.0)
+    assert spearman(a, np.ones(5)) == 0.0
+    # ties get average ranks: ranks of b are 1.5, 1.5, 3, 4, 5
+    b = np.array([1, 1, 2, 3, 4.0])
+    ra, rb = np.array([1, 2, 3, 4, 5.0]), np.array([1.5, 1.5, 3, 4, 5])
+    expected = np.corrcoef(ra, rb)[0, 1]
+    assert spearman(a, b) == pytest.approx(expected)
+
+
+def test_pooled_r2_and_mse_equal_the_concatenated_ones():
+    from sklearn.metrics import mean_squared_error, r2_score
+
+    rng = np.random.default_rng(1)
+    ys = [rng.random(50) + i for i in range(3)]
+    ps = [y + rng.normal(0, 0.3, y.size) for y in ys]
+    acc = RegressionAccumulator()
+    for y, p in zip(ys, ps, strict=True):
+        acc.add(y, p)
+    y, p = np.concatenate(ys), np.concatenate(ps)
+    assert acc.r2 == pytest.approx(r2_score(y, p))
+    assert acc.mse == pytest.approx(mean_squared_error(y, p))
+
+
+# ------------------------------------------------------------------------------------ preprocessing
+
+
+def test_minmax_per_network_and_constant_features():
+    x = np.array([[0, 5, 1], [5, 5, 2], [10, 5, 3.0]])
+    out = pp.preprocess(x, "minmax")
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out[:, 0], [0, 0.5, 1])
+    np.testing.assert_allclose(out[:, 1], [0, 0, 0])  # constant -> 0
+
+
+def test_rank_is_per_layer_with_average_ties():
+    x = np.array([[3.0], [1.0], [2.0], [7.0], [7.0]])
+    out = pp.preprocess(x, "rank", [(0, 3), (3, 2)])
+    np.testing.assert_allclose(out[:, 0], [1.0, 0.0, 0.5, 0.5, 0.5])
+
+
+def test_preprocess_refuses_non_finite_naming_the_feature():
+    x = np.array([[0.0, np.nan], [1.0, 2.0]])
+    with pytest.raises(MetapruneError, match="snip"):
+        pp.preprocess(x, "minmax", names=["magnitude", "snip"])
+    with pytest.raises(MetapruneError, match="accepted: minmax, rank, none"):
+        pp.preprocess(x, "zscore")
+
+
+def test_targets():
+    t = {
+        "target_round": np.array([0, 1, 3, 3]),
+        "target_mask": np.array([0, 0, 1, 1], dtype=bool),
+        "target_score": np.array([2.0, 4.0, 6.0, 6.0]),
+    }
+    np.testing.assert_allclose(pp.make_target(t, "round", 2), [0, 1 / 3, 1, 1])
+    np.testing.assert_allclose(pp.make_target(t, "mask", 2), [0, 0, 1, 1])
+    np.testing.assert_allclose(pp.make_target(t, "score", 2), [0, 0.5, 1, 1])
+    with pytest.raises(MetapruneError, match="accepted: round, mask, score"):
+        pp.make_target(t, "rank", 2)
+
+
+def test_resolve_features_by_group_name_and_all():
+    avail = ("magnitude", "snip", "depth", "fan_in", "weight")
+    groups = {"scores": ("magnitude", "snip", "grasp"), "structure": ("depth", "fan_in")}
+    assert pp.resolve_features("scores", avail, groups) == ("magnitude", "snip")
+    assert pp.resolve_features("structure+magnitude", avail, groups) == ("magnitude", "depth", "fan_in")
+    assert pp.resolve_features("weight,snip", avail, groups) == ("snip", "weight")
+    assert pp.resolve_features("all", avail, groups) == avail
+    with pytest.raises(MetapruneError, match="the store has: magnitude, snip, depth, fan_in, weight"):
+        pp.resolve_features("scores+nope", avail, groups)
+    with pytest.raises(MetapruneError, match="empty item"):
+        pp.resolve_features("scores++snip", avail, groups)
+
+
+# ------------------------------------------------------------------------------------------- splits
+
+
+def test_default_split_holds_out_the_last_quarter():
+    assert split_seeds(range(8), None, None) == ((0, 1, 2, 3, 4, 5), (6, 7))
+    assert split_seeds(range(3), None, None) == ((0, 1), (2,))
+    assert split_seeds(range(8), "0-2", None) == ((0, 1, 2), (3, 4, 5, 6, 7))
+    assert split_seeds(range(8), None, "0") == ((1, 2, 3, 4, 5, 6, 7), (0,))
+
+
+def test_split_errors():
+    with pytest.raises(MetapruneError, match="in both --train-seeds and --test-seeds"):
+        split_seeds(range(8), "0-4", "4-7")
+    with pytest.raises(MetapruneError, match="too few complete seeds to hold any out"):
+        split_seeds([3], None, None)
+    with pytest.raises(MetapruneError, match="not complete"):
+        split_seeds(range(4), "0-9", None)
+    with pytest.raises(MetapruneError, match="no seed left to test on"):
+        split_seeds(range(4), "0-3", None)
+
+
+# ------------------------------------------------------------------------------------------- models
+
+
+@pytest.mark.parametrize("name", ["linear", "sgd", "tree", "forest", "mlp", "lightgbm"])
+def test_models_fit_predict_and_round_trip(name, tmp_path):
+    data = SynthData()
+    model = make_regressor(name, FAST.get(name, {}), 0, data.n_features)
+    model.fit(data)
+    pred = model.predict(data.xs[0])
+    assert pred.shape == (3000,) and pred.dtype == np.float32
+    assert np.corrcoef(pred, data.ys[0])[0, 1] > 0.5  # it learned something
+    meta = {"model": name, "features": [f"f{i}" for i in range(5)], "options": model.options}
+    path = save_model(model, meta, tmp_path / name)
+    loaded = load_model(path)
+    np.testing.assert_array_equal(loaded.model.predict(data.xs[0]), pred)
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_unknown_options_and_objectives():
+    with pytest.raises(MetapruneError, match="has no option 'depth'"):
+        make_regressor("tree", {"depth": 3}, 0, 3)
+    with pytest.raises(MetapruneError, match="10,000 rows"):
+        make_regressor("lightgbm", {"objective": "lambdarank"}, 0, 3)
+    with pytest.raises(MetapruneError, match="accepted: linear, sgd, tree, forest, lightgbm, mlp"):
+        make_regressor("svm", {}, 0, 3)
+    assert set(REGRESSORS.names()) == {"linear", "sgd", "tree", "forest", "mlp", "lightgbm"}
+
+
+def test_lightgbm_cross_entropy_predicts_probabilities():
+    data = SynthData()
+    model = make_regressor("lightgbm", {"objective": "cross_entropy", "rounds": 10, "jobs": 1}, 0, 5)
+    model.fit(data)
+    pred = model.predict(data.xs[1])
+    assert pred.min() >= 0 and pred.max() <= 1
+
+
+# ------------------------------------------------------------------------------------- persistence
+
+
+def _saved(tmp_path, name="linear"):
+    data = SynthData(n_seeds=1, n=500)
+    model = make_regressor(name, FAST.get(name, {}), 0, data.n_features)
+    model.fit(data)
+    meta = {"model": name, "features": [f"f{i}" for i in range(5)], "options": model.options}
+    return save_model(model, meta, tmp_path / "m"), model, data
+
+
+def test_existing_name_refused_without_force(tmp_path):
+    path, model, _ = _saved(tmp_path)
+    before = (path / "meta.json").read_text()
+    with pytest.raises(MetapruneError, match="--force"):
+        save_model(model, {"model": "linear", "features": ["a"] * 5, "options": {}}, path)
+    assert (path / "meta.json").read_text() == before
+    save_model(model, {"model": "linear", "features": [f"g{i}" for i in range(5)], "options": {}}, path, force=True)
+    assert json.loads((path / "meta.json").read_text())["features"][0] == "g0"
+
+
+def test_flipped_payload_byte_is_a_sha_mismatch(tmp_path):
+    path, _, _ = _saved(tmp_path, "mlp")
+    payload = path / "model.safetensors"
+    raw = bytearray(payload.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    payload.write_bytes(bytes(raw))
+    with pytest.raises(MetapruneError, match="sha256"):
+        load_model(path)
+
+
+def test_unknown_format_and_missing_meta(tmp_path):
+    path, _, _ = _saved(tmp_path)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["payload"]["format"] = "pickle"
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(MetapruneError, match="payload format 'pickle'"):
+        load_model(path)
+    (path / "meta.json").unlink()
+    with pytest.raises(MetapruneError, match="not a model folder"):
+        load_model(path)
+
+
+def test_skops_with_a_type_outside_the_allow_list_is_refused(tmp_path):
+    """Even with a matching sha256 (an attacker rewrote meta.json too), skops' allow-list refuses."""
+    import hashlib
+
+    import skops.io as sio
+
+    path, model, _ = _saved(tmp_path)
+    est = model.estimator
+    est.extra_ = fractions.Fraction(1, 3)  # any type not on the allow-list
+    payload = path / "model.skops"
+    sio.dump(est, payload)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["payload"]["sha256"] = hashlib.sha256(payload.read_bytes()).hexdigest()
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(MetapruneError, match="fractions.Fraction"):
+        load_model(path)
+    with pytest.raises(MetapruneError, match="outside the allow-list"):
+        skops_load(payload, "sklearn.linear_model._base.LinearRegression")

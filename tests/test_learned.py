@@ -1,0 +1,114 @@
+"""The learned scorer ``learned:DIR``: through the pruning path, no fit/prune skew, refusals, the cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from metaprune.datasets import load_dataset
+from metaprune.errors import MetapruneError
+from metaprune.fit import learned
+from metaprune.fit.core import FitConfig, fit_model
+from metaprune.pruning.apply import prune_seeds
+from metaprune.pruning.masks import jaccard, keep_count
+from metaprune.pruning.method import parse_method
+from tests.test_fit_helpers import DENSITY, NETWORK, tiny_store
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory):
+    return tiny_store(tmp_path_factory, "main", tuple(range(6)))
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def fitted(store, tmp_path_factory):
+    """A linear model on all features (minmax) and one on rank preprocessing."""
+    models = tmp_path_factory.mktemp("learned-models")
+    plain = fit_model(store, FitConfig(model="linear", features="all"), models_dir=models)
+    ranked = fit_model(store, FitConfig(model="lightgbm", preprocess="rank", options={"rounds": 10}), models_dir=models)
+    return plain, ranked
+
+
+def _target_mask(store, seed):
+    from metaprune.fit.stores import open_view
+
+    _, targets = open_view(store).read_seed(seed, ["magnitude"])
+    return torch.from_numpy(targets["target_mask"])
+
+
+def test_learned_method_prunes_through_prune_seeds_without_skew(fitted, store, splits):
+    plain, _ = fitted
+    seed = plain.meta["test_seeds"][0]
+    tickets = prune_seeds(parse_method(f"learned:{plain.path}"), NETWORK, splits, DENSITY, (seed,))
+    mask = tickets[0].mask
+    assert int(mask.sum()) == keep_count(DENSITY, 944)
+    # features computed at prune time are the harvest's: the ticket overlaps the target exactly as fit measured
+    assert jaccard(mask, _target_mask(store, seed)) == pytest.approx(plain.metrics["test"]["jaccard"])
+
+
+def test_scores_are_float32_on_the_flat_axis_with_pruned_weights_zero(fitted, splits):
+    from metaprune.networks import build_network
+    from metaprune.pruning.apply import prune_data_for, score_any
+
+    plain, _ = fitted
+    net = build_network(NETWORK, splits.input_shape, splits.num_classes, 3)
+    mask = torch.ones(944, dtype=torch.bool)
+    mask[::3] = False
+    s = score_any(f"learned:{plain.path}", net, mask, prune_data_for(splits, 3), 3)
+    assert s.dtype == torch.float32 and s.shape == (944,)
+    assert bool((s[~mask] == 0).all()) and bool(torch.isfinite(s).all())
+
+
+def test_multi_shot_and_stacked_learned_methods_run(fitted, splits):
+    from metaprune.pruning.schedules import ScheduleConfig
+
+    plain, _ = fitted
+    for text in (f"learned:{plain.path}@ums", f"magnitude>learned:{plain.path}"):
+        ticket = prune_seeds(parse_method(text), NETWORK, splits, DENSITY, (5,), schedule=ScheduleConfig(rounds=3))[0]
+        assert int(ticket.mask.sum()) == keep_count(DENSITY, 944)
+
+
+def test_other_network_refused_unless_per_layer_normalised(fitted, splits):
+    plain, ranked = fitted
+    with pytest.raises(MetapruneError, match="per-layer normalised"):
+        prune_seeds(parse_method(f"learned:{plain.path}"), "mlp:10-8", splits, DENSITY, (0,))
+    ticket = prune_seeds(parse_method(f"learned:{ranked.path}"), "mlp:10-8", splits, DENSITY, (0,))[0]
+    assert int(ticket.mask.sum()) == keep_count(DENSITY, 64 * 10 + 10 * 8 + 8 * 10)
+
+
+def test_feature_mismatch_refused(fitted, splits, tmp_path):
+    import shutil
+
+    plain, _ = fitted
+    for edit, message in (
+        (lambda m: m["features"].__setitem__(0, "hessian_trace"), "hessian_trace"),
+        (lambda m: m.__setitem__("feature_version", 99), "version 99"),
+    ):
+        copy = tmp_path / f"edited-{message.split()[0]}"
+        shutil.copytree(plain.path, copy)
+        meta = json.loads((copy / "meta.json").read_text())
+        edit(meta)
+        (copy / "meta.json").write_text(json.dumps(meta))
+        with pytest.raises(MetapruneError, match=message):
+            prune_seeds(parse_method(f"learned:{copy}"), NETWORK, splits, DENSITY, (0,))
+
+
+def test_models_are_cached_per_path_and_sha(fitted, monkeypatch):
+    plain, _ = fitted
+    learned.clear_cache()
+    calls = []
+    original = learned.load_model
+    monkeypatch.setattr(learned, "load_model", lambda p: calls.append(p) or original(p))
+    a = learned.cached_model(plain.path)
+    b = learned.cached_model(str(plain.path))
+    assert a is b and len(calls) == 1
+    assert len(learned._CACHE) <= learned.CACHE_SIZE
+    np.testing.assert_array_equal(a.model.predict(np.zeros((2, 22), np.float32)), b.model.predict(np.zeros((2, 22))))
