@@ -148,7 +148,12 @@ class ResultsDir:
         ds = xr.Dataset.from_dataframe(flat.rename_axis("row"))
         tmp = self.path / ".results.zarr.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        ds.to_zarr(tmp, mode="w", consolidated=True)
+        import warnings
+
+        with warnings.catch_warnings():
+            # zarr v3 warns that consolidated metadata is not in its spec; xarray reads it fastest.
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+            ds.to_zarr(tmp, mode="w", consolidated=True)
         final = self.path / "results.zarr"
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
