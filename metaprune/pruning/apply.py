@@ -92,28 +92,12 @@ def score_function(method: Method, data: PruneData | None, seed: int) -> ScoreFn
     def fn(net: nn.Module, mask: torch.Tensor) -> torch.Tensor:
         if method.stacked:
             a, b = method.scorers
-            if a.startswith(LEARNED) or b.startswith(LEARNED):
-                s = _stack_any(a, b, net, mask, data, seed)
-            else:
-                s = stacked_scores(a, b, net, mask, data, seed)
+            s = stacked_scores(a, b, net, mask, data, seed, score_fn=score_any)
         else:
             s = score_any(method.scorers[0], net, mask, data, seed)
         return invert_scores(s) if inverted else s
 
     return fn
-
-
-def _stack_any(a: str, b: str, net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int):
-    import copy
-
-    from metaprune.networks import prunable_weights
-
-    s_a = score_any(a, net, mask, data, seed)
-    stacked = copy.deepcopy(net)
-    with torch.no_grad():
-        for w, part in zip(prunable_weights(stacked), prunable_layout(stacked).split(s_a), strict=True):
-            w.copy_(part.to(device=w.device, dtype=w.dtype))
-    return score_any(b, stacked, mask, data, seed)
 
 
 def check_method_data(method: Method, data: PruneData | None) -> None:
