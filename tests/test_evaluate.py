@@ -58,6 +58,22 @@ def test_rows_per_seed_method_density_and_dense_reference(tmp_path):
     assert (pruned.groupby("seed")["population"].first() == 7).all()
 
 
+def test_report_reprints_the_table_and_writes_three_plots(tmp_path):
+    from metaprune.evaluate.api import report
+    from metaprune.evaluate.report import table_cells
+
+    out = tmp_path / "r"
+    run_evaluation(_cfg(methods=("snip", "magnitude"), densities=(0.05, 0.2)), out)
+    rep = report(out)
+    densities, rows = table_cells(rep)
+    assert densities == [0.05, 0.2]
+    assert {m for m, _, _ in rows} == {"snip@uss", "magnitude@uss"}
+    names = sorted(p.name for p in rep.plots)
+    assert names == ["accuracy_vs_density.png", "kept_weight_distribution.png", "mask_jaccard.png"]
+    for p in rep.plots:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+
+
 def test_resume_after_kill_gives_identical_results(tmp_path):
     ref = tmp_path / "ref"
     run_evaluation(_cfg(), ref)

@@ -126,7 +126,7 @@ def write_plots(report: Report, results: ResultsDir) -> list[Path]:
                 ]
                 if vals:
                     mat[i, j] = float(np.mean(vals))
-        fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(methods), 1 + 0.5 * len(methods)))
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.2 + 0.6 * len(methods)), max(4.5, 1 + 0.5 * len(methods))))
         im = ax.imshow(mat, vmin=0, vmax=1, cmap="viridis")
         ax.set_xticks(range(len(methods)), methods, rotation=60, ha="right", fontsize=7)
         ax.set_yticks(range(len(methods)), methods, fontsize=7)
@@ -135,7 +135,7 @@ def write_plots(report: Report, results: ResultsDir) -> list[Path]:
                 if not np.isnan(mat[i, j]):
                     ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=6, color="w")
         fig.colorbar(im, ax=ax, label="Jaccard similarity of masks")
-        ax.set_title(f"Mask overlap at density {lowest:g} (mean over seeds)")
+        ax.set_title(f"Mask overlap at density {lowest:g}\n(mean over seeds)", fontsize=10)
         path = results.path / "mask_jaccard.png"
         fig.tight_layout()
         fig.savefig(path, dpi=120)
