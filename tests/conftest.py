@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 import torch
 
@@ -23,3 +25,39 @@ def synthetic_splits(n_train=96, n_val=32, n_test=32, shape=(1, 4, 4), classes=3
 @pytest.fixture
 def tiny_data() -> DataSplits:
     return synthetic_splits()
+
+
+def tiny_harvest_config(**overrides):
+    """A harvest that runs in seconds: a 12-8 MLP on digits, two levels, short training."""
+    from metaprune.harvest.config import HarvestConfig
+    from metaprune.training import TrainConfig
+
+    fields = dict(
+        network="mlp:12-8",
+        dataset="digits",
+        density=0.1,
+        levels=2,
+        rounds=3,
+        train=TrainConfig(epochs=2, patience=2),
+        seeds_per_task=2,
+        ums_rounds=10,
+    )
+    return HarvestConfig(**{**fields, **overrides})
+
+
+def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """The real entry point (``metaprune.cli.app:main``) in-process: exit code, stdout, stderr.
+
+    Commands must already be registered on ``metaprune.cli.app.app``.
+    """
+    import metaprune.cli.app as app_module
+
+    monkeypatch.setattr(app_module, "_register_commands", lambda: None)
+    monkeypatch.setattr(sys, "argv", ["metaprune", *args])
+    try:
+        app_module.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -6,10 +6,11 @@ prunable weights), 2 levels of SynFlow-IMS to density 0.1, 2 epochs per level. N
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from metaprune.cli import app as app_module
+
+from tests.conftest import run_main as conftest_run_main
 
 NETWORK = "mlp:12-8"
 DATASET = "digits"
@@ -69,14 +70,5 @@ def _registered() -> None:
 
 
 def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """The real entry point (``metaprune.cli.app:main``) in-process: exit code, stdout, stderr."""
     _registered()
-    monkeypatch.setattr(app_module, "_register_commands", lambda: None)
-    monkeypatch.setattr(sys, "argv", ["metaprune", *args])
-    try:
-        app_module.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return conftest_run_main(monkeypatch, capsys, *args)

@@ -13,20 +13,12 @@ import zarr
 
 from metaprune.errors import MetapruneError, RuntimeFailure, StoreError
 from metaprune.features import FEATURE_NAMES, compute_features
-from metaprune.harvest import HarvestConfig, harvest, open_store
+from metaprune.harvest import harvest, open_store
 from metaprune.harvest.lock import StoreLock, lock_path
 from metaprune.training import TrainConfig
+from tests.conftest import tiny_harvest_config
 
-TINY = HarvestConfig(
-    network="mlp:12-8",
-    dataset="digits",
-    density=0.1,
-    levels=2,
-    rounds=3,
-    train=TrainConfig(epochs=2, patience=2),
-    seeds_per_task=2,
-    ums_rounds=10,
-)
+TINY = tiny_harvest_config()
 N_WEIGHTS = 64 * 12 + 12 * 8 + 8 * 10
 METAPRUNE = str(Path(sys.executable).with_name("metaprune"))
 

@@ -7,22 +7,13 @@ import pytest
 
 from metaprune.errors import MetapruneError, RuntimeFailure
 from metaprune.executor import InProcessExecutor, get_executor
-from metaprune.harvest import HarvestConfig, harvest, open_store
+from metaprune.harvest import harvest, open_store
 from metaprune.harvest.lock import lock_path
-from metaprune.training import TrainConfig
+from tests.conftest import tiny_harvest_config
 
 distributed = pytest.importorskip("distributed")
 
-CONFIG = HarvestConfig(
-    network="mlp:12-8",
-    dataset="digits",
-    density=0.1,
-    levels=2,
-    rounds=3,
-    train=TrainConfig(epochs=2, patience=2),
-    seeds_per_task=2,
-    ums_rounds=10,
-)
+CONFIG = tiny_harvest_config()
 SEEDS = range(4)
 
 

@@ -16,6 +16,7 @@ from metaprune.networks import build_network, prunable_layout
 from metaprune.prune import BENCH_TARGETS, load_ticket, prune_network, save_ticket
 from metaprune.pruning.masks import keep_count
 from metaprune.pruning.method import GRAMMAR_HELP
+from tests.conftest import run_main
 
 NET = ["--network", "mlp:20-10", "--dataset", "digits"]
 N_WEIGHTS = 64 * 20 + 20 * 10 + 10 * 10  # mlp:20-10 on 8x8 digits: 1,580 prunable weights
@@ -33,19 +34,6 @@ runner = CliRunner()
 
 def invoke(*args):
     return runner.invoke(app_module.app, list(args))
-
-
-def run_main(monkeypatch, capsys, *args):
-    """The real entry point (``metaprune.cli.app:main``) in-process: exit code, stdout, stderr."""
-    monkeypatch.setattr(app_module, "_register_commands", lambda: None)  # registered once above
-    monkeypatch.setattr(sys, "argv", ["metaprune", *args])
-    try:
-        app_module.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 # ------------------------------------------------------------------------------------------ library
