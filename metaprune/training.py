@@ -1,9 +1,10 @@
 """The one train/eval loop: a *population* of K networks of one architecture trained at once.
 
 Parameters of the K members are stacked on a leading axis (``torch.func.stack_module_state``). MLPs run
-through a hand-written batched-matmul forward (one GEMM for the shared first layer, ``baddbmm`` after);
-every other network runs through ``vmap(functional_call)``. One element-wise optimiser (SGD or Adam)
-updates the stacked tensors, which is the same as K separate optimisers because neither mixes entries.
+through a hand-written batched-matmul step (``metaprune.mlp_step``: one GEMM for the shared first layer,
+``baddbmm`` after, plain SGD applied in the step); every other network runs through
+``vmap(functional_call)`` and autograd. One element-wise optimiser (SGD or Adam) updates the stacked
+tensors, which is the same as K separate optimisers because neither mixes entries.
 
 Members share the data order (a paired design): every epoch is a permutation drawn from the
 ``data_order`` stream of ``data_seed``. Pruned weights are exactly zero and never influence training:
@@ -31,6 +32,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from metaprune.datasets import DataSplits
 from metaprune.errors import MetapruneError
+from metaprune.mlp_step import MLPStep
 from metaprune.networks import MLP, prunable_layout
 from metaprune.seeds import generator
 
@@ -161,47 +163,6 @@ class _Stack:
         self.masks = {k: v[keep].clone() for k, v in self.masks.items()}
 
 
-@torch.no_grad()
-def _mlp_backward(params: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], n_layers: int, x, y) -> None:
-    """Forward and hand-written backward of the summed per-member mean cross-entropy, writing ``.grad``.
-
-    Equal to autograd on ``_mlp_forward`` (a test compares against a plain PyTorch loop) but skips the
-    graph bookkeeping, which is a large share of a LeNet step on a CPU. Gradients of pruned weights are
-    masked, so they stay exactly zero under element-wise optimisers.
-    """
-    names_w = [f"layers.{i}.weight" for i in range(n_layers)]
-    names_b = [f"layers.{i}.bias" for i in range(n_layers)]
-    weights = [params[n] * masks[n] if n in masks else params[n] for n in names_w]
-    x = x.flatten(1)
-    batch = x.shape[0]
-    k, out0, in0 = weights[0].shape
-    h = torch.addmm(params[names_b[0]].reshape(-1), x, weights[0].reshape(k * out0, in0).t())
-    h = h.view(batch, k, out0).transpose(0, 1)
-    hidden = []
-    for i in range(1, n_layers):
-        h = torch.relu(h)
-        hidden.append(h)
-        h = torch.baddbmm(params[names_b[i]].unsqueeze(1), h, weights[i].transpose(1, 2))
-    grad = torch.softmax(h, dim=-1)
-    grad[:, torch.arange(batch, device=x.device), y] -= 1.0
-    grad.div_(batch)
-    for i in range(n_layers - 1, 0, -1):
-        h_prev = hidden[i - 1]
-        _set_grad(params[names_w[i]], torch.bmm(grad.transpose(1, 2), h_prev), masks.get(names_w[i]))
-        _set_grad(params[names_b[i]], grad.sum(1), None)
-        grad = torch.bmm(grad, weights[i])
-        grad.mul_(h_prev > 0)
-    flat = grad.transpose(0, 1).reshape(batch, k * out0)
-    _set_grad(params[names_w[0]], (flat.t() @ x).view(k, out0, in0), masks.get(names_w[0]))
-    _set_grad(params[names_b[0]], grad.sum(1), None)
-
-
-def _set_grad(param: torch.Tensor, grad: torch.Tensor, mask: torch.Tensor | None) -> None:
-    if mask is not None:
-        grad.mul_(mask)
-    param.grad = grad
-
-
 def _mlp_forward(params: dict[str, torch.Tensor], n_layers: int, x: torch.Tensor) -> torch.Tensor:
     h = x.flatten(1)
     w0 = params["layers.0.weight"]
@@ -314,6 +275,10 @@ def train_population(
     stack = _Stack(template, params, buffers, mask_dict, config.mask_mode)
     tensors = list(stack.params.values())
     opt = _make_optimizer(config, tensors)
+    mlp_step = None
+    if stack.mlp_layers and not config.autograd:
+        plain_sgd = config.optimizer == "sgd" and config.momentum == 0 and config.weight_decay == 0
+        mlp_step = MLPStep(stack.mlp_layers, mask_dict, config.mask_mode == "forward", config.lr if plain_sgd else None)
 
     members = torch.arange(k_total, device=device)  # original index of each active row
     best_loss = torch.full((k_total,), float("inf"), dtype=torch.float64, device=device)
@@ -337,14 +302,12 @@ def train_population(
         k_active = members.shape[0]
         for start in range(0, n_train, bs):
             idx = perm[start : start + bs]
-            xb, yb = x_train[idx], y_train[idx]
-            if stack.mlp_layers and config.autograd is False:
-                masks_now = stack.masks if config.mask_mode == "forward" else {}
-                _mlp_backward(stack.params, masks_now, stack.mlp_layers, xb, yb)
-                if config.mask_mode == "grad":
-                    for name, m in stack.masks.items():
-                        stack.params[name].grad.mul_(m)
+            if mlp_step is not None:
+                mlp_step(stack.params, x_train, y_train, idx)
+                if not mlp_step.applies_update:
+                    opt.step()
             else:
+                xb, yb = x_train[idx], y_train[idx]
                 logits = stack.logits(xb)
                 # Summed over members, each member's gradient is that of its own mean loss.
                 loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.repeat(k_active), reduction="sum")
@@ -354,9 +317,9 @@ def train_population(
                 if config.mask_mode == "grad":
                     for name, m in stack.masks.items():
                         stack.params[name].grad.mul_(m)
-            opt.step()
+                opt.step()
             iteration += 1
-            samples += yb.shape[0] * k_active
+            samples += idx.shape[0] * k_active
         template.eval()
         epochs_trained[members] = epoch
         if not config.early_stopping and epoch < config.epochs:
@@ -391,6 +354,8 @@ def train_population(
                 stack.select(keep)
                 new_t = list(stack.params.values())
                 opt = _compact_optimizer(opt, config, old_t, new_t, keep, k_active)
+                if mlp_step is not None:
+                    mlp_step.select(keep)
                 members = members[keep]
 
     results = [

@@ -50,10 +50,17 @@ def test_population_equals_separate_runs(tiny_data, optimizer, momentum):
             torch.testing.assert_close(pop.states[i][name], value, rtol=1e-12, atol=1e-13)
 
 
-@pytest.mark.parametrize("autograd,mask_mode", [(False, "grad"), (False, "forward"), (True, "grad")])
-def test_population_of_one_equals_plain_pytorch_loop(tiny_data, autograd, mask_mode):
-    """Against the textbook loop: nn.Module forward, torch.optim.SGD, same data order, no early stopping."""
-    cfg = TrainConfig(lr=0.05, batch_size=16, epochs=3, early_stopping=False, autograd=autograd, mask_mode=mask_mode)
+@pytest.mark.parametrize(
+    "autograd,mask_mode,batch",
+    [(False, "grad", 16), (False, "grad", 20), (False, "forward", 16), (False, "forward", 20), (True, "grad", 16)],
+)
+def test_population_of_one_equals_plain_pytorch_loop(tiny_data, autograd, mask_mode, batch):
+    """Against the textbook loop: nn.Module forward, torch.optim.SGD, same data order, no early stopping.
+
+    The MLP step folds plain SGD into its gradient GEMMs under ``grad`` masking and hands gradients to
+    torch.optim under ``forward`` masking; a batch of 20 leaves a short last batch (96 = 4·20 + 16).
+    """
+    cfg = TrainConfig(lr=0.05, batch_size=batch, epochs=3, early_stopping=False, autograd=autograd, mask_mode=mask_mode)
     net = build_network("mlp:12-8", (1, 4, 4), 3, 4).double()
     mask = _mask(net, 0.4, 3)
     res = train_population([net], tiny_data, cfg, data_seed=11, masks=[mask], dtype=F64, keep_states=True)
@@ -67,8 +74,8 @@ def test_population_of_one_equals_plain_pytorch_loop(tiny_data, autograd, mask_m
     gen = generator(11, "data_order")
     for _ in range(3):
         perm = torch.randperm(x.shape[0], generator=gen)
-        for start in range(0, x.shape[0], 16):
-            idx = perm[start : start + 16]
+        for start in range(0, x.shape[0], batch):
+            idx = perm[start : start + batch]
             with torch.no_grad():
                 for name, m in per_layer.items():
                     params[name].mul_(m)
@@ -101,8 +108,20 @@ def test_early_stopping_is_per_member(tiny_data):
         _assert_same(pop.members[i], solo.members[0])
 
 
-def test_mask_modes_are_identical_and_pruned_weights_stay_zero(tiny_data):
-    cfg = TrainConfig(lr=0.05, momentum=0.9, weight_decay=1e-3, batch_size=16, epochs=4, early_stopping=False)
+@pytest.mark.parametrize(
+    "optimizer,momentum,weight_decay", [("sgd", 0.0, 0.0), ("sgd", 0.9, 1e-3), ("adam", 0.0, 1e-3)]
+)
+def test_mask_modes_are_identical_and_pruned_weights_stay_zero(tiny_data, optimizer, momentum, weight_decay):
+    """Plain SGD re-zeroes pruned weights after a fused update; the others mask gradients for torch.optim."""
+    cfg = TrainConfig(
+        optimizer=optimizer,
+        lr=0.05 if optimizer == "sgd" else 0.01,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        batch_size=20,
+        epochs=4,
+        early_stopping=False,
+    )
     nets = _nets("mlp:12-8", (1, 4, 4), 3, [5, 6])
     masks = [_mask(nets[0], 0.3, 5), _mask(nets[1], 0.3, 6)]
     a = train_population(nets, tiny_data, cfg, 1, masks=masks, dtype=F64, keep_states=True)
