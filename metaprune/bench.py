@@ -18,7 +18,7 @@ from torch import nn
 from metaprune.datasets import DataSplits, load_dataset
 from metaprune.networks import build_network, prunable_layout
 from metaprune.provenance import package_versions
-from metaprune.training import TrainConfig, resolve_device, train_population
+from metaprune.training import PopulationResult, TrainConfig, resolve_device, train_population
 
 
 def gemm_flops(device: torch.device, size: int = 1024, repeats: int = 10) -> float:
@@ -77,10 +77,15 @@ class _MaskedLinear(nn.Linear):
         return F.linear(x, self.weight * self.mask, self.bias)
 
 
-def reference_loop_samples_per_s(data: DataSplits, device: torch.device, epochs: int, mask: torch.Tensor) -> float:
+def reference_loop_samples_per_s(
+    data: DataSplits, device: torch.device, epochs: int, mask: torch.Tensor
+) -> list[float]:
     """The common research loop (SynFlow/OpenLTH style): a torchvision-style Dataset with a per-sample
     PIL transform, a DataLoader (batch 64, shuffle, num_workers 0 — worker processes only slow 2 cores),
-    ``.to(device)`` per batch, masks multiplied in the forward pass, torch.optim.SGD."""
+    ``.to(device)`` per batch, masks multiplied in the forward pass, torch.optim.SGD.
+
+    Samples/s of each of ``epochs`` timed epochs, after one warm-up epoch.
+    """
     net = build_network("lenet_300_100", data.input_shape, data.num_classes, 0)
     layout = prunable_layout(net)
     masked = nn.Sequential(
@@ -99,12 +104,11 @@ def reference_loop_samples_per_s(data: DataSplits, device: torch.device, epochs:
         _PixelDataset(pixels, data.train_y.cpu(), mean, std), batch_size=64, shuffle=True, num_workers=0
     )
     opt = torch.optim.SGD(masked.parameters(), lr=0.1)
-    seen = 0
-    t = None
+    rates = []
     for epoch in range(epochs + 1):
-        if epoch == 1:  # the first epoch is warm-up
-            _sync(device)
-            t = time.perf_counter()
+        _sync(device)
+        t = time.perf_counter()
+        seen = 0
         total = 0.0
         for x, y in loader:
             x, y = x.to(device), y.to(device)
@@ -113,48 +117,93 @@ def reference_loop_samples_per_s(data: DataSplits, device: torch.device, epochs:
             total += loss.item() * x.shape[0]  # the SynFlow loop's running loss (a sync per step)
             loss.backward()
             opt.step()
-            if epoch >= 1:
-                seen += y.shape[0]
-    _sync(device)
-    return seen / (time.perf_counter() - t)
+            seen += y.shape[0]
+        _sync(device)
+        if epoch >= 1:  # the first epoch is warm-up
+            rates.append(seen / (time.perf_counter() - t))
+    return rates
 
 
-def population_samples_per_s(
-    data: DataSplits, device: torch.device, k: int, epochs: int, mask_mode: str = "grad", density: float = 1.0
-) -> float:
+def population_runs(
+    data: DataSplits,
+    device: torch.device,
+    k: int,
+    epochs: int,
+    mask_mode: str = "grad",
+    density: float = 1.0,
+    repeats: int = 3,
+) -> list[PopulationResult]:
+    """``repeats`` timed ``train_population`` calls of ``epochs`` epochs each, after one warm-up epoch.
+
+    A call's time includes stacking the members and the final evaluation: what a caller gets.
+    """
     nets = [build_network("lenet_300_100", data.input_shape, data.num_classes, s) for s in range(k)]
     n = prunable_layout(nets[0]).total
     g = torch.Generator().manual_seed(0)
     masks = [torch.rand(n, generator=g) < density for _ in range(k)]
     cfg = TrainConfig(epochs=epochs, early_stopping=False, mask_mode=mask_mode)
     train_population(nets, data, replace(cfg, epochs=1), 0, masks=masks, device=device)  # warm-up
-    res = train_population(nets, data, cfg, 0, masks=masks, device=device)
-    return res.samples / res.seconds
+    return [train_population(nets, data, cfg, 0, masks=masks, device=device) for _ in range(repeats)]
 
 
-def _worker(args: tuple) -> float:
-    k, epochs, threads = args
-    torch.set_num_threads(threads)
+def _parallel_worker(k: int, epochs: int, repeats: int, barrier, results) -> None:
+    torch.set_num_threads(1)
     data = load_dataset("mnist5k")
-    return population_samples_per_s(data, torch.device("cpu"), k, epochs)
+    population_runs(data, torch.device("cpu"), k, 1, repeats=1)  # warm-up before the common start
+    barrier.wait()
+    start = time.monotonic()  # system-wide clock: comparable across the workers
+    runs = population_runs(data, torch.device("cpu"), k, epochs, repeats=repeats)
+    results.put((start, time.monotonic(), sum(r.samples for r in runs)))
+
+
+def parallel_populations_samples_per_s(workers: int, k: int, epochs: int, repeats: int) -> float:
+    """Aggregate network-samples/s of ``workers`` processes training populations of ``k`` on one thread each.
+
+    The workers start together (a barrier after their warm-up); the rate is all their samples over the
+    wall time from the common start to the last finish, so a worker running alone cannot inflate it.
+    """
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(workers)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_parallel_worker, args=(k, epochs, repeats, barrier, results)) for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    spans = [results.get() for _ in procs]
+    for proc in procs:
+        proc.join()
+    start = min(s[0] for s in spans)
+    end = max(s[1] for s in spans)
+    return sum(s[2] for s in spans) / (end - start)
+
+
+TARGETS = {"speedup_vs_reference": 7.0, "best_speedup_vs_reference": 10.0, "gemm_fraction": 0.5}
 
 
 def bench_train(
     device: str | None = None,
     populations: tuple[int, ...] = (1, 4, 16, 64),
     epochs: int = 3,
-    reference_epochs: int = 2,
+    reference_epochs: int = 3,
+    repeats: int = 3,
     parallel: bool = True,
 ) -> dict:
-    """Reference loop vs the population loop on LeNet-300-100 / mnist5k (density 1: every weight kept)."""
+    """Reference loop vs the population loop on LeNet-300-100 / mnist5k (density 1: every weight kept).
+
+    Every rate is the median of ``repeats`` timed runs (the reference: of ``reference_epochs`` epochs).
+    """
     dev = resolve_device(device)
     data = load_dataset("mnist5k", device="cpu")
     net = build_network("lenet_300_100", data.input_shape, data.num_classes, 0)
     full = torch.ones(prunable_layout(net).total, dtype=torch.bool)
-    ref = reference_loop_samples_per_s(data, dev, reference_epochs, full)
+    ref = statistics.median(reference_loop_samples_per_s(data, dev, reference_epochs, full))
     data_dev = data.to(dev)
-    pop = {k: population_samples_per_s(data_dev, dev, k, epochs) for k in populations}
-    modes = {mode: population_samples_per_s(data_dev, dev, 1, epochs, mode, 0.1) for mode in ("grad", "forward")}
+
+    def median_rate(k: int, mode: str = "grad", density: float = 1.0) -> float:
+        runs = population_runs(data_dev, dev, k, epochs, mode, density, repeats)
+        return statistics.median(r.samples / r.seconds for r in runs)
+
+    pop = {k: median_rate(k) for k in populations}
+    modes = {mode: median_rate(1, mode, 0.1) for mode in ("grad", "forward")}
     best_k = max(pop, key=pop.get)
     best = pop[best_k]
     result = {
@@ -162,8 +211,10 @@ def bench_train(
         "threads": torch.get_num_threads(),
         "network": "lenet_300_100",
         "dataset": "mnist5k",
+        "epochs_per_run": epochs,
+        "repeats": repeats,
         "reference_samples_per_s": ref,
-        "metaprune_samples_per_s": pop.get(1, population_samples_per_s(data_dev, dev, 1, epochs)),
+        "metaprune_samples_per_s": pop[1] if 1 in pop else median_rate(1),
         "population": {str(k): v for k, v in pop.items()},
         "mask_mode_samples_per_s_at_density_0.1": modes,
     }
@@ -171,11 +222,9 @@ def bench_train(
         # Several populations on one thread each can beat one population on all threads (small GEMMs).
         workers = torch.get_num_threads()
         k_each = max(1, best_k // workers)
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(workers) as pool:
-            rates = pool.map(_worker, [(k_each, epochs, 1)] * workers)
-        result["parallel_populations"] = {"workers": workers, "k_per_worker": k_each, "samples_per_s": sum(rates)}
-        best = max(best, sum(rates))
+        rate = parallel_populations_samples_per_s(workers, k_each, epochs, repeats)
+        result["parallel_populations"] = {"workers": workers, "k_per_worker": k_each, "samples_per_s": rate}
+        best = max(best, rate)
     flops = gemm_flops(dev)
     result["speedup_vs_reference"] = result["metaprune_samples_per_s"] / ref
     result["best_speedup_vs_reference"] = best / ref
@@ -183,5 +232,9 @@ def bench_train(
     result["gemm_flops"] = flops
     result["flops_per_sample"] = training_flops_per_sample(net)
     result["gemm_fraction"] = best * training_flops_per_sample(net) / flops
+    result["targets"] = {
+        name: {"value": result[name], "target": target, "met": result[name] >= target}
+        for name, target in TARGETS.items()
+    }
     result["versions"] = package_versions()
     return result

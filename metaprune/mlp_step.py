@@ -5,11 +5,19 @@ loop) but without graph bookkeeping, and with every intermediate in a workspace 
 the population's shape. Both matter on a CPU: a LeNet-300-100 step is ~70 MFLOP, so per-op overhead
 and the page faults of freshly allocated temporaries would otherwise cost as much as the GEMMs.
 
-Gradients land in persistent ``.grad`` buffers, masked so pruned weights get exactly zero. For plain
-SGD (no momentum, no weight decay: the thesis's optimiser) the step also applies the update itself,
-``p ← p − lr·g`` per tensor as ``torch.optim.SGD`` does (the same bits), without the optimiser's per-step
-overhead. Every GEMM writes into a fresh output (β = 0): an accumulating GEMM (``addmm_``) would be
-cheaper still, but its result depends on the thread count, and results must not.
+How a step ends depends on the optimiser and the mask mode:
+
+- plain SGD (no momentum, no weight decay: the thesis's optimiser), pruned weights held at zero: the
+  update is folded into the gradient GEMMs, ``W ← W − lr·GᵀH`` in one ``addmm_``, so weight gradients are
+  never materialised, and pruned weights are zeroed again right after (``W ← W ⊙ m``). That is exactly
+  masked-gradient SGD: a kept weight gets ``W − lr·g``, a pruned one stays 0, and nothing reads the
+  transient value in between.
+- plain SGD with masks in the forward pass: masked gradients, then ``p ← p − lr·g`` per tensor (what
+  ``torch.optim.SGD`` does) without the optimiser's per-step overhead.
+- any other optimiser: masked gradients in persistent ``.grad`` buffers for ``torch.optim``.
+
+Results are reproducible for a given thread count; BLAS splits reductions differently across thread
+counts, so the last bits can differ between, say, 1 and 2 threads.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ class _Workspace:
         # Layer 0's weight gradient is one GEMM too, over the gradient laid out [b, k·out0].
         self.g0_flat = torch.empty(b, k, out0, **opts) if k > 1 else None
         self.minus_one = torch.full((1, 1, 1), -1.0, **opts).expand(k, b, 1)
+        self.bias_grad = [torch.empty(k, w.shape[1], **opts) for w in weights]
         self.masked = [torch.empty_like(w) for w in weights]  # W ⊙ m when masks act in the forward pass
 
 
@@ -51,6 +60,7 @@ class MLPStep:
         self.masks = {name: m for name, m in masks.items() if not bool(m.all())}
         self.mask_in_forward = mask_in_forward
         self.sgd_lr = sgd_lr
+        self.fused = sgd_lr is not None and not mask_in_forward
         self._spaces: dict[tuple[int, int], _Workspace] = {}
 
     @property
@@ -96,29 +106,40 @@ class MLPStep:
         for i in range(len(weights) - 1, 0, -1):
             h_prev = hidden[i - 1]
             g_in = torch.bmm(g, weights[i], out=ws.gx[i - 1])  # before this layer's weights change
-            self._weight_grad(raw[i], self.weight_names[i], g.transpose(1, 2), h_prev, batched=True)
-            self._bias_grad(biases[i], g)
+            self._weight_step(raw[i], self.weight_names[i], g.transpose(1, 2), h_prev, batched=True)
+            self._bias_step(biases[i], g, ws.bias_grad[i])
             g = _relu_backward(g_in, h_prev, 0.0, grad_input=g_in)
         flat = g.view(b, out0) if ws.g0_flat is None else ws.g0_flat.copy_(g.transpose(0, 1)).view(b, k * out0)
-        self._weight_grad(raw[0], self.weight_names[0], flat.t(), x, batched=False)
-        self._bias_grad(biases[0], g)
-        if self.sgd_lr is not None:
+        self._weight_step(raw[0], self.weight_names[0], flat.t(), x, batched=False)
+        self._bias_step(biases[0], g, ws.bias_grad[0])
+        if self.sgd_lr is not None and not self.fused:
             for p in raw + biases:
                 p.add_(p.grad, alpha=-self.sgd_lr)  # torch.optim.SGD's update, without its per-step overhead
 
-    def _weight_grad(self, w: torch.Tensor, name: str, a: torch.Tensor, b: torch.Tensor, batched: bool) -> None:
-        """``W.grad ← (a @ b) ⊙ m``: ``a @ b`` is the weight gradient, written into the persistent buffer."""
+    def _weight_step(self, w: torch.Tensor, name: str, a: torch.Tensor, b: torch.Tensor, batched: bool) -> None:
+        """``a @ b`` is the weight gradient: fused, ``W ← (W − lr·(a @ b)) ⊙ m``; else ``W.grad ← (a @ b) ⊙ m``."""
+        mask = self.masks.get(name)
+        if self.fused:
+            if batched:
+                w.baddbmm_(a, b, alpha=-self.sgd_lr)
+            else:
+                w.view(-1, w.shape[-1]).addmm_(a, b, alpha=-self.sgd_lr)
+            if mask is not None:
+                w.mul_(mask)
+            return
         grad = self._grad_buffer(w)
         if batched:
             torch.bmm(a, b, out=grad)
         else:
             torch.mm(a, b, out=grad.view(-1, w.shape[-1]))
-        mask = self.masks.get(name)
         if mask is not None:
             grad.mul_(mask)
 
-    def _bias_grad(self, bias: torch.Tensor, g: torch.Tensor) -> None:
-        torch.sum(g, 1, out=self._grad_buffer(bias))
+    def _bias_step(self, bias: torch.Tensor, g: torch.Tensor, buffer: torch.Tensor) -> None:
+        if self.fused:
+            bias.add_(torch.sum(g, 1, out=buffer), alpha=-self.sgd_lr)
+        else:
+            torch.sum(g, 1, out=self._grad_buffer(bias))
 
     @staticmethod
     def _grad_buffer(p: torch.Tensor) -> torch.Tensor:

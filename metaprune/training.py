@@ -2,13 +2,14 @@
 
 Parameters of the K members are stacked on a leading axis (``torch.func.stack_module_state``). MLPs run
 through a hand-written batched-matmul step (``metaprune.mlp_step``: one GEMM for the shared first layer,
-``baddbmm`` after, plain SGD applied in the step); every other network runs through
+``baddbmm`` after, plain SGD fused into the gradient GEMMs); every other network runs through
 ``vmap(functional_call)`` and autograd. One element-wise optimiser (SGD or Adam) updates the stacked
 tensors, which is the same as K separate optimisers because neither mixes entries.
 
 Members share the data order (a paired design): every epoch is a permutation drawn from the
 ``data_order`` stream of ``data_seed``. Pruned weights are exactly zero and never influence training:
-``mask_mode="grad"`` zeroes them once and masks their gradients (cheapest); ``mask_mode="forward"``
+``mask_mode="grad"`` zeroes them once and masks their gradients (cheapest; under plain SGD the MLP step
+re-zeroes them after each fused update instead, which is the same step); ``mask_mode="forward"``
 multiplies the mask in the forward pass. Both give identical trajectories for element-wise optimisers
 whose update is zero when parameter and gradient are zero (SGD with or without momentum/weight decay,
 Adam) — a test pins this.

@@ -1,3 +1,5 @@
+import contextlib
+import os
 import sys
 
 import pytest
@@ -20,6 +22,17 @@ def synthetic_splits(n_train=96, n_val=32, n_test=32, shape=(1, 4, 4), classes=3
     vx, vy = make(n_val)
     sx, sy = make(n_test)
     return DataSplits("synthetic", tuple(shape), classes, tx, ty, vx, vy, sx, sy)
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Each test leaves ``os.environ`` as it found it. A Dask LocalCluster sets OMP_NUM_THREADS=1 (and
+    more) in its parent for good, which would put every later CLI subprocess on one thread."""
+    before = dict(os.environ)
+    yield
+    if dict(os.environ) != before:
+        os.environ.clear()
+        os.environ.update(before)
 
 
 @pytest.fixture
@@ -61,3 +74,15 @@ def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
         code = exc.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run a block on ``n`` torch threads: BLAS rounds differently per thread count, so a comparison with
+    workers of one thread each must run the reference on one thread too."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

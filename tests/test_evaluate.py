@@ -16,6 +16,7 @@ from metaprune.evaluate.results import ResultsDir
 from metaprune.evaluate.run import run_evaluation
 from metaprune.pruning.schedules import ScheduleConfig
 from metaprune.training import TrainConfig
+from tests.conftest import torch_threads
 
 TINY = dict(
     network="mlp:20-10",
@@ -168,7 +169,8 @@ def test_dask_local_cluster_gives_the_same_results(tmp_path):
     distributed = pytest.importorskip("distributed")
     cfg = _cfg(methods=("snip", "magnitude"), densities=(0.1,))
     local = tmp_path / "local"
-    run_evaluation(cfg, local)
+    with torch_threads(1):  # the workers' thread count
+        run_evaluation(cfg, local)
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
     ) as cluster:

@@ -1,5 +1,6 @@
 """Scale-out: a real Dask LocalCluster and a spawn process pool give the in-process store, bit for bit."""
 
+import os
 import time
 
 import numpy as np
@@ -9,7 +10,7 @@ from metaprune.errors import MetapruneError, RuntimeFailure
 from metaprune.executor import InProcessExecutor, get_executor
 from metaprune.harvest import harvest, open_store
 from metaprune.harvest.lock import lock_path
-from tests.conftest import tiny_harvest_config
+from tests.conftest import tiny_harvest_config, torch_threads
 
 distributed = pytest.importorskip("distributed")
 
@@ -30,9 +31,18 @@ def assert_same(a, b):
 
 @pytest.fixture(scope="module")
 def in_process(tmp_path_factory):
-    path = tmp_path_factory.mktemp("inproc") / "s.zarr"
-    harvest(CONFIG, SEEDS, out=path)
-    return seed_data(path)
+    """The in-process store on ``threads`` torch threads, the thread count of the workers it is compared with."""
+    stores = {}
+
+    def on_threads(threads: int):
+        if threads not in stores:
+            path = tmp_path_factory.mktemp("inproc") / "s.zarr"
+            with torch_threads(threads):
+                harvest(CONFIG, SEEDS, out=path)
+            stores[threads] = seed_data(path)
+        return stores[threads]
+
+    return on_threads
 
 
 def test_dask_local_cluster_matches_in_process(in_process, tmp_path):
@@ -47,7 +57,7 @@ def test_dask_local_cluster_matches_in_process(in_process, tmp_path):
         )
     assert res.executor.startswith("dask cluster") and res.complete == (0, 1, 2, 3)
     assert [e for e in events if e["event"] == "task_done"] and not lock_path(tmp_path / "d.zarr").exists()
-    assert_same(seed_data(tmp_path / "d.zarr"), in_process)
+    assert_same(seed_data(tmp_path / "d.zarr"), in_process(1))
 
 
 def test_process_pool_matches_in_process(in_process, tmp_path):
@@ -55,7 +65,7 @@ def test_process_pool_matches_in_process(in_process, tmp_path):
     res = harvest(CONFIG, SEEDS, out=tmp_path / "p.zarr", workers=2, progress=events.append)
     assert res.executor.startswith("process pool of 2")
     assert any(e["event"] == "level" for e in events)  # level progress travels from the workers
-    assert_same(seed_data(tmp_path / "p.zarr"), in_process)
+    assert_same(seed_data(tmp_path / "p.zarr"), in_process(max(1, (os.cpu_count() or 1) // 2)))
 
 
 def test_unreachable_scheduler_fails_fast(tmp_path):
