@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .common import out, progress_bar
+from metaprune.errors import MetapruneError
+
+from .common import err, out, progress_bar
 
 NetworkOpt = Annotated[str, typer.Option("--network", "-n", help="network spec, e.g. lenet_300_100 or mlp:500-300")]
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="dataset name (see `metaprune list`)")]
@@ -73,11 +75,25 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         device: DeviceOpt = "auto",
         json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
         epochs: Annotated[int, typer.Option(help="timed epochs per measurement")] = 3,
+        repeats: Annotated[int, typer.Option(help="timed runs per figure (the median is reported)")] = 3,
+        populations: Annotated[str, typer.Option(help="population sizes K, comma-separated")] = "1,4,16,64",
     ) -> None:
         """Samples/s of the population loop vs a DataLoader research loop, K = 1, 4, 16, 64, GEMM fraction."""
         from metaprune.bench import bench_train
 
-        result = bench_train(device=device, epochs=epochs)
+        for name, value in (("epochs", epochs), ("repeats", repeats)):
+            if value <= 0:
+                raise MetapruneError(f"--{name} must be a positive integer, got {value}")
+        ks = _parse_populations(populations)
+        with err.status("bench train") as status:
+            result = bench_train(
+                device=device,
+                populations=ks,
+                epochs=epochs,
+                reference_epochs=repeats,
+                repeats=repeats,
+                progress=lambda what: status.update(f"bench train: {what}"),
+            )
         if json_out:
             out.print_json(json.dumps(result))
             return
@@ -86,7 +102,6 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         table.add_column("value", justify="right")
         table.add_row("reference loop samples/s", f"{result['reference_samples_per_s']:,.0f}")
         table.add_row("metaprune K=1 samples/s", f"{result['metaprune_samples_per_s']:,.0f}")
-        table.add_row("speedup vs reference (K=1)", f"{result['speedup_vs_reference']:.1f}x")
         for k, v in result["population"].items():
             table.add_row(f"population K={k} network-samples/s", f"{v:,.0f}")
         if "parallel_populations" in result:
@@ -94,6 +109,27 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             table.add_row(
                 f"{p['workers']} populations x K={p['k_per_worker']}, 1 thread each", f"{p['samples_per_s']:,.0f}"
             )
-        table.add_row("best speedup vs reference", f"{result['best_speedup_vs_reference']:.1f}x")
-        table.add_row("GEMM fraction (best)", f"{result['gemm_fraction']:.2f}")
+        for mode, v in result["mask_mode_samples_per_s_at_density_0.1"].items():
+            table.add_row(f"K=1 at density 0.1, mask mode {mode}", f"{v:,.0f}")
+        table.add_row("float32 GEMM rate (1024x1024)", f"{result['gemm_flops'] / 1e9:,.1f} GFLOP/s")
         out.print(table)
+        targets = Table(title="targets")
+        for col in ("measure", "value", "target", "met"):
+            targets.add_column(col, justify="left" if col == "measure" else "right")
+        for name, t in result["targets"].items():
+            fmt = ".2f" if name == "gemm_fraction" else ".1f"
+            unit = "" if name == "gemm_fraction" else "x"
+            targets.add_row(
+                name, f"{t['value']:{fmt}}{unit}", f">= {t['target']:{fmt}}{unit}", "yes" if t["met"] else "NO"
+            )
+        out.print(targets)
+
+
+def _parse_populations(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        ks = ()
+    if not ks or any(k <= 0 for k in ks):
+        raise MetapruneError(f"bad --populations {text!r}; accepted: positive integers, comma-separated, e.g. 1,4,16")
+    return ks

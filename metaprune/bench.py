@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -186,19 +187,24 @@ def bench_train(
     reference_epochs: int = 3,
     repeats: int = 3,
     parallel: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Reference loop vs the population loop on LeNet-300-100 / mnist5k (density 1: every weight kept).
 
     Every rate is the median of ``repeats`` timed runs (the reference: of ``reference_epochs`` epochs).
+    ``progress`` is told which measurement starts.
     """
+    say = progress if progress is not None else (lambda what: None)
     dev = resolve_device(device)
     data = load_dataset("mnist5k", device="cpu")
     net = build_network("lenet_300_100", data.input_shape, data.num_classes, 0)
     full = torch.ones(prunable_layout(net).total, dtype=torch.bool)
+    say("reference loop")
     ref = statistics.median(reference_loop_samples_per_s(data, dev, reference_epochs, full))
     data_dev = data.to(dev)
 
     def median_rate(k: int, mode: str = "grad", density: float = 1.0) -> float:
+        say(f"population K={k}, mask mode {mode}, density {density:g}")
         runs = population_runs(data_dev, dev, k, epochs, mode, density, repeats)
         return statistics.median(r.samples / r.seconds for r in runs)
 
@@ -222,9 +228,11 @@ def bench_train(
         # Several populations on one thread each can beat one population on all threads (small GEMMs).
         workers = torch.get_num_threads()
         k_each = max(1, best_k // workers)
+        say(f"{workers} populations of K={k_each} on one thread each")
         rate = parallel_populations_samples_per_s(workers, k_each, epochs, repeats)
         result["parallel_populations"] = {"workers": workers, "k_per_worker": k_each, "samples_per_s": rate}
         best = max(best, rate)
+    say("float32 GEMM rate")
     flops = gemm_flops(dev)
     result["speedup_vs_reference"] = result["metaprune_samples_per_s"] / ref
     result["best_speedup_vs_reference"] = best / ref
