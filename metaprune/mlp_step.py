@@ -30,7 +30,7 @@ _relu_backward = torch.ops.aten.threshold_backward.grad_input
 class _Workspace:
     """Every intermediate of one step for a population of ``k`` members and a batch of ``b``."""
 
-    def __init__(self, weights: list[torch.Tensor], b: int) -> None:
+    def __init__(self, weights: list[torch.Tensor], b: int, mask_in_forward: bool) -> None:
         k, out0, in0 = weights[0].shape
         opts = {"dtype": weights[0].dtype, "device": weights[0].device}
         self.x = torch.empty(b, in0, **opts)
@@ -42,7 +42,8 @@ class _Workspace:
         self.g0_flat = torch.empty(b, k, out0, **opts) if k > 1 else None
         self.minus_one = torch.full((1, 1, 1), -1.0, **opts).expand(k, b, 1)
         self.bias_grad = [torch.empty(k, w.shape[1], **opts) for w in weights]
-        self.masked = [torch.empty_like(w) for w in weights]  # W ⊙ m when masks act in the forward pass
+        # W ⊙ m when masks act in the forward pass
+        self.masked = [torch.empty_like(w) for w in weights] if mask_in_forward else []
 
 
 class MLPStep:
@@ -81,7 +82,7 @@ class MLPStep:
         k, out0, in0 = raw[0].shape
         ws = self._spaces.get((k, b))
         if ws is None:
-            ws = self._spaces[(k, b)] = _Workspace(raw, b)
+            ws = self._spaces[(k, b)] = _Workspace(raw, b, self.mask_in_forward)
         x = torch.index_select(x_all.flatten(1), 0, idx, out=ws.x)
         y = torch.index_select(y_all, 0, idx, out=ws.y)
         weights = raw
