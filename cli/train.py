@@ -109,6 +109,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             table.add_row(
                 f"{p['workers']} populations x K={p['k_per_worker']}, 1 thread each", f"{p['samples_per_s']:,.0f}"
             )
+        for k, v in result["autograd_population"].items():
+            table.add_row(f"population K={k}, autograd backward + torch.optim", f"{v:,.0f}")
         for mode, v in result["mask_mode_samples_per_s_at_density_0.1"].items():
             table.add_row(f"K=1 at density 0.1, mask mode {mode}", f"{v:,.0f}")
         table.add_row("float32 GEMM rate (1024x1024)", f"{result['gemm_flops'] / 1e9:,.1f} GFLOP/s")

@@ -133,6 +133,7 @@ def population_runs(
     mask_mode: str = "grad",
     density: float = 1.0,
     repeats: int = 3,
+    autograd: bool = False,
 ) -> list[PopulationResult]:
     """``repeats`` timed ``train_population`` calls of ``epochs`` epochs each, after one warm-up epoch.
 
@@ -142,7 +143,7 @@ def population_runs(
     n = prunable_layout(nets[0]).total
     g = torch.Generator().manual_seed(0)
     masks = [torch.rand(n, generator=g) < density for _ in range(k)]
-    cfg = TrainConfig(epochs=epochs, early_stopping=False, mask_mode=mask_mode)
+    cfg = TrainConfig(epochs=epochs, early_stopping=False, mask_mode=mask_mode, autograd=autograd)
     train_population(nets, data, replace(cfg, epochs=1), 0, masks=masks, device=device)  # warm-up
     return [train_population(nets, data, cfg, 0, masks=masks, device=device) for _ in range(repeats)]
 
@@ -203,15 +204,17 @@ def bench_train(
     ref = statistics.median(reference_loop_samples_per_s(data, dev, reference_epochs, full))
     data_dev = data.to(dev)
 
-    def median_rate(k: int, mode: str = "grad", density: float = 1.0) -> float:
-        say(f"population K={k}, mask mode {mode}, density {density:g}")
-        runs = population_runs(data_dev, dev, k, epochs, mode, density, repeats)
+    def median_rate(k: int, mode: str = "grad", density: float = 1.0, autograd: bool = False) -> float:
+        say(f"population K={k}, mask mode {mode}, density {density:g}" + (", autograd" if autograd else ""))
+        runs = population_runs(data_dev, dev, k, epochs, mode, density, repeats, autograd)
         return statistics.median(r.samples / r.seconds for r in runs)
 
     pop = {k: median_rate(k) for k in populations}
     modes = {mode: median_rate(1, mode, 0.1) for mode in ("grad", "forward")}
     best_k = max(pop, key=pop.get)
     best = pop[best_k]
+    # The same batched-matmul forward with autograd's backward and torch.optim: what the step saves.
+    autograd_rates = {str(k): median_rate(k, autograd=True) for k in sorted({min(populations), best_k})}
     result = {
         "device": str(dev),
         "threads": torch.get_num_threads(),
@@ -223,6 +226,7 @@ def bench_train(
         "metaprune_samples_per_s": pop[1] if 1 in pop else median_rate(1),
         "population": {str(k): v for k, v in pop.items()},
         "mask_mode_samples_per_s_at_density_0.1": modes,
+        "autograd_population": autograd_rates,
     }
     if parallel and dev.type == "cpu" and torch.get_num_threads() > 1:
         # Several populations on one thread each can beat one population on all threads (small GEMMs).
