@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metaprune.datasets import DataSplits, load_dataset
+from metaprune.errors import MetapruneError
 from metaprune.networks import build_network, prunable_layout
 from metaprune.provenance import package_versions
 from metaprune.training import PopulationResult, TrainConfig, resolve_device, train_population
@@ -195,6 +196,12 @@ def bench_train(
     Every rate is the median of ``repeats`` timed runs (the reference: of ``reference_epochs`` epochs).
     ``progress`` is told which measurement starts.
     """
+    for name, value in (("epochs", epochs), ("repeats", repeats), ("reference-epochs", reference_epochs)):
+        if not isinstance(value, int) or value <= 0:
+            raise MetapruneError(f"--{name} must be a positive integer, got {value}")
+    if not populations or any(not isinstance(k, int) or k <= 0 for k in populations):
+        shown = ",".join(str(k) for k in populations)
+        raise MetapruneError(f"bad --populations {shown!r}; accepted: positive integers, comma-separated, e.g. 1,4,16")
     say = progress if progress is not None else (lambda what: None)
     dev = resolve_device(device)
     data = load_dataset("mnist5k", device="cpu")

@@ -43,6 +43,15 @@ def test_bench_figures_are_consistent(tiny_bench):
     json.dumps(r)  # the --json output is one JSON object
 
 
+def test_library_refuses_bad_sizes_before_any_work():
+    from metaprune.errors import MetapruneError
+
+    with pytest.raises(MetapruneError, match="--repeats must be a positive integer, got 0"):
+        bench_train(device="cpu", repeats=0)
+    with pytest.raises(MetapruneError, match="bad --populations '1,0'"):
+        bench_train(device="cpu", populations=(1, 0))
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
