@@ -125,6 +125,7 @@ class PopulationResult:
     extra: dict = field(default_factory=dict)
 
 
+StepHook = Callable[[dict, dict], None]
 ProgressFn = Callable[[int, int, int], None]  # (epoch, active members, total members)
 
 
@@ -234,12 +235,20 @@ def train_population(
     dtype: torch.dtype = torch.float32,
     keep_states: bool = False,
     progress: ProgressFn | None = None,
+    max_steps: int | None = None,
+    step_hook: StepHook | None = None,
+    order_stream: str = "data_order",
 ) -> PopulationResult:
     """Train K networks of one architecture together; the given networks are not modified.
 
     ``masks``: None (dense), a bool tensor ``[K, n]`` on the flat prunable-weight axis, or a list with
     one flat mask (or None) per member. Returns one ``MemberResult`` per member in input order and,
     with ``keep_states``, each member's checkpoint weights as a state dict on the CPU.
+
+    A warm-up uses three more knobs: ``max_steps`` stops after that many SGD steps (no evaluation after
+    a partial epoch), ``step_hook(params, buffers)`` sees the stacked state before the first step and
+    after every step, and ``order_stream`` names the seed stream of the data order (a warm-up draws its
+    own, so the ticket's later training order is independent of it).
     """
     import time
 
@@ -296,7 +305,9 @@ def train_population(
     bs = config.batch_size
     iteration = 0
     samples = 0
-    gen = generator(data_seed, "data_order")
+    gen = generator(data_seed, order_stream)
+    if step_hook is not None:
+        step_hook(stack.params, stack.buffers)
     for epoch in range(1, config.epochs + 1):
         template.train()
         perm = torch.randperm(n_train, generator=gen).to(device)
@@ -321,6 +332,13 @@ def train_population(
                 opt.step()
             iteration += 1
             samples += idx.shape[0] * k_active
+            if step_hook is not None:
+                step_hook(stack.params, stack.buffers)
+            if max_steps is not None and iteration >= max_steps:
+                break
+        if max_steps is not None and iteration >= max_steps:
+            epochs_trained[members] = epoch
+            break
         template.eval()
         epochs_trained[members] = epoch
         if not config.early_stopping and epoch < config.epochs:

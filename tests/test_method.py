@@ -34,6 +34,10 @@ DOC_EXAMPLES = {
     "snip~bimodal": Method(("snip",), "uss", "bimodal"),
     "snip!shuffle": Method(("snip",), "uss", "standard", "shuffle"),
     "learned:models/mlp-round-all-1a2b3c4d": Method(("learned:models/mlp-round-all-1a2b3c4d",), "uss"),
+    "delta+w3": Method(("delta",), "uss", warmup=3.0),
+    "magnitude+w3": Method(("magnitude",), "uss", warmup=3.0),
+    "snip#from:synflow@ums": Method(("snip",), "uss", budget="from:synflow@ums"),
+    "synflow@ums#layer": Method(("synflow",), "ums", budget="layer"),
 }
 
 
@@ -54,11 +58,16 @@ def test_grammar_help_examples_parse():
 
 
 def _all_methods():
-    scorers = [(s,) for s in SCORERS.names()] + [(a, b) for a, b in itertools.product(BASE, BASE)]
+    plain = [s for s in SCORERS.names() if not SCORERS.get(s).needs_warmup]
+    scorers = [(s,) for s in plain] + [(a, b) for a, b in itertools.product(BASE, BASE)]
     scorers += [("learned:models/x",), ("magnitude", "learned:m/y")]
-    inits = ["standard", "bimodal", *SCORERS.names(), "learned:models/z"]
+    inits = ["standard", "bimodal", *plain, "learned:models/z"]
     for sc, sched, init, abl in itertools.product(scorers, SCHEDULE_NAMES, inits, (None, *ABLATIONS)):
         yield Method(sc, sched, init, abl)
+    warm = [(s,) for s in SCORERS.names() if SCORERS.get(s).needs_warmup] + [("snip",), ("magnitude", "synflow")]
+    budgets = (None, "global", "layer", "from:synflow@ums", "from:delta@uss+w0.5")
+    for sc, sched, budget, init in itertools.product(warm, ("uss", "ums"), budgets, ("standard", "snip")):
+        yield Method(sc, sched, init, None, 3.0, budget)
 
 
 def test_canonical_round_trip():
@@ -120,7 +129,9 @@ def test_method_properties():
         ("snip!shuffle@uss", 13, "'@'"),
         ("snip~snip~snip", 10, "'~'"),
         ("mag>snip>grasp", 9, "'>'"),
-        ("snip#", 5, "'#'"),
+        ("snip&", 5, "'&'"),
+        ("snip#", 6, "end of text"),
+        ("snip+w", 6, "'w'"),
         ("snip uss", 5, "' '"),
         ("snip@", 6, "end of text"),
         ("mag>", 5, "end of text"),

@@ -171,7 +171,8 @@ def test_help_explains_grammar_and_density():
     assert result.exit_code == 0
     text = " ".join(result.stdout.replace("│", " ").split())
     assert "REMAIN" in text and "density" in text
-    for piece in ("[A>]B[@schedule][~init][!ablation]", "mag>synflow~snip", "imp", "synflow@ums", "magnitude@iss"):
+    grammar = "[A>]B[@schedule][+wE][#budget][~init][!ablation]"
+    for piece in (grammar, "mag>synflow~snip", "imp", "synflow@ums", "magnitude@iss"):
         assert piece in text, piece
     assert " ".join(GRAMMAR_HELP.split()) in text
 

@@ -52,10 +52,11 @@ def _row_base(config: EvaluateConfig, seed: int, method: str, density: float) ->
     row = {"seed": seed, "method": method, "density": density, "network": config.network, "dataset": config.dataset}
     if method.startswith(DENSE):
         init = method.split("~", 1)[1] if "~" in method else "standard"
-        row.update(scorers="", schedule="", init=init, ablation="")
+        row.update(scorers="", schedule="", init=init, ablation="", warmup=0.0, budget="")
     else:
         m = parse_method(method)
         row.update(scorers=">".join(m.scorers), schedule=m.schedule, init=m.init, ablation=m.ablation or "")
+        row.update(warmup=m.warmup or 0.0, budget=m.budget or config.schedule.scope)
     return row
 
 
@@ -101,6 +102,7 @@ def evaluate_seed(
             net = initial_network(init_method, config.network, splits, seed, prune_data_for(splits, seed))
             mask = None
             row.update(kept=prunable_layout(net).total, effective_density=1.0, collapsed=False, collapsed_layers="")
+            row["cost_epochs"] = 0.0
         else:
             ticket = prune_seeds(
                 parse_method(method_text),
@@ -115,6 +117,7 @@ def evaluate_seed(
             )[0]
             net, mask = ticket.net, ticket.mask
             row.update(_report_fields(net, mask, splits))
+            row["cost_epochs"] = ticket.cost_epochs
         row["prune_seconds"] = time.perf_counter() - t0
         members.append(_Member(unit, row, net, mask))
         if progress is not None:

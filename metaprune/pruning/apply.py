@@ -6,7 +6,7 @@ This is the one path from a method string to a ticket; ``prune``, ``evaluate`` a
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -16,7 +16,7 @@ from metaprune.errors import MetapruneError
 from metaprune.networks import build_network, prunable_layout
 from metaprune.pruning.ablations import invert_scores, reinit_kept, shuffle_within_layers
 from metaprune.pruning.inits import INITS, saw_init
-from metaprune.pruning.masks import MaskReport, mask_report
+from metaprune.pruning.masks import MaskReport, keep_count, layer_counts_of, mask_report
 from metaprune.pruning.method import LEARNED, Method
 from metaprune.pruning.schedules import (
     PruneOutcome,
@@ -28,6 +28,7 @@ from metaprune.pruning.schedules import (
 )
 from metaprune.pruning.scorers import SCORERS, PruneData, pruning_batch, score
 from metaprune.pruning.stacked import stacked_scores
+from metaprune.pruning.warmup import warm_up
 from metaprune.training import TrainConfig
 
 
@@ -41,6 +42,22 @@ class Ticket:
     outcome: PruneOutcome
     report: MaskReport
     seconds: float  # wall time of init, scoring, schedule (and training) per seed, without the report
+    cost_epochs: float = 0.0  # compute in dense-epoch equivalents (see ``Cost``)
+
+
+@dataclass
+class Cost:
+    """What a mask cost, in dense-epoch equivalents of the training split.
+
+    Warm-up epochs, plus the epochs trained inside iterative schedules, plus every scoring pass over
+    the pruning batch as the fraction of an epoch it is (a pass = one forward and backward pass; each
+    scorer's ``passes`` per call says how many it makes), plus the cost of a budget's method.
+    """
+
+    epochs: float = 0.0
+
+    def add_scoring(self, passes: float, batch: int, n_train: int) -> None:
+        self.epochs += passes * batch / max(n_train, 1)
 
 
 def prune_data_for(splits: DataSplits, seed: int, per_class: int = 10) -> PruneData:
@@ -86,10 +103,23 @@ def _scores_as_weights(net: nn.Module, scores: torch.Tensor, name: str) -> None:
         w.copy_((torch.sign(w).double() * mag / mag.max()).to(w.dtype))
 
 
-def score_function(method: Method, data: PruneData | None, seed: int) -> ScoreFn:
+LEARNED_PASSES = 5.5  # a learned scorer's features: snip, grasp (3), 101 SynFlow passes, one forward pass
+
+
+def scorer_passes(name: str) -> float:
+    return LEARNED_PASSES if name.startswith(LEARNED) else SCORERS.get(name).passes
+
+
+def score_function(
+    method: Method, data: PruneData | None, seed: int, cost: Cost | None = None, n_train: int = 0
+) -> ScoreFn:
     inverted = method.ablation == "invert"
+    passes = sum(scorer_passes(s) for s in method.scorers)
+    batch = 0 if data is None else int(data.x.shape[0])
 
     def fn(net: nn.Module, mask: torch.Tensor) -> torch.Tensor:
+        if cost is not None:
+            cost.add_scoring(passes, batch, n_train)
         if method.stacked:
             a, b = method.scorers
             s = stacked_scores(a, b, net, mask, data, seed, score_fn=score_any)
@@ -159,9 +189,11 @@ def prune_seeds(
         density, build_network(spec, splits.input_shape, splits.num_classes, seeds[0]), schedule.scope
     )
     nets = [initial_network(method, spec, splits, s, d) for s, d in zip(seeds, datas, strict=True)]
+    costs = [Cost() for _ in seeds]
+    n_train = int(splits.train_x.shape[0])
     if method.iterative:
         outcomes = prune_iterative(
-            [score_function(method, d, s) for d, s in zip(datas, seeds, strict=True)],
+            [score_function(method, d, s, c, n_train) for d, s, c in zip(datas, seeds, costs, strict=True)],
             nets,
             splits,
             density,
@@ -175,22 +207,99 @@ def prune_seeds(
             progress=progress,
             dtype=dtype,
         )
+        for cost, outcome in zip(costs, outcomes, strict=True):
+            cost.epochs += sum(r.epochs_trained for r in outcome.level_results)
     else:
         outcomes = [
-            prune_upfront(
-                score_function(method, d, s),
-                net,
-                density,
-                s,
-                multi_shot=method.multi_shot,
-                config=schedule,
-                name=str(method),
-            )
-            for net, d, s in zip(nets, datas, seeds, strict=True)
+            _prune_upfront_seed(method, net, d, s, cost, spec, splits, density, schedule, train, per_class, device)
+            for net, d, s, cost in zip(nets, datas, seeds, costs, strict=True)
         ]
     finished = [finish(method, net, outcome, s) for net, outcome, s in zip(nets, outcomes, seeds, strict=True)]
     seconds = (time.perf_counter() - t0) / len(seeds)  # scoring, schedule and training; not the report
     return [
-        Ticket(method, s, density, net, mask, outcome, mask_report(net, mask, input_shape=splits.input_shape), seconds)
-        for (net, mask), outcome, s in zip(finished, outcomes, seeds, strict=True)
+        Ticket(
+            method,
+            s,
+            density,
+            net,
+            mask,
+            outcome,
+            mask_report(net, mask, input_shape=splits.input_shape),
+            seconds,
+            cost.epochs,
+        )
+        for (net, mask), outcome, s, cost in zip(finished, outcomes, seeds, costs, strict=True)
     ]
+
+
+def _prune_upfront_seed(
+    method: Method,
+    net: nn.Module,
+    data: PruneData | None,
+    seed: int,
+    cost: Cost,
+    spec: str,
+    splits: DataSplits,
+    density: float,
+    schedule: ScheduleConfig,
+    train: TrainConfig,
+    per_class: int,
+    device: torch.device | str | None,
+) -> PruneOutcome:
+    """USS/UMS for one seed: the warm-up (scores read θ_E, the ticket keeps θ0) and the budget."""
+    n_train = int(splits.train_x.shape[0])
+    scoring_net = net
+    if method.warmup is not None:
+        if data is None:
+            raise MetapruneError(f"method {method} warms up, which needs the training data; accepted: per_class >= 1")
+        record = warm_up(net, splits, train, method.warmup, seed, device=device)
+        cost.epochs += record.cost_epochs
+        data = replace(data, warmup=record)
+        scoring_net = record.network
+    counts = budget_counts(method, net, spec, splits, density, seed, schedule, train, per_class, device, cost)
+    return prune_upfront(
+        score_function(method, data, seed, cost, n_train),
+        scoring_net,
+        density,
+        seed,
+        multi_shot=method.multi_shot,
+        config=schedule,
+        name=str(method),
+        layer_counts=counts,
+    )
+
+
+def budget_counts(
+    method: Method,
+    net: nn.Module,
+    spec: str,
+    splits: DataSplits,
+    density: float,
+    seed: int,
+    schedule: ScheduleConfig,
+    train: TrainConfig,
+    per_class: int,
+    device: torch.device | str | None,
+    cost: Cost,
+) -> list[int] | None:
+    """Per-layer kept counts of the method's budget, or None for one global top-k."""
+    budget = method.budget or schedule.scope
+    if budget == "global":
+        return None
+    layout = prunable_layout(net)
+    inner = method.budget_method
+    if inner is None:  # 'layer': the same fraction in every layer
+        check_density_for_network(density, net, "layer")
+        return [keep_count(density, layer.size) for layer in layout.layers]
+    ticket = prune_seeds(
+        inner, spec, splits, density, (seed,), schedule=schedule, train=train, per_class=per_class, device=device
+    )[0]
+    cost.epochs += ticket.cost_epochs
+    counts = layer_counts_of(ticket.mask, layout)
+    for layer, k in zip(layout.layers, counts, strict=True):
+        if k == 0:
+            raise MetapruneError(
+                f"budget from:{inner} keeps no weight of layer {layer.name} at density {density:g}, so method "
+                f"{method} would cut the network; accepted: a budget method that keeps every layer"
+            )
+    return counts

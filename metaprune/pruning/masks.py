@@ -8,6 +8,7 @@ when scores tie (the SynFlow code), and breaking ties by position biases the tic
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -108,10 +109,12 @@ def make_mask(
     alive: torch.Tensor | None = None,
     generator: torch.Generator,
     scorer: str = "?",
+    layer_counts: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """The mask keeping a ``density`` fraction of ALL prunable weights (not of the alive ones).
 
-    ``global`` ranks all weights together; ``layer`` keeps ``round(density * size)`` in every layer.
+    ``global`` ranks all weights together; ``layer`` keeps ``round(density * size)`` in every layer;
+    ``layer_counts`` (a budget) keeps exactly that many weights in each layer, whatever the density.
     """
     scores = scores.reshape(-1)
     if scores.numel() != layout.total:
@@ -119,19 +122,31 @@ def make_mask(
     if alive is not None:
         alive = alive.reshape(-1).to(device=scores.device, dtype=torch.bool)
     check_finite(scores, layout, scorer, alive)
-    if scope == "global":
-        return topk_mask(scores, keep_count(density, layout.total), alive, generator)
-    if scope != "layer":
-        raise MetapruneError(f"unknown pruning scope {scope!r}; accepted: {', '.join(SCOPES)}")
+    if layer_counts is None:
+        if scope == "global":
+            return topk_mask(scores, keep_count(density, layout.total), alive, generator)
+        if scope != "layer":
+            raise MetapruneError(f"unknown pruning scope {scope!r}; accepted: {', '.join(SCOPES)}")
+        layer_counts = []
+        for layer in layout.layers:
+            try:
+                layer_counts.append(keep_count(density, layer.size))
+            except MetapruneError as exc:
+                raise MetapruneError(f"layer {layer.name} ({layer.size} weights): {exc}") from None
+    if len(layer_counts) != len(layout.layers):
+        raise MetapruneError(
+            f"a budget of {len(layer_counts)} layers does not match the network's {len(layout.layers)} layers"
+        )
     mask = torch.zeros(layout.total, dtype=torch.bool, device=scores.device)
-    for layer in layout.layers:
+    for layer, k in zip(layout.layers, layer_counts, strict=True):
         sl = slice(layer.offset, layer.offset + layer.size)
-        try:
-            k = keep_count(density, layer.size)
-        except MetapruneError as exc:
-            raise MetapruneError(f"layer {layer.name} ({layer.size} weights): {exc}") from None
-        mask[sl] = topk_mask(scores[sl], k, None if alive is None else alive[sl], generator)
+        mask[sl] = topk_mask(scores[sl], int(k), None if alive is None else alive[sl], generator)
     return mask
+
+
+def layer_counts_of(mask: torch.Tensor, layout: PrunableLayout) -> list[int]:
+    """Kept weights per layer of a flat mask."""
+    return [int(part.sum()) for part in layout.split(mask.reshape(-1).bool())]
 
 
 def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:

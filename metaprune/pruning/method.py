@@ -1,16 +1,24 @@
 """One grammar names a pruning method; it is parsed here and nowhere else.
 
-    method    := 'imp' | scorers ['@' schedule] ['~' init] ['!' ablation]
+    method    := 'imp' | scorers ['@' schedule] ['+w' EPOCHS] ['#' budget] ['~' init] ['!' ablation]
     scorers   := scorer ['>' scorer]          A>B: stacked scoring (thesis algorithm 1)
-    scorer    := a registered scorer or alias (mag, snip, grasp, grasp_abs, synflow, random)
+    scorer    := a registered scorer or alias (mag, snip, grasp, grasp_abs, synflow, random,
+                 delta, movement, abs_grad)
                  | 'learned:' MODEL_DIR       a fitted scorer (``metaprune fit``)
     schedule  := uss | ums | iss | ims        default: ums for synflow (its paper), uss otherwise;
                                               a stack takes the default of its second scorer
+    EPOCHS    := a positive number            warm-up: score after EPOCHS dense epochs from θ0 (fractions
+                                              are whole SGD steps); the ticket still trains from θ0
+    budget    := global | layer | from:M      how the kept count is split over layers: one global top-k
+                                              (default), the same fraction per layer, or the per-layer
+                                              counts of method M (no budget, init or ablation of its own)
+                                              on the same θ0
     init      := standard | bimodal | scorer  a scorer here means SaW: its scores on θ0 as weights
     ablation  := shuffle | reinit | invert    sanity checks (Frankle et al. 2021, Su et al. 2020)
 
 Examples: ``snip``, ``synflow@ums``, ``mag>synflow``, ``mag>synflow~snip``, ``imp`` (= magnitude@iss),
-``synflow@ims``, ``snip~bimodal``, ``snip!shuffle``, ``learned:models/mlp-round-all-1a2b3c4d``.
+``synflow@ims``, ``snip~bimodal``, ``snip!shuffle``, ``learned:models/mlp-round-all-1a2b3c4d``,
+``delta+w3``, ``magnitude+w3``, ``snip#from:synflow@ums``, ``synflow@ums#layer``.
 """
 
 from __future__ import annotations
@@ -23,17 +31,23 @@ from metaprune.errors import MetapruneError
 SCHEDULE_NAMES = ("uss", "ums", "iss", "ims")
 ABLATIONS = ("shuffle", "reinit", "invert")
 BASE_INITS = ("standard", "bimodal")
+BUDGETS = ("global", "layer")  # plus from:METHOD
+FROM = "from:"
 IMP = "imp"  # = magnitude@iss (iterative magnitude pruning)
-ALIASES = {IMP: "magnitude@iss"}
 LEARNED = "learned:"
 
 GRAMMAR_HELP = (
-    "METHOD = [A>]B[@schedule][~init][!ablation]; A>B stacks scorer B on scorer A's scores; "
-    "schedule: uss, ums, iss, ims (default ums for synflow, uss otherwise); init: standard, bimodal, or a "
-    "scorer for SaW (scores as weights); ablation: shuffle, reinit, invert; 'imp' = magnitude@iss; "
-    "learned:MODEL_DIR is a fitted scorer. Examples: snip, synflow@ums, mag>synflow, mag>synflow~snip, imp"
+    "METHOD = [A>]B[@schedule][+wE][#budget][~init][!ablation]; A>B stacks scorer B on scorer A's scores; "
+    "schedule: uss, ums, iss, ims (default ums for synflow, uss otherwise); +wE: score after E dense warm-up "
+    "epochs (the ticket still trains from θ0); budget: global, layer or from:METHOD (that method's per-layer "
+    "counts); init: standard, bimodal, or a scorer for SaW (scores as weights); ablation: shuffle, reinit, "
+    "invert; 'imp' = magnitude@iss; learned:MODEL_DIR is a fitted scorer. Examples: snip, synflow@ums, "
+    "mag>synflow, mag>synflow~snip, imp, delta+w3, snip#from:synflow@ums"
 )
-SHORT_HELP = "grammar [A>]B[@schedule][~init][!ablation], e.g. snip, synflow@ums, mag>synflow~snip, imp"
+SHORT_HELP = (
+    "grammar [A>]B[@schedule][+wE][#budget][~init][!ablation], e.g. snip, synflow@ums, mag>synflow~snip, imp, "
+    "delta+w3, snip#from:synflow@ums"
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,8 @@ class Method:
     schedule: str
     init: str = "standard"  # standard | bimodal | a scorer name (SaW)
     ablation: str | None = None
+    warmup: float | None = None  # dense epochs from θ0 before scoring (None: score θ0 itself)
+    budget: str | None = None  # global | layer | from:METHOD (None: the schedule config's scope)
 
     @property
     def stacked(self) -> bool:
@@ -60,12 +76,25 @@ class Method:
         return self.init not in BASE_INITS
 
     @property
+    def budget_method(self) -> Method | None:
+        """The method whose per-layer counts this one keeps (``#from:M``), parsed."""
+        if self.budget is None or not self.budget.startswith(FROM):
+            return None
+        return parse_method(self.budget[len(FROM) :])
+
+    @property
     def learned_models(self) -> tuple[str, ...]:
         names = (*self.scorers, self.init)
-        return tuple(n[len(LEARNED) :] for n in names if n.startswith(LEARNED))
+        own = tuple(n[len(LEARNED) :] for n in names if n.startswith(LEARNED))
+        inner = self.budget_method
+        return own + (inner.learned_models if inner is not None else ())
 
     def canonical(self) -> str:
         text = ">".join(self.scorers) + "@" + self.schedule
+        if self.warmup is not None:
+            text += f"+w{self.warmup:g}"
+        if self.budget is not None:
+            text += "#" + self.budget
         if self.init != "standard":
             text += "~" + self.init
         if self.ablation:
@@ -100,7 +129,10 @@ def _canonical_scorer(token: str, text: str, pos: int) -> str:
     raise _fail(text, pos, f"unknown scorer {token!r}, accepted: {accepted}, imp (= magnitude@iss) or learned:DIR")
 
 
-_TOKEN = re.compile(r"learned:[^@~!>]*|[A-Za-z_][A-Za-z0-9_]*")
+# a model directory may hold '+' (e.g. scores+structure), but not '+w<number>', which starts a warm-up
+_TOKEN = re.compile(r"learned:(?:[^@~!>#+]|\+(?!w[0-9.]))*|[A-Za-z_][A-Za-z0-9_]*")
+_EPOCHS = re.compile(r"w([0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_BUDGET_FROM = re.compile(r"from:[^~!]*")
 
 
 def parse_method(text: str) -> Method:
@@ -108,6 +140,38 @@ def parse_method(text: str) -> Method:
     text = text.strip()
     if not text:
         raise MetapruneError(f"empty method; {SHORT_HELP}")
+    scorers, schedule, pos = _parse_scorers(text)
+    imp = schedule is not None
+    parts: dict[str, object] = {}
+    order = "@+#~!"
+    while pos < len(text):
+        sep = text[pos]
+        if sep not in order:
+            raise _fail(text, pos, "expected '@schedule', '+wE', '#budget', '~init', '!ablation' or the end")
+        if sep in parts:
+            raise _fail(text, pos, f"{sep!r} given twice")
+        if any(order.index(s) > order.index(sep) for s in parts):
+            raise _fail(text, pos, "parts must come in the order @schedule +wE #budget ~init !ablation")
+        if sep == "@" and imp:
+            raise _fail(text, pos, "'imp' already fixes the schedule (magnitude@iss); write magnitude@SCHEDULE")
+        parts[sep], pos = _parse_part(sep, text, pos + 1)
+    if "@" in parts:
+        schedule = parts["@"]
+    if schedule is None:
+        schedule = "ums" if scorers[-1] == "synflow" else "uss"
+    method = Method(
+        tuple(scorers),
+        str(schedule),
+        str(parts.get("~", "standard")),
+        parts.get("!"),  # type: ignore[arg-type]
+        parts.get("+"),  # type: ignore[arg-type]
+        parts.get("#"),  # type: ignore[arg-type]
+    )
+    _check_meaning(method, text)
+    return method
+
+
+def _parse_scorers(text: str) -> tuple[list[str], str | None, int]:
     pos = 0
     scorers: list[str] = []
     schedule = None
@@ -130,41 +194,87 @@ def parse_method(text: str) -> Method:
                 raise _fail(text, pos, "a stack has at most two scorers (A>B)")
             pos += 1
             continue
-        break
-    imp = schedule is not None
-    init = "standard"
-    ablation = None
-    seen: set[str] = set()
-    order = "@~!"
-    while pos < len(text):
-        sep = text[pos]
-        if sep not in order:
-            raise _fail(text, pos, "expected '@schedule', '~init', '!ablation' or the end")
-        if sep in seen:
-            raise _fail(text, pos, f"{sep!r} given twice")
-        if any(order.index(s) > order.index(sep) for s in seen):
-            raise _fail(text, pos, "parts must come in the order @schedule ~init !ablation")
-        if sep == "@" and imp:
-            raise _fail(text, pos, "'imp' already fixes the schedule (magnitude@iss); write magnitude@SCHEDULE")
-        seen.add(sep)
-        m = _TOKEN.match(text, pos + 1)
+        return scorers, schedule, pos
+
+
+def _parse_part(sep: str, text: str, pos: int) -> tuple[object, int]:
+    """The value after separator ``sep`` (starting at ``pos``) and the position after it."""
+    if sep == "+":
+        m = _EPOCHS.match(text, pos)
         if not m:
-            raise _fail(text, pos + 1, f"expected a name after {sep!r}")
-        word = m.group(0)
-        if sep == "@":
-            if word not in SCHEDULE_NAMES:
-                raise _fail(text, pos + 1, f"unknown schedule {word!r}, accepted: {', '.join(SCHEDULE_NAMES)}")
-            schedule = word
-        elif sep == "~":
-            init = _init_name(word, text, pos + 1)
-        else:
-            if word not in ABLATIONS:
-                raise _fail(text, pos + 1, f"unknown ablation {word!r}, accepted: {', '.join(ABLATIONS)}")
-            ablation = word
-        pos = m.end()
-    if schedule is None:
-        schedule = "ums" if scorers[-1] == "synflow" else "uss"
-    return Method(tuple(scorers), schedule, init, ablation)
+            raise _fail(text, pos, "expected a warm-up 'wE' after '+', E dense epochs, e.g. +w3 or +w0.5")
+        epochs = float(m.group(1))
+        if not epochs > 0:
+            raise _fail(text, pos, f"warm-up of {m.group(1)} epochs; accepted: a positive number of epochs")
+        return epochs, m.end()
+    if sep == "#":
+        m = _BUDGET_FROM.match(text, pos)
+        if m:
+            return _budget_from(m.group(0), text, pos), m.end()
+    m = _TOKEN.match(text, pos)
+    if not m:
+        raise _fail(text, pos, f"expected a name after {sep!r}")
+    word = m.group(0)
+    if sep == "@":
+        if word not in SCHEDULE_NAMES:
+            raise _fail(text, pos, f"unknown schedule {word!r}, accepted: {', '.join(SCHEDULE_NAMES)}")
+        return word, m.end()
+    if sep == "#":
+        if word not in BUDGETS:
+            raise _fail(text, pos, f"unknown budget {word!r}, accepted: global, layer, from:METHOD")
+        return word, m.end()
+    if sep == "~":
+        return _init_name(word, text, pos), m.end()
+    if word not in ABLATIONS:
+        raise _fail(text, pos, f"unknown ablation {word!r}, accepted: {', '.join(ABLATIONS)}")
+    return word, m.end()
+
+
+def _budget_from(token: str, text: str, pos: int) -> str:
+    inner_text = token[len(FROM) :]
+    if not inner_text:
+        raise _fail(text, pos + len(token), "expected a method after 'from:', e.g. #from:synflow@ums")
+    try:
+        inner = parse_method(inner_text)
+    except MetapruneError as exc:
+        raise _fail(text, pos + len(FROM), f"bad budget method ({exc})") from None
+    if inner.budget is not None or inner.init != "standard" or inner.ablation is not None:
+        raise _fail(text, pos + len(FROM), "a budget method has no budget, init or ablation of its own")
+    return FROM + inner.canonical()
+
+
+def _check_meaning(method: Method, text: str) -> None:
+    """Refuse combinations that parse but mean nothing, saying why."""
+    from metaprune.pruning.scorers import SCORERS
+
+    registered = [s for s in method.scorers if not s.startswith(LEARNED)]
+    if method.saw and not method.init.startswith(LEARNED) and SCORERS.get(method.init).needs_warmup:
+        raise MetapruneError(
+            f"method {text!r}: SaW scores θ0, but {method.init!r} reads a warm-up; accepted: a θ0 scorer as init"
+        )
+    if method.warmup is not None:
+        if method.iterative:
+            raise MetapruneError(
+                f"method {text!r}: a warm-up (+w) means nothing under the iterative schedule "
+                f"{method.schedule!r}, which trains before every prune already; accepted: +wE with uss or ums"
+            )
+        blind = [s for s in registered if not SCORERS.get(s).reads_weights]
+        if len(blind) == len(method.scorers):
+            raise MetapruneError(
+                f"method {text!r}: scorer {blind[0]!r} reads no weights, so a warm-up (+w) cannot change its "
+                "scores; accepted: +wE on a scorer that reads the network (e.g. magnitude, snip, delta)"
+            )
+    else:
+        needing = [s for s in registered if SCORERS.get(s).needs_warmup]
+        if needing:
+            raise MetapruneError(
+                f"method {text!r}: scorer {needing[0]!r} reads a warm-up; accepted: give one, e.g. {needing[0]}+w3"
+            )
+    if method.budget is not None and method.iterative:
+        raise MetapruneError(
+            f"method {text!r}: a budget (#) applies to the upfront schedules uss and ums; accepted: "
+            f"drop '#{method.budget}' or use --scope with {method.schedule}"
+        )
 
 
 def _init_name(word: str, text: str, pos: int) -> str:

@@ -105,12 +105,33 @@ def _prune_step(
     scope: str,
     tie_gen: torch.Generator,
     name: str,
+    layer_counts: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     scores = score_fn(net, alive)
     mask = make_mask(
-        scores.detach().cpu(), prunable_layout(net), density, scope=scope, alive=alive, generator=tie_gen, scorer=name
+        scores.detach().cpu(),
+        prunable_layout(net),
+        density,
+        scope=scope,
+        alive=alive,
+        generator=tie_gen,
+        scorer=name,
+        layer_counts=layer_counts,
     )
     return mask, scores.detach().cpu()
+
+
+def budget_steps(start: Sequence[int], end: Sequence[int], steps: int) -> list[list[int]]:
+    """Per-layer kept counts for ``steps`` prune steps from ``start`` to the budget ``end``.
+
+    Each layer shrinks geometrically, as the global density does under UMS: step i of N keeps
+    ``round(a * (c / a) ** (i / N))`` of its ``a`` alive weights, and the last step exactly ``c``.
+    """
+    out = []
+    for i in range(1, steps + 1):
+        row = [c if i == steps else int(round(a * (c / a) ** (i / steps))) for a, c in zip(start, end, strict=True)]
+        out.append(row)
+    return out
 
 
 def prune_upfront(
@@ -125,19 +146,29 @@ def prune_upfront(
     name: str = "scorer",
     step_offset: int = 0,
     removed_at: torch.Tensor | None = None,
+    layer_counts: Sequence[int] | None = None,
 ) -> PruneOutcome:
-    """USS or UMS from the current mask ``alive`` (default: dense) down to ``density``."""
+    """USS or UMS from the current mask ``alive`` (default: dense) down to ``density``.
+
+    ``layer_counts`` (a budget) fixes how many weights each layer keeps at the end; multi-shot rounds
+    then shrink every layer geometrically towards its count (``budget_steps``).
+    """
     config = config.validate()
-    n = prunable_layout(net).total
+    layout = prunable_layout(net)
+    n = layout.total
     keep_count(density, n)  # validates the density before any work
     mask = torch.ones(n, dtype=torch.bool) if alive is None else alive.reshape(-1).cpu().bool().clone()
     removed = torch.zeros(n, dtype=torch.int16) if removed_at is None else removed_at.clone()
     start = mask.sum().item() / n
     steps = exponential_densities(start, density, config.rounds) if multi_shot else [density]
+    counts: list[list[int] | None] = [None] * len(steps)
+    if layer_counts is not None:
+        alive_counts = [int(part.sum()) for part in layout.split(mask)]
+        counts = budget_steps(alive_counts, list(layer_counts), len(steps))  # type: ignore[assignment]
     tie_gen = generator(seed, "tie_break", step_offset)
     scores = torch.zeros(n)
-    for i, d in enumerate(steps, start=1):
-        new, scores = _prune_step(score_fn, net, mask, d, config.scope, tie_gen, name)
+    for i, (d, c) in enumerate(zip(steps, counts, strict=True), start=1):
+        new, scores = _prune_step(score_fn, net, mask, d, config.scope, tie_gen, name, c)
         removed[mask & ~new] = step_offset + i
         mask = new
     survivors_step = step_offset + len(steps) + 1

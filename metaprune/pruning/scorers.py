@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,10 +40,15 @@ GRASP_EPS = 1e-10
 
 @dataclass(frozen=True)
 class PruneData:
-    """The pruning batch: inputs ``x`` [N, ...] and integer labels ``y`` [N]."""
+    """The pruning batch: inputs ``x`` [N, ...] and integer labels ``y`` [N].
+
+    ``warmup`` carries the record of a method's warm-up (``pruning.warmup.WarmupRecord``) to the scorers
+    that read a trajectory (``delta``, ``movement``, ``abs_grad``); None when the method has none.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
+    warmup: Any = None
 
 
 def pruning_batch(
@@ -79,14 +85,27 @@ class ScorerSpec:
     fn: Scorer
     needs_data: bool
     description: str
+    passes: float = 0.0  # forward+backward passes over the pruning batch per call (compute accounting)
+    reads_weights: bool = True  # False: a warm-up cannot change the scores (random)
+    needs_warmup: bool = False  # True: scores a warm-up's trajectory, so the method must have one
 
 
 SCORERS: Registry[ScorerSpec] = Registry("scorer")
 
 
-def _register(name: str, needs_data: bool, description: str, aliases: tuple[str, ...] = ()):
+def _register(
+    name: str,
+    needs_data: bool,
+    description: str,
+    aliases: tuple[str, ...] = (),
+    *,
+    passes: float = 0.0,
+    reads_weights: bool = True,
+    needs_warmup: bool = False,
+):
     def wrap(fn: Scorer) -> Scorer:
-        SCORERS.register(name, ScorerSpec(fn, needs_data, description), description, aliases)
+        spec = ScorerSpec(fn, needs_data, description, passes, reads_weights, needs_warmup)
+        SCORERS.register(name, spec, description, aliases)
         return fn
 
     return wrap
@@ -162,7 +181,7 @@ def _grads(net, weights, data, create_graph=False, temperature=1.0):
 # ------------------------------------------------------------------------------------------ scorers
 
 
-@_register("random", False, "uniform noise from the random_scorer stream (a control)")
+@_register("random", False, "uniform noise from the random_scorer stream (a control)", reads_weights=False)
 def random_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
     n = prunable_layout(net).total
     noise = torch.rand(n, generator=generator(seed, "random_scorer"))
@@ -175,7 +194,9 @@ def magnitude_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None,
     return (w.abs() * mask.to(w.device).to(w.dtype)).float()
 
 
-@_register("snip", True, "SNIP connection sensitivity |dL/dc| = |g * theta| (Lee et al. 2019), sum-normalised")
+@_register(
+    "snip", True, "SNIP connection sensitivity |dL/dc| = |g * theta| (Lee et al. 2019), sum-normalised", passes=1.0
+)
 def snip_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
     data = _need_data(data, "snip")
     with torch.enable_grad():
@@ -213,18 +234,30 @@ def _grasp_raw(net: nn.Module, mask: torch.Tensor, data: PruneData | None, name:
     return (s / (s.sum().abs() + GRASP_EPS)).float()
 
 
-@_register("grasp", True, "GraSP theta * Hg, keep the highest (Wang et al. 2020; = remove the highest -theta*Hg)")
+@_register(
+    "grasp",
+    True,
+    "GraSP theta * Hg, keep the highest (Wang et al. 2020; = remove the highest -theta*Hg)",
+    passes=3.0,
+)
 def grasp_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
     return _grasp_raw(net, mask, data, "grasp")
 
 
-@_register("grasp_abs", True, "|GraSP| = |theta * Hg| (the thesis found it much stronger than signed GraSP)")
+@_register(
+    "grasp_abs", True, "|GraSP| = |theta * Hg| (the thesis found it much stronger than signed GraSP)", passes=3.0
+)
 def grasp_abs_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
     """Absolute value of the (|sum|-normalised) GraSP score; the constant does not change the ranking."""
     return _grasp_raw(net, mask, data, "grasp_abs").abs()
 
 
-@_register("synflow", True, "SynFlow |theta * dR/dtheta|, R = sum of the |theta| network on all-ones input")
+@_register(
+    "synflow",
+    True,
+    "SynFlow |theta * dR/dtheta|, R = sum of the |theta| network on all-ones input",
+    passes=0.01,  # one all-ones example, not the batch
+)
 def synflow_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
     """In float64 (products over depth underflow float32); uses ``data`` only for the input shape."""
     shape = tuple(data.x.shape[1:]) if data is not None else infer_input_shape(net)
@@ -244,3 +277,36 @@ def synflow_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, s
             ]
         )
     return s
+
+
+# ------------------------------------------------------------------------------- warm-up dynamics
+
+
+def _dynamics(net: nn.Module, mask: torch.Tensor, data: PruneData | None, name: str) -> torch.Tensor:
+    record = None if data is None else data.warmup
+    if record is None:
+        raise MetapruneError(f"scorer {name!r} reads a warm-up; accepted: a method with one, e.g. {name}+w3")
+    values = record.dynamics(name).to(torch.float32)
+    if values.numel() != prunable_layout(net).total:
+        raise MetapruneError(f"warm-up of {values.numel()} weights does not match the network's")
+    return values * mask.cpu().to(values.dtype)
+
+
+@_register("delta", True, "|theta_E - theta0| after a warm-up of E epochs (write delta+wE)", needs_warmup=True)
+def delta_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
+    return _dynamics(net, mask, data, "delta")
+
+
+@_register(
+    "movement",
+    True,
+    "movement pruning -sum_t g_t * theta_t over a warm-up (Sanh et al. 2020; write movement+wE)",
+    needs_warmup=True,
+)
+def movement_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
+    return _dynamics(net, mask, data, "movement")
+
+
+@_register("abs_grad", True, "accumulated |g_t| over a warm-up (write abs_grad+wE)", needs_warmup=True)
+def abs_grad_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
+    return _dynamics(net, mask, data, "abs_grad")

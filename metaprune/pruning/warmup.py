@@ -1,0 +1,164 @@
+"""A short dense warm-up from θ0 whose trajectory informs which weights to keep (``+wE`` in a method).
+
+The warm-up trains a copy of θ0 for E epochs (fractions are whole SGD steps: ``round(E * batches per
+epoch)``) with the evaluation's training config, through the one train loop, on a data order drawn from
+the ``warmup_order`` stream of the seed: independent of the ``data_order`` stream the ticket later
+trains on. The ticket itself always trains from θ0; the warm-up only decides the mask.
+
+Along the way it records, per prunable weight (flat weight axis, float64, CPU):
+
+- ``delta``      |θ_E − θ0|
+- ``movement``   −Σ_t g_t ⊙ θ_t (movement pruning, Sanh et al. 2020: weights moving away from zero score high)
+- ``abs_grad``   Σ_t |g_t|
+- ``sign_flips`` how many steps changed the weight's sign
+
+with g_t recovered from the update as (θ_t − θ_{t+1}) / lr: exactly the gradient under plain SGD (the
+thesis optimiser, and the default); under momentum or Adam it is the update direction scaled by 1/lr.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from metaprune.datasets import DataSplits
+from metaprune.errors import MetapruneError
+from metaprune.networks import prunable_layout
+from metaprune.training import TrainConfig, train_population
+
+ORDER_STREAM = "warmup_order"
+DYNAMICS = ("delta", "movement", "abs_grad", "sign_flips")
+
+
+@dataclass(frozen=True)
+class WarmupRecord:
+    epochs: float
+    steps: int
+    cost_epochs: float  # steps / steps per epoch: the epochs actually trained
+    network: nn.Module  # θ_E: the warmed-up copy
+    theta0: torch.Tensor  # flat prunable weights of θ0
+    delta: torch.Tensor
+    movement: torch.Tensor
+    abs_grad: torch.Tensor
+    sign_flips: torch.Tensor
+    seconds: float
+
+    def dynamics(self, name: str) -> torch.Tensor:
+        return getattr(self, name)
+
+
+def warmup_steps(epochs: float, splits: DataSplits, train: TrainConfig) -> int:
+    """SGD steps of an ``epochs`` warm-up; one-line errors for a warm-up the training config cannot hold."""
+    e = float(epochs)
+    if not (e > 0 and math.isfinite(e)):
+        raise MetapruneError(f"bad warm-up of {epochs!r} epochs; accepted: a positive number of epochs")
+    if e > train.epochs:
+        raise MetapruneError(
+            f"warm-up of {e:g} epochs is longer than the training config's {train.epochs} epochs; "
+            f"accepted: at most {train.epochs}"
+        )
+    per_epoch = math.ceil(int(splits.train_x.shape[0]) / train.batch_size)
+    steps = int(round(e * per_epoch))
+    if steps < 1:
+        raise MetapruneError(
+            f"warm-up of {e:g} epochs is less than one SGD step ({per_epoch} steps per epoch); "
+            f"accepted: at least {1 / per_epoch:.3g} epochs"
+        )
+    return steps
+
+
+class _Trajectory:
+    """Accumulates the dynamics from consecutive stacked states (member 0 of a one-member population).
+
+    Works in the training dtype on the training device, in place: the hook runs after every step.
+    """
+
+    def __init__(self, names: list[str], lr: float) -> None:
+        self.names = names
+        self.lr = lr
+        self.prev: list[torch.Tensor] = []
+        self.state: dict[str, torch.Tensor] = {}
+        self.movement: list[torch.Tensor] = []
+        self.abs_grad: list[torch.Tensor] = []
+        self.flips: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def __call__(self, params: dict, buffers: dict) -> None:
+        now = [params[n][0] for n in self.names]
+        if not self.prev:
+            self.prev = [w.detach().clone() for w in now]
+            self.movement = [torch.zeros_like(w) for w in now]
+            self.abs_grad = [torch.zeros_like(w) for w in now]
+            self.flips = [torch.zeros_like(w) for w in now]
+        else:
+            for before, after, mov, grad_sum, flips in zip(
+                self.prev, now, self.movement, self.abs_grad, self.flips, strict=True
+            ):
+                step = before - after  # = lr * g_t
+                mov.addcmul_(step, before, value=-1.0 / self.lr)
+                grad_sum.add_(step.abs_(), alpha=1.0 / self.lr)
+                flips.add_(torch.signbit(before) != torch.signbit(after))
+                before.copy_(after)
+        self.state = {**params, **buffers}
+
+    def flat(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([p.reshape(-1) for p in parts]).to("cpu", torch.float64)
+
+
+def warm_up(
+    net: nn.Module,
+    splits: DataSplits,
+    train: TrainConfig,
+    epochs: float,
+    seed: int,
+    *,
+    device: torch.device | str | None = None,
+) -> WarmupRecord:
+    """Train a copy of ``net`` (θ0) densely for ``epochs`` and record its trajectory; ``net`` is untouched."""
+    t0 = time.perf_counter()
+    steps = warmup_steps(epochs, splits, train)
+    layout = prunable_layout(net)
+    names = [layer.name for layer in layout.layers]
+    trajectory = _Trajectory(names, train.lr)
+    per_epoch = math.ceil(int(splits.train_x.shape[0]) / train.batch_size)
+    config = replace(train, early_stopping=False, epochs=math.ceil(steps / per_epoch))
+    train_population(
+        [net],
+        splits,
+        config,
+        seed,
+        device=device,
+        max_steps=steps,
+        step_hook=trajectory,
+        order_stream=ORDER_STREAM,
+    )
+    warmed = copy.deepcopy(net)
+    with torch.no_grad():
+        current = dict(warmed.named_parameters())
+        current.update(dict(warmed.named_buffers()))
+        for key, value in trajectory.state.items():
+            current[key].copy_(value[0].to(device=current[key].device, dtype=current[key].dtype))
+    theta0 = torch.cat([p.detach().reshape(-1).to("cpu", torch.float64) for p in _prunable(net, names)])
+    theta_e = trajectory.flat(trajectory.prev)
+    return WarmupRecord(
+        epochs=float(epochs),
+        steps=steps,
+        cost_epochs=steps / per_epoch,
+        network=warmed,
+        theta0=theta0,
+        delta=(theta_e - theta0).abs(),
+        movement=trajectory.flat(trajectory.movement),
+        abs_grad=trajectory.flat(trajectory.abs_grad),
+        sign_flips=trajectory.flat(trajectory.flips),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _prunable(net: nn.Module, names: list[str]) -> list[torch.Tensor]:
+    params = dict(net.named_parameters())
+    return [params[n] for n in names]
