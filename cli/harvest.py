@@ -54,6 +54,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             int, typer.Option("--seeds-per-task", help="seeds trained together as one population (one task)")
         ] = 8,
         data_seed: Annotated[int, typer.Option("--data-seed", help="data order of target training")] = 0,
+        warmup: Annotated[
+            float, typer.Option("--warmup", help="epochs of the dense warm-up behind the dynamics features")
+        ] = 3.0,
         out_path: Annotated[
             str | None, typer.Option("--out", help="store path (default datasets/<network>-<dataset>-<hash>.zarr)")
         ] = None,
@@ -84,6 +87,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             train=replace(DEFAULT_TRAIN, epochs=epochs, patience=patience),
             seeds_per_task=seeds_per_task,
             data_seed=data_seed,
+            warmup_epochs=warmup,
         )
         with progress_bar("harvest", None) as bar:
             levels_seen: dict[int, str] = {}

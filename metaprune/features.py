@@ -29,6 +29,15 @@ Groups (:data:`FEATURE_GROUPS`):
     prunable layer, whose output is the logits. For Conv layers the units are channels and the max/mean
     run over the batch and all spatial positions. (For ResNet the output ReLU is applied straight to the
     convolution output, before BatchNorm: an approximation, documented here.)
+``dynamics`` (from a dense warm-up of E epochs from θ0, ``metaprune.pruning.warmup``)
+    ``delta`` |θ_E − θ0|, ``movement`` −Σ_t g_t ⊙ θ_t, ``abs_grad`` Σ_t |g_t|, ``sign_flips`` (steps that
+    changed the weight's sign), ``magnitude_e`` |θ_E|, and ``rank_<name>`` of each within its layer. Only
+    computed when a warm-up record is given (the harvest always gives one; a learned scorer only when its
+    model reads these features).
+
+``names`` selects the columns to compute (default: all); the others are NaN. A learned scorer asks
+only for the features its model reads, so e.g. a model without ``synflow_ums`` never runs the 100
+SynFlow rounds that feature costs.
 
 All computations work on copies: the network's weights, buffers, ``.grad`` and train/eval flag are
 untouched. Everything is deterministic for a given (network, data, seed, density).
@@ -47,13 +56,16 @@ from metaprune.networks import PrunableLayout, prunable_layout, prunable_weights
 from metaprune.pruning.scorers import CHUNK, PruneData, score
 
 SCORE_FEATURES: tuple[str, ...] = ("magnitude", "snip", "grasp", "grasp_abs", "synflow", "synflow_ums")
+DYNAMICS_FEATURES: tuple[str, ...] = ("delta", "movement", "abs_grad", "sign_flips", "magnitude_e")
 FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "scores": SCORE_FEATURES,
     "structure": ("depth", "fan_in", "fan_out", "layer_size", *(f"rank_{s}" for s in SCORE_FEATURES)),
     "activations": ("weight", "layer_frobenius", "in_act_max", "in_act_mean", "out_act_max", "out_act_mean"),
+    "dynamics": (*DYNAMICS_FEATURES, *(f"rank_{s}" for s in DYNAMICS_FEATURES)),
 }
 FEATURE_NAMES: tuple[str, ...] = tuple(name for group in FEATURE_GROUPS.values() for name in group)
-FEATURE_VERSION = 1  # bump when a feature's definition changes (part of the harvest config)
+FEATURE_VERSION = 2  # bump when a feature's definition changes (part of the harvest config)
+RANKED = (*SCORE_FEATURES, *DYNAMICS_FEATURES)
 DEFAULT_UMS_ROUNDS = 100
 
 
@@ -68,6 +80,7 @@ def feature_spec() -> dict:
         "synflow_ums": "round of removal by upfront multi-shot SynFlow to the density / (rounds + 1); survivors 1",
         "rank": "rank of the score within its layer, ties averaged, scaled to [0, 1]",
         "activations": "max/mean over the pruning batch (eval mode); hidden outputs post-ReLU, last layer logits",
+        "dynamics": "from a dense warm-up of warmup_epochs from θ0 on the warmup_order stream; g_t = update / lr",
     }
 
 
@@ -218,47 +231,86 @@ def compute_features(
     density: float,
     ums_rounds: int = DEFAULT_UMS_ROUNDS,
     mask: torch.Tensor | None = None,
+    warmup=None,
+    names: Iterable[str] | None = None,
 ) -> torch.Tensor:
-    """All features of every prunable weight of ``net``: float32 ``[n_weights, len(FEATURE_NAMES)]``.
+    """The features of every prunable weight of ``net``: float32 ``[n_weights, len(FEATURE_NAMES)]``.
 
     ``data`` is the pruning batch (``pruning.scorers.pruning_batch``), ``seed`` seeds tie-breaking of the
     multi-shot SynFlow feature, ``density`` is the density that feature prunes to (the harvest's target
     density). ``mask`` (optional, default: nothing pruned) evaluates the masked network: scores of pruned
-    weights are 0 and the multi-shot feature starts from the mask. ``net`` is not modified.
+    weights are 0 and the multi-shot feature starts from the mask. ``warmup`` (a
+    ``pruning.warmup.WarmupRecord`` of θ0) feeds the dynamics group. ``names`` selects the columns to
+    compute (default: all, the dynamics group only with a warm-up; the rest are NaN). ``net`` is not modified.
     """
-    from metaprune.pruning.schedules import ScheduleConfig, prune_upfront
-
     layout = prunable_layout(net)
     n = layout.total
+    if names is None:  # everything this call can compute: the dynamics only with a warm-up
+        names = [f for f in FEATURE_NAMES if warmup is not None or f not in FEATURE_GROUPS["dynamics"]]
+    wanted = set(select_features(list(names)))
     if data is None or data.x.shape[0] == 0:
         raise MetapruneError("features need a non-empty pruning batch; accepted: PruneData from pruning_batch")
     if mask is not None:
         mask = mask.reshape(-1).to("cpu", torch.bool)
         if mask.numel() != n:
             raise MetapruneError(f"mask of {mask.numel()} weights does not match the network's {n}")
+    needed = wanted | {name[len("rank_") :] for name in wanted if name.startswith("rank_")}
     cols: dict[str, torch.Tensor] = {}
-    cols["magnitude"] = score("magnitude", net, mask, data, seed).double().cpu()
-    cols["snip"] = score("snip", net, mask, data, seed).double().cpu()
-    grasp = score("grasp", net, mask, data, seed).cpu()
-    cols["grasp"] = grasp.double()
-    cols["grasp_abs"] = grasp.abs().double()  # == score("grasp_abs", ...): the same computation, abs'ed
-    cols["synflow"] = _sum_normalised(score("synflow", net, mask, data, seed))
+    _score_columns(cols, needed, net, mask, data, seed, density, ums_rounds)
+    _structure_columns(cols, needed, layout)
+    _activation_columns(cols, needed, net, mask, data, layout)
+    _dynamics_columns(cols, needed, warmup, mask, n)
 
-    def synflow_fn(m: nn.Module, alive: torch.Tensor) -> torch.Tensor:
-        return score("synflow", m, alive, data, seed)
+    out = torch.full((n, len(FEATURE_NAMES)), float("nan"), dtype=torch.float32)
+    for name, values in cols.items():
+        if name in FEATURE_NAMES:
+            out[:, FEATURE_NAMES.index(name)] = values.to(torch.float32)
+    for s in RANKED:
+        if f"rank_{s}" in wanted:
+            column = out[:, FEATURE_NAMES.index(s)]
+            out[:, FEATURE_NAMES.index(f"rank_{s}")] = rank_within_layers(column, layout).to(torch.float32)
+    computed = [FEATURE_NAMES.index(name) for name in FEATURE_NAMES if name in wanted]
+    bad = [FEATURE_NAMES[j] for j in computed if not bool(torch.isfinite(out[:, j]).all())]
+    if bad:
+        raise MetapruneError(
+            f"features {', '.join(bad)} are not finite in float32 for this network; "
+            "accepted: a network whose scores fit float32"
+        )
+    return out
 
-    ums = prune_upfront(
-        synflow_fn,
-        net,
-        density,
-        seed,
-        multi_shot=True,
-        config=ScheduleConfig(rounds=int(ums_rounds)),
-        alive=mask,
-        name="synflow@ums",
-    )
-    cols["synflow_ums"] = ums.removed_at.to(torch.float64) / (int(ums_rounds) + 1)
 
+def _score_columns(cols, needed, net, mask, data, seed, density, ums_rounds) -> None:
+    from metaprune.pruning.schedules import ScheduleConfig, prune_upfront
+
+    for name in ("magnitude", "snip"):
+        if name in needed:
+            cols[name] = score(name, net, mask, data, seed).double().cpu()
+    if needed & {"grasp", "grasp_abs"}:
+        grasp = score("grasp", net, mask, data, seed).cpu()
+        cols["grasp"] = grasp.double()
+        cols["grasp_abs"] = grasp.abs().double()  # == score("grasp_abs", ...): the same computation, abs'ed
+    if "synflow" in needed:
+        cols["synflow"] = _sum_normalised(score("synflow", net, mask, data, seed))
+    if "synflow_ums" in needed:
+
+        def synflow_fn(m: nn.Module, alive: torch.Tensor) -> torch.Tensor:
+            return score("synflow", m, alive, data, seed)
+
+        ums = prune_upfront(
+            synflow_fn,
+            net,
+            density,
+            seed,
+            multi_shot=True,
+            config=ScheduleConfig(rounds=int(ums_rounds)),
+            alive=mask,
+            name="synflow@ums",
+        )
+        cols["synflow_ums"] = ums.removed_at.to(torch.float64) / (int(ums_rounds) + 1)
+
+
+def _structure_columns(cols, needed, layout: PrunableLayout) -> None:
+    n = layout.total
     for layer in layout.layers:
         sl = slice(layer.offset, layer.offset + layer.size)
         for name, value in (
@@ -267,35 +319,39 @@ def compute_features(
             ("fan_out", layer.fan_out),
             ("layer_size", layer.size),
         ):
-            cols.setdefault(name, torch.empty(n, dtype=torch.float64))[sl] = float(value)
+            if name in needed:
+                cols.setdefault(name, torch.empty(n, dtype=torch.float64))[sl] = float(value)
 
-    weights = [w.detach().cpu().double() for w in prunable_weights(net)]
-    if mask is not None:
-        weights = [w * m.double() for w, m in zip(weights, layout.split(mask), strict=True)]
-    cols["weight"] = torch.cat([w.reshape(-1) for w in weights])
-    cols["layer_frobenius"] = torch.cat(
-        [torch.full((w.numel(),), float(torch.linalg.vector_norm(w)), dtype=torch.float64) for w in weights]
-    )
-    acts = unit_activations(net, data, mask)
-    cols["in_act_max"], cols["out_act_max"] = _expand_units(layout, acts["in_max"], acts["out_max"])
-    cols["in_act_mean"], cols["out_act_mean"] = _expand_units(layout, acts["in_mean"], acts["out_mean"])
 
-    out = torch.empty(n, len(FEATURE_NAMES), dtype=torch.float32)
-    for name in FEATURE_NAMES:
-        if name.startswith("rank_"):
-            continue
-        out[:, FEATURE_NAMES.index(name)] = cols[name].to(torch.float32)
-    for s in SCORE_FEATURES:
-        out[:, FEATURE_NAMES.index(f"rank_{s}")] = rank_within_layers(out[:, FEATURE_NAMES.index(s)], layout).to(
-            torch.float32
+def _activation_columns(cols, needed, net, mask, data, layout: PrunableLayout) -> None:
+    if needed & {"weight", "layer_frobenius"}:
+        weights = [w.detach().cpu().double() for w in prunable_weights(net)]
+        if mask is not None:
+            weights = [w * m.double() for w, m in zip(weights, layout.split(mask), strict=True)]
+        cols["weight"] = torch.cat([w.reshape(-1) for w in weights])
+        cols["layer_frobenius"] = torch.cat(
+            [torch.full((w.numel(),), float(torch.linalg.vector_norm(w)), dtype=torch.float64) for w in weights]
         )
-    if not bool(torch.isfinite(out).all()):
-        bad = [FEATURE_NAMES[j] for j in range(out.shape[1]) if not bool(torch.isfinite(out[:, j]).all())]
+    if needed & {"in_act_max", "in_act_mean", "out_act_max", "out_act_mean"}:
+        acts = unit_activations(net, data, mask)
+        cols["in_act_max"], cols["out_act_max"] = _expand_units(layout, acts["in_max"], acts["out_max"])
+        cols["in_act_mean"], cols["out_act_mean"] = _expand_units(layout, acts["in_mean"], acts["out_mean"])
+
+
+def _dynamics_columns(cols, needed, warmup, mask, n: int) -> None:
+    if not needed & set(DYNAMICS_FEATURES):
+        return
+    if warmup is None:
         raise MetapruneError(
-            f"features {', '.join(bad)} are not finite in float32 for this network; "
-            "accepted: a network whose scores fit float32"
+            "the dynamics features need a warm-up record; accepted: compute_features(..., warmup=warm_up(...))"
         )
-    return out
+    keep = torch.ones(n, dtype=torch.float64) if mask is None else mask.to(torch.float64)
+    theta_e = torch.cat([w.detach().reshape(-1).to("cpu", torch.float64) for w in prunable_weights(warmup.network)])
+    for name in ("delta", "movement", "abs_grad", "sign_flips"):
+        if name in needed:
+            cols[name] = warmup.dynamics(name).to(torch.float64) * keep
+    if "magnitude_e" in needed:
+        cols["magnitude_e"] = theta_e.abs() * keep
 
 
 def layer_coordinates(layout: PrunableLayout) -> dict[str, torch.Tensor]:
@@ -321,6 +377,7 @@ def layer_coordinates(layout: PrunableLayout) -> dict[str, torch.Tensor]:
 
 __all__ = [
     "DEFAULT_UMS_ROUNDS",
+    "DYNAMICS_FEATURES",
     "FEATURE_GROUPS",
     "FEATURE_NAMES",
     "FEATURE_VERSION",

@@ -54,6 +54,7 @@ def tiny_harvest_config(**overrides):
         train=TrainConfig(epochs=2, patience=2),
         seeds_per_task=2,
         ums_rounds=10,
+        warmup_epochs=1.0,
     )
     return HarvestConfig(**{**fields, **overrides})
 

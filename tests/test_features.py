@@ -15,7 +15,8 @@ from metaprune.features import (
     rank_within_layers,
     select_features,
 )
-from metaprune.networks import MLP, prunable_layout
+from metaprune.networks import MLP, build_network, prunable_layout, prunable_weights
+from metaprune.pruning.apply import prune_data_for
 from metaprune.pruning.schedules import ScheduleConfig, prune_upfront
 from metaprune.pruning.scorers import PruneData, score
 
@@ -109,7 +110,7 @@ def test_network_untouched_and_deterministic(tiny):
     before = {k: v.clone() for k, v in net.state_dict().items()}
     a = compute_features(net, data, seed=1, density=0.5, ums_rounds=3)
     b = compute_features(net, data, seed=1, density=0.5, ums_rounds=3)
-    assert torch.equal(a, b)
+    torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
     assert net.training
     assert all(p.grad is None for p in net.parameters())
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
@@ -176,4 +177,34 @@ def test_speed_sanity_lenet_shape():
     net = build_network("lenet_300_100", (1, 28, 28), 10, 0)
     data = PruneData(torch.randn(20, 1, 28, 28), torch.arange(20) % 10)
     x = compute_features(net, data, seed=0, density=0.005, ums_rounds=3)
-    assert x.shape == (266_200, len(FEATURE_NAMES)) and bool(torch.isfinite(x).all())
+    static = [j for j, name in enumerate(FEATURE_NAMES) if name not in FEATURE_GROUPS["dynamics"]]
+    assert x.shape == (266_200, len(FEATURE_NAMES)) and bool(torch.isfinite(x[:, static]).all())
+    assert bool(torch.isnan(x[:, len(static) :]).all())  # no warm-up given: no dynamics
+
+
+def test_dynamics_group_reads_the_warm_up_and_only_requested_columns_are_computed():
+    from metaprune.pruning.warmup import warm_up
+    from metaprune.training import TrainConfig
+
+    from .conftest import synthetic_splits
+
+    splits = synthetic_splits(n_train=64)
+    net = build_network("mlp:5", splits.input_shape, splits.num_classes, 2)
+    data = prune_data_for(splits, 2, 4)
+    record = warm_up(net, splits, TrainConfig(batch_size=16, epochs=2), 1, seed=2)
+    x = compute_features(net, data, 2, density=0.3, ums_rounds=2, warmup=record)
+    col = {name: x[:, FEATURE_NAMES.index(name)].double() for name in FEATURE_NAMES}
+    torch.testing.assert_close(col["delta"], record.delta, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(col["movement"], record.movement, rtol=1e-6, atol=1e-7)
+    theta_e = torch.cat([w.detach().reshape(-1).double() for w in prunable_weights(record.network)])
+    torch.testing.assert_close(col["magnitude_e"], theta_e.abs(), rtol=1e-6, atol=1e-7)
+    layout = prunable_layout(net)
+    first = slice(0, layout.layers[0].size)
+    # rank 1.0 for the largest delta of the first layer, 0.0 for the smallest
+    assert col["rank_delta"][first][col["delta"][first].argmax()] == 1.0
+    assert col["rank_delta"][first][col["delta"][first].argmin()] == 0.0
+    only = compute_features(net, data, 2, density=0.3, names=["delta", "rank_snip"], warmup=record)
+    computed = [FEATURE_NAMES[j] for j in range(only.shape[1]) if bool(torch.isfinite(only[:, j]).all())]
+    assert computed == ["snip", "rank_snip", "delta"]  # snip is computed for its rank
+    with pytest.raises(MetapruneError, match="need a warm-up record"):
+        compute_features(net, data, 2, density=0.3, names=["movement"])

@@ -31,6 +31,7 @@ def tiny_config(**overrides):
         train=TrainConfig(epochs=2, patience=1),
         seeds_per_task=6,
         ums_rounds=5,
+        warmup_epochs=1.0,
     )
     values.update(overrides)
     return HarvestConfig(**values)

@@ -109,11 +109,15 @@ def test_features_are_the_one_function(base):
     from metaprune.datasets import load_dataset
     from metaprune.networks import build_network
     from metaprune.pruning.apply import prune_data_for
+    from metaprune.pruning.warmup import warm_up
 
     path, _ = base
     splits = load_dataset("digits")
     net = build_network("mlp:12-8", splits.input_shape, splits.num_classes, 2)
-    x = compute_features(net, prune_data_for(splits, 2), 2, density=0.1, ums_rounds=TINY.ums_rounds).numpy()
+    record = warm_up(net, splits, TINY.train, TINY.warmup_epochs, 2)  # the warm-up a learned scorer runs
+    x = compute_features(
+        net, prune_data_for(splits, 2), 2, density=0.1, ums_rounds=TINY.ums_rounds, warmup=record
+    ).numpy()
     with open_store(path) as s:
         ((_, stored, _),) = list(s.iter_seeds([2]))
         assert np.array_equal(stored, x)

@@ -32,7 +32,8 @@ def splits():
 def fitted(store, tmp_path_factory):
     """A linear model on all features (minmax) and one on rank preprocessing."""
     models = tmp_path_factory.mktemp("learned-models")
-    plain = fit_model(store, FitConfig(model="linear", features="all"), models_dir=models)
+    static = "scores,structure,activations"
+    plain = fit_model(store, FitConfig(model="linear", features=static), models_dir=models)
     ranked = fit_model(store, FitConfig(model="lightgbm", preprocess="rank", options={"rounds": 10}), models_dir=models)
     return plain, ranked
 
@@ -52,6 +53,19 @@ def test_learned_method_prunes_through_prune_seeds_without_skew(fitted, store, s
     assert int(mask.sum()) == keep_count(DENSITY, 944)
     # features computed at prune time are the harvest's: the ticket overlaps the target exactly as fit measured
     assert jaccard(mask, _target_mask(store, seed)) == pytest.approx(plain.metrics["test"]["jaccard"])
+
+
+def test_a_model_reading_the_dynamics_runs_its_warm_up_without_skew(store, splits, tmp_path):
+    model = fit_model(store, FitConfig(model="linear", features="scores,dynamics"), models_dir=tmp_path)
+    assert model.meta["feature_config"]["warmup"]["epochs"] == 1.0
+    seed = model.meta["test_seeds"][0]
+    with pytest.raises(MetapruneError, match=r"1-epoch warm-up; accepted: learned:.*\+w1"):
+        prune_seeds(parse_method(f"learned:{model.path}"), NETWORK, splits, DENSITY, (seed,))
+    with pytest.raises(MetapruneError, match="was fitted on a warm-up"):
+        prune_seeds(parse_method(f"learned:{model.path}+w2"), NETWORK, splits, DENSITY, (seed,))
+    ticket = prune_seeds(parse_method(f"learned:{model.path}+w1"), NETWORK, splits, DENSITY, (seed,))[0]
+    # the harvest's warm-up and the method's are the same trajectory: the overlap is exactly fit's
+    assert jaccard(ticket.mask, _target_mask(store, seed)) == pytest.approx(model.metrics["test"]["jaccard"])
 
 
 def test_scores_are_float32_on_the_flat_axis_with_pruned_weights_zero(fitted, splits):

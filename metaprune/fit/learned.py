@@ -96,6 +96,37 @@ def _feature_settings(meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def model_warmup(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The warm-up a model's dynamics features were harvested with, or None if it reads none."""
+    from metaprune.features import DYNAMICS_FEATURES
+
+    uses = [f for f in meta.get("features", []) if f.removeprefix("rank_") in DYNAMICS_FEATURES]
+    if not uses:
+        return None
+    warmup = (meta.get("feature_config") or {}).get("warmup")
+    if not warmup:
+        raise MetapruneError(f"model {meta.get('name')!r} reads {uses[0]} but records no warm-up; refit it")
+    return dict(warmup)
+
+
+def _check_warmup(loaded: LoadedModel, data: Any) -> Any:
+    wanted = model_warmup(loaded.meta)
+    if wanted is None:
+        return None
+    record = None if data is None else getattr(data, "warmup", None)
+    spelled = f"learned:{loaded.path}+w{wanted['epochs']:g}"
+    if record is None:
+        raise MetapruneError(
+            f"model {loaded.path} reads features of a {wanted['epochs']:g}-epoch warm-up; accepted: {spelled}"
+        )
+    if record.setup() != wanted:
+        raise MetapruneError(
+            f"model {loaded.path} was fitted on a warm-up {wanted}, but this method's warm-up is {record.setup()}; "
+            f"accepted: {spelled} with the harvest's lr, batch size and optimizer"
+        )
+    return record
+
+
 def learned_scores(model_dir: str | Path, net: nn.Module, mask: torch.Tensor, data: Any, seed: int) -> torch.Tensor:
     """Scores of the fitted model in ``model_dir`` for every prunable weight of ``net`` (pruned ones 0).
 
@@ -111,7 +142,16 @@ def learned_scores(model_dir: str | Path, net: nn.Module, mask: torch.Tensor, da
     if mask.numel() != layout.total:
         raise MetapruneError(f"mask of {mask.numel()} weights does not match the network's {layout.total}")
     settings = _feature_settings(loaded.meta)
-    feats = feature_module.compute_features(net, data, seed, mask=None if bool(mask.all()) else mask, **settings)
+    record = _check_warmup(loaded, data)
+    feats = feature_module.compute_features(
+        net if record is None else record.initial,
+        data,
+        seed,
+        mask=None if bool(mask.all()) else mask,
+        warmup=record,
+        names=loaded.features,
+        **settings,
+    )
     feats = feats.detach().to("cpu", torch.float32).numpy()
     if feats.shape != (layout.total, len(available)):
         raise MetapruneError(

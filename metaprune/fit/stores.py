@@ -107,6 +107,14 @@ def open_view(path: str | Path) -> StoreView:
         value = spec.get(key, cfg.get(key))
         if value is not None:
             fcfg[key] = int(value)
+    if cfg.get("warmup_epochs") is not None:
+        train = cfg.get("train") or {}
+        fcfg["warmup"] = {
+            "epochs": float(cfg["warmup_epochs"]),
+            "lr": float(train.get("lr", 0.1)),
+            "batch_size": int(train.get("batch_size", 64)),
+            "optimizer": str(train.get("optimizer", "sgd")),
+        }
     version = spec.get("version", cfg.get("feature_version"))
     return StoreView(
         path=path,

@@ -43,6 +43,7 @@ class HarvestConfig:
     seeds_per_task: int = 8  # population trained together (a task)
     per_class: int = 10  # pruning batch: examples per class (thesis: 10 x classes)
     ums_rounds: int = DEFAULT_UMS_ROUNDS  # rounds of the synflow_ums feature
+    warmup_epochs: float = 3.0  # dense warm-up behind the dynamics features
     scope: str = "global"
     feature_version: int = FEATURE_VERSION
     features: tuple[str, ...] = FEATURE_NAMES
@@ -79,12 +80,17 @@ class HarvestConfig:
                 "current feature set (select columns when reading the store instead)"
             )
         train = self.train.validate()
+        warmup = float(self.warmup_epochs)
+        if not 0 < warmup <= train.epochs:
+            raise MetapruneError(
+                f"bad warm-up of {self.warmup_epochs!r} epochs; accepted: 0 < warm-up <= {train.epochs} (the epochs cap)"
+            )
         ScheduleConfig(rounds=self.rounds, levels=self.levels, scope=self.scope).validate()
         shape, classes = dataset_info(dataset)
         net = build_network(network, shape, classes, 0)
         check_density_for_network(density, net, self.scope)
         _ = prunable_layout(net)
-        return replace(self, network=network, dataset=dataset, density=density, train=train)
+        return replace(self, network=network, dataset=dataset, density=density, train=train, warmup_epochs=warmup)
 
     def identity(self) -> dict:
         """The JSON-able fields that decide the numbers (stored as the ``config`` attribute)."""

@@ -61,6 +61,7 @@ def run_task(spec: TaskSpec, emit: Emit | None = None) -> TaskResult:
     from metaprune.pruning.apply import prune_data_for
     from metaprune.pruning.schedules import ScheduleConfig, prune_iterative
     from metaprune.pruning.scorers import score
+    from metaprune.pruning.warmup import warm_up
     from metaprune.training import resolve_device
 
     emit = emit or (lambda event: None)
@@ -128,7 +129,10 @@ def run_task(spec: TaskSpec, emit: Emit | None = None) -> TaskResult:
         if s in done:
             continue
         t = time.perf_counter()
-        x = compute_features(nets[i], datas[i], s, density=cfg.density, ums_rounds=cfg.ums_rounds).numpy()
+        record = warm_up(nets[i], splits, cfg.train, cfg.warmup_epochs, s, device=device)
+        x = compute_features(
+            nets[i], datas[i], s, density=cfg.density, ums_rounds=cfg.ums_rounds, warmup=record
+        ).numpy()
         features_s = time.perf_counter() - t
         outcome = outcomes[i]
         raw = outcome.scores.detach().to(torch.float64).cpu()

@@ -39,8 +39,12 @@ DYNAMICS = ("delta", "movement", "abs_grad", "sign_flips")
 class WarmupRecord:
     epochs: float
     steps: int
+    lr: float
+    batch_size: int
+    optimizer: str
     cost_epochs: float  # steps / steps per epoch: the epochs actually trained
     network: nn.Module  # θ_E: the warmed-up copy
+    initial: nn.Module  # θ0 itself (not a copy; never written)
     theta0: torch.Tensor  # flat prunable weights of θ0
     delta: torch.Tensor
     movement: torch.Tensor
@@ -50,6 +54,10 @@ class WarmupRecord:
 
     def dynamics(self, name: str) -> torch.Tensor:
         return getattr(self, name)
+
+    def setup(self) -> dict:
+        """What decides the trajectory besides θ0 and the data (compared with a learned model's record)."""
+        return {"epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size, "optimizer": self.optimizer}
 
 
 def warmup_steps(epochs: float, splits: DataSplits, train: TrainConfig) -> int:
@@ -148,8 +156,12 @@ def warm_up(
     return WarmupRecord(
         epochs=float(epochs),
         steps=steps,
+        lr=float(train.lr),
+        batch_size=int(train.batch_size),
+        optimizer=str(train.optimizer),
         cost_epochs=steps / per_epoch,
         network=warmed,
+        initial=net,
         theta0=theta0,
         delta=(theta_e - theta0).abs(),
         movement=trajectory.flat(trajectory.movement),
