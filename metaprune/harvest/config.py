@@ -83,7 +83,7 @@ class HarvestConfig:
         warmup = float(self.warmup_epochs)
         if not 0 < warmup <= train.epochs:
             raise MetapruneError(
-                f"bad warm-up of {self.warmup_epochs!r} epochs; accepted: 0 < warm-up <= {train.epochs} (the epochs cap)"
+                f"bad warm-up of {self.warmup_epochs!r} epochs; accepted: 0 < warm-up <= {train.epochs} (epochs cap)"
             )
         ScheduleConfig(rounds=self.rounds, levels=self.levels, scope=self.scope).validate()
         shape, classes = dataset_info(dataset)
