@@ -159,6 +159,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     def bench_prune_cmd(
         json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
         repeats: Annotated[int, typer.Option(help="timed repeats per item (the median is reported)")] = 5,
+        model: Annotated[
+            str | None, typer.Option(help="a fitted model directory: also time learned:MODEL@ums, 20 rounds")
+        ] = None,
     ) -> None:
         """Seconds of SNIP, GraSP, SynFlow (1 and 100 rounds) and exact top-k on LeNet-300-100, one CPU thread,
         next to the planning targets x 1.5."""
@@ -167,7 +170,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
         if repeats < 1:
             raise MetapruneError(f"repeats must be a positive integer, got {repeats!r}")
-        result = bench_prune_report(repeats)
+        result = bench_prune_report(repeats, model)
         if json_out:
             out.print_json(json.dumps(result))
             return

@@ -36,6 +36,8 @@ BENCH_TARGETS: dict[str, float] = {
     "grasp": 0.225,
     "synflow_100_rounds": 0.54,
     "topk_266200": 0.010,
+    "warmup_3_epochs_dynamics": 1.0,  # issue targets, not plan x 1.5
+    "learned_ums_20_rounds": 5.0,
 }
 BENCH_LABELS: dict[str, str] = {
     "snip": "snip (one scoring)",
@@ -43,6 +45,8 @@ BENCH_LABELS: dict[str, str] = {
     "synflow": "synflow, one round",
     "synflow_100_rounds": "synflow, 100 rounds (UMS to 0.005)",
     "topk_266200": "exact top-k, 266,200 weights, ties",
+    "warmup_3_epochs_dynamics": "3-epoch warm-up (mnist5k size) + dynamics features",
+    "learned_ums_20_rounds": "learned:MODEL@ums, 20 rounds, one seed",
 }
 
 
@@ -284,11 +288,11 @@ def load_ticket(path: str | Path) -> TicketFile:
 # ------------------------------------------------------------------------------------------ bench
 
 
-def bench_prune_report(repeats: int = 5) -> dict:
+def bench_prune_report(repeats: int = 5, model: str | None = None) -> dict:
     """``pruning.bench.bench_prune`` next to the planning targets (x 1.5), with pass/fail per item."""
     from metaprune.pruning.bench import bench_prune
 
-    seconds = bench_prune(repeats=repeats)
+    seconds = bench_prune(repeats=repeats, model=model)
     items = []
     for key, value in seconds.items():
         target = BENCH_TARGETS.get(key)

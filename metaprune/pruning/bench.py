@@ -8,10 +8,12 @@ from collections.abc import Callable
 
 import torch
 
+from metaprune.datasets import DataSplits
 from metaprune.networks import build_network, prunable_layout
 from metaprune.pruning.masks import make_mask
 from metaprune.pruning.scorers import PruneData, score
 from metaprune.seeds import generator
+from metaprune.training import TrainConfig
 
 
 def _median_time(fn: Callable[[], object], repeats: int) -> float:
@@ -23,9 +25,11 @@ def _median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_prune(repeats: int = 5) -> dict[str, float]:
+def bench_prune(repeats: int = 5, model: str | None = None) -> dict[str, float]:
     """Median seconds per item on one CPU thread: snip, grasp, one SynFlow round, 100 SynFlow rounds
-    (exponential schedule 1.0 -> 0.005 with exact top-k between rounds) and one global top-k at 0.005."""
+    (exponential schedule 1.0 -> 0.005 with exact top-k between rounds), one global top-k at 0.005, a
+    3-epoch warm-up on a mnist5k-sized training split with its dynamics features, and, given a fitted
+    ``model`` directory, ``learned:MODEL@ums`` with 20 rounds (the model's warm-up included)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -45,12 +49,52 @@ def bench_prune(repeats: int = 5) -> dict[str, float]:
 
         tied = torch.randint(0, 1000, (layout.total,), generator=g).float()  # many ties at the threshold
         tie = generator(0, "tie_break")
+        splits = _mnist5k_sized(g)
+        extra = {} if model is None else {"learned_ums_20_rounds": _median_time(lambda: _learned(model, splits), 1)}
         return {
             "snip": _median_time(lambda: score("snip", net, full, data, 0), repeats),
             "grasp": _median_time(lambda: score("grasp", net, full, data, 0), repeats),
             "synflow": _median_time(lambda: score("synflow", net, full, data, 0), repeats),
             "synflow_100_rounds": _median_time(synflow_rounds, repeats),
             "topk_266200": _median_time(lambda: make_mask(tied, layout, 0.005, generator=tie), repeats),
+            "warmup_3_epochs_dynamics": _median_time(lambda: _warmup_dynamics(net, splits, data), repeats),
+            **extra,
         }
     finally:
         torch.set_num_threads(threads)
+
+
+def _mnist5k_sized(g: torch.Generator) -> DataSplits:
+    """Random data of mnist5k's shapes (3,500 / 500 / 1,000 28x28 images): timing needs no real pixels."""
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.randn(n, 1, 28, 28, generator=g), torch.arange(n) % 10
+
+    return DataSplits("bench", (1, 28, 28), 10, *split(3500), *split(500), *split(1000))
+
+
+def _warmup_dynamics(net, splits: DataSplits, data: PruneData) -> torch.Tensor:
+    from metaprune.features import FEATURE_GROUPS, compute_features
+    from metaprune.pruning.warmup import warm_up
+
+    record = warm_up(net, splits, TrainConfig(), 3, 0)
+    return compute_features(net, data, 0, density=0.005, warmup=record, names=FEATURE_GROUPS["dynamics"])
+
+
+def _learned(model: str, splits: DataSplits) -> None:
+    from metaprune.pruning.apply import prune_seeds
+    from metaprune.pruning.method import parse_method
+    from metaprune.pruning.schedules import ScheduleConfig
+
+    method = parse_method(f"learned:{model}@ums")
+    if method.warmup is None and model_warmup_epochs(model) is not None:
+        method = parse_method(f"learned:{model}@ums+w{model_warmup_epochs(model):g}")
+    prune_seeds(method, "lenet_300_100", splits, 0.005, (0,), schedule=ScheduleConfig(rounds=20))
+
+
+def model_warmup_epochs(model: str) -> float | None:
+    import json
+    from pathlib import Path
+
+    warmup = (json.loads((Path(model) / "meta.json").read_text()).get("feature_config") or {}).get("warmup")
+    return None if not warmup else float(warmup["epochs"])
