@@ -66,9 +66,11 @@ def test_report_reprints_the_table_and_writes_three_plots(tmp_path):
     out = tmp_path / "r"
     run_evaluation(_cfg(methods=("snip", "magnitude"), densities=(0.05, 0.2)), out)
     rep = report(out)
-    densities, rows = table_cells(rep)
-    assert densities == [0.05, 0.2]
+    densities, gap_headers, rows = table_cells(rep)
+    assert densities == [0.05, 0.2] and gap_headers == []  # no ceiling evaluated: no gap columns
     assert {m for m, _, _ in rows} == {"snip@uss", "magnitude@uss"}
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert len(comparison) == 4 and set(comparison["reference"]) == {"snip@uss"}
     names = sorted(p.name for p in rep.plots)
     assert names == ["accuracy_vs_density.png", "kept_weight_distribution.png", "mask_jaccard.png"]
     for p in rep.plots:
