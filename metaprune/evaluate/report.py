@@ -1,7 +1,7 @@
 """Report an evaluation: the methods × densities table (thesis fig. 5.14) and PNG plots.
 
-Plots: accuracy vs density on a log axis with 95 % intervals (thesis 5.1), the Jaccard similarity of
-the methods' masks (5.3), and the distribution of the initial weights each method keeps (5.2).
+The table's statistics also go to ``comparison.csv`` beside ``results.csv``; the plots are drawn by
+``metaprune.evaluate.plots``.
 """
 
 from __future__ import annotations
@@ -10,13 +10,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from metaprune.evaluate.config import CEILINGS, DENSE
-from metaprune.evaluate.results import ResultsDir, unit_name
+from metaprune.evaluate.results import ResultsDir
 from metaprune.evaluate.stats import CEILING_COLUMNS, compare
-from metaprune.pruning.masks import jaccard
 
 BOOT_SEED = 0  # the gap-closure bootstrap's seed: a report is reproducible
 
@@ -135,86 +133,8 @@ def _loss_cell(row: pd.Series, ablation: str) -> str:
 
 
 def write_plots(report: Report, results: ResultsDir) -> list[Path]:
-    import matplotlib
+    """Write the PNG plots the data calls for (see ``metaprune.evaluate.plots``) into the results directory."""
+    from metaprune.evaluate.plots import Plotter
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out: list[Path] = []
-    comp = report.comparison
-    if not comp.empty:
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for method, block in comp.groupby("method"):
-            block = block.sort_values("density")
-            ax.errorbar(
-                block["density"],
-                100 * block["mean"],
-                yerr=100 * block["ci95"].fillna(0),
-                label=method,
-                marker="o",
-                capsize=3,
-            )
-        if not report.dense.empty:
-            dense_std = report.dense[report.dense["method"] == DENSE]["test_acc"]
-            if not dense_std.empty:
-                ax.axhline(100 * dense_std.mean(), color="red", linestyle="--", label="dense")
-        ax.set_xscale("log")
-        ax.set_xlabel("density (fraction of weights kept, log scale)")
-        ax.set_ylabel("test accuracy at early stop (%)")
-        ax.set_title("Accuracy vs density (mean, 95 % CI over seeds)")
-        ax.legend(fontsize=7, loc="lower right")
-        ax.grid(True, which="both", alpha=0.3)
-        path = results.path / "accuracy_vs_density.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        out.append(path)
-
-        rows = report.rows[~report.rows["method"].str.startswith(DENSE)]
-        lowest = rows["density"].min()
-        methods = sorted(rows[rows["density"] == lowest]["method"].unique())
-        seeds = sorted(rows["seed"].unique())
-        mat = np.full((len(methods), len(methods)), np.nan)
-        masks = {(m, s): results.mask(int(s), unit_name(m, lowest)) for m in methods for s in seeds}
-        for i, a in enumerate(methods):
-            for j, b in enumerate(methods):
-                vals = [
-                    jaccard(masks[(a, s)], masks[(b, s)])
-                    for s in seeds
-                    if masks[(a, s)] is not None and masks[(b, s)] is not None
-                ]
-                if vals:
-                    mat[i, j] = float(np.mean(vals))
-        fig, ax = plt.subplots(figsize=(max(6.0, 1.2 + 0.6 * len(methods)), max(4.5, 1 + 0.5 * len(methods))))
-        im = ax.imshow(mat, vmin=0, vmax=1, cmap="viridis")
-        ax.set_xticks(range(len(methods)), methods, rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(range(len(methods)), methods, fontsize=7)
-        for i in range(len(methods)):
-            for j in range(len(methods)):
-                if not np.isnan(mat[i, j]):
-                    ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=6, color="w")
-        fig.colorbar(im, ax=ax, label="Jaccard similarity of masks")
-        ax.set_title(f"Mask overlap at density {lowest:g}\n(mean over seeds)", fontsize=10)
-        path = results.path / "mask_jaccard.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        out.append(path)
-
-        seed0 = int(seeds[0])
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for m in methods:
-            kept = results.kept_weights(seed0, unit_name(m, lowest))
-            if kept is not None and kept.numel():
-                ax.hist(kept.numpy(), bins=60, histtype="step", label=m, density=True)
-        ax.set_xlabel("initial weight value of kept weights")
-        ax.set_ylabel("density")
-        ax.set_title(f"Initial weights kept at density {lowest:g} (seed {seed0})")
-        ax.legend(fontsize=7)
-        path = results.path / "kept_weight_distribution.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        out.append(path)
-    report.plots = out
-    return out
+    report.plots = Plotter(report, results).write_all() if not report.comparison.empty else []
+    return report.plots
