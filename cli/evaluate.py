@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Annotated
 
@@ -17,34 +16,55 @@ from .train import DataRootOpt, DatasetOpt, DeviceOpt, NetworkOpt
 def _print_report(rep, title: str) -> None:
     from metaprune.evaluate.report import table_cells
 
-    densities, rows = table_cells(rep)
+    densities, gap_headers, rows = table_cells(rep)
     table = Table(title=title, title_justify="left")
     table.add_column("method", style="bold")
     for d in densities:
         table.add_column(f"{d:g}", justify="right")
-    show_gap = any(not math.isnan(g) for _, _, g in rows)
-    if show_gap:
-        table.add_column(f"gap closed @{densities[0]:g}", justify="right")
+    for header in gap_headers:
+        table.add_column(header, justify="right")
+    blanks = [""] * (len(densities) - 1 + len(gap_headers))
     if not rep.dense.empty:
         for method, block in rep.dense.groupby("method"):
             acc = 100 * block["test_acc"]
             cell = f"{acc.mean():.2f} ± {acc.std(ddof=1):.2f} sd" if len(acc) > 1 else f"{acc.mean():.2f}"
-            it = f" (it {block['best_iteration'].mean():.0f})"
-            table.add_row(
-                f"{method} (density 1)", *([cell + it] + [""] * (len(densities) - 1)), *([""] if show_gap else [])
-            )
-    for method, cells, gap in rows:
+            table.add_row(f"{method} (density 1)", f"{cell} (it {block['best_iteration'].mean():.0f})", *blanks)
+    for method, cells, gaps in rows:
         mark = " (ref)" if method == rep.reference else ""
-        extra = [f"{100 * gap:.0f} %" if not math.isnan(gap) else ""] if show_gap else []
-        table.add_row(method + mark, *cells, *extra)
+        table.add_row(method + mark, *cells, *gaps)
     out.print(table)
     test = "paired t-test" if rep.test == "ttest" else "Wilcoxon signed-rank"
     out.print(
         f"test accuracy (%) at the best-validation checkpoint, mean ± 95 % CI over seeds; * = differs from "
         f"{rep.reference} ({test}, Holm-corrected across methods, p < 0.05)"
     )
+    if gap_headers:
+        out.print(
+            f"gap to C = (method − {rep.reference}) / (C − {rep.reference}) on paired seed means, "
+            "[95 % bootstrap interval over seeds; none where C does not reliably beat the reference]"
+        )
+    _print_sanity(rep)
     for p in rep.plots:
         out.print(f"plot: {p}")
+
+
+def _print_sanity(rep) -> None:
+    from metaprune.evaluate.report import sanity_cells
+
+    rows = sanity_cells(rep)
+    if not rows:
+        return
+    table = Table(title="sanity checks", title_justify="left")
+    for name in ("method", "density", "!shuffle", "!reinit", "verdict"):
+        table.add_column(name, justify="left" if name == "method" else "right")
+    for method, density, shuffle, reinit, verdict in rows:
+        style = {"pass": "green", "fail": "bold red"}.get(verdict, "")
+        table.add_row(method, f"{density:g}", shuffle, reinit, f"[{style}]{verdict}[/]" if style else verdict)
+    out.print(table)
+    out.print(
+        "accuracy points the ablated mask loses against the method (paired mean ± 95 % CI over seeds); "
+        "pass = !shuffle loses at least 1 point"
+    )
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
@@ -138,7 +158,11 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 progress=progress,
             )
         _print_report(rep, f"{config.network} on {config.dataset}: {len(config.seeds)} seeds")
-        out.print(f"results: {target}/results.csv (tidy table), {target}/results.zarr")
+        out.print(
+            f"results: {target}/results.csv (tidy table), {target}/results.zarr, "
+            f"{target}/comparison.csv (the table's statistics)",
+            highlight=False,
+        )
 
     @app.command("report")
     def report_cmd(
@@ -152,6 +176,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
         rep = report(results, reference, test, plots)
         _print_report(rep, f"{results}")
+        out.print(f"comparison: {results}/comparison.csv", highlight=False)
 
     @bench_app.command("evaluate")
     def bench_evaluate_cmd(

@@ -66,9 +66,11 @@ def test_report_reprints_the_table_and_writes_three_plots(tmp_path):
     out = tmp_path / "r"
     run_evaluation(_cfg(methods=("snip", "magnitude"), densities=(0.05, 0.2)), out)
     rep = report(out)
-    densities, rows = table_cells(rep)
-    assert densities == [0.05, 0.2]
+    densities, gap_headers, rows = table_cells(rep)
+    assert densities == [0.05, 0.2] and gap_headers == []  # no ceiling evaluated: no gap columns
     assert {m for m, _, _ in rows} == {"snip@uss", "magnitude@uss"}
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert len(comparison) == 4 and set(comparison["reference"]) == {"snip@uss"}
     names = sorted(p.name for p in rep.plots)
     assert names == ["accuracy_vs_density.png", "kept_weight_distribution.png", "mask_jaccard.png"]
     for p in rep.plots:
@@ -151,6 +153,24 @@ def test_refuses_other_configuration_and_force_replaces(tmp_path):
     (not_results / "x.txt").write_text("x")
     with pytest.raises(StoreError, match="not a metaprune results directory"):
         run_evaluation(_cfg(methods=("magnitude",), densities=(0.2,), seeds=(1000,)), not_results)
+
+
+def test_another_method_set_grows_the_directory_without_touching_committed_units(tmp_path):
+    # methods, densities and seeds may grow (identity = network, dataset, train, schedule, per_class):
+    # a different method set adds units beside the committed ones, which stay byte for byte
+    out = tmp_path / "r"
+    one = dict(densities=(0.2,), seeds=(1000,))
+    run_evaluation(_cfg(methods=("magnitude",), **one), out)
+    before = {p: p.read_bytes() for p in (out / "units").rglob("*") if p.is_file()}
+    run_evaluation(_cfg(methods=("snip",), **one), out)
+    assert all(p.read_bytes() == data for p, data in before.items())
+    assert json.loads((out / "config.json").read_text())["config"]["methods"] == ["magnitude@uss", "snip@uss"]
+    assert set(ResultsDir(out).rows()["method"]) == {"magnitude@uss", "snip@uss", "dense"}
+    # what changes the measurement is refused in one line naming it, and nothing is lost
+    with pytest.raises(StoreError, match="network differ") as refused:
+        run_evaluation(_cfg(network="mlp:12", methods=("snip",), **one), out)
+    assert "\n" not in str(refused.value) and "--force" in str(refused.value)
+    assert all(p.read_bytes() == data for p, data in before.items())
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path):

@@ -1,7 +1,7 @@
 """Report an evaluation: the methods × densities table (thesis fig. 5.14) and PNG plots.
 
-Plots: accuracy vs density on a log axis with 95 % intervals (thesis 5.1), the Jaccard similarity of
-the methods' masks (5.3), and the distribution of the initial weights each method keeps (5.2).
+The table's statistics also go to ``comparison.csv`` beside ``results.csv``; the plots are drawn by
+``metaprune.evaluate.plots``.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from metaprune.evaluate.config import DENSE
-from metaprune.evaluate.results import ResultsDir, unit_name
-from metaprune.evaluate.stats import compare
-from metaprune.pruning.masks import jaccard
+from metaprune.evaluate.config import CEILINGS, DENSE
+from metaprune.evaluate.results import ResultsDir
+from metaprune.evaluate.stats import CEILING_COLUMNS, compare
+
+BOOT_SEED = 0  # the gap-closure bootstrap's seed: a report is reproducible
 
 
 @dataclass
@@ -43,119 +43,98 @@ def build_report(results: ResultsDir, reference: str | None = None, test: str | 
     test = test or config.get("test", "ttest")
     dense = df[df["method"].str.startswith(DENSE)]
     pruned = df[~df["method"].str.startswith(DENSE)]
-    comparison = compare(pruned, reference, test) if not pruned.empty else pd.DataFrame()
-    return Report(df, comparison, dense, reference, test, [])
+    comparison = compare(pruned, reference, test, boot_seed=BOOT_SEED) if not pruned.empty else pd.DataFrame()
+    report = Report(df, comparison, dense, reference, test, [])
+    write_comparison(report, results)
+    return report
 
 
-def table_cells(report: Report) -> tuple[list[float], list[tuple[str, list[str], float]]]:
-    """(densities, rows) for a methods × densities table; each cell 'mean ± ci' in %, '*' if significant."""
+def write_comparison(report: Report, results: ResultsDir) -> Path | None:
+    """``comparison.csv`` beside ``results.csv``: one row per (density, method), as ``stats.compare``."""
+    if report.comparison.empty:
+        return None
+    path = results.path / "comparison.csv"
+    tmp = results.path / ".comparison.csv.tmp"
+    report.comparison.assign(reference=report.reference, test=report.test).to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def _pct(x: float, digits: int = 2) -> str:
+    return "" if math.isnan(x) else f"{100 * x:.{digits}f}"
+
+
+def _gap_cell(row: pd.Series, stem: str) -> str:
+    point = row.get(stem, math.nan)
+    if pd.isna(point):
+        return ""
+    lo, hi = row[f"{stem}_lo"], row[f"{stem}_hi"]
+    interval = "" if pd.isna(lo) else f" [{100 * lo:.0f}, {100 * hi:.0f}]"
+    return f"{100 * point:.0f} %{interval}"
+
+
+def gap_stems(report: Report) -> list[tuple[str, str]]:
+    """(column stem, ceiling name) for each ceiling the comparison has gap columns for."""
+    names = dict(zip(CEILING_COLUMNS.values(), CEILINGS, strict=True))  # gap_imp -> imp
+    return [(stem, names[stem]) for stem in CEILING_COLUMNS.values() if stem in report.comparison.columns]
+
+
+def table_cells(report: Report) -> tuple[list[float], list[str], list[tuple[str, list[str], list[str]]]]:
+    """(densities, gap headers, rows) of the methods × densities table, best first at the lowest density.
+
+    A row is (method, cells, gaps): each cell 'mean ± ci' in %, '*' if it differs significantly from
+    the reference; gaps are the gap closure towards each ceiling at the lowest density, '% [lo, hi]'.
+    """
     comp = report.comparison
     if comp.empty:
-        return [], []
+        return [], [], []
     densities = sorted(comp["density"].unique())
     lowest = densities[0]
     order = comp[comp["density"] == lowest].sort_values("mean", ascending=False)["method"].tolist()
     order += [m for m in comp["method"].unique() if m not in order]
+    stems = gap_stems(report)
+    headers = [f"gap to {name} @{lowest:g}" for _, name in stems]
+    by_key = {(r["method"], r["density"]): r for _, r in comp.iterrows()}
     rows = []
     for method in order:
         cells = []
-        gap = math.nan
         for d in densities:
-            hit = comp[(comp["method"] == method) & (comp["density"] == d)]
-            if hit.empty:
-                cells.append("")
-                continue
-            r = hit.iloc[0]
-            mark = "*" if r["significant"] else ""
-            ci = "" if math.isnan(r["ci95"]) else f" ± {100 * r['ci95']:.2f}"
-            cells.append(f"{100 * r['mean']:.2f}{ci}{mark}")
-            if d == lowest:
-                gap = r["gap_closed"]
-        rows.append((method, cells, gap))
-    return densities, rows
+            r = by_key.get((method, d))
+            ci = "" if r is None or math.isnan(r["ci95"]) else f" ± {_pct(r['ci95'])}"
+            cells.append("" if r is None else f"{_pct(r['mean'])}{ci}{'*' if r['significant'] else ''}")
+        low = by_key.get((method, lowest))
+        rows.append((method, cells, [_gap_cell(low, stem) if low is not None else "" for stem, _ in stems]))
+    return densities, headers, rows
+
+
+def sanity_cells(report: Report) -> list[tuple[str, float, str, str, str]]:
+    """(method, density, shuffle loss, reinit loss, verdict) for each method with an evaluated ablation.
+
+    Losses are the paired mean (± 95 % CI) in points of the ablation against the method; the verdict
+    is 'pass' when the shuffled mask loses at least one point."""
+    comp = report.comparison
+    if comp.empty or not {"shuffle_loss", "reinit_loss"} & set(comp.columns):
+        return []
+    out = []
+    for _, r in comp.sort_values(["density", "method"]).iterrows():
+        losses = [_loss_cell(r, a) for a in ("shuffle", "reinit")]
+        if any(losses):
+            verdict = r.get("sanity")
+            out.append((r["method"], r["density"], *losses, verdict if isinstance(verdict, str) else ""))
+    return out
+
+
+def _loss_cell(row: pd.Series, ablation: str) -> str:
+    loss = row.get(f"{ablation}_loss", math.nan)
+    if pd.isna(loss):
+        return ""
+    half = row[f"{ablation}_loss_ci95"]
+    return f"{100 * loss:.2f}" + ("" if pd.isna(half) else f" ± {100 * half:.2f}")
 
 
 def write_plots(report: Report, results: ResultsDir) -> list[Path]:
-    import matplotlib
+    """Write the PNG plots the data calls for (see ``metaprune.evaluate.plots``) into the results directory."""
+    from metaprune.evaluate.plots import Plotter
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out: list[Path] = []
-    comp = report.comparison
-    if not comp.empty:
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for method, block in comp.groupby("method"):
-            block = block.sort_values("density")
-            ax.errorbar(
-                block["density"],
-                100 * block["mean"],
-                yerr=100 * block["ci95"].fillna(0),
-                label=method,
-                marker="o",
-                capsize=3,
-            )
-        if not report.dense.empty:
-            dense_std = report.dense[report.dense["method"] == DENSE]["test_acc"]
-            if not dense_std.empty:
-                ax.axhline(100 * dense_std.mean(), color="red", linestyle="--", label="dense")
-        ax.set_xscale("log")
-        ax.set_xlabel("density (fraction of weights kept, log scale)")
-        ax.set_ylabel("test accuracy at early stop (%)")
-        ax.set_title("Accuracy vs density (mean, 95 % CI over seeds)")
-        ax.legend(fontsize=7, loc="lower right")
-        ax.grid(True, which="both", alpha=0.3)
-        path = results.path / "accuracy_vs_density.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        out.append(path)
-
-        rows = report.rows[~report.rows["method"].str.startswith(DENSE)]
-        lowest = rows["density"].min()
-        methods = sorted(rows[rows["density"] == lowest]["method"].unique())
-        seeds = sorted(rows["seed"].unique())
-        mat = np.full((len(methods), len(methods)), np.nan)
-        masks = {(m, s): results.mask(int(s), unit_name(m, lowest)) for m in methods for s in seeds}
-        for i, a in enumerate(methods):
-            for j, b in enumerate(methods):
-                vals = [
-                    jaccard(masks[(a, s)], masks[(b, s)])
-                    for s in seeds
-                    if masks[(a, s)] is not None and masks[(b, s)] is not None
-                ]
-                if vals:
-                    mat[i, j] = float(np.mean(vals))
-        fig, ax = plt.subplots(figsize=(max(6.0, 1.2 + 0.6 * len(methods)), max(4.5, 1 + 0.5 * len(methods))))
-        im = ax.imshow(mat, vmin=0, vmax=1, cmap="viridis")
-        ax.set_xticks(range(len(methods)), methods, rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(range(len(methods)), methods, fontsize=7)
-        for i in range(len(methods)):
-            for j in range(len(methods)):
-                if not np.isnan(mat[i, j]):
-                    ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=6, color="w")
-        fig.colorbar(im, ax=ax, label="Jaccard similarity of masks")
-        ax.set_title(f"Mask overlap at density {lowest:g}\n(mean over seeds)", fontsize=10)
-        path = results.path / "mask_jaccard.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        out.append(path)
-
-        seed0 = int(seeds[0])
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for m in methods:
-            kept = results.kept_weights(seed0, unit_name(m, lowest))
-            if kept is not None and kept.numel():
-                ax.hist(kept.numpy(), bins=60, histtype="step", label=m, density=True)
-        ax.set_xlabel("initial weight value of kept weights")
-        ax.set_ylabel("density")
-        ax.set_title(f"Initial weights kept at density {lowest:g} (seed {seed0})")
-        ax.legend(fontsize=7)
-        path = results.path / "kept_weight_distribution.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        out.append(path)
-    report.plots = out
-    return out
+    report.plots = Plotter(report, results).write_all() if not report.comparison.empty else []
+    return report.plots

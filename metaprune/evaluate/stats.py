@@ -3,17 +3,24 @@
 For each density and method: mean test accuracy with a 95 % t-interval over seeds, the paired
 difference to the reference on the same seeds (same θ0, same data order), a paired t-test (or the
 Wilcoxon signed-rank test), and Holm's correction across the methods compared at that density.
+
+Gap closure (thesis 5.14, measured against the reference): for each ceiling present (``imp`` =
+magnitude@iss, ``synflow@ims``), (method − reference) / (ceiling − reference) from the means over the
+seeds all three share, with a seeded percentile-bootstrap interval over seeds. Sanity: a method whose
+``!shuffle`` ablation was evaluated passes when the shuffled mask loses at least one point.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from metaprune.evaluate.config import BASELINES, CEILINGS
+from metaprune.errors import MetapruneError
+from metaprune.evaluate.config import CEILINGS
 from metaprune.pruning.method import parse_method
 
 
@@ -55,51 +62,124 @@ def holm(pvalues: list[float]) -> list[float]:
     return adjusted
 
 
-def _upfront_baseline(method: str) -> bool:
+N_BOOT = 2000
+# Column stem per ceiling, keyed by canonical spelling: gap_imp, gap_synflow_ims (+ _lo, _hi).
+CEILING_COLUMNS = {parse_method(c).canonical(): "gap_" + c.replace("@", "_") for c in CEILINGS}
+SANITY_MIN_LOSS = 0.01  # the shuffled mask must cost at least one accuracy point
+_EPS = 1e-9  # accuracies are multiples of 1/n_test: a loss of exactly one point must pass
+
+
+@dataclass(frozen=True)
+class Gap:
+    point: float
+    lo: float
+    hi: float
+    degenerate: float  # fraction of resamples in which the ceiling did not beat the reference
+
+
+def gap_closure(
+    method: np.ndarray, reference: np.ndarray, ceiling: np.ndarray, seed: int, n_boot: int = N_BOOT, level=0.95
+) -> Gap:
+    """(method − reference) / (ceiling − reference) on paired per-seed values, percentile-bootstrap interval.
+
+    Seeds are resampled with replacement (``numpy.random.default_rng(seed)``, the same indices for every
+    method with the same number of seeds) and the ratio of means recomputed. A resample whose ceiling does
+    not beat the reference (denominator ≤ 0) has no ratio: when such resamples are at most (1 − level) / 2
+    of all they are dropped (they sit beyond the interval's tail); when more, the denominator's own
+    interval reaches zero, the ratio's interval is unbounded and reported as NaN. The point estimate is
+    NaN when the ceiling does not beat the reference on the means; the interval needs two seeds.
+    """
+    m, r, c = (np.asarray(v, dtype=float) for v in (method, reference, ceiling))
+    n = m.size
+    if n == 0:
+        return Gap(math.nan, math.nan, math.nan, math.nan)
+    denom = float(np.mean(c - r))
+    point = float(np.mean(m - r)) / denom if denom > 0 else math.nan
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    num, den = (m - r)[idx].mean(axis=1), (c - r)[idx].mean(axis=1)
+    ok = den > 0
+    degenerate = float(1 - ok.mean())
+    tail = (1 - level) / 2
+    if n < 2 or math.isnan(point) or degenerate > tail:
+        return Gap(point, math.nan, math.nan, degenerate)
+    lo, hi = np.percentile(num[ok] / den[ok], [100 * tail, 100 * (1 - tail)])
+    return Gap(point, float(lo), float(hi), degenerate)
+
+
+def _gap_fields(table: pd.DataFrame, method: str, reference: str, seed: int, n_boot: int) -> dict:
+    out: dict = {}
+    for ceiling, stem in CEILING_COLUMNS.items():
+        if ceiling not in table.columns or reference not in table.columns:
+            continue
+        # by position: the method may be the reference or the ceiling itself
+        m, r, c = (table[name].to_numpy(dtype=float) for name in (method, reference, ceiling))
+        shared = ~(np.isnan(m) | np.isnan(r) | np.isnan(c))
+        gap = gap_closure(m[shared], r[shared], c[shared], seed, n_boot)
+        out.update({stem: gap.point, f"{stem}_lo": gap.lo, f"{stem}_hi": gap.hi})
+    return out
+
+
+def _ablation(method: str, ablation: str) -> str | None:
     try:
         m = parse_method(method)
-    except Exception:
-        return False
-    canon = {parse_method(b).canonical() for b in BASELINES}
-    return m.canonical() in canon
+    except MetapruneError:
+        return None  # not a method of the grammar (e.g. a dense row): no ablations
+    return replace(m, ablation=ablation).canonical() if m.ablation is None else None
+
+
+def _sanity_fields(table: pd.DataFrame, method: str) -> dict:
+    """Paired loss of each evaluated ablation against ``method``; the verdict rests on ``!shuffle``."""
+    out: dict = {}
+    for ablation in ("shuffle", "reinit"):
+        other = _ablation(method, ablation)
+        if other is None or other not in table.columns:
+            continue
+        pair = table[[method, other]].dropna()
+        loss, half = mean_ci((pair[method] - pair[other]).to_numpy())
+        out.update({f"{ablation}_loss": loss, f"{ablation}_loss_ci95": half})
+    if "shuffle_loss" in out:
+        out["sanity"] = "pass" if out["shuffle_loss"] >= SANITY_MIN_LOSS - _EPS else "fail"
+    return out
 
 
 def compare(
-    df: pd.DataFrame, reference: str, test: str = "ttest", alpha: float = 0.05, metric: str = "test_acc"
+    df: pd.DataFrame,
+    reference: str,
+    test: str = "ttest",
+    alpha: float = 0.05,
+    metric: str = "test_acc",
+    boot_seed: int = 0,
+    n_boot: int = N_BOOT,
 ) -> pd.DataFrame:
-    """One row per (density, method): mean, CI, paired difference to ``reference``, p, Holm p, gap closed."""
+    """One row per (density, method): mean, CI, paired difference to ``reference``, p, Holm p, gap
+    closure towards each ceiling present (``gap_imp``, ``gap_synflow_ims`` with ``_lo``/``_hi``), and the
+    sanity columns (``shuffle_loss``, ``reinit_loss``, ``sanity``) where ablations were evaluated."""
     rows = []
-    ceilings = {parse_method(c).canonical() for c in CEILINGS}
     for density, block in df.groupby("density", sort=True):
         table = block.pivot_table(index="seed", columns="method", values=metric, aggfunc="first")
         methods = list(table.columns)
-        ref = table[reference] if reference in table.columns else None
-        means = {m: float(table[m].mean()) for m in methods}
-        upfront = [means[m] for m in methods if _upfront_baseline(m)]
-        ceil = [means[m] for m in methods if m in ceilings]
-        best_upfront = max(upfront) if upfront else math.nan
-        ceiling = max(ceil) if ceil else math.nan
-        gap = ceiling - best_upfront
-        pvals = []
-        for m in methods:
-            vals = table[m].dropna().to_numpy()
-            mean, half = mean_ci(vals)
-            row = {"density": density, "method": m, "n": int(vals.size), "mean": mean, "ci95": half}
-            row["std"] = float(np.std(vals, ddof=1)) if vals.size > 1 else math.nan
-            if ref is not None and m != reference:
-                pair = table[[m, reference]].dropna()
-                diff = (pair[m] - pair[reference]).to_numpy()
-                d_mean, d_half = mean_ci(diff)
-                row.update(diff=d_mean, diff_ci95=d_half, p=paired_p(diff, test), n_pairs=int(diff.size))
-            else:
-                row.update(diff=math.nan, diff_ci95=math.nan, p=math.nan, n_pairs=0)
-            row["gap_closed"] = (mean - best_upfront) / gap if gap > 0 else math.nan
-            pvals.append(row["p"])
-            rows.append(row)
-        adjusted = holm(pvals)
-        for row, p_adj in zip(rows[len(rows) - len(methods) :], adjusted, strict=True):
+        block_rows = [_method_row(table, density, m, reference, test) for m in methods]
+        for row, p_adj in zip(block_rows, holm([r["p"] for r in block_rows]), strict=True):
             row["p_holm"] = p_adj
             row["significant"] = bool(p_adj < alpha) if not math.isnan(p_adj) else False
+            row.update(_gap_fields(table, row["method"], reference, boot_seed, n_boot))
+            row.update(_sanity_fields(table, row["method"]))
+        rows += block_rows
     out = pd.DataFrame(rows)
-    out.attrs.update(reference=reference, test=test, alpha=alpha, metric=metric)
+    out.attrs.update(reference=reference, test=test, alpha=alpha, metric=metric, boot_seed=boot_seed, n_boot=n_boot)
     return out
+
+
+def _method_row(table: pd.DataFrame, density: float, m: str, reference: str, test: str) -> dict:
+    vals = table[m].dropna().to_numpy()
+    mean, half = mean_ci(vals)
+    row = {"density": density, "method": m, "n": int(vals.size), "mean": mean, "ci95": half}
+    row["std"] = float(np.std(vals, ddof=1)) if vals.size > 1 else math.nan
+    if reference in table.columns and m != reference:
+        pair = table[[m, reference]].dropna()
+        diff = (pair[m] - pair[reference]).to_numpy()
+        d_mean, d_half = mean_ci(diff)
+        row.update(diff=d_mean, diff_ci95=d_half, p=paired_p(diff, test), n_pairs=int(diff.size))
+    else:
+        row.update(diff=math.nan, diff_ci95=math.nan, p=math.nan, n_pairs=0)
+    return row

@@ -1,0 +1,319 @@
+"""PNG plots of an evaluation, each shaped by what the data holds.
+
+- one density: methods ranked by mean accuracy, horizontal, with 95 % intervals (a line through a
+  single x says nothing); several densities: accuracy vs density on a log axis (thesis 5.1);
+- accuracy vs cost in dense-epoch equivalents, one panel per density, when rows carry ``cost_epochs``;
+- the Jaccard similarity of the masks at the lowest density (thesis 5.3);
+- the initial weights each method keeps, one panel per prunable layer (thesis 5.2): a pooled histogram
+  hides that methods differ in *where* they keep weights as much as in which values.
+
+A method keeps its colour in every plot; the reference is drawn in black.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from metaprune.evaluate.config import DENSE
+from metaprune.evaluate.results import ResultsDir, unit_name
+from metaprune.pruning.masks import jaccard
+
+DPI = 120
+REFERENCE_COLOR = "black"
+
+
+def short_label(method: str) -> str:
+    """A compact spelling of a canonical method for axes: ``learned:models/long-name`` → ``L:long-nam``,
+    ``magnitude`` → ``mag``, ``magnitude@iss`` → ``imp``, the default ``@uss`` dropped."""
+    parts = re.split(r"([>~!@])", method)
+    for i, part in enumerate(parts):
+        if part.startswith("learned:"):
+            parts[i] = "L:" + Path(part[len("learned:") :]).name[:8]
+        elif part == "magnitude":
+            parts[i] = "mag"
+    text = "".join(parts)
+    text = re.sub(r"^mag@iss(?=$|[~!])", "imp", text)
+    return text.replace("@uss", "")
+
+
+def short_labels(methods: list[str]) -> dict[str, str]:
+    """Short labels, falling back to the full spelling where two methods would share one."""
+    short = {m: short_label(m) for m in methods}
+    counts = pd.Series(list(short.values())).value_counts()
+    return {m: (s if counts[s] == 1 else m) for m, s in short.items()}
+
+
+def method_colors(methods: list[str], reference: str) -> dict[str, object]:
+    import matplotlib
+
+    others = sorted(m for m in methods if m != reference)
+    cmap = matplotlib.colormaps["tab10" if len(others) <= 10 else "tab20"]
+    colors = {m: cmap(i % cmap.N) for i, m in enumerate(others)}
+    colors[reference] = REFERENCE_COLOR
+    return colors
+
+
+class Plotter:
+    """Writes the plots of one report into its results directory."""
+
+    def __init__(self, report, results: ResultsDir) -> None:
+        self.report = report
+        self.results = results
+        self.comp: pd.DataFrame = report.comparison
+        self.rows: pd.DataFrame = report.rows[~report.rows["method"].str.startswith(DENSE)]
+        methods = sorted(self.comp["method"].unique())
+        self.labels = short_labels(methods)
+        self.colors = method_colors(methods, report.reference)
+
+    def write_all(self) -> list[Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        densities = sorted(self.comp["density"].unique())
+        accuracy = self.ranked if len(densities) == 1 else self.accuracy_vs_density
+        paths = [accuracy(), self.cost(), self.jaccard(), self.kept_weights()]
+        return [p for p in paths if p is not None]
+
+    # ------------------------------------------------------------------------------------- helpers
+
+    def _save(self, fig, name: str, stale: tuple[str, ...] = ()) -> Path:
+        import matplotlib.pyplot as plt
+
+        for old in stale:  # a plot the data no longer calls for (e.g. a density was added)
+            (self.results.path / old).unlink(missing_ok=True)
+        path = self.results.path / name
+        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+        plt.close(fig)
+        return path
+
+    def _dense_acc(self) -> float | None:
+        dense = self.report.dense
+        acc = dense[dense["method"] == DENSE]["test_acc"] if not dense.empty else pd.Series(dtype=float)
+        return float(100 * acc.mean()) if not acc.empty else None
+
+    def _label(self, method: str, significant: bool = False) -> str:
+        ref = " (ref)" if method == self.report.reference else ""
+        return f"{self.labels[method]}{'*' if significant else ''}{ref}"
+
+    def _seeds(self) -> int:
+        return int(self.rows["seed"].nunique())
+
+    # --------------------------------------------------------------------------------- accuracy
+
+    def ranked(self) -> Path:
+        """One density: a horizontal dot plot, best method on top."""
+        import matplotlib.pyplot as plt
+
+        block = self.comp.sort_values("mean").reset_index(drop=True)
+        density = float(block["density"].iloc[0])
+        fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.32 * len(block)))
+        for y, r in block.iterrows():
+            ci = 0.0 if pd.isna(r["ci95"]) else 100 * r["ci95"]
+            ax.errorbar(100 * r["mean"], y, xerr=ci, fmt="o", color=self.colors[r["method"]], capsize=3, ms=5)
+        ax.set_yticks(
+            range(len(block)), [self._label(m, s) for m, s in zip(block["method"], block["significant"], strict=True)]
+        )
+        for tick, method in zip(ax.get_yticklabels(), block["method"], strict=True):
+            if method == self.report.reference:
+                tick.set_fontweight("bold")
+        dense = self._dense_acc()
+        if dense is not None:
+            ax.axvline(dense, color="red", linestyle="--", linewidth=1, label=f"dense ({dense:.1f} %)")
+            ax.legend(fontsize=8, loc="lower right")
+        ax.set_xlabel("test accuracy at early stop (%)")
+        ax.set_title(
+            f"Density {density:g}: mean and 95 % CI over {self._seeds()} seeds\n"
+            f"* = differs from {self.labels[self.report.reference]} (Holm-corrected)",
+            fontsize=10,
+        )
+        ax.grid(True, axis="x", alpha=0.3)
+        return self._save(fig, "accuracy_ranked.png", stale=("accuracy_vs_density.png",))
+
+    def accuracy_vs_density(self) -> Path:
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+
+        fig, ax = plt.subplots(figsize=(8.5, 5))
+        groups = list(self.comp.groupby("method"))
+        for k, (method, block) in enumerate(groups):
+            block = block.sort_values("density")
+            ref = method == self.report.reference
+            # dodge the methods a little along the log axis so that intervals at one density do not overlap
+            dodge = 1 + 0.015 * (k - (len(groups) - 1) / 2)
+            ax.errorbar(
+                block["density"] * dodge,
+                100 * block["mean"],
+                yerr=100 * block["ci95"].fillna(0),
+                label=self._label(method),
+                marker="o",
+                capsize=3,
+                color=self.colors[method],
+                linewidth=2.2 if ref else 1.2,
+                zorder=3 if ref else 2,
+            )
+        dense = self._dense_acc()
+        if dense is not None:
+            ax.axhline(dense, color="red", linestyle="--", label="dense")
+        ax.set_xscale("log")
+        densities = sorted(self.comp["density"].unique())
+        ax.set_xticks(densities, [f"{d:g}" for d in densities])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlabel("density (fraction of weights kept, log scale)")
+        ax.set_ylabel("test accuracy at early stop (%)")
+        ax.set_title(f"Accuracy vs density (mean, 95 % CI over {self._seeds()} seeds)")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.grid(True, alpha=0.3)
+        return self._save(fig, "accuracy_vs_density.png", stale=("accuracy_ranked.png",))
+
+    def cost(self) -> Path | None:
+        """Accuracy against pruning + training cost (dense-epoch equivalents), one panel per density."""
+        if "cost_epochs" not in self.rows.columns:
+            return None
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+
+        cost = self.rows.groupby(["density", "method"])["cost_epochs"].mean()
+        densities = sorted(self.comp["density"].unique())
+        fig, axes = plt.subplots(1, len(densities), figsize=(6 * len(densities), 4.8), squeeze=False)
+        for ax, density in zip(axes[0], densities, strict=True):
+            block = self.comp[self.comp["density"] == density]
+            for _, r in block.iterrows():
+                x = cost.get((density, r["method"]), np.nan)
+                if not np.isfinite(x) or x <= 0:
+                    continue  # no cost recorded (or none spent): nothing to place on a log axis
+                ci = 0.0 if pd.isna(r["ci95"]) else 100 * r["ci95"]
+                color = self.colors[r["method"]]
+                ax.errorbar(x, 100 * r["mean"], yerr=ci, fmt="o", color=color, capsize=3)
+                ax.annotate(
+                    self.labels[r["method"]],
+                    (x, 100 * r["mean"]),
+                    xytext=(4, 3),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color=color,
+                )
+            self._dense_cost_point(ax)
+            ax.set_xscale("log")
+            plain = matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}")  # 3 and 30, not 3×10⁰
+            ax.xaxis.set_major_formatter(plain)
+            ax.xaxis.set_minor_formatter(plain)
+            ax.tick_params(axis="x", which="minor", labelsize=7)
+            ax.set_xlabel("cost (dense-epoch equivalents, log scale)")
+            ax.set_title(f"density {density:g}", fontsize=10)
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0][0].set_ylabel("test accuracy at early stop (%)")
+        fig.suptitle(f"Accuracy vs cost (mean, 95 % CI over {self._seeds()} seeds)")
+        return self._save(fig, "accuracy_vs_cost.png")
+
+    def _dense_cost_point(self, ax) -> None:
+        dense = self.report.dense
+        if dense.empty or "cost_epochs" not in dense.columns:
+            return
+        block = dense[dense["method"] == DENSE].dropna(subset=["cost_epochs"])
+        if not block.empty and block["cost_epochs"].mean() > 0:
+            x, y = block["cost_epochs"].mean(), 100 * block["test_acc"].mean()
+            ax.plot(x, y, marker="*", color="red", ms=11, linestyle="none")
+            ax.annotate("dense", (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7, color="red")
+
+    # ------------------------------------------------------------------------------------- masks
+
+    def _lowest(self) -> tuple[float, list[str], list[int]]:
+        lowest = float(self.rows["density"].min())
+        methods = sorted(self.rows[self.rows["density"] == lowest]["method"].unique(), key=self.labels.get)
+        return lowest, methods, sorted(int(s) for s in self.rows["seed"].unique())
+
+    def jaccard(self) -> Path:
+        import matplotlib.pyplot as plt
+
+        lowest, methods, seeds = self._lowest()
+        masks = {(m, s): self.results.mask(s, unit_name(m, lowest)) for m in methods for s in seeds}
+        mat = np.full((len(methods), len(methods)), np.nan)
+        for i, a in enumerate(methods):
+            for j, b in enumerate(methods[: i + 1]):
+                vals = [
+                    jaccard(masks[a, s], masks[b, s])
+                    for s in seeds
+                    if masks[a, s] is not None and masks[b, s] is not None
+                ]
+                if vals:
+                    mat[i, j] = mat[j, i] = float(np.mean(vals))
+        n = len(methods)
+        fig, ax = plt.subplots(figsize=(2.0 + 0.55 * n, 1.2 + 0.5 * n))
+        im = ax.imshow(mat, vmin=0, vmax=1, cmap="viridis")
+        names = [self.labels[m] for m in methods]
+        ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(n), names, fontsize=8)
+        size = 7 if n <= 12 else 5
+        for i in range(n):
+            for j in range(n):
+                if not np.isnan(mat[i, j]):
+                    color = "black" if mat[i, j] > 0.6 else "white"  # legible on viridis' yellow end
+                    ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=size, color=color)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="Jaccard similarity")
+        ax.set_title(f"Mask overlap at density {lowest:g} (mean over {len(seeds)} seeds)", fontsize=10)
+        return self._save(fig, "mask_jaccard.png")
+
+    def _kept_by_layer(self, method: str, density: float, seeds: list[int]) -> list[np.ndarray] | None:
+        """θ0 of the kept weights per prunable layer, pooled over seeds (None when not stored)."""
+        rows = self.rows[(self.rows["method"] == method) & (self.rows["density"] == density)]
+        layer_cols = sorted((c for c in rows.columns if re.fullmatch(r"kept_l\d+", c)), key=lambda c: int(c[6:]))
+        pooled: list[list[np.ndarray]] = []
+        for _, row in rows[rows["seed"].isin(seeds)].iterrows():
+            kept = self.results.kept_weights(int(row["seed"]), unit_name(method, density))
+            if kept is None:
+                continue
+            counts = [int(row[c]) for c in layer_cols]
+            # the kept weights are stored flat in layer order; the row's per-layer counts split them
+            parts = np.split(kept.numpy(), np.cumsum(counts)[:-1]) if sum(counts) == kept.numel() else [kept.numpy()]
+            pooled = pooled or [[] for _ in parts]
+            for layer, part in zip(pooled, parts, strict=False):
+                layer.append(part)
+        return [np.concatenate(p) for p in pooled] if pooled else None
+
+    def kept_weights(self) -> Path:
+        """One panel per prunable layer; in each, one histogram row per method (a ridgeline): overlaid
+        step histograms of many methods are unreadable, stacked rows stay legible for any number."""
+        import matplotlib.pyplot as plt
+
+        lowest, methods, seeds = self._lowest()
+        kept = {m: k for m in methods if (k := self._kept_by_layer(m, lowest, seeds)) is not None}
+        n_layers = max((len(k) for k in kept.values()), default=1)
+        cols = min(n_layers, 3)
+        nrows = -(-n_layers // cols)
+        height = 1.0 + 0.3 * max(len(kept), 3)
+        fig, axes = plt.subplots(nrows, cols, figsize=(1.5 + 3.6 * cols, height * nrows), squeeze=False)
+        for i, ax in enumerate(axes.flat):
+            if i >= n_layers:
+                ax.set_visible(False)
+                continue
+            self._layer_panel(ax, i, {m: k[i] if i < len(k) else np.empty(0) for m, k in kept.items()}, len(seeds))
+            if i % cols:
+                ax.set_yticklabels([])  # the same methods in every row: label the first panel only
+        fig.suptitle(f"Initial weights θ0 kept at density {lowest:g}, per layer (pooled over {len(seeds)} seeds)")
+        fig.tight_layout()
+        return self._save(fig, "kept_weight_distribution.png")
+
+    def _layer_panel(self, ax, layer: int, values: dict[str, np.ndarray], n_seeds: int) -> None:
+        nonempty = [v for v in values.values() if v.size]
+        pooled = np.concatenate(nonempty) if nonempty else np.zeros(1)
+        bins = int(np.clip(np.sqrt(pooled.size / max(len(nonempty), 1)), 8, 40))
+        edges = np.histogram_bin_edges(pooled, bins=bins)
+        for row, (m, v) in enumerate(values.items()):
+            counts, _ = np.histogram(v, bins=edges)
+            height = 0.85 * counts / counts.max() if counts.max() else counts.astype(float)
+            color = self.colors[m]
+            ax.stairs(row + height, edges, baseline=row, fill=True, color=color, alpha=0.35)
+            ax.stairs(
+                row + height, edges, baseline=row, color=color, linewidth=1.6 if m == self.report.reference else 1
+            )
+        ax.set_yticks(range(len(values)), [self._label(m) for m in values], fontsize=8)
+        ax.set_ylim(-0.1, len(values))
+        sizes = [v.size / max(n_seeds, 1) for v in values.values()] or [0]
+        ax.set_title(f"layer {layer}: {min(sizes):.0f}–{max(sizes):.0f} kept per seed", fontsize=9)
+        ax.set_xlabel("θ0 of kept weights", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(True, axis="x", alpha=0.3)

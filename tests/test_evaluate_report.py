@@ -1,0 +1,112 @@
+"""The report's table, sanity rows and plots on hand-made comparisons (no training)."""
+
+import pandas as pd
+import pytest
+import torch
+
+from metaprune.evaluate.plots import Plotter, short_label, short_labels
+from metaprune.evaluate.report import Report, build_report, sanity_cells, table_cells, write_plots
+from metaprune.evaluate.results import ResultsDir, unit_name
+from metaprune.evaluate.stats import compare
+
+
+def _report(acc: dict, densities=(0.01,), seeds=(1, 2, 3), reference="snip@uss") -> Report:
+    rows = [
+        {"seed": s, "method": m, "density": d, "test_acc": v[i] - (0.1 if d != densities[0] else 0.0)}
+        for d in densities
+        for m, v in acc.items()
+        for i, s in enumerate(seeds)
+    ]
+    df = pd.DataFrame(rows)
+    return Report(df, compare(df, reference), df.iloc[:0], reference, "ttest", [])
+
+
+ACC = {
+    "snip@uss": [0.80, 0.82, 0.81],
+    "snip@uss!shuffle": [0.75, 0.80, 0.78],
+    "magnitude@iss": [0.90, 0.91, 0.92],
+    "synflow@ims": [0.85, 0.87, 0.89],
+}
+
+
+def test_table_has_a_gap_column_per_ceiling_at_the_lowest_density():
+    densities, headers, rows = table_cells(_report(ACC, densities=(0.01, 0.1)))
+    assert densities == [0.01, 0.1]
+    assert headers == ["gap to imp @0.01", "gap to synflow@ims @0.01"]
+    by_method = {m: (cells, gaps) for m, cells, gaps in rows}
+    assert [m for m, _, _ in rows][0] == "magnitude@iss"  # best first
+    assert by_method["snip@uss"][0] == ["81.00 ± 2.48", "71.00 ± 2.48"]
+    # imp − snip per seed 0.10, 0.09, 0.11: imp closes its own gap exactly, synflow@ims 0.06/0.10
+    assert by_method["magnitude@iss"][1][0] == "100 % [100, 100]"
+    assert by_method["synflow@ims"][1][0].startswith("60 % [")
+
+
+def test_sanity_rows_name_the_method_its_losses_and_the_verdict():
+    (row,) = sanity_cells(_report(ACC))
+    method, density, shuffle, reinit, verdict = row
+    # shuffle loses 0.05, 0.02, 0.03 (mean 3.33 points)
+    assert (method, density, reinit, verdict) == ("snip@uss", 0.01, "", "pass")
+    assert shuffle.startswith("3.33 ± ")
+    assert sanity_cells(_report({k: v for k, v in ACC.items() if "!" not in k})) == []
+
+
+def test_short_labels():
+    assert short_label("learned:models/mlp-round-all-1a2b3c4d") == "L:mlp-roun"
+    assert short_label("learned:models/abc>snip@uss~bimodal") == "L:abc>snip~bimodal"
+    assert short_label("snip@uss!shuffle") == "snip!shuffle"
+    assert short_label("magnitude@iss") == "imp" and short_label("snip>magnitude@iss") == "snip>mag@iss"
+    assert short_label("magnitude>synflow@ums~snip") == "mag>synflow@ums~snip"
+    # two models sharing their first 8 characters keep their full spelling
+    same = short_labels(["learned:models/mlp-round-a", "learned:models/mlp-round-b", "snip@uss"])
+    assert same == {
+        "learned:models/mlp-round-a": "learned:models/mlp-round-a",
+        "learned:models/mlp-round-b": "learned:models/mlp-round-b",
+        "snip@uss": "snip",
+    }
+
+
+# Six prunable weights: layer 0 holds four, layer 1 two. Each unit keeps weights 0, 2 and 5.
+MASK = torch.tensor([True, False, True, False, False, True])
+THETA0 = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, -0.6])
+
+
+def _results(tmp_path, densities=(0.5,), cost: bool = False) -> ResultsDir:
+    results = ResultsDir(tmp_path / "r")
+    results.open_or_create({"network": "mlp:4", "dataset": "digits"})
+    for d in densities:
+        for seed, accs in zip((1, 2, 3), ((0.80, 0.60), (0.82, 0.61), (0.81, 0.65)), strict=True):
+            for method, acc in zip(("snip@uss", "magnitude@uss"), accs, strict=True):
+                row = {"seed": seed, "method": method, "density": d, "test_acc": acc, "kept_l0": 2, "kept_l1": 1}
+                if cost:
+                    row["cost_epochs"] = 3.0 if method == "snip@uss" else 30.0
+                results.commit(seed, unit_name(method, d), row, MASK, THETA0[MASK])
+    return results
+
+
+def test_one_density_gives_a_ranked_plot_and_cost_only_when_recorded(tmp_path):
+    results = _results(tmp_path)
+    names = sorted(p.name for p in write_plots(build_report(results), results))
+    assert names == ["accuracy_ranked.png", "kept_weight_distribution.png", "mask_jaccard.png"]
+    with_cost = _results(tmp_path / "c", cost=True)
+    plots = write_plots(build_report(with_cost), with_cost)
+    assert "accuracy_vs_cost.png" in [p.name for p in plots]
+    for p in plots:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_second_density_replaces_the_ranked_plot(tmp_path):
+    results = _results(tmp_path)
+    write_plots(build_report(results), results)
+    results = _results(tmp_path, densities=(0.5, 0.8))
+    names = {p.name for p in write_plots(build_report(results), results)}
+    assert "accuracy_vs_density.png" in names
+    assert not (results.path / "accuracy_ranked.png").exists()
+
+
+def test_kept_weights_are_split_per_layer_and_pooled_over_seeds(tmp_path):
+    results = _results(tmp_path)
+    plotter = Plotter(build_report(results), results)
+    layers = plotter._kept_by_layer("snip@uss", 0.5, [1, 2, 3])
+    assert len(layers) == 2
+    assert layers[0].tolist() == pytest.approx([0.1, 0.3] * 3)
+    assert layers[1].tolist() == pytest.approx([-0.6] * 3)
