@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from metaprune.errors import MetapruneError
+from metaprune.fit.persist import model_folders
 from metaprune.pruning.masks import keep_count
 from metaprune.pruning.method import parse_method
 from metaprune.pruning.schedules import ScheduleConfig
@@ -93,12 +94,12 @@ def preset_methods(name: str, models_dir: Path = Path("models")) -> tuple[tuple[
     if name == "combined":
         return COMBINED + BASELINES, (0.005, 0.01), {}
     if name == "meta":
-        models = sorted(p for p in models_dir.glob("*/meta.json"))
+        models = model_folders(models_dir)
         if not models:
             raise MetapruneError(
                 f"preset 'meta' needs fitted models, none found under {models_dir}; accepted: run `metaprune fit` first"
             )
-        return tuple(f"learned:{p.parent}" for p in models) + BASELINES, (0.005, 0.01), {}
+        return tuple(f"learned:{p}" for p in models) + BASELINES, (0.005, 0.01), {}
     raise MetapruneError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
 
 

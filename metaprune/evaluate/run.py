@@ -7,7 +7,6 @@ process pool or on a Dask cluster, and an interrupted evaluation resumes at the 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,11 +15,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from metaprune.datasets import DataSplits, load_dataset
+from metaprune.datasets import DataSplits, dataset_info, load_dataset
 from metaprune.errors import MetapruneError
 from metaprune.evaluate.config import DENSE, EvaluateConfig
 from metaprune.evaluate.results import ResultsDir, unit_name
-from metaprune.networks import flat_weights, prunable_layout
+from metaprune.fit.persist import ModelCard
+from metaprune.networks import build_network, flat_weights, prunable_layout
 from metaprune.provenance import to_jsonable
 from metaprune.pruning.apply import initial_network, prune_data_for, prune_seeds
 from metaprune.pruning.masks import mask_report
@@ -158,28 +158,23 @@ def _member_fields(m: MemberResult) -> dict:
     }
 
 
-def check_learned_seeds(config: EvaluateConfig, allow_seen_seeds: bool) -> None:
-    """A learned model must not be evaluated on the seeds it was trained on (unless explicitly allowed)."""
-    for text in config.methods:
-        for model_dir in parse_method(text).learned_models:
-            meta_path = Path(model_dir) / "meta.json"
-            if not meta_path.exists():
-                raise MetapruneError(
-                    f"learned model {model_dir!r} has no meta.json; accepted: a `metaprune fit` output"
-                )
-            meta = json.loads(meta_path.read_text())
-            if meta.get("network") not in (None, config.network) and not meta.get("transferable", False):
-                raise MetapruneError(
-                    f"learned model {model_dir} was fitted for network {meta.get('network')!r}, not "
-                    f"{config.network!r}; accepted: a model fitted on {config.network} or one with per-layer features"
-                )
-            seen = set(meta.get("train_seeds", [])) | set(meta.get("test_seeds", []))
-            overlap = sorted(seen & set(config.seeds))
-            if overlap and not allow_seen_seeds and meta.get("network") == config.network:
-                raise MetapruneError(
-                    f"evaluation seeds {overlap[:5]} were used to fit {model_dir}; accepted: seeds outside its "
-                    "harvest (default 1000-1004), or --allow-seen-seeds"
-                )
+def check_learned_models(config: EvaluateConfig, allow_seen_seeds: bool) -> None:
+    """Every learned model fits the evaluated network (``ModelCard.check_fits``, as at prune time) and was
+    not fitted on the evaluation seeds of that network (unless explicitly allowed)."""
+    learned = [d for text in config.methods for d in parse_method(text).learned_models]
+    if not learned:
+        return
+    shape, classes = dataset_info(config.dataset)
+    net = build_network(config.network, shape, classes, 0)
+    for model_dir in learned:
+        card = ModelCard.read(model_dir)
+        card.check_fits(net)
+        overlap = sorted(card.seen_seeds & set(config.seeds))
+        if overlap and not allow_seen_seeds and config.network in card.networks:
+            raise MetapruneError(
+                f"evaluation seeds {overlap[:5]} were used to fit {model_dir}; accepted: seeds outside its "
+                "harvest (default 1000-1004), or --allow-seen-seeds"
+            )
 
 
 def run_evaluation(
@@ -196,7 +191,7 @@ def run_evaluation(
 ) -> ResultsDir:
     """Evaluate every (seed, method, density); resumable; returns the results directory."""
     config = config.validate()
-    check_learned_seeds(config, allow_seen_seeds)
+    check_learned_models(config, allow_seen_seeds)
     results = ResultsDir(Path(out))
     results.open_or_create(to_jsonable(config), force=force)
     seeds = list(config.seeds)

@@ -345,9 +345,9 @@ def fit_model(
     meta = build_meta(name, model_name, model, config, features, views, store_hash, train_seeds, test_seeds, metrics)
     path = save_model(model, meta, target_dir, force=force) if save else None
     if path is not None:
-        from metaprune.fit.persist import read_meta
+        from metaprune.fit.persist import ModelCard
 
-        meta = read_meta(path)
+        meta = ModelCard.read(path).meta
     return FitResult(name, path, meta, [str(v.path) for v in views], picked)
 
 

@@ -17,7 +17,7 @@ from metaprune.networks import build_network, prunable_layout
 from metaprune.pruning.ablations import invert_scores, reinit_kept, shuffle_within_layers
 from metaprune.pruning.inits import INITS, saw_init
 from metaprune.pruning.masks import MaskReport, mask_report
-from metaprune.pruning.method import LEARNED, Method
+from metaprune.pruning.method import Method
 from metaprune.pruning.schedules import (
     PruneOutcome,
     ScheduleConfig,
@@ -47,17 +47,8 @@ def prune_data_for(splits: DataSplits, seed: int, per_class: int = 10) -> PruneD
     return pruning_batch(splits.train_x, splits.train_y, splits.num_classes, seed, per_class)
 
 
-def score_any(name: str, net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
-    """A registered scorer, or a fitted one named ``learned:DIR``."""
-    if name.startswith(LEARNED):
-        from metaprune.fit.learned import learned_scores
-
-        return learned_scores(name[len(LEARNED) :], net, mask, data, seed)
-    return score(name, net, mask, data, seed)
-
-
 def needs_data(name: str) -> bool:
-    return True if name.startswith(LEARNED) else SCORERS.get(name).needs_data
+    return SCORERS.get(name).needs_data
 
 
 def initial_network(method: Method, spec: str, splits: DataSplits, seed: int, data: PruneData | None) -> nn.Module:
@@ -66,24 +57,8 @@ def initial_network(method: Method, spec: str, splits: DataSplits, seed: int, da
     if method.init == "bimodal":
         INITS.get("bimodal")(net, seed)
     elif method.saw:
-        if method.init.startswith(LEARNED):
-            scores = score_any(method.init, net, torch.ones(prunable_layout(net).total, dtype=torch.bool), data, seed)
-            _scores_as_weights(net, scores, method.init)
-        else:
-            saw_init(net, method.init, data, seed)
+        saw_init(net, method.init, data, seed)
     return net
-
-
-@torch.no_grad()
-def _scores_as_weights(net: nn.Module, scores: torch.Tensor, name: str) -> None:
-    from metaprune.networks import prunable_weights
-
-    layout = prunable_layout(net)
-    for layer, w, part in zip(layout.layers, prunable_weights(net), layout.split(scores), strict=True):
-        mag = part.abs().double()
-        if not mag.max() > 0:
-            raise MetapruneError(f"SaW from {name!r}: every score of layer {layer.name} is 0")
-        w.copy_((torch.sign(w).double() * mag / mag.max()).to(w.dtype))
 
 
 def score_function(method: Method, data: PruneData | None, seed: int) -> ScoreFn:
@@ -92,9 +67,9 @@ def score_function(method: Method, data: PruneData | None, seed: int) -> ScoreFn
     def fn(net: nn.Module, mask: torch.Tensor) -> torch.Tensor:
         if method.stacked:
             a, b = method.scorers
-            s = stacked_scores(a, b, net, mask, data, seed, score_fn=score_any)
+            s = stacked_scores(a, b, net, mask, data, seed)
         else:
-            s = score_any(method.scorers[0], net, mask, data, seed)
+            s = score(method.scorers[0], net, mask, data, seed)
         return invert_scores(s) if inverted else s
 
     return fn
