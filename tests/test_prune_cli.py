@@ -66,9 +66,9 @@ def test_prune_network_iterative_records_training():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(density=0.0), "accepted: 0 < sparsity <= 1"),
-        (dict(density=1.5), "accepted: 0 < sparsity <= 1"),
-        (dict(density=float("nan")), "accepted: 0 < sparsity <= 1"),
+        (dict(density=0.0), "accepted: 0 < density <= 1"),
+        (dict(density=1.5), "accepted: 0 < density <= 1"),
+        (dict(density=float("nan")), "accepted: 0 < density <= 1"),
         (dict(density=1e-5), "keeps no weight"),
         (dict(seed=-1), "bad seed"),
         (dict(method="mag>>snip"), "character 5"),
@@ -179,10 +179,10 @@ def test_help_explains_grammar_and_density():
 @pytest.mark.parametrize(
     "args, match",
     [
-        (["--sparsity", "0"], "0 < sparsity <= 1"),
-        (["--sparsity", "1.5"], "0 < sparsity <= 1"),
-        (["--sparsity", "-0.2"], "0 < sparsity <= 1"),
-        (["--sparsity", "nan"], "0 < sparsity <= 1"),
+        (["--sparsity", "0"], "0 < density <= 1"),
+        (["--sparsity", "1.5"], "0 < density <= 1"),
+        (["--sparsity", "-0.2"], "0 < density <= 1"),
+        (["--sparsity", "nan"], "0 < density <= 1"),
         (["--sparsity", "0.0001"], "keeps no weight"),
         (["--sparsity", "0.02", "--scope", "layer", "--network", "mlp:20-2"], "layer layers.2.weight"),
         (["--method", "xyz"], "unknown scorer 'xyz'"),

@@ -107,7 +107,7 @@ def bench_evaluate(preset: str | None = None, out_root: Path | None = None, devi
     tickets = int((~rows["method"].str.startswith("dense")).sum())
     return {
         "preset": preset or "quickstart",
-        "methods": list(config.methods),
+        "methods": [str(m) for m in config.methods],
         "densities": list(config.densities),
         "seeds": list(config.seeds),
         "tickets": tickets,

@@ -55,7 +55,7 @@ class FitConfig:
         pp.check_preprocess(self.preprocess)
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
             raise MetapruneError(
-                f"bad --threads {self.threads!r}; accepted: a positive integer (1 is fastest on a busy machine)"
+                f"bad threads {self.threads!r}; accepted: a positive integer (1 is fastest on a busy machine)"
             )
         if int(self.cv) < 0 or int(self.cv) == 1:
             raise MetapruneError(f"bad --cv {self.cv!r}; accepted: 0 (none) or K >= 2 folds")

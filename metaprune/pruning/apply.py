@@ -22,7 +22,6 @@ from metaprune.pruning.schedules import (
     PruneOutcome,
     ScheduleConfig,
     ScoreFn,
-    check_density_for_network,
     prune_iterative,
     prune_upfront,
 )
@@ -114,7 +113,8 @@ def prune_seeds(
 
     ``per_class`` examples of every class form each seed's pruning batch; ``per_class=0`` means no
     pruning batch at all, so only data-free scorers (magnitude, random) are accepted. Everything that can
-    be checked cheaply (data needs, density per network and scope) is checked before any scoring.
+    be checked cheaply (data needs) is checked before any scoring. ``density`` is trusted: callers check it
+    against the network and scope at their boundary (``schedules.check_density_for_network``).
     ``dtype`` is the training dtype of iterative schedules; ``progress(level, levels)`` follows their levels.
     """
     t0 = time.perf_counter()
@@ -129,10 +129,6 @@ def prune_seeds(
         check_method_data(method, None)
     else:
         datas = [prune_data_for(splits, s, per_class) for s in seeds]
-    # density vs network and scope, on the bare architecture, before any (possibly costly) SaW scoring
-    check_density_for_network(
-        density, build_network(spec, splits.input_shape, splits.num_classes, seeds[0]), schedule.scope
-    )
     nets = [initial_network(method, spec, splits, s, d) for s, d in zip(seeds, datas, strict=True)]
     if method.iterative:
         outcomes = prune_iterative(

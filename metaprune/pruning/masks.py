@@ -66,12 +66,28 @@ def topk_mask(scores: torch.Tensor, k: int, alive: torch.Tensor | None, generato
     return keep
 
 
-def keep_count(density: float, n: int) -> int:
-    """Number of weights a density keeps: ``int(round(density * n))`` (Python rounds half to even)."""
-    d = float(density)
+DENSITY_ACCEPTED = "0 < density <= 1, the fraction of prunable weights kept (0.01 keeps 1 %)"
+
+
+def check_density(density: float) -> float:
+    """The range check of a density, made once where it enters the library (``EvaluateConfig``,
+    ``HarvestConfig``, ``prune_network``); code below trusts it."""
+    try:
+        d = float(density)
+    except (TypeError, ValueError):
+        raise MetapruneError(f"bad density {density!r}; accepted: {DENSITY_ACCEPTED}") from None
     if not 0.0 < d <= 1.0:  # also rejects NaN
-        raise MetapruneError(f"bad density {density!r}; accepted: 0 < sparsity <= 1 (fraction of weights kept)")
-    k = int(round(d * n))
+        raise MetapruneError(f"bad density {density!r}; accepted: {DENSITY_ACCEPTED}")
+    return d
+
+
+def keep_count(density: float, n: int) -> int:
+    """Number of weights a density keeps of ``n``: ``int(round(density * n))`` (Python rounds half to even).
+
+    The one rounding rule, for a whole network (global scope) and for each layer (layer scope). A density
+    that keeps no weight is refused; the range of ``density`` is trusted (``check_density``).
+    """
+    k = int(round(float(density) * n))
     if k == 0:
         raise MetapruneError(
             f"density {density!r} keeps no weight of {n} (round({density!r} * {n}) = 0); accepted: "
@@ -124,14 +140,35 @@ def make_mask(
     if scope != "layer":
         raise MetapruneError(f"unknown pruning scope {scope!r}; accepted: {', '.join(SCOPES)}")
     mask = torch.zeros(layout.total, dtype=torch.bool, device=scores.device)
-    for layer in layout.layers:
+    for layer, k in zip(layout.layers, layer_keep_counts(density, layout), strict=True):
         sl = slice(layer.offset, layer.offset + layer.size)
-        try:
-            k = keep_count(density, layer.size)
-        except MetapruneError as exc:
-            raise MetapruneError(f"layer {layer.name} ({layer.size} weights): {exc}") from None
         mask[sl] = topk_mask(scores[sl], k, None if alive is None else alive[sl], generator)
     return mask
+
+
+def layer_keep_counts(density: float, layout: PrunableLayout) -> list[int]:
+    """Weights kept in each layer under layer scope (``keep_count`` per layer); a layer keeping none is
+    refused by name."""
+    counts = []
+    for layer in layout.layers:
+        try:
+            counts.append(keep_count(density, layer.size))
+        except MetapruneError:
+            raise MetapruneError(
+                f"density {density:g} keeps no weight of layer {layer.name} ({layer.size} weights) under "
+                f"layer-wise scope; accepted: density >= {0.5 / layer.size:.3g} or --scope global"
+            ) from None
+    return counts
+
+
+def check_density_for_network(density: float, layout: PrunableLayout, scope: str) -> float:
+    """The boundary check of a density for one network: in range, and keeping at least one weight of
+    the network (global scope) or of every layer (layer scope). Returns the density as a float."""
+    d = check_density(density)
+    keep_count(d, layout.total)
+    if scope == "layer":
+        layer_keep_counts(d, layout)
+    return d
 
 
 def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
