@@ -83,7 +83,6 @@ def evaluate_seed(
     device: str | None = None,
     data_root: str | None = None,
     max_population: int = MAX_POPULATION,
-    progress: Callable[[str], None] | None = None,
 ) -> int:
     """Prune and train every missing unit of ``seed``; returns the number of units committed."""
     results = ResultsDir(Path(out))
@@ -120,8 +119,6 @@ def evaluate_seed(
             row.update(_report_fields(net, mask, splits))
         row["prune_seconds"] = time.perf_counter() - t0
         members.append(_Member(unit, row, net, mask))
-        if progress is not None:
-            progress(f"seed {seed}: pruned {method} at {density:g}")
     splits_dev = splits.to(dev)
     committed = 0
     for start in range(0, len(members), max_population):
@@ -144,8 +141,6 @@ def evaluate_seed(
                 kept = flat_weights(member.net)[member.mask]
             results.commit(seed, member.unit, row, member.mask, kept)
             committed += 1
-        if progress is not None:
-            progress(f"seed {seed}: trained {len(group)} tickets")
     return committed
 
 

@@ -24,6 +24,7 @@ from metaprune.fit.models import limited_threads
 from metaprune.fit.persist import LoadedModel, ModelCard, load_model
 from metaprune.fit.preprocess import preprocess
 from metaprune.networks import prunable_layout
+from metaprune.pruning.masks import check_mask
 from metaprune.pruning.scorers import SCORERS, ScorerSpec
 
 LEARNED = "learned:"
@@ -62,9 +63,7 @@ def learned_scores(model_dir: str | Path, net: nn.Module, mask: torch.Tensor, da
     loaded.card.check_fits(net)
     available = feature_module.FEATURE_NAMES
     layout = prunable_layout(net)
-    mask = (torch.ones(layout.total, dtype=torch.bool) if mask is None else mask).reshape(-1).bool()
-    if mask.numel() != layout.total:
-        raise MetapruneError(f"mask of {mask.numel()} weights does not match the network's {layout.total}")
+    mask = check_mask(torch.ones(layout.total, dtype=torch.bool) if mask is None else mask, layout)
     settings = loaded.card.feature_settings()
     feats = feature_module.compute_features(net, data, seed, mask=None if bool(mask.all()) else mask, **settings)
     feats = feats.detach().to("cpu", torch.float32).numpy()

@@ -1,6 +1,7 @@
 """Apply a parsed method to a network: initialise, score (stacked or not) under its schedule, mask.
 
-This is the one path from a method string to a ticket; ``prune``, ``evaluate`` and the harvest use it.
+This is the one path from a parsed method to a ticket; ``prune`` and ``evaluate`` use it (the harvest's
+target runs ``schedules.prune_iterative`` directly, and takes its pruning batch from ``prune_data_for``).
 """
 
 from __future__ import annotations

@@ -96,6 +96,14 @@ def keep_count(density: float, n: int) -> int:
     return k
 
 
+def check_mask(mask: torch.Tensor, layout: PrunableLayout) -> torch.Tensor:
+    """``mask`` as a flat bool tensor, refused unless it has one entry per prunable weight of ``layout``."""
+    mask = mask.reshape(-1).bool()
+    if mask.numel() != layout.total:
+        raise MetapruneError(f"mask of {mask.numel()} weights does not match the network's {layout.total}")
+    return mask
+
+
 def check_finite(scores: torch.Tensor, layout: PrunableLayout, scorer: str, alive: torch.Tensor | None = None) -> None:
     """Refuse NaN/inf scores: top-k on them is meaningless, and the layer points at the cause."""
     bad = ~torch.isfinite(scores.reshape(-1))
@@ -281,9 +289,7 @@ def mask_report(net: nn.Module, mask: torch.Tensor, *, input_shape: tuple[int, .
     ``input_shape`` is needed for conv nets.
     """
     layout = prunable_layout(net)
-    mask = mask.reshape(-1).bool().cpu()
-    if mask.numel() != layout.total:
-        raise MetapruneError(f"mask of {mask.numel()} weights does not match the network's {layout.total}")
+    mask = check_mask(mask, layout).cpu()
     shape = tuple(input_shape) if input_shape is not None else infer_input_shape(net)
     pnet = _path_network(net, mask)
     modules = [m for m in pnet.modules() if isinstance(m, nn.Linear | nn.Conv2d)]

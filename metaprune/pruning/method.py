@@ -24,7 +24,6 @@ SCHEDULE_NAMES = ("uss", "ums", "iss", "ims")
 ABLATIONS = ("shuffle", "reinit", "invert")
 BASE_INITS = ("standard", "bimodal")
 IMP = "imp"  # = magnitude@iss (iterative magnitude pruning)
-ALIASES = {IMP: "magnitude@iss"}
 LEARNED = "learned:"
 
 GRAMMAR_HELP = (

@@ -27,7 +27,7 @@ from torch import nn
 
 from metaprune.errors import MetapruneError
 from metaprune.networks import prunable_layout, prunable_weights
-from metaprune.pruning.masks import check_finite, infer_input_shape
+from metaprune.pruning.masks import check_finite, check_mask, infer_input_shape
 from metaprune.registry import Registry
 from metaprune.seeds import generator
 
@@ -105,10 +105,8 @@ def score(name: str, net: nn.Module, mask: torch.Tensor | None, data: PruneData 
     spec = SCORERS.get(canonical)
     if mask is None:
         mask = full_mask(net)
-    mask = mask.reshape(-1).bool()
     layout = prunable_layout(net)
-    if mask.numel() != layout.total:
-        raise MetapruneError(f"mask of {mask.numel()} weights does not match the network's {layout.total}")
+    mask = check_mask(mask, layout)
     scores = spec.fn(net, mask, data, seed)
     check_finite(scores, layout, canonical)
     return scores
