@@ -29,13 +29,7 @@ def _register_commands() -> None:
     import importlib
 
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"{__package__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{name}":
-                raise
-            continue  # a command group not built yet
-        module.register(app, bench_app)
+        importlib.import_module(f"{__package__}.{name}").register(app, bench_app)
 
 
 def main() -> None:

@@ -119,7 +119,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         overrides = {"epochs": epochs, "patience": patience}
         train = replace(TrainConfig(), **{k: v for k, v in overrides.items() if v is not None})
         schedule = ScheduleConfig(
-            rounds=rounds or ScheduleConfig.rounds, levels=levels or ScheduleConfig.levels, scope=scope
+            rounds=ScheduleConfig.rounds if rounds is None else rounds,
+            levels=ScheduleConfig.levels if levels is None else levels,
+            scope=scope,
         )
         config = build_config(
             network=network,

@@ -7,3 +7,7 @@ around a function of this package.
 """
 
 __version__ = "0.1.0"
+
+# Names an upper layer resolves for a registry of a lower one: (registry kind, prefix) -> the module whose
+# import registers the resolver (``Registry.register_prefix``). ``learned:DIR`` scorers are fitted models.
+PREFIX_PROVIDERS = {("scorer", "learned:"): "metaprune.fit.learned"}

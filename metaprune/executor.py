@@ -3,7 +3,7 @@
 ``get_executor(workers=None, scheduler=None)`` returns an :class:`Executor`; ``executor.map(fn, tasks)``
 runs ``fn(task, emit)`` for every task and yields ``(index, result)`` in completion order. ``emit`` is a
 callable a task may use to report progress events (small picklable dicts); they arrive at the caller's
-``on_event``. Harvest uses this, and evaluate can reuse it unchanged.
+``on_event``. Harvest and evaluate use it.
 
 - in-process (default, ``workers`` None/0/1 and no scheduler): tasks run one after another in this
   process; events arrive immediately.

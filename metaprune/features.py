@@ -114,11 +114,6 @@ def select_features(selection: str | Iterable[str] | None = None) -> tuple[str, 
     return tuple(out)
 
 
-def feature_indices(names: Iterable[str]) -> list[int]:
-    """Column positions of ``names`` in :data:`FEATURE_NAMES`."""
-    return [FEATURE_NAMES.index(n) for n in select_features(list(names))]
-
-
 # ------------------------------------------------------------------------------------------- helpers
 
 
@@ -382,7 +377,6 @@ __all__ = [
     "FEATURE_NAMES",
     "FEATURE_VERSION",
     "compute_features",
-    "feature_indices",
     "feature_spec",
     "layer_coordinates",
     "rank_within_layers",

@@ -68,10 +68,6 @@ class PrunableLayout:
     def flatten(self, per_layer: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat([t.reshape(-1) for t in per_layer])
 
-    def layer_index(self) -> torch.Tensor:
-        """The layer number of every weight on the flat axis."""
-        return torch.cat([torch.full((layer.size,), i, dtype=torch.int16) for i, layer in enumerate(self.layers)])
-
 
 def prunable_layout(net: nn.Module) -> PrunableLayout:
     layers = []
@@ -284,6 +280,3 @@ def init_standard(net: nn.Module, seed: int) -> None:
             module.reset_parameters()
             module.reset_running_stats()
 
-
-def is_mlp(net: nn.Module) -> bool:
-    return isinstance(net, MLP)

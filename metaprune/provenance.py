@@ -23,6 +23,11 @@ def package_versions() -> dict[str, str]:
 
 
 def to_jsonable(obj: Any) -> Any:
+    """Dataclasses as dicts, tuples as lists; a value that spells itself as text (a parsed ``Method``:
+    ``canonical()``) as that text, so a config of parsed values records what was typed."""
+    spell = getattr(obj, "canonical", None)
+    if callable(spell) and not isinstance(obj, type):
+        return spell()
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):

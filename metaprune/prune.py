@@ -98,16 +98,6 @@ def _check_seed(seed: int) -> int:
     return seed
 
 
-def _check_density(density: float) -> float:
-    d = float(density)
-    if not 0.0 < d <= 1.0:  # also NaN
-        raise MetapruneError(
-            f"bad sparsity {density!r}; accepted: 0 < sparsity <= 1, the fraction of weights that REMAIN "
-            "(0.01 keeps 1 %)"
-        )
-    return d
-
-
 def prune_network(
     network: str,
     dataset: str,
@@ -138,7 +128,6 @@ def prune_network(
     t0 = time.perf_counter()
     m = method if isinstance(method, Method) else parse_method(method)
     seed = _check_seed(seed)
-    density = _check_density(density)
     spec = validate_network(network)
     schedule = ScheduleConfig(rounds=rounds, levels=levels, scope=scope).validate()
     train_cfg = (train or TrainConfig()).validate()
@@ -147,7 +136,7 @@ def prune_network(
     if per_class == 0:
         check_method_data(m, None)
     shape, classes = dataset_info(dataset)
-    check_density_for_network(density, build_network(spec, shape, classes, seed), schedule.scope)
+    density = check_density_for_network(density, build_network(spec, shape, classes, seed), schedule.scope)
     dev = resolve_device(device)
     splits = load_dataset(dataset, data_root=data_root)
     ticket = prune_seeds(

@@ -12,8 +12,6 @@ import zlib
 import numpy as np
 import torch
 
-STREAMS = ("init", "data_order", "prune_batch", "random_scorer", "tie_break", "reinit", "shuffle", "split")
-
 
 def stream_seed(master: int, stream: str, *extra: int) -> int:
     """A 63-bit seed for ``stream`` (plus optional integer sub-keys) under ``master``."""

@@ -59,7 +59,7 @@ def test_rows_per_seed_method_density_and_dense_reference(tmp_path):
     assert (pruned.groupby("seed")["population"].first() == 7).all()
 
 
-def test_report_reprints_the_table_and_writes_three_plots(tmp_path):
+def test_report_reprints_the_table_and_writes_four_plots(tmp_path):
     from metaprune.evaluate.api import report
     from metaprune.evaluate.report import table_cells
 
@@ -72,7 +72,10 @@ def test_report_reprints_the_table_and_writes_three_plots(tmp_path):
     comparison = pd.read_csv(out / "comparison.csv")
     assert len(comparison) == 4 and set(comparison["reference"]) == {"snip@uss"}
     names = sorted(p.name for p in rep.plots)
-    assert names == ["accuracy_vs_density.png", "kept_weight_distribution.png", "mask_jaccard.png"]
+    plots = ["accuracy_vs_cost.png", "accuracy_vs_density.png", "kept_weight_distribution.png", "mask_jaccard.png"]
+    assert names == plots  # every row records its cost in dense-epoch equivalents
+    snip_cost = rep.rows["cost_epochs"][rep.rows["method"] == "snip@uss"]
+    assert list(snip_cost) == [pytest.approx(100 / 1257)] * len(snip_cost)  # one SNIP pass over 10 x 10 examples
     for p in rep.plots:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
 

@@ -188,10 +188,11 @@ def test_cli_fit_models_and_errors(store, tmp_path, monkeypatch, capsys):
 
     payload = models / "gbm" / "model.txt"
     payload.write_text(payload.read_text().replace("num_leaves", "num_leafs", 1))
-    from metaprune.pruning.apply import score_any
+    from metaprune.networks import build_network
+    from metaprune.pruning.scorers import score
 
     with pytest.raises(MetapruneError, match="sha256"):
-        score_any(f"learned:{models / 'gbm'}", None, None, None, 0)
+        score(f"learned:{models / 'gbm'}", build_network("mlp:12-8", (1, 8, 8), 10, 0), None, None, 0)
 
     code, _, err = run_main(monkeypatch, capsys, "fit", "--data", str(store), "--features", "bogus")
     assert code == 2 and "unknown feature 'bogus'" in err and "magnitude" in err

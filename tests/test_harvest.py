@@ -263,7 +263,7 @@ def test_bad_values(tmp_path):
         harvest(replace(TINY, network="nope"), [0], out=tmp_path / "a.zarr")
     with pytest.raises(MetapruneError, match="unknown dataset"):
         harvest(replace(TINY, dataset="nope"), [0], out=tmp_path / "a.zarr")
-    with pytest.raises(MetapruneError, match="sparsity"):
+    with pytest.raises(MetapruneError, match="bad density 1.5"):
         harvest(replace(TINY, density=1.5), [0], out=tmp_path / "a.zarr")
     with pytest.raises(MetapruneError, match="levels"):
         harvest(replace(TINY, levels=0), [0], out=tmp_path / "a.zarr")

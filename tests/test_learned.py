@@ -70,13 +70,14 @@ def test_a_model_reading_the_dynamics_runs_its_warm_up_without_skew(store, split
 
 def test_scores_are_float32_on_the_flat_axis_with_pruned_weights_zero(fitted, splits):
     from metaprune.networks import build_network
-    from metaprune.pruning.apply import prune_data_for, score_any
+    from metaprune.pruning.apply import prune_data_for
+    from metaprune.pruning.scorers import score
 
     plain, _ = fitted
     net = build_network(NETWORK, splits.input_shape, splits.num_classes, 3)
     mask = torch.ones(944, dtype=torch.bool)
     mask[::3] = False
-    s = score_any(f"learned:{plain.path}", net, mask, prune_data_for(splits, 3), 3)
+    s = score(f"learned:{plain.path}", net, mask, prune_data_for(splits, 3), 3)
     assert s.dtype == torch.float32 and s.shape == (944,)
     assert bool((s[~mask] == 0).all()) and bool(torch.isfinite(s).all())
 

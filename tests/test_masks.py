@@ -11,6 +11,7 @@ from torch import nn
 from metaprune.errors import MetapruneError
 from metaprune.networks import MLP, prunable_layout
 from metaprune.pruning.masks import (
+    check_density,
     check_finite,
     jaccard,
     keep_count,
@@ -97,9 +98,10 @@ def test_keep_count_values_and_errors():
     assert keep_count(0.35, 10) == 4
     assert keep_count(1.0, 7) == 7
     assert keep_count(0.005, 266200) == 1331
-    for bad in (0.0, 1.5, -0.1, float("nan")):
-        with pytest.raises(MetapruneError, match=r"0 < sparsity <= 1 \(fraction of weights kept\)"):
-            keep_count(bad, 10)
+    for bad in (0.0, 1.5, -0.1, float("nan"), "x"):
+        with pytest.raises(MetapruneError, match=r"0 < density <= 1, the fraction of prunable weights kept"):
+            check_density(bad)
+    assert check_density("0.5") == 0.5
     with pytest.raises(MetapruneError, match="keeps no weight of 18") as info:
         keep_count(0.01, 18)
     assert "0.0278" in str(info.value)  # smallest density keeping one weight: just above 0.5 / 18

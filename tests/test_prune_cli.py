@@ -66,9 +66,9 @@ def test_prune_network_iterative_records_training():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(density=0.0), "accepted: 0 < sparsity <= 1"),
-        (dict(density=1.5), "accepted: 0 < sparsity <= 1"),
-        (dict(density=float("nan")), "accepted: 0 < sparsity <= 1"),
+        (dict(density=0.0), "accepted: 0 < density <= 1"),
+        (dict(density=1.5), "accepted: 0 < density <= 1"),
+        (dict(density=float("nan")), "accepted: 0 < density <= 1"),
         (dict(density=1e-5), "keeps no weight"),
         (dict(seed=-1), "bad seed"),
         (dict(method="mag>>snip"), "character 5"),
@@ -180,10 +180,10 @@ def test_help_explains_grammar_and_density():
 @pytest.mark.parametrize(
     "args, match",
     [
-        (["--sparsity", "0"], "0 < sparsity <= 1"),
-        (["--sparsity", "1.5"], "0 < sparsity <= 1"),
-        (["--sparsity", "-0.2"], "0 < sparsity <= 1"),
-        (["--sparsity", "nan"], "0 < sparsity <= 1"),
+        (["--sparsity", "0"], "0 < density <= 1"),
+        (["--sparsity", "1.5"], "0 < density <= 1"),
+        (["--sparsity", "-0.2"], "0 < density <= 1"),
+        (["--sparsity", "nan"], "0 < density <= 1"),
         (["--sparsity", "0.0001"], "keeps no weight"),
         (["--sparsity", "0.02", "--scope", "layer", "--network", "mlp:20-2"], "layer layers.2.weight"),
         (["--method", "xyz"], "unknown scorer 'xyz'"),
@@ -239,14 +239,22 @@ def test_usage_errors_are_not_tracebacks(monkeypatch, capsys):
 # ------------------------------------------------------------------------------------------ bench
 
 
-FAKE_BENCH = {"snip": 0.01, "grasp": 0.5, "synflow": 0.004, "synflow_100_rounds": 0.4, "topk_266200": 0.002}
+FAKE_BENCH = {
+    "snip": 0.01,
+    "grasp": 0.5,
+    "synflow": 0.004,
+    "synflow_100_rounds": 0.4,
+    "topk_266200": 0.002,
+    "warmup_3_epochs_dynamics": 0.8,
+    "learned_ums_20_rounds": 6.0,
+}
 
 
 @pytest.fixture
 def fake_bench(monkeypatch):
     import metaprune.pruning.bench
 
-    monkeypatch.setattr(metaprune.pruning.bench, "bench_prune", lambda repeats=5: dict(FAKE_BENCH))
+    monkeypatch.setattr(metaprune.pruning.bench, "bench_prune", lambda repeats=5, model=None: dict(FAKE_BENCH))
 
 
 def test_bench_prune_table(fake_bench):
@@ -257,7 +265,8 @@ def test_bench_prune_table(fake_bench):
         assert label in out
     for target in ("0.075", "0.225", "0.540", "0.010"):
         assert target in out
-    assert out.count("pass") == 3 + 1 and "FAIL" in out  # header + 3 passes; grasp 0.5 > 0.225 fails
+    # header + 4 passes; grasp 0.5 > 0.225 and the learned 6 s > 5 s fail
+    assert out.count("pass") == 4 + 1 and out.count("FAIL") == 2
 
 
 def test_bench_prune_json(fake_bench):

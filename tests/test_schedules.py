@@ -13,6 +13,7 @@ from metaprune.pruning.method import parse_method
 from metaprune.pruning.schedules import (
     SCHEDULES,
     ScheduleConfig,
+    check_density_for_network,
     exponential_densities,
     prune_iterative,
     prune_upfront,
@@ -132,11 +133,12 @@ def test_uss_keeps_the_top_scores(tiny_data):
     assert s[out.mask].min() >= s[~out.mask].max()
 
 
-def test_uss_rejects_densities_keeping_nothing(tiny_data):
+def test_boundary_rejects_densities_keeping_nothing(tiny_data):
+    """Densities are checked once where they enter (``check_density_for_network``); schedules trust them."""
     net = tiny_net(tiny_data)
     for bad in (0.0, -0.1, 1.5, float("nan"), 1e-6):
         with pytest.raises(MetapruneError):
-            prune_upfront(magnitude_fn, net, bad, seed=0)
+            check_density_for_network(bad, net, "global")
 
 
 def test_ums_exponential_from_current_density_and_monotone(tiny_data):

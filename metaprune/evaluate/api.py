@@ -10,6 +10,7 @@ from metaprune.evaluate.config import BASELINES, CEILINGS, EvaluateConfig, prese
 from metaprune.evaluate.report import Report, build_report, write_plots
 from metaprune.evaluate.results import ResultsDir
 from metaprune.evaluate.run import run_evaluation
+from metaprune.fit.persist import newest_model
 from metaprune.networks import validate_network
 from metaprune.provenance import config_hash, to_jsonable
 from metaprune.pruning.method import ABLATIONS, parse_method
@@ -18,8 +19,8 @@ QUICKSTART_COMPOSITE = "magnitude>synflow~snip"
 
 
 def newest_learned_model(models_dir: Path = Path("models")) -> str | None:
-    metas = sorted(models_dir.glob("*/meta.json"), key=lambda p: p.stat().st_mtime)
-    return f"learned:{metas[-1].parent}" if metas else None
+    newest = newest_model(models_dir)
+    return f"learned:{newest}" if newest else None
 
 
 def build_config(
@@ -106,7 +107,7 @@ def bench_evaluate(preset: str | None = None, out_root: Path | None = None, devi
     tickets = int((~rows["method"].str.startswith("dense")).sum())
     return {
         "preset": preset or "quickstart",
-        "methods": list(config.methods),
+        "methods": [str(m) for m in config.methods],
         "densities": list(config.densities),
         "seeds": list(config.seeds),
         "tickets": tickets,

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from metaprune.errors import MetapruneError
-from metaprune.pruning.masks import keep_count
-from metaprune.pruning.method import parse_method
+from metaprune.fit.persist import model_folders
+from metaprune.pruning.masks import check_density
+from metaprune.pruning.method import Method, parse_method
 from metaprune.pruning.schedules import ScheduleConfig
 from metaprune.training import TrainConfig
 
@@ -46,7 +47,7 @@ COMBINED = (
 class EvaluateConfig:
     network: str = "lenet_300_100"
     dataset: str = "mnist5k"
-    methods: tuple[str, ...] = BASELINES + ("magnitude>synflow~snip",)
+    methods: tuple[Method | str, ...] = BASELINES + ("magnitude>synflow~snip",)  # parsed by validate
     densities: tuple[float, ...] = (0.005,)
     seeds: tuple[int, ...] = DEFAULT_SEEDS
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -57,21 +58,22 @@ class EvaluateConfig:
     dense_inits: tuple[str, ...] = ()  # extra dense rows trained from these inits (SaW preset)
 
     def validate(self) -> EvaluateConfig:
+        """The checked config: methods parsed into ``Method`` objects (duplicates dropped), densities in
+        range and sorted; below this, methods and densities are trusted."""
         if not self.methods and not self.dense_inits:
             raise MetapruneError("no methods to evaluate; accepted: --method METHOD (repeatable) or --preset NAME")
-        methods = tuple(dict.fromkeys(parse_method(m).canonical() for m in self.methods))
+        parsed = (m if isinstance(m, Method) else parse_method(m) for m in self.methods)
+        methods = tuple({m.canonical(): m for m in parsed}.values())
         reference = parse_method(self.reference).canonical()
         if self.test not in ("ttest", "wilcoxon"):
             raise MetapruneError(f"unknown test {self.test!r}; accepted: ttest, wilcoxon")
         if not self.seeds:
             raise MetapruneError("no seeds to evaluate; accepted: e.g. --seeds 1000-1004")
         if not self.densities:
-            raise MetapruneError("no densities; accepted: --sparsity 0.005 (repeatable)")
-        for d in self.densities:
-            keep_count(d, 1 << 30)  # range check only; per-network checks happen at prune time
+            raise MetapruneError("no densities; accepted: one or more densities, e.g. 0.005")
+        densities = tuple(sorted({check_density(d) for d in self.densities}))  # per network: run_evaluation
         self.train.validate()
         self.schedule.validate()
-        densities = tuple(sorted(set(float(d) for d in self.densities)))
         return replace(
             self, methods=methods, reference=reference, densities=densities, seeds=tuple(sorted(set(self.seeds)))
         )
@@ -93,12 +95,12 @@ def preset_methods(name: str, models_dir: Path = Path("models")) -> tuple[tuple[
     if name == "combined":
         return COMBINED + BASELINES, (0.005, 0.01), {}
     if name == "meta":
-        models = sorted(p for p in models_dir.glob("*/meta.json"))
+        models = model_folders(models_dir)
         if not models:
             raise MetapruneError(
                 f"preset 'meta' needs fitted models, none found under {models_dir}; accepted: run `metaprune fit` first"
             )
-        return tuple(f"learned:{p.parent}" for p in models) + BASELINES, (0.005, 0.01), {}
+        return tuple(f"learned:{p}" for p in models) + BASELINES, (0.005, 0.01), {}
     raise MetapruneError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
 
 

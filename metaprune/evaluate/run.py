@@ -7,7 +7,6 @@ process pool or on a Dask cluster, and an interrupted evaluation resumes at the 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,15 +15,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from metaprune.datasets import DataSplits, load_dataset
+from metaprune.datasets import DataSplits, dataset_info, load_dataset
 from metaprune.errors import MetapruneError
 from metaprune.evaluate.config import DENSE, EvaluateConfig
 from metaprune.evaluate.results import ResultsDir, unit_name
-from metaprune.networks import flat_weights, prunable_layout
+from metaprune.fit.persist import ModelCard
+from metaprune.networks import build_network, flat_weights, prunable_layout
 from metaprune.provenance import to_jsonable
 from metaprune.pruning.apply import initial_network, prune_data_for, prune_seeds
 from metaprune.pruning.masks import mask_report
-from metaprune.pruning.method import Method, parse_method
+from metaprune.pruning.method import Method
+from metaprune.pruning.schedules import check_density_for_network
 from metaprune.training import MemberResult, resolve_device, train_population
 
 MAX_POPULATION = 48  # members per trained population; larger populations fall out of cache on CPUs
@@ -42,21 +43,23 @@ def dense_unit(init: str) -> str:
     return DENSE if init == "standard" else f"{DENSE}~{init}"
 
 
-def planned_units(config: EvaluateConfig) -> list[tuple[str, float]]:
-    units = [(m, d) for d in config.densities for m in config.methods]
+def planned_units(config: EvaluateConfig) -> list[tuple[Method | str, float]]:
+    """(method, density) of every pruned unit, then (dense unit name, 1.0) of every dense one."""
+    units: list[tuple[Method | str, float]] = [(m, d) for d in config.densities for m in config.methods]
     units += [(dense_unit(i), 1.0) for i in ("standard", *[i for i in config.dense_inits if i != "standard"])]
     return units
 
 
-def _row_base(config: EvaluateConfig, seed: int, method: str, density: float) -> dict:
-    row = {"seed": seed, "method": method, "density": density, "network": config.network, "dataset": config.dataset}
-    if method.startswith(DENSE):
-        init = method.split("~", 1)[1] if "~" in method else "standard"
-        row.update(scorers="", schedule="", init=init, ablation="", warmup=0.0, budget="")
-    else:
-        m = parse_method(method)
+def _row_base(config: EvaluateConfig, seed: int, method: Method | str, density: float) -> dict:
+    row = {"seed": seed, "method": str(method), "density": density, "network": config.network}
+    row["dataset"] = config.dataset
+    if isinstance(method, Method):
+        m = method
         row.update(scorers=">".join(m.scorers), schedule=m.schedule, init=m.init, ablation=m.ablation or "")
         row.update(warmup=m.warmup or 0.0, budget=m.budget or config.schedule.scope)
+    else:
+        init = method.split("~", 1)[1] if "~" in method else "standard"
+        row.update(scorers="", schedule="", init=init, ablation="", warmup=0.0, budget="")
     return row
 
 
@@ -81,23 +84,22 @@ def evaluate_seed(
     device: str | None = None,
     data_root: str | None = None,
     max_population: int = MAX_POPULATION,
-    progress: Callable[[str], None] | None = None,
 ) -> int:
     """Prune and train every missing unit of ``seed``; returns the number of units committed."""
     results = ResultsDir(Path(out))
     dev = resolve_device(device)
     splits = load_dataset(config.dataset, data_root=data_root)
     planned = planned_units(config)
-    if all(results.done(seed, unit_name(m, d)) for m, d in planned):
+    if all(results.done(seed, unit_name(str(m), d)) for m, d in planned):
         return 0
     # A population's numbers depend (in the last bits) on its size, so a partly committed seed retrains
     # its whole planned population and commits only the missing units: resumed == uninterrupted.
     members: list[_Member] = []
-    for method_text, density in planned:
-        unit = unit_name(method_text, density)
-        row = _row_base(config, seed, method_text, density)
+    for method, density in planned:
+        unit = unit_name(str(method), density)
+        row = _row_base(config, seed, method, density)
         t0 = time.perf_counter()
-        if method_text.startswith(DENSE):
+        if not isinstance(method, Method):  # a dense unit
             init_method = Method(("magnitude",), "uss", row["init"])
             net = initial_network(init_method, config.network, splits, seed, prune_data_for(splits, seed))
             mask = None
@@ -105,7 +107,7 @@ def evaluate_seed(
             row["cost_epochs"] = 0.0
         else:
             ticket = prune_seeds(
-                parse_method(method_text),
+                method,
                 config.network,
                 splits,
                 density,
@@ -120,8 +122,6 @@ def evaluate_seed(
             row["cost_epochs"] = ticket.cost_epochs
         row["prune_seconds"] = time.perf_counter() - t0
         members.append(_Member(unit, row, net, mask))
-        if progress is not None:
-            progress(f"seed {seed}: pruned {method_text} at {density:g}")
     splits_dev = splits.to(dev)
     committed = 0
     for start in range(0, len(members), max_population):
@@ -144,8 +144,6 @@ def evaluate_seed(
                 kept = flat_weights(member.net)[member.mask]
             results.commit(seed, member.unit, row, member.mask, kept)
             committed += 1
-        if progress is not None:
-            progress(f"seed {seed}: trained {len(group)} tickets")
     return committed
 
 
@@ -161,28 +159,24 @@ def _member_fields(m: MemberResult) -> dict:
     }
 
 
-def check_learned_seeds(config: EvaluateConfig, allow_seen_seeds: bool) -> None:
-    """A learned model must not be evaluated on the seeds it was trained on (unless explicitly allowed)."""
-    for text in config.methods:
-        for model_dir in parse_method(text).learned_models:
-            meta_path = Path(model_dir) / "meta.json"
-            if not meta_path.exists():
-                raise MetapruneError(
-                    f"learned model {model_dir!r} has no meta.json; accepted: a `metaprune fit` output"
-                )
-            meta = json.loads(meta_path.read_text())
-            if meta.get("network") not in (None, config.network) and not meta.get("transferable", False):
-                raise MetapruneError(
-                    f"learned model {model_dir} was fitted for network {meta.get('network')!r}, not "
-                    f"{config.network!r}; accepted: a model fitted on {config.network} or one with per-layer features"
-                )
-            seen = set(meta.get("train_seeds", [])) | set(meta.get("test_seeds", []))
-            overlap = sorted(seen & set(config.seeds))
-            if overlap and not allow_seen_seeds and meta.get("network") == config.network:
-                raise MetapruneError(
-                    f"evaluation seeds {overlap[:5]} were used to fit {model_dir}; accepted: seeds outside its "
-                    "harvest (default 1000-1004), or --allow-seen-seeds"
-                )
+def check_for_network(config: EvaluateConfig, allow_seen_seeds: bool) -> None:
+    """What the validated config cannot know alone, checked once before any work: every density keeps a
+    weight of the network (per layer under layer scope); every learned model fits the network
+    (``ModelCard.check_fits``, as at prune time) and was not fitted on the evaluation seeds of that
+    network (unless explicitly allowed)."""
+    shape, classes = dataset_info(config.dataset)
+    net = build_network(config.network, shape, classes, 0)
+    for density in config.densities:
+        check_density_for_network(density, net, config.schedule.scope)
+    for model_dir in [d for m in config.methods for d in m.learned_models]:
+        card = ModelCard.read(model_dir)
+        card.check_fits(net)
+        overlap = sorted(card.seen_seeds & set(config.seeds))
+        if overlap and not allow_seen_seeds and config.network in card.networks:
+            raise MetapruneError(
+                f"evaluation seeds {overlap[:5]} were used to fit {model_dir}; accepted: seeds outside its "
+                "harvest (default 1000-1004), or --allow-seen-seeds"
+            )
 
 
 def run_evaluation(
@@ -199,7 +193,7 @@ def run_evaluation(
 ) -> ResultsDir:
     """Evaluate every (seed, method, density); resumable; returns the results directory."""
     config = config.validate()
-    check_learned_seeds(config, allow_seen_seeds)
+    check_for_network(config, allow_seen_seeds)
     results = ResultsDir(Path(out))
     results.open_or_create(to_jsonable(config), force=force)
     seeds = list(config.seeds)

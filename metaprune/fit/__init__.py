@@ -5,7 +5,9 @@ Library entry points (each CLI command is one of them):
 - ``fit_model(stores, FitConfig(...), name=, models_dir=, force=)`` → ``FitResult`` (``metaprune fit``)
 - ``list_models(models_dir)`` (``metaprune models``), ``load_model(dir)`` → ``LoadedModel``
 - ``bench_fit(store, models)`` (``metaprune bench fit``)
-- ``learned_scores(model_dir, net, mask, data, seed)``: the ``learned:DIR`` scorer of method strings
+- ``ModelCard.read(dir)``: what a saved model is and where it applies (the one reader of ``meta.json``)
+- ``learned_scores(model_dir, net, mask, data, seed)``: the ``learned:DIR`` scorer of method strings; importing
+  this package registers it with the scorer registry (``pruning.scorers.SCORERS``)
 
 Decisions and caps (all overridable with ``--option KEY=VALUE``):
 
@@ -31,3 +33,5 @@ Decisions and caps (all overridable with ``--option KEY=VALUE``):
   XᵀX of 266,200 x 23 in 8 s with two OpenBLAS threads vs 0.01 s with one; an MLP epoch 14 s vs 0.15 s).
 - Train metrics (R², MSE) are computed on at most 8 training seeds.
 """
+
+from metaprune.fit import learned as _learned  # noqa: E402, F401  (registers the ``learned:`` scorers)

@@ -55,7 +55,7 @@ class FitConfig:
         pp.check_preprocess(self.preprocess)
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
             raise MetapruneError(
-                f"bad --threads {self.threads!r}; accepted: a positive integer (1 is fastest on a busy machine)"
+                f"bad threads {self.threads!r}; accepted: a positive integer (1 is fastest on a busy machine)"
             )
         if int(self.cv) < 0 or int(self.cv) == 1:
             raise MetapruneError(f"bad --cv {self.cv!r}; accepted: 0 (none) or K >= 2 folds")
@@ -345,9 +345,9 @@ def fit_model(
     meta = build_meta(name, model_name, model, config, features, views, store_hash, train_seeds, test_seeds, metrics)
     path = save_model(model, meta, target_dir, force=force) if save else None
     if path is not None:
-        from metaprune.fit.persist import read_meta
+        from metaprune.fit.persist import ModelCard
 
-        meta = read_meta(path)
+        meta = ModelCard.read(path).meta
     return FitResult(name, path, meta, [str(v.path) for v in views], picked)
 
 

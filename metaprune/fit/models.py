@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -32,8 +32,6 @@ import numpy as np
 from metaprune.errors import MetapruneError
 from metaprune.registry import Registry
 from metaprune.seeds import stream_seed
-
-ReportFn = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 class TrainData(Protocol):

@@ -1,9 +1,11 @@
 """Saved models: ``models/<name>/`` with a payload in a safe format and ``meta.json``.
 
 Writes go to a hidden temporary folder beside the target that is renamed into place, so a model folder is
-either complete or absent. An existing name is refused unless ``force``. Loading reads ``meta.json``,
-checks the format and the payload's sha256, then hands the file to the model's own safe loader (skops with
-an allow-list, LightGBM text, safetensors) — nothing is ever unpickled.
+either complete or absent. An existing name is refused unless ``force``. ``ModelCard`` is the one reader
+of ``meta.json``: what a model is (features, preprocessing, networks, seen seeds, intended use) and the
+one compatibility check (``check_fits``). Loading reads the card, checks the format and the payload's
+sha256, then hands the file to the model's own safe loader (skops with an allow-list, LightGBM text,
+safetensors) — nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -18,8 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
+from metaprune import features as feature_module
 from metaprune.errors import MetapruneError
 from metaprune.fit.models import REGRESSORS, Regressor
+from metaprune.fit.preprocess import per_layer_normalised
+from metaprune.networks import prunable_layout
 
 META_FILE = "meta.json"
 META_VERSION = 1
@@ -88,13 +95,12 @@ def save_model(model: Regressor, meta: dict[str, Any], directory: str | Path, *,
     return target
 
 
-def read_meta(directory: str | Path) -> dict[str, Any]:
-    path = Path(directory)
-    meta_path = path / META_FILE
-    if not path.is_dir():
-        raise MetapruneError(f"model {str(path)!r} not found; accepted: a folder written by `metaprune fit`")
+def _read_meta(directory: Path) -> dict[str, Any]:
+    meta_path = directory / META_FILE
+    if not directory.is_dir():
+        raise MetapruneError(f"model {str(directory)!r} not found; accepted: a folder written by `metaprune fit`")
     if not meta_path.is_file():
-        raise MetapruneError(f"{str(path)!r} is not a model folder (no {META_FILE})")
+        raise MetapruneError(f"{str(directory)!r} is not a model folder (no {META_FILE})")
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
@@ -108,29 +114,166 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     return meta
 
 
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    """A field ``fit`` writes as one value for one store and as a list for several."""
+    if value is None:
+        return ()
+    return tuple(value) if isinstance(value, list | tuple) else (value,)
+
+
+Layout = tuple[tuple[str, int], ...]  # (layer name, size) in flat-axis order
+
+
+def _describe(layout: Layout) -> str:
+    return "layers " + ", ".join(f"{name} ({size:,})" for name, size in layout)
+
+
+@dataclass(frozen=True)
+class IntendedUse:
+    """How the model is meant to prune; None where the model does not record it."""
+
+    schedule: str | None = None
+    rounds: int | None = None
+    budget: str | None = None
+    warmup: int | None = None
+
+    @classmethod
+    def from_meta(cls, entry: Any) -> IntendedUse:
+        entry = entry if isinstance(entry, dict) else {}
+        return cls(**{k: entry.get(k) for k in ("schedule", "rounds", "budget", "warmup")})
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a saved model is and where it applies: the one reader of ``meta.json``.
+
+    ``meta`` keeps the whole record (metrics, versions) for display; every decision asks a field or
+    ``check_fits``.
+    """
+
+    name: str
+    path: Path
+    model: str
+    features: tuple[str, ...]
+    feature_spec: str | None
+    preprocess: str
+    target: str
+    networks: tuple[str, ...]
+    datasets: tuple[str, ...]
+    layouts: tuple[Layout, ...]
+    train_seeds: tuple[int, ...]
+    test_seeds: tuple[int, ...]
+    feature_density: float | None  # the harvest's density, which density-dependent features were computed at
+    ums_rounds: int | None
+    feature_version: int | None
+    intended_use: IntendedUse
+    sha256: str
+    meta: dict[str, Any]
+
+    @classmethod
+    def read(cls, directory: str | Path) -> ModelCard:
+        path = Path(directory)
+        meta = _read_meta(path)
+        cfg = meta.get("feature_config") or {}
+        density = cfg.get("density", meta.get("target_density"))
+        rounds = cfg.get("ums_rounds")
+        return cls(
+            name=str(meta.get("name") or path.name),
+            path=path,
+            model=str(meta.get("model")),
+            features=tuple(str(f) for f in _as_tuple(meta.get("features"))),
+            feature_spec=meta.get("feature_spec"),
+            preprocess=str(meta.get("preprocess")),
+            target=str(meta.get("target")),
+            networks=tuple(str(n) for n in _as_tuple(meta.get("network"))),
+            datasets=tuple(str(d) for d in _as_tuple(meta.get("dataset"))),
+            layouts=tuple(tuple((str(n), int(s)) for n, s in layout) for layout in meta.get("layouts") or []),
+            train_seeds=tuple(int(s) for s in meta.get("train_seeds") or ()),
+            test_seeds=tuple(int(s) for s in meta.get("test_seeds") or ()),
+            feature_density=None if density is None else float(density),
+            ums_rounds=None if rounds is None else int(rounds),
+            feature_version=meta.get("feature_version"),
+            intended_use=IntendedUse.from_meta(meta.get("intended_use")),
+            sha256=str(meta["payload"].get("sha256")),
+            meta=meta,
+        )
+
+    @property
+    def transferable(self) -> bool:
+        """Every input is normalised inside its layer, so the model scores networks it was not fitted on."""
+        return per_layer_normalised(self.features, self.preprocess)
+
+    @property
+    def seen_seeds(self) -> frozenset[int]:
+        return frozenset(self.train_seeds) | frozenset(self.test_seeds)
+
+    def feature_settings(self) -> dict[str, Any]:
+        """Keyword arguments of ``features.compute_features`` that reproduce the harvest's features."""
+        if self.feature_density is None:
+            raise MetapruneError(f"model meta of {self.name!r} records no feature density; refit it")
+        out: dict[str, Any] = {"density": self.feature_density}
+        if self.ums_rounds is not None:
+            out["ums_rounds"] = self.ums_rounds
+        return out
+
+    def check_fits(self, net: nn.Module) -> None:
+        """Refuse a model whose features this metaprune cannot compute, or a network it was not fitted for
+        (unless it is transferable)."""
+        current_version = feature_module.FEATURE_VERSION
+        if self.feature_version is not None and self.feature_version != current_version:
+            raise MetapruneError(
+                f"model {self.path} was fitted on features of version {self.feature_version}, but "
+                f"metaprune.features computes version {current_version} (a feature's definition changed); "
+                "refit it on a new harvest"
+            )
+        available = feature_module.FEATURE_NAMES
+        missing = [f for f in self.features if f not in available]
+        if missing:
+            raise MetapruneError(
+                f"model {self.path} uses features {', '.join(missing)} that metaprune.features does not compute "
+                f"(it computes: {', '.join(available)}); refit the model on a store of the current feature set"
+            )
+        layout = tuple((layer.name, layer.size) for layer in prunable_layout(net).layers)
+        if layout not in self.layouts and not self.transferable:
+            fitted = self.networks[0] if len(self.networks) == 1 else list(self.networks)
+            raise MetapruneError(
+                f"model {self.path} was fitted on network {fitted} "
+                f"({_describe(self.layouts[0]) if self.layouts else 'unknown layers'}) but this network has "
+                f"{_describe(layout)}; a model scores another network only when all its features are per-layer "
+                "normalised (fit with --preprocess rank, or rank_* features only)"
+            )
+
+
 @dataclass
 class LoadedModel:
-    path: Path
-    meta: dict[str, Any]
+    card: ModelCard
     model: Regressor
 
     @property
+    def path(self) -> Path:
+        return self.card.path
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.card.meta
+
+    @property
     def features(self) -> tuple[str, ...]:
-        return tuple(self.meta["features"])
+        return self.card.features
 
     @property
     def preprocess(self) -> str:
-        return str(self.meta["preprocess"])
+        return self.card.preprocess
 
     @property
     def sha256(self) -> str:
-        return str(self.meta["payload"]["sha256"])
+        return self.card.sha256
 
 
 def load_model(directory: str | Path) -> LoadedModel:
     """Load a saved model after checking its format and payload sha256."""
-    path = Path(directory)
-    meta = read_meta(path)
+    card = ModelCard.read(directory)
+    path, meta = card.path, card.meta
     payload = meta["payload"]
     fmt = payload.get("format")
     kind = meta.get("model")
@@ -154,11 +297,24 @@ def load_model(directory: str | Path) -> LoadedModel:
             f"payload {file} has sha256 {digest[:12]}…, meta.json records {str(payload.get('sha256'))[:12]}…; "
             "the file changed after it was saved — refit or restore it"
         )
-    features = meta.get("features")
-    if not isinstance(features, list) or not features:
+    if not isinstance(meta.get("features"), list) or not card.features:
         raise MetapruneError(f"model {str(path)!r}: meta.json lists no features")
-    model = cls.load(file, payload, meta.get("options", {}), len(features))
-    return LoadedModel(path, meta, model)
+    model = cls.load(file, payload, meta.get("options", {}), len(card.features))
+    return LoadedModel(card, model)
+
+
+def model_folders(models_dir: str | Path = "models") -> list[Path]:
+    """The folders under ``models_dir`` that hold a model record, by name."""
+    root = Path(models_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / META_FILE).is_file())
+
+
+def newest_model(models_dir: str | Path = "models") -> Path | None:
+    """The most recently written model folder under ``models_dir``, if any."""
+    folders = model_folders(models_dir)
+    return max(folders, key=lambda p: (p / META_FILE).stat().st_mtime) if folders else None
 
 
 def list_models(models_dir: str | Path = "models") -> list[dict[str, Any]]:
@@ -169,10 +325,11 @@ def list_models(models_dir: str | Path = "models") -> list[dict[str, Any]]:
         return rows
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
-            meta = read_meta(d)
+            card = ModelCard.read(d)
         except MetapruneError as exc:
             rows.append({"name": d.name, "path": str(d), "error": str(exc)})
             continue
+        meta = card.meta
         test = (meta.get("metrics") or {}).get("test", {})
         ref = (meta.get("metrics") or {}).get("reference", {})
         best_ref = max(ref.items(), key=lambda kv: kv[1].get("jaccard", float("-inf")), default=(None, {}))
@@ -182,8 +339,8 @@ def list_models(models_dir: str | Path = "models") -> list[dict[str, Any]]:
                 "path": str(d),
                 "model": meta.get("model"),
                 "target": meta.get("target"),
-                "features": meta.get("feature_spec"),
-                "n_features": len(meta.get("features", [])),
+                "features": card.feature_spec,
+                "n_features": len(card.features),
                 "preprocess": meta.get("preprocess"),
                 "network": meta.get("network"),
                 "dataset": meta.get("dataset"),

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from metaprune.errors import MetapruneError
+from metaprune.features import SCORE_FEATURES
 
 PREPROCESSORS = {
     "minmax": "per-network min-max of every feature to [0, 1] (thesis 5.2.1)",
@@ -33,8 +34,8 @@ TARGETS = {
     "score": "target_score min-max scaled to [0, 1] per seed",
 }
 
-# The base scores every fit report compares the model with (reference rows).
-BASE_SCORES = ("magnitude", "snip", "grasp", "grasp_abs", "synflow", "synflow_ums")
+# The base scores every fit report compares the model with (reference rows): the harvest's score features.
+BASE_SCORES = SCORE_FEATURES
 
 LayerBounds = Sequence[tuple[int, int]]  # (offset, size) of every layer on the flat weight axis
 

@@ -52,6 +52,7 @@ class HarvestConfig:
         """Canonical names and checked values (a one-line error naming the field otherwise)."""
         from metaprune.datasets import DATASETS, dataset_info
         from metaprune.networks import build_network, prunable_layout, validate_network
+        from metaprune.pruning.masks import check_density
         from metaprune.pruning.schedules import ScheduleConfig, check_density_for_network
 
         network = validate_network(self.network)
@@ -67,12 +68,7 @@ class HarvestConfig:
                 f"levels={self.levels}, rounds={self.rounds}: too many steps for the int16 target_round; "
                 "accepted: levels <= 1000"
             )
-        try:
-            density = float(self.density)
-        except (TypeError, ValueError):
-            raise MetapruneError(f"bad sparsity {self.density!r}; accepted: 0 < sparsity <= 1") from None
-        if not 0.0 < density <= 1.0:
-            raise MetapruneError(f"bad sparsity {self.density!r}; accepted: 0 < sparsity <= 1 (fraction kept)")
+        density = check_density(self.density)
         if tuple(self.features) != FEATURE_NAMES or self.feature_version != FEATURE_VERSION:
             raise MetapruneError(
                 f"this metaprune computes features version {FEATURE_VERSION} ({len(FEATURE_NAMES)} features); "

@@ -418,10 +418,6 @@ class HarvestStore:
         table["name"] = [str(x) for x in table["name"]]
         return pd.DataFrame(table, index=pd.Index(self.dataset["layer"].values, name="layer"))
 
-    def weight_coords(self) -> dict[str, np.ndarray]:
-        """Per-weight coordinates: layer_index, row, col, kh, kw."""
-        return {k: np.asarray(self.dataset[k].values) for k in ("layer_index", "row", "col", "kh", "kw")}
-
     def _position(self, seed: int) -> int:
         seeds = self.planned_seeds
         if int(seed) not in seeds:

@@ -1,6 +1,7 @@
 """Apply a parsed method to a network: initialise, score (stacked or not) under its schedule, mask.
 
-This is the one path from a method string to a ticket; ``prune``, ``evaluate`` and the harvest use it.
+This is the one path from a parsed method to a ticket; ``prune`` and ``evaluate`` use it (the harvest's
+target runs ``schedules.prune_iterative`` directly, and takes its pruning batch from ``prune_data_for``).
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ from metaprune.errors import MetapruneError
 from metaprune.networks import build_network, prunable_layout
 from metaprune.pruning.ablations import invert_scores, reinit_kept, shuffle_within_layers
 from metaprune.pruning.inits import INITS, saw_init
-from metaprune.pruning.masks import MaskReport, keep_count, layer_counts_of, mask_report
-from metaprune.pruning.method import LEARNED, Method
+from metaprune.pruning.masks import MaskReport, layer_counts_of, layer_keep_counts, mask_report
+from metaprune.pruning.method import Method
 from metaprune.pruning.schedules import (
     PruneOutcome,
     ScheduleConfig,
     ScoreFn,
-    check_density_for_network,
     prune_iterative,
     prune_upfront,
 )
@@ -64,17 +64,8 @@ def prune_data_for(splits: DataSplits, seed: int, per_class: int = 10) -> PruneD
     return pruning_batch(splits.train_x, splits.train_y, splits.num_classes, seed, per_class)
 
 
-def score_any(name: str, net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
-    """A registered scorer, or a fitted one named ``learned:DIR``."""
-    if name.startswith(LEARNED):
-        from metaprune.fit.learned import learned_scores
-
-        return learned_scores(name[len(LEARNED) :], net, mask, data, seed)
-    return score(name, net, mask, data, seed)
-
-
 def needs_data(name: str) -> bool:
-    return True if name.startswith(LEARNED) else SCORERS.get(name).needs_data
+    return SCORERS.get(name).needs_data
 
 
 def initial_network(method: Method, spec: str, splits: DataSplits, seed: int, data: PruneData | None) -> nn.Module:
@@ -83,31 +74,12 @@ def initial_network(method: Method, spec: str, splits: DataSplits, seed: int, da
     if method.init == "bimodal":
         INITS.get("bimodal")(net, seed)
     elif method.saw:
-        if method.init.startswith(LEARNED):
-            scores = score_any(method.init, net, torch.ones(prunable_layout(net).total, dtype=torch.bool), data, seed)
-            _scores_as_weights(net, scores, method.init)
-        else:
-            saw_init(net, method.init, data, seed)
+        saw_init(net, method.init, data, seed)
     return net
 
 
-@torch.no_grad()
-def _scores_as_weights(net: nn.Module, scores: torch.Tensor, name: str) -> None:
-    from metaprune.networks import prunable_weights
-
-    layout = prunable_layout(net)
-    for layer, w, part in zip(layout.layers, prunable_weights(net), layout.split(scores), strict=True):
-        mag = part.abs().double()
-        if not mag.max() > 0:
-            raise MetapruneError(f"SaW from {name!r}: every score of layer {layer.name} is 0")
-        w.copy_((torch.sign(w).double() * mag / mag.max()).to(w.dtype))
-
-
-LEARNED_PASSES = 5.5  # a learned scorer's features: snip, grasp (3), 101 SynFlow passes, one forward pass
-
-
 def scorer_passes(name: str) -> float:
-    return LEARNED_PASSES if name.startswith(LEARNED) else SCORERS.get(name).passes
+    return SCORERS.get(name).passes
 
 
 def score_function(
@@ -122,9 +94,9 @@ def score_function(
             cost.add_scoring(passes, batch, n_train)
         if method.stacked:
             a, b = method.scorers
-            s = stacked_scores(a, b, net, mask, data, seed, score_fn=score_any)
+            s = stacked_scores(a, b, net, mask, data, seed)
         else:
-            s = score_any(method.scorers[0], net, mask, data, seed)
+            s = score(method.scorers[0], net, mask, data, seed)
         return invert_scores(s) if inverted else s
 
     return fn
@@ -169,7 +141,8 @@ def prune_seeds(
 
     ``per_class`` examples of every class form each seed's pruning batch; ``per_class=0`` means no
     pruning batch at all, so only data-free scorers (magnitude, random) are accepted. Everything that can
-    be checked cheaply (data needs, density per network and scope) is checked before any scoring.
+    be checked cheaply (data needs) is checked before any scoring. ``density`` is trusted: callers check it
+    against the network and scope at their boundary (``schedules.check_density_for_network``).
     ``dtype`` is the training dtype of iterative schedules; ``progress(level, levels)`` follows their levels.
     """
     t0 = time.perf_counter()
@@ -184,10 +157,6 @@ def prune_seeds(
         check_method_data(method, None)
     else:
         datas = [prune_data_for(splits, s, per_class) for s in seeds]
-    # density vs network and scope, on the bare architecture, before any (possibly costly) SaW scoring
-    check_density_for_network(
-        density, build_network(spec, splits.input_shape, splits.num_classes, seeds[0]), schedule.scope
-    )
     nets = [initial_network(method, spec, splits, s, d) for s, d in zip(seeds, datas, strict=True)]
     costs = [Cost() for _ in seeds]
     n_train = int(splits.train_x.shape[0])
@@ -289,8 +258,7 @@ def budget_counts(
     layout = prunable_layout(net)
     inner = method.budget_method
     if inner is None:  # 'layer': the same fraction in every layer
-        check_density_for_network(density, net, "layer")
-        return [keep_count(density, layer.size) for layer in layout.layers]
+        return layer_keep_counts(density, layout)
     ticket = prune_seeds(
         inner, spec, splits, density, (seed,), schedule=schedule, train=train, per_class=per_class, device=device
     )[0]

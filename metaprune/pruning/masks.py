@@ -67,18 +67,42 @@ def topk_mask(scores: torch.Tensor, k: int, alive: torch.Tensor | None, generato
     return keep
 
 
-def keep_count(density: float, n: int) -> int:
-    """Number of weights a density keeps: ``int(round(density * n))`` (Python rounds half to even)."""
-    d = float(density)
+DENSITY_ACCEPTED = "0 < density <= 1, the fraction of prunable weights kept (0.01 keeps 1 %)"
+
+
+def check_density(density: float) -> float:
+    """The range check of a density, made once where it enters the library (``EvaluateConfig``,
+    ``HarvestConfig``, ``prune_network``); code below trusts it."""
+    try:
+        d = float(density)
+    except (TypeError, ValueError):
+        raise MetapruneError(f"bad density {density!r}; accepted: {DENSITY_ACCEPTED}") from None
     if not 0.0 < d <= 1.0:  # also rejects NaN
-        raise MetapruneError(f"bad density {density!r}; accepted: 0 < sparsity <= 1 (fraction of weights kept)")
-    k = int(round(d * n))
+        raise MetapruneError(f"bad density {density!r}; accepted: {DENSITY_ACCEPTED}")
+    return d
+
+
+def keep_count(density: float, n: int) -> int:
+    """Number of weights a density keeps of ``n``: ``int(round(density * n))`` (Python rounds half to even).
+
+    The one rounding rule, for a whole network (global scope) and for each layer (layer scope). A density
+    that keeps no weight is refused; the range of ``density`` is trusted (``check_density``).
+    """
+    k = int(round(float(density) * n))
     if k == 0:
         raise MetapruneError(
             f"density {density!r} keeps no weight of {n} (round({density!r} * {n}) = 0); accepted: "
             f"density > {0.5 / n:.3g} (the smallest that keeps one weight; 1/{n} = {1 / n:.3g} is safe)"
         )
     return k
+
+
+def check_mask(mask: torch.Tensor, layout: PrunableLayout) -> torch.Tensor:
+    """``mask`` as a flat bool tensor, refused unless it has one entry per prunable weight of ``layout``."""
+    mask = mask.reshape(-1).bool()
+    if mask.numel() != layout.total:
+        raise MetapruneError(f"mask of {mask.numel()} weights does not match the network's {layout.total}")
+    return mask
 
 
 def check_finite(scores: torch.Tensor, layout: PrunableLayout, scorer: str, alive: torch.Tensor | None = None) -> None:
@@ -127,12 +151,7 @@ def make_mask(
             return topk_mask(scores, keep_count(density, layout.total), alive, generator)
         if scope != "layer":
             raise MetapruneError(f"unknown pruning scope {scope!r}; accepted: {', '.join(SCOPES)}")
-        layer_counts = []
-        for layer in layout.layers:
-            try:
-                layer_counts.append(keep_count(density, layer.size))
-            except MetapruneError as exc:
-                raise MetapruneError(f"layer {layer.name} ({layer.size} weights): {exc}") from None
+        layer_counts = layer_keep_counts(density, layout)
     if len(layer_counts) != len(layout.layers):
         raise MetapruneError(
             f"a budget of {len(layer_counts)} layers does not match the network's {len(layout.layers)} layers"
@@ -147,6 +166,31 @@ def make_mask(
 def layer_counts_of(mask: torch.Tensor, layout: PrunableLayout) -> list[int]:
     """Kept weights per layer of a flat mask."""
     return [int(part.sum()) for part in layout.split(mask.reshape(-1).bool())]
+
+
+def layer_keep_counts(density: float, layout: PrunableLayout) -> list[int]:
+    """Weights kept in each layer under layer scope (``keep_count`` per layer); a layer keeping none is
+    refused by name."""
+    counts = []
+    for layer in layout.layers:
+        try:
+            counts.append(keep_count(density, layer.size))
+        except MetapruneError:
+            raise MetapruneError(
+                f"density {density:g} keeps no weight of layer {layer.name} ({layer.size} weights) under "
+                f"layer-wise scope; accepted: density >= {0.5 / layer.size:.3g} or --scope global"
+            ) from None
+    return counts
+
+
+def check_density_for_network(density: float, layout: PrunableLayout, scope: str) -> float:
+    """The boundary check of a density for one network: in range, and keeping at least one weight of
+    the network (global scope) or of every layer (layer scope). Returns the density as a float."""
+    d = check_density(density)
+    keep_count(d, layout.total)
+    if scope == "layer":
+        layer_keep_counts(d, layout)
+    return d
 
 
 def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -259,9 +303,7 @@ def mask_report(net: nn.Module, mask: torch.Tensor, *, input_shape: tuple[int, .
     ``input_shape`` is needed for conv nets.
     """
     layout = prunable_layout(net)
-    mask = mask.reshape(-1).bool().cpu()
-    if mask.numel() != layout.total:
-        raise MetapruneError(f"mask of {mask.numel()} weights does not match the network's {layout.total}")
+    mask = check_mask(mask, layout).cpu()
     shape = tuple(input_shape) if input_shape is not None else infer_input_shape(net)
     pnet = _path_network(net, mask)
     modules = [m for m in pnet.modules() if isinstance(m, nn.Linear | nn.Conv2d)]

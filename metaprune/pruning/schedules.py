@@ -30,7 +30,8 @@ from torch import nn
 from metaprune.datasets import DataSplits
 from metaprune.errors import MetapruneError
 from metaprune.networks import prunable_layout
-from metaprune.pruning.masks import keep_count, make_mask
+from metaprune.pruning import masks
+from metaprune.pruning.masks import make_mask
 from metaprune.registry import Registry
 from metaprune.seeds import generator
 from metaprune.training import ProgressFn, TrainConfig, load_member_state, train_population
@@ -156,7 +157,6 @@ def prune_upfront(
     config = config.validate()
     layout = prunable_layout(net)
     n = layout.total
-    keep_count(density, n)  # validates the density before any work
     mask = torch.ones(n, dtype=torch.bool) if alive is None else alive.reshape(-1).cpu().bool().clone()
     removed = torch.zeros(n, dtype=torch.int16) if removed_at is None else removed_at.clone()
     start = mask.sum().item() / n
@@ -208,7 +208,6 @@ def prune_iterative(
             f"{len(score_fns)} score functions, {len(seeds)} seeds"
         )
     n = prunable_layout(nets[0]).total
-    keep_count(density, n)
     masks = [torch.ones(n, dtype=torch.bool) for _ in range(k)]
     removed = [torch.zeros(n, dtype=torch.int16) for _ in range(k)]
     last_scores = [torch.zeros(n) for _ in range(k)]
@@ -258,14 +257,7 @@ def prune_iterative(
     return outcomes
 
 
-def check_density_for_network(density: float, net: nn.Module, scope: str) -> None:
-    """Fail early (one line) if ``density`` keeps no weight globally or, under layer scope, in some layer."""
-    layout = prunable_layout(net)
-    keep_count(density, layout.total)
-    if scope == "layer":
-        for layer in layout.layers:
-            if int(round(density * layer.size)) == 0:
-                raise MetapruneError(
-                    f"density {density:g} keeps no weight of layer {layer.name} ({layer.size} weights) under "
-                    f"layer-wise scope; accepted: density >= {0.5 / layer.size:.3g} or --scope global"
-                )
+def check_density_for_network(density: float, net: nn.Module, scope: str) -> float:
+    """Fail early (one line) if ``density`` is out of range or keeps no weight globally or, under layer
+    scope, in some layer (``masks.check_density_for_network``). Returns the density as a float."""
+    return masks.check_density_for_network(density, prunable_layout(net), scope)

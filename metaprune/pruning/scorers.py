@@ -28,7 +28,7 @@ from torch import nn
 
 from metaprune.errors import MetapruneError
 from metaprune.networks import prunable_layout, prunable_weights
-from metaprune.pruning.masks import check_finite, infer_input_shape
+from metaprune.pruning.masks import check_finite, check_mask, infer_input_shape
 from metaprune.registry import Registry
 from metaprune.seeds import generator
 
@@ -116,15 +116,17 @@ def full_mask(net: nn.Module) -> torch.Tensor:
 
 
 def score(name: str, net: nn.Module, mask: torch.Tensor | None, data: PruneData | None, seed: int) -> torch.Tensor:
-    """Scores of ``name`` on the masked ``net`` (``mask=None``: nothing pruned), checked to be finite."""
+    """Scores of ``name`` on the masked ``net`` (``mask=None``: nothing pruned), checked to be finite.
+
+    ``name`` is a registered scorer or a prefixed one (``learned:DIR``) that the registry resolves.
+    """
     canonical = SCORERS.canonical(name)
+    spec = SCORERS.get(canonical)
     if mask is None:
         mask = full_mask(net)
-    mask = mask.reshape(-1).bool()
     layout = prunable_layout(net)
-    if mask.numel() != layout.total:
-        raise MetapruneError(f"mask of {mask.numel()} weights does not match the network's {layout.total}")
-    scores = SCORERS.get(canonical).fn(net, mask, data, seed)
+    mask = check_mask(mask, layout)
+    scores = spec.fn(net, mask, data, seed)
     check_finite(scores, layout, canonical)
     return scores
 

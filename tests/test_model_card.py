@@ -1,0 +1,158 @@
+"""The model card and learned scorers through the scorer registry: one compatibility check for ``prune``
+and ``evaluate``, models fitted on several stores, and the import graph (pruning never imports fit)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from metaprune.errors import MetapruneError
+from metaprune.evaluate.api import build_config
+from metaprune.evaluate.run import run_evaluation
+from metaprune.fit.core import FitConfig, fit_model
+from metaprune.fit.persist import IntendedUse, ModelCard
+from metaprune.pruning.masks import keep_count
+from metaprune.pruning.scorers import SCORERS
+from metaprune.registry import Registry
+from metaprune.training import TrainConfig
+from tests.conftest import run_main
+from tests.test_fit_helpers import DENSITY, tiny_store
+
+PACKAGE = Path(__file__).resolve().parents[1] / "metaprune"
+OTHER = "mlp:10-8"  # another network on digits: 64*10 + 10*8 + 8*10 prunable weights
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory):
+    return tiny_store(tmp_path_factory, "main", tuple(range(6)))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return tmp_path_factory.mktemp("card-models")
+
+
+@pytest.fixture(scope="module")
+def plain(store, models):
+    """A linear model on the base scores, min-max preprocessed: it fits only mlp:12-8."""
+    return fit_model(store, FitConfig(model="linear", features="scores"), models_dir=models, name="plain")
+
+
+def _evaluate(model: Path, network: str, out: Path, seeds=(1000,)):
+    config = build_config(
+        network=network,
+        dataset="digits",
+        methods=(f"learned:{model}",),
+        densities=(DENSITY,),
+        seeds=seeds,
+        train=TrainConfig(epochs=1, patience=1),
+    )
+    return run_evaluation(config, out).rows()
+
+
+def test_card_reads_what_fit_wrote(plain):
+    card = ModelCard.read(plain.path)
+    assert card.features == tuple(plain.meta["features"]) and card.preprocess == "minmax"
+    assert card.networks == ("mlp:12-8",) and card.datasets == ("digits",) and not card.transferable
+    assert card.seen_seeds == frozenset(range(6)) and card.feature_density == DENSITY
+    assert card.feature_settings()["density"] == DENSITY and card.feature_version is not None
+    assert card.intended_use == IntendedUse()  # fit does not record one yet: every field None
+    assert card.layouts[0][0][1] == 64 * 12
+
+
+def test_transferable_model_is_accepted_by_prune_and_evaluate(store, models, tmp_path):
+    from metaprune.prune import prune_network
+
+    ranked = fit_model(store, FitConfig(model="linear", preprocess="rank"), models_dir=models, name="ranked")
+    assert ModelCard.read(ranked.path).transferable
+    result = prune_network(OTHER, "digits", f"learned:{ranked.path}", DENSITY, 0)
+    assert int(result.ticket.mask.sum()) == keep_count(DENSITY, 64 * 10 + 10 * 8 + 8 * 10)
+    rows = _evaluate(ranked.path, OTHER, tmp_path / "r")
+    assert (rows["method"] == f"learned:{ranked.path}@uss").sum() == 1
+
+
+def test_model_not_fitting_the_network_is_refused_by_evaluate_as_by_prune(plain, tmp_path):
+    with pytest.raises(MetapruneError, match="per-layer normalised"):
+        _evaluate(plain.path, OTHER, tmp_path / "r")
+    assert not (tmp_path / "r").exists()  # refused before any work
+
+
+def test_model_fitted_on_two_stores_evaluates_on_both_networks(store, models, tmp_path_factory, tmp_path):
+    other = tiny_store(tmp_path_factory, "other-network", (0, 1, 2, 3), network=OTHER)
+    both = fit_model([store, other], FitConfig(model="linear", features="scores"), models_dir=models, name="both")
+    card = ModelCard.read(both.path)
+    assert set(card.networks) == {"mlp:12-8", OTHER} and len(card.layouts) == 2 and not card.transferable
+    for network in ("mlp:12-8", OTHER):
+        rows = _evaluate(both.path, network, tmp_path / network.replace(":", "_"))
+        assert (rows["method"] == f"learned:{both.path}@uss").sum() == 1
+    # the seeds it was fitted on are refused on either network
+    with pytest.raises(MetapruneError, match="were used to fit"):
+        _evaluate(both.path, OTHER, tmp_path / "seen", seeds=(0,))
+
+
+def test_rounds_zero_is_a_usage_error(monkeypatch, capsys, tmp_path):
+    from metaprune.cli import app as app_module
+
+    if "evaluate" not in {c.name for c in app_module.app.registered_commands}:
+        app_module._register_commands()
+    args = ["evaluate", "--network", "mlp:12-8", "--dataset", "digits", "-m", "magnitude", "--out", str(tmp_path)]
+    for option in ("--rounds", "--levels"):
+        code, _, err = run_main(monkeypatch, capsys, *args, option, "0")
+        assert code == 2 and f"{option[2:]} must be a positive integer, got 0" in err
+
+
+# ---------------------------------------------------------------------------------------------- registry
+
+
+def test_prefixed_names_resolve_through_the_registered_resolver():
+    reg: Registry[str] = Registry("thing")
+    reg.register("plain", "p")
+    with pytest.raises(MetapruneError, match="unknown thing 'x:abc'"):
+        reg.get("x:abc")  # not a known prefix yet
+    reg.register_prefix("x:", lambda rest: f"resolved {rest}")
+    assert "x:abc" in reg and "x:" not in reg and reg.canonical("x:abc") == "x:abc"
+    assert reg.get("x:abc") == "resolved abc" and reg.get("plain") == "p"
+    with pytest.raises(MetapruneError, match="names nothing after"):
+        reg.get("x:")
+
+
+def test_learned_names_are_scorers_that_need_data():
+    assert "learned:models/some-model" in SCORERS
+    assert SCORERS.get("learned:models/some-model").needs_data  # resolving does not load the model
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, at the top or inside a function."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return names
+
+
+def test_pruning_never_imports_an_upper_layer():
+    upper = ("metaprune.fit", "metaprune.evaluate", "metaprune.harvest", "metaprune.cli")
+    edges = [
+        (path.name, name)
+        for path in sorted((PACKAGE / "pruning").glob("*.py"))
+        for name in _imports(path)
+        if name.startswith(upper)
+    ]
+    assert edges == []
+
+
+def test_saw_from_a_learned_scorer_goes_through_saw_init(plain, monkeypatch):
+    from metaprune.prune import prune_network
+    from metaprune.pruning import apply, inits
+    from metaprune.pruning.method import parse_method
+
+    calls = []
+    original = inits.saw_init
+    monkeypatch.setattr(apply, "saw_init", lambda net, name, *a: calls.append(name) or original(net, name, *a))
+    result = prune_network("mlp:12-8", "digits", parse_method(f"magnitude~learned:{plain.path}"), DENSITY, 7)
+    assert calls == [f"learned:{plain.path}"] and int(result.ticket.mask.sum()) == keep_count(DENSITY, 944)
