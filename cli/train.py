@@ -10,7 +10,7 @@ from rich.table import Table
 
 from metaprune.errors import MetapruneError
 
-from .common import err, out, progress_bar
+from .common import err, out, passive_openmp, positive_float, positive_int, progress_bar
 
 NetworkOpt = Annotated[str, typer.Option("--network", "-n", help="network spec, e.g. lenet_300_100 or mlp:500-300")]
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="dataset name (see `metaprune list`)")]
@@ -33,10 +33,18 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         dataset: DatasetOpt = "mnist5k",
         seeds: Annotated[str, typer.Option("--seeds", help="seeds to train, e.g. 0 or 0-4 or 0,3,7")] = "0",
         preset: Annotated[str, typer.Option("--preset", help="training preset: thesis or openlth")] = "thesis",
-        epochs: Annotated[int | None, typer.Option(help="override the preset's maximum epochs")] = None,
-        batch_size: Annotated[int | None, typer.Option(help="override the preset's batch size")] = None,
-        lr: Annotated[float | None, typer.Option(help="override the preset's learning rate")] = None,
-        patience: Annotated[int | None, typer.Option(help="epochs without validation improvement")] = None,
+        epochs: Annotated[
+            int | None, typer.Option(parser=positive_int("--epochs"), help="override the preset's maximum epochs")
+        ] = None,
+        batch_size: Annotated[
+            int | None, typer.Option(parser=positive_int("--batch-size"), help="override the preset's batch size")
+        ] = None,
+        lr: Annotated[
+            float | None, typer.Option(parser=positive_float("--lr"), help="override the preset's learning rate")
+        ] = None,
+        patience: Annotated[
+            int | None, typer.Option(parser=positive_int("--patience"), help="epochs without validation improvement")
+        ] = None,
         device: DeviceOpt = "auto",
         data_root: DataRootOpt = None,
         json_out: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
@@ -74,11 +82,18 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     def bench_train_cmd(
         device: DeviceOpt = "auto",
         json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-        epochs: Annotated[int, typer.Option(help="timed epochs per measurement")] = 3,
-        repeats: Annotated[int, typer.Option(help="timed runs per figure (the median is reported)")] = 3,
+        epochs: Annotated[int, typer.Option(parser=positive_int("--epochs"), help="timed epochs per run")] = 3,
+        repeats: Annotated[
+            int,
+            typer.Option(
+                parser=positive_int("--repeats"),
+                help="reference/population run pairs per figure (the median of the per-pair ratios is reported)",
+            ),
+        ] = 3,
         populations: Annotated[str, typer.Option(help="population sizes K, comma-separated")] = "1,4,16,64",
     ) -> None:
         """Samples/s of the population loop vs a DataLoader research loop, K = 1, 4, 16, 64, GEMM fraction."""
+        passive_openmp()  # as harvest: spinning OpenMP threads make figures swing on a shared machine
         from metaprune.bench import bench_train
 
         ks = _parse_populations(populations)

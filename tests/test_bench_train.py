@@ -57,8 +57,8 @@ def test_library_refuses_bad_sizes_before_any_work():
     [
         (["--populations", "1,x"], "bad --populations '1,x'"),
         (["--populations", "0"], "bad --populations '0'"),
-        (["--repeats", "0"], "--repeats must be a positive integer, got 0"),
-        (["--epochs", "-1"], "--epochs must be a positive integer, got -1"),
+        (["--repeats", "0"], "bad --repeats '0'; accepted: a positive integer"),
+        (["--epochs", "-1"], "bad --epochs '-1'; accepted: a positive integer"),
     ],
 )
 def test_bad_options_are_one_line_errors(monkeypatch, capsys, args, message):
