@@ -102,31 +102,46 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 device=device,
                 populations=ks,
                 epochs=epochs,
-                reference_epochs=repeats,
                 repeats=repeats,
                 progress=lambda what: status.update(f"bench train: {what}"),
             )
         if json_out:
             out.print_json(json.dumps(result))
             return
-        table = Table(title=f"bench train ({result['device']}, {result['threads']} threads)")
+        load = result["load_average"]
+        table = Table(
+            title=f"bench train ({result['device']}, {result['threads']} threads, "
+            f"OMP_WAIT_POLICY {result['omp_wait_policy']})"
+        )
         table.add_column("measure")
-        table.add_column("value", justify="right")
-        table.add_row("reference loop samples/s", f"{result['reference_samples_per_s']:,.0f}")
-        table.add_row("metaprune K=1 samples/s", f"{result['metaprune_samples_per_s']:,.0f}")
+        table.add_column("samples/s", justify="right")
+        table.add_column("speed-up: median of pairs [min, max]", justify="right")
+        lo, hi = result["reference_samples_per_s_min_max"]
+        table.add_row(
+            "reference loop", f"{result['reference_samples_per_s']:,.0f}", f"[{lo:,.0f}, {hi:,.0f}] samples/s"
+        )
         for k, v in result["population"].items():
-            table.add_row(f"population K={k} network-samples/s", f"{v:,.0f}")
+            table.add_row(
+                f"population K={k} (network-samples)", f"{v:,.0f}", _ratio(result["speedup_per_population"][k])
+            )
         if "parallel_populations" in result:
             p = result["parallel_populations"]
             table.add_row(
-                f"{p['workers']} populations x K={p['k_per_worker']}, 1 thread each", f"{p['samples_per_s']:,.0f}"
+                f"{p['workers']} populations x K={p['k_per_worker']}, 1 thread each",
+                f"{p['samples_per_s']:,.0f}",
+                _ratio(p["speedup"]),
             )
         for k, v in result["autograd_population"].items():
-            table.add_row(f"population K={k}, autograd backward + torch.optim", f"{v:,.0f}")
+            table.add_row(f"population K={k}, autograd backward + torch.optim", f"{v:,.0f}", "")
         for mode, v in result["mask_mode_samples_per_s_at_density_0.1"].items():
-            table.add_row(f"K=1 at density 0.1, mask mode {mode}", f"{v:,.0f}")
-        table.add_row("float32 GEMM rate (1024x1024)", f"{result['gemm_flops'] / 1e9:,.1f} GFLOP/s")
+            table.add_row(f"K=1 at density 0.1, mask mode {mode}", f"{v:,.0f}", "")
+        table.add_row("float32 GEMM rate (1024x1024)", f"{result['gemm_flops'] / 1e9:,.1f} GFLOP/s", "")
         out.print(table)
+        out.print(
+            f"best: {result['best']}; {result['repeats']} pairs per figure, each reference run then population run; "
+            f"load average (1/5/15 min) before {load['before']}, after {load['after']} on {load['cpus']} CPUs",
+            highlight=False,
+        )
         targets = Table(title="targets")
         for col in ("measure", "value", "target", "met"):
             targets.add_column(col, justify="left" if col == "measure" else "right")
@@ -137,6 +152,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 name, f"{t['value']:{fmt}}{unit}", f">= {t['target']:{fmt}}{unit}", "yes" if t["met"] else "NO"
             )
         out.print(targets)
+
+
+def _ratio(r: dict) -> str:
+    return f"{r['median']:.1f}x [{r['min']:.1f}, {r['max']:.1f}]"
 
 
 def _parse_populations(text: str) -> tuple[int, ...]:
