@@ -1,8 +1,8 @@
 """Numeric options: a bad value is one line naming what was typed and what is accepted (exit 2), before any work."""
 
 import pytest
+from metaprune.cli.common import Number, OptionError, density, non_negative_int, positive_float, positive_int
 
-from cli.common import Number, OptionError, density, non_negative_int, positive_float, positive_int
 from metaprune.errors import MetapruneError
 from metaprune.executor import InProcessExecutor, get_executor
 from tests.conftest import run_main
@@ -84,3 +84,25 @@ def test_library_refuses_zero_or_negative_workers():
             get_executor(bad)
     with pytest.raises(MetapruneError, match="bad --workers 0"):
         get_executor(0, scheduler="tcp://127.0.0.1:1")
+
+
+def test_every_numeric_option_has_a_parser(registered):
+    """A new int/float option without ``parser=`` would bring back Typer's message without the value."""
+    import inspect
+    import typing
+
+    import metaprune.cli.app as app_module
+
+    commands = [*app_module.app.registered_commands, *app_module.bench_app.registered_commands]
+    checked = 0
+    for command in commands:
+        hints = typing.get_type_hints(command.callback, include_extras=True)
+        for name in inspect.signature(command.callback).parameters:
+            hint = hints[name]
+            base, *extras = typing.get_args(hint)
+            kinds = {base, *typing.get_args(base), *(a for t in typing.get_args(base) for a in typing.get_args(t))}
+            if kinds & {int, float}:
+                checked += 1
+                info = next(e for e in extras if hasattr(e, "parser"))
+                assert isinstance(info.parser, Number), f"{command.name} {name}"
+    assert checked >= 30
