@@ -58,6 +58,7 @@ class Number:
     low: float | None = None
     high: float | None = None
     low_open: bool = False  # low itself is refused (0 < x rather than 0 <= x)
+    symbol: str = "x"  # the value's name in a range, e.g. "0 < sparsity <= 1"
     note: str = ""  # appended to what is accepted, e.g. what the value means
 
     def __call__(self, value: object) -> int | float:
@@ -94,7 +95,7 @@ class Number:
         elif self.kind is not int and self.low == 0 and self.low_open and self.high is None:
             text = "a positive number"
         elif self.low is not None and self.high is not None:
-            text = f"{noun} with {self.low:g} {'<' if self.low_open else '<='} x <= {self.high:g}"
+            text = f"{noun} with {self.low:g} {'<' if self.low_open else '<='} {self.symbol} <= {self.high:g}"
         elif self.low is not None:
             text = f"{noun} {'>' if self.low_open else '>='} {self.low:g}"
         else:
@@ -119,7 +120,8 @@ def positive_float(option: str, note: str = "") -> Number:
 
 
 def density(option: str = "--sparsity") -> Number:
-    return Number(option, float, low=0, high=1, low_open=True, note="the fraction of weights kept, 0.005 = 0.5 %")
+    note = "the fraction of weights kept, 0.005 = 0.5 %"
+    return Number(option, float, low=0, high=1, low_open=True, symbol="sparsity", note=note)
 
 
 # Zero workers used to mean "in-process" silently; one worker is the in-process run, so zero is refused.

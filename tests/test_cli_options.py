@@ -29,7 +29,9 @@ def test_number_parser_against_its_definition():
     d = density()
     assert d("1") == 1.0 and d("0.005") == 0.005 and d(0.5) == 0.5 and d("1e-3") == 0.001
     for bad in ("0", "1.0001", "-0.1", "lots", "nan", "inf"):
-        with pytest.raises(OptionError, match=r"accepted: a number with 0 < x <= 1 \(the fraction of weights kept"):
+        with pytest.raises(
+            OptionError, match=r"accepted: a number with 0 < sparsity <= 1 \(the fraction of weights kept"
+        ):
             d(bad)
     lr = positive_float("--lr")
     assert lr("0.1") == 0.1
@@ -43,7 +45,7 @@ def test_number_parser_against_its_definition():
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["prune", "--sparsity", "lots"], "bad --sparsity 'lots'; accepted: a number with 0 < x <= 1"),
+        (["prune", "--sparsity", "lots"], "bad --sparsity 'lots'; accepted: a number with 0 < sparsity <= 1"),
         (["prune", "--seed", "abc"], "bad --seed 'abc'; accepted: an integer >= 0"),
         (["prune", "--per-class", "-1"], "bad --per-class '-1'; accepted: an integer >= 0 (0: no pruning batch)"),
         (["prune", "--levels", "0"], "bad --levels '0'; accepted: a positive integer"),

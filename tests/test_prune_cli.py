@@ -191,7 +191,7 @@ def test_help_explains_grammar_and_density():
         (["--method", "snip!xyz"], "unknown ablation 'xyz'"),
         (["--method", "mag>>snip"], "character 5 ('>')"),
         (["--method", "mag>snip", "--per-class", "0"], "needs a pruning batch"),
-        (["--seed", "-1"], "bad seed"),
+        (["--seed", "-1"], "bad --seed '-1'; accepted: an integer >= 0"),
         (["--network", "vgg99"], "unknown network"),
         (["--dataset", "imagenet"], "unknown dataset"),
         (["--scope", "row"], "scope"),
