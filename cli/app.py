@@ -8,7 +8,7 @@ import typer
 
 from metaprune.errors import MetapruneError, RuntimeFailure
 
-from .common import err
+from .common import OptionError, err
 
 app = typer.Typer(
     help="Learn how to prune a network before training: harvest pruning scores, fit a meta-scorer, "
@@ -35,12 +35,13 @@ def _register_commands() -> None:
 def main() -> None:
     """Run the CLI; library errors become one line on stderr and a non-zero exit code.
 
-    Typer's standalone mode handles usage errors itself (a short message, exit code 2).
+    Typer's standalone mode handles usage errors itself (a short message, exit code 2); numeric options
+    are parsed by ``common.Number``, whose ``OptionError`` names the value typed and what is accepted.
     """
     _register_commands()
     try:
         app()
-    except MetapruneError as exc:
+    except (MetapruneError, OptionError) as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except RuntimeFailure as exc:
@@ -49,6 +50,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted; committed work is kept and a re-run resumes")
         sys.exit(130)
+
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .common import out, progress_bar
+from .common import WORKERS, density, out, positive_int, progress_bar
 from .train import DataRootOpt, DatasetOpt, DeviceOpt, NetworkOpt
 
 
@@ -57,9 +57,9 @@ def _print_sanity(rep) -> None:
     table = Table(title="sanity checks", title_justify="left")
     for name in ("method", "density", "!shuffle", "!reinit", "verdict"):
         table.add_column(name, justify="left" if name == "method" else "right")
-    for method, density, shuffle, reinit, verdict in rows:
+    for method, dens, shuffle, reinit, verdict in rows:
         style = {"pass": "green", "fail": "bold red"}.get(verdict, "")
-        table.add_row(method, f"{density:g}", shuffle, reinit, f"[{style}]{verdict}[/]" if style else verdict)
+        table.add_row(method, f"{dens:g}", shuffle, reinit, f"[{style}]{verdict}[/]" if style else verdict)
     out.print(table)
     out.print(
         "accuracy points the ablated mask loses against the method (paired mean ± 95 % CI over seeds); "
@@ -75,6 +75,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             typer.Option(
                 "--sparsity",
                 "-s",
+                parser=density(),
                 help="fraction of prunable weights that REMAIN (density; 0.005 = 0.5 % kept), repeatable",
             ),
         ] = None,
@@ -96,12 +97,23 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         out_dir: Annotated[Path | None, typer.Option("--out", help="results directory (default results/…)")] = None,
         force: Annotated[bool, typer.Option(help="replace a results directory of another configuration")] = False,
         allow_seen_seeds: Annotated[bool, typer.Option(help="allow seeds a learned model was fitted on")] = False,
-        workers: Annotated[int | None, typer.Option(help="local worker processes (one seed each)")] = None,
+        workers: Annotated[
+            int | None, typer.Option(parser=WORKERS, help="local worker processes (one seed each)")
+        ] = None,
         scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address tcp://host:port")] = None,
-        epochs: Annotated[int | None, typer.Option(help="maximum training epochs (default 100)")] = None,
-        patience: Annotated[int | None, typer.Option(help="early-stopping patience in epochs (default 10)")] = None,
-        rounds: Annotated[int | None, typer.Option(help="multi-shot rounds (default 100)")] = None,
-        levels: Annotated[int | None, typer.Option(help="levels of iterative schedules (default 5)")] = None,
+        epochs: Annotated[
+            int | None, typer.Option(parser=positive_int("--epochs"), help="maximum training epochs (default 100)")
+        ] = None,
+        patience: Annotated[
+            int | None,
+            typer.Option(parser=positive_int("--patience"), help="early-stopping patience in epochs (default 10)"),
+        ] = None,
+        rounds: Annotated[
+            int | None, typer.Option(parser=positive_int("--rounds"), help="multi-shot rounds (default 100)")
+        ] = None,
+        levels: Annotated[
+            int | None, typer.Option(parser=positive_int("--levels"), help="levels of iterative schedules (default 5)")
+        ] = None,
         scope: Annotated[str, typer.Option(help="mask scope: global or layer")] = "global",
         device: DeviceOpt = "auto",
         data_root: DataRootOpt = None,

@@ -9,9 +9,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .common import err, out, progress_bar
+from .common import err, non_negative_int, out, positive_float, positive_int, progress_bar
 
 MODEL_HELP = "model: linear, sgd, tree, forest, mlp, lightgbm (see `metaprune list`)"
+THREADS = positive_int("--threads", "1 is fastest on a busy machine")
 THREADS_HELP = "BLAS/PyTorch/LightGBM/forest threads; 1 (default) is fastest on a shared machine, where more spin"
 
 
@@ -85,7 +86,13 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         test_seeds: Annotated[
             str | None, typer.Option(help="held-out seeds (default: the last quarter of the complete seeds)")
         ] = None,
-        cv: Annotated[int, typer.Option(help="K-fold cross-validation by seed on the training seeds (0: none)")] = 0,
+        cv: Annotated[
+            int,
+            typer.Option(
+                parser=non_negative_int("--cv", "0: none, K >= 2: K folds"),
+                help="K-fold cross-validation by seed on the training seeds (0: none)",
+            ),
+        ] = 0,
         name: Annotated[
             str | None, typer.Option(help="model folder name (default <model>-<target>-<features>-<store hash>)")
         ] = None,
@@ -98,16 +105,29 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         ] = None,
         max_rows: Annotated[
             int | None,
-            typer.Option(help="row subsample cap for tree/forest (1,000,000) and lightgbm (2,000,000)"),
+            typer.Option(
+                parser=positive_int("--max-rows"),
+                help="row subsample cap for tree/forest (1,000,000) and lightgbm (2,000,000)",
+            ),
         ] = None,
         objective: Annotated[
             str | None, typer.Option(help="lightgbm objective: regression (default) or cross_entropy")
         ] = None,
-        epochs: Annotated[int | None, typer.Option(help="passes over the training seeds (sgd 3, mlp 5)")] = None,
-        lr: Annotated[float | None, typer.Option(help="mlp learning rate (default Adam 1e-3)")] = None,
+        epochs: Annotated[
+            int | None,
+            typer.Option(parser=positive_int("--epochs"), help="passes over the training seeds (sgd 3, mlp 5)"),
+        ] = None,
+        lr: Annotated[
+            float | None, typer.Option(parser=positive_float("--lr"), help="mlp learning rate (default Adam 1e-3)")
+        ] = None,
         device: Annotated[str | None, typer.Option(help="mlp device: auto, cpu, cuda, cuda:N")] = None,
-        seed: Annotated[int, typer.Option(help="seed of the fit's own randomness (shuffling, init, subsample)")] = 0,
-        threads: Annotated[int, typer.Option(help=THREADS_HELP)] = 1,
+        seed: Annotated[
+            int,
+            typer.Option(
+                parser=non_negative_int("--seed"), help="seed of the fit's own randomness (shuffling, init, subsample)"
+            ),
+        ] = 0,
+        threads: Annotated[int, typer.Option(parser=THREADS, help=THREADS_HELP)] = 1,
         models_dir: Annotated[str, typer.Option(help="where models are saved")] = "models",
         datasets_dir: Annotated[str, typer.Option(help="where the default store is looked for")] = "datasets",
         json_out: Annotated[bool, typer.Option("--json", help="print the model's meta.json instead of tables")] = False,
@@ -231,7 +251,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--option", "-o", help="MODEL:KEY=VALUE (repeat), e.g. mlp:epochs=1"),
         ] = None,
-        threads: Annotated[int, typer.Option(help=THREADS_HELP)] = 1,
+        threads: Annotated[int, typer.Option(parser=THREADS, help=THREADS_HELP)] = 1,
         datasets_dir: Annotated[str, typer.Option(help="where the default store is looked for")] = "datasets",
         json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     ) -> None:

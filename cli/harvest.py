@@ -4,29 +4,27 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from .common import err, out, progress_bar
+from .common import (
+    WORKERS,
+    density,
+    err,
+    non_negative_int,
+    out,
+    passive_openmp,
+    positive_float,
+    positive_int,
+    progress_bar,
+)
 
 DEFAULTS_HELP = (
     "Defaults: 10 levels from density 1 to --sparsity, 10 multi-shot rounds per level, at most 50 epochs per "
     "level (thesis training: SGD lr 0.1, batch 64, early stopping with patience 10), populations of 8 seeds."
 )
-
-
-def passive_openmp() -> None:
-    """Let idle OpenMP threads sleep instead of spin, unless the user chose (``OMP_WAIT_POLICY``).
-
-    On a machine whose cores are shared with other jobs, spinning threads stall every parallel region
-    while one of them is descheduled: population training measured 4-5x slower on 2 busy cores, and
-    ~25 % faster on 2 idle ones. Harvests run for minutes on shared machines, so they take the robust
-    setting. It only works before torch is imported, which the harvest commands do lazily.
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _fmt(x: float, digits: int = 3) -> str:
@@ -44,24 +42,49 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         dataset: Annotated[str, typer.Option("--dataset", "-d", help="dataset name")] = "mnist5k",
         seeds: Annotated[str, typer.Option("--seeds", help="seeds, e.g. 0-7 or 0,3,9; extends a store's plan")] = "0-7",
         sparsity: Annotated[
-            float, typer.Option("--sparsity", help="target DENSITY: fraction of weights kept (0.005 = 0.5 %)")
+            float,
+            typer.Option(
+                "--sparsity", parser=density(), help="target DENSITY: fraction of weights kept (0.005 = 0.5 %)"
+            ),
         ] = 0.005,
-        levels: Annotated[int, typer.Option("--levels", help="training levels of the iterative target")] = 10,
-        epochs: Annotated[int, typer.Option("--epochs", help="maximum epochs per level")] = 50,
-        patience: Annotated[int, typer.Option("--patience", help="early-stopping patience (epochs)")] = 10,
-        rounds: Annotated[int, typer.Option("--rounds", help="multi-shot SynFlow rounds per level")] = 10,
+        levels: Annotated[
+            int, typer.Option("--levels", parser=positive_int("--levels"), help="training levels of the target")
+        ] = 10,
+        epochs: Annotated[
+            int, typer.Option("--epochs", parser=positive_int("--epochs"), help="maximum epochs per level")
+        ] = 50,
+        patience: Annotated[
+            int, typer.Option("--patience", parser=positive_int("--patience"), help="early-stopping patience (epochs)")
+        ] = 10,
+        rounds: Annotated[
+            int, typer.Option("--rounds", parser=positive_int("--rounds"), help="multi-shot SynFlow rounds per level")
+        ] = 10,
         seeds_per_task: Annotated[
-            int, typer.Option("--seeds-per-task", help="seeds trained together as one population (one task)")
+            int,
+            typer.Option(
+                "--seeds-per-task",
+                parser=positive_int("--seeds-per-task"),
+                help="seeds trained together as one population (one task)",
+            ),
         ] = 8,
-        data_seed: Annotated[int, typer.Option("--data-seed", help="data order of target training")] = 0,
+        data_seed: Annotated[
+            int,
+            typer.Option("--data-seed", parser=non_negative_int("--data-seed"), help="data order of target training"),
+        ] = 0,
         warmup: Annotated[
-            float, typer.Option("--warmup", help="epochs of the dense warm-up behind the dynamics features")
+            float,
+            typer.Option(
+                "--warmup",
+                parser=positive_float("--warmup"),
+                help="epochs of the dense warm-up behind the dynamics features",
+            ),
         ] = 3.0,
         out_path: Annotated[
             str | None, typer.Option("--out", help="store path (default datasets/<network>-<dataset>-<hash>.zarr)")
         ] = None,
         workers: Annotated[
-            int | None, typer.Option("--workers", help="local worker processes (default: in-process)")
+            int | None,
+            typer.Option("--workers", parser=WORKERS, help="local worker processes (default: in-process)"),
         ] = None,
         scheduler: Annotated[
             str | None, typer.Option("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
@@ -136,7 +159,12 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     @app.command("inspect")
     def inspect_cmd(
         store: Annotated[str, typer.Argument(help="a harvest store (.zarr folder)")],
-        max_seeds: Annotated[int, typer.Option("--max-seeds", help="seeds used for the correlation table")] = 20,
+        max_seeds: Annotated[
+            int,
+            typer.Option(
+                "--max-seeds", parser=positive_int("--max-seeds"), help="seeds used for the correlation table"
+            ),
+        ] = 20,
         json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     ) -> None:
         """Dims, seeds complete/planned, features, target summary and the feature-target correlations."""
@@ -187,20 +215,22 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
     @bench_app.command("harvest")
     def bench_harvest_cmd(
-        seeds: Annotated[int, typer.Option("--seeds", help="seeds to harvest (one population)")] = 4,
+        seeds: Annotated[
+            int, typer.Option("--seeds", parser=positive_int("--seeds"), help="seeds to harvest (one population)")
+        ] = 4,
         iterate_seeds: Annotated[
-            int, typer.Option("--iterate-seeds", help="seeds of the synthetic store read back")
+            int,
+            typer.Option(
+                "--iterate-seeds", parser=positive_int("--iterate-seeds"), help="seeds of the synthetic store read back"
+            ),
         ] = 100,
         device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N")] = "auto",
         json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     ) -> None:
         """Seconds per seed, time split (training vs features/writing), store size vs raw, reader memory."""
         passive_openmp()
-        from metaprune.errors import MetapruneError
         from metaprune.harvest.bench import bench_harvest
 
-        if seeds < 1 or iterate_seeds < 1:
-            raise MetapruneError("--seeds and --iterate-seeds must be positive")
         result = bench_harvest(seeds=seeds, iterate_seeds=iterate_seeds, device=device)
         if json_out:
             out.print_json(json.dumps(result))

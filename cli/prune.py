@@ -11,7 +11,7 @@ from rich.table import Table
 
 from metaprune.pruning.method import GRAMMAR_HELP, SHORT_HELP
 
-from .common import out, progress_bar
+from .common import density, non_negative_int, out, positive_int, progress_bar
 from .train import DataRootOpt, DatasetOpt, DeviceOpt, NetworkOpt, training_options
 
 PRUNE_HELP = (
@@ -94,23 +94,46 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             typer.Option(
                 "--sparsity",
                 "-s",
+                parser=density(),
                 help="fraction of prunable weights that REMAIN (the density, as in the thesis): "
                 "0.01 keeps 1 %; accepted: 0 < sparsity <= 1",
             ),
         ] = 0.01,
-        seed: Annotated[int, typer.Option("--seed", help="master seed: θ0, pruning batch, tie-breaking")] = 0,
+        seed: Annotated[
+            int,
+            typer.Option(
+                "--seed", parser=non_negative_int("--seed"), help="master seed: θ0, pruning batch, tie-breaking"
+            ),
+        ] = 0,
         scope: Annotated[
             str, typer.Option("--scope", help="global: rank all weights together; layer: keep the density per layer")
         ] = "global",
-        rounds: Annotated[int, typer.Option("--rounds", help="score/prune rounds of multi-shot schedules")] = 100,
-        levels: Annotated[int, typer.Option("--levels", help="train/prune/rewind levels of iterative schedules")] = 5,
+        rounds: Annotated[
+            int,
+            typer.Option(
+                "--rounds", parser=positive_int("--rounds"), help="score/prune rounds of multi-shot schedules"
+            ),
+        ] = 100,
+        levels: Annotated[
+            int,
+            typer.Option(
+                "--levels", parser=positive_int("--levels"), help="train/prune/rewind levels of iterative schedules"
+            ),
+        ] = 5,
         preset: Annotated[
             str, typer.Option("--preset", help="training preset of iterative schedules: thesis or openlth")
         ] = "thesis",
-        epochs: Annotated[int | None, typer.Option(help="override the preset's maximum epochs per level")] = None,
+        epochs: Annotated[
+            int | None,
+            typer.Option(parser=positive_int("--epochs"), help="override the preset's maximum epochs per level"),
+        ] = None,
         per_class: Annotated[
             int,
-            typer.Option("--per-class", help="pruning batch: examples per class (0: none, data-free scorers only)"),
+            typer.Option(
+                "--per-class",
+                parser=non_negative_int("--per-class", "0: no pruning batch"),
+                help="pruning batch: examples per class (0: none, data-free scorers only)",
+            ),
         ] = 10,
         device: DeviceOpt = "auto",
         data_root: DataRootOpt = None,
@@ -158,7 +181,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     @bench_app.command("prune")
     def bench_prune_cmd(
         json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-        repeats: Annotated[int, typer.Option(help="timed repeats per item (the median is reported)")] = 5,
+        repeats: Annotated[
+            int, typer.Option(parser=positive_int("--repeats"), help="timed repeats per item (the median is reported)")
+        ] = 5,
         model: Annotated[
             str | None, typer.Option(help="a fitted model directory: also time learned:MODEL@ums, 20 rounds")
         ] = None,

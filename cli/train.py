@@ -10,7 +10,7 @@ from rich.table import Table
 
 from metaprune.errors import MetapruneError
 
-from .common import err, out, progress_bar
+from .common import err, out, passive_openmp, positive_float, positive_int, progress_bar
 
 NetworkOpt = Annotated[str, typer.Option("--network", "-n", help="network spec, e.g. lenet_300_100 or mlp:500-300")]
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="dataset name (see `metaprune list`)")]
@@ -33,10 +33,18 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         dataset: DatasetOpt = "mnist5k",
         seeds: Annotated[str, typer.Option("--seeds", help="seeds to train, e.g. 0 or 0-4 or 0,3,7")] = "0",
         preset: Annotated[str, typer.Option("--preset", help="training preset: thesis or openlth")] = "thesis",
-        epochs: Annotated[int | None, typer.Option(help="override the preset's maximum epochs")] = None,
-        batch_size: Annotated[int | None, typer.Option(help="override the preset's batch size")] = None,
-        lr: Annotated[float | None, typer.Option(help="override the preset's learning rate")] = None,
-        patience: Annotated[int | None, typer.Option(help="epochs without validation improvement")] = None,
+        epochs: Annotated[
+            int | None, typer.Option(parser=positive_int("--epochs"), help="override the preset's maximum epochs")
+        ] = None,
+        batch_size: Annotated[
+            int | None, typer.Option(parser=positive_int("--batch-size"), help="override the preset's batch size")
+        ] = None,
+        lr: Annotated[
+            float | None, typer.Option(parser=positive_float("--lr"), help="override the preset's learning rate")
+        ] = None,
+        patience: Annotated[
+            int | None, typer.Option(parser=positive_int("--patience"), help="epochs without validation improvement")
+        ] = None,
         device: DeviceOpt = "auto",
         data_root: DataRootOpt = None,
         json_out: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
@@ -74,11 +82,18 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     def bench_train_cmd(
         device: DeviceOpt = "auto",
         json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-        epochs: Annotated[int, typer.Option(help="timed epochs per measurement")] = 3,
-        repeats: Annotated[int, typer.Option(help="timed runs per figure (the median is reported)")] = 3,
+        epochs: Annotated[int, typer.Option(parser=positive_int("--epochs"), help="timed epochs per run")] = 3,
+        repeats: Annotated[
+            int,
+            typer.Option(
+                parser=positive_int("--repeats"),
+                help="reference/population run pairs per figure (the median of the per-pair ratios is reported)",
+            ),
+        ] = 3,
         populations: Annotated[str, typer.Option(help="population sizes K, comma-separated")] = "1,4,16,64",
     ) -> None:
         """Samples/s of the population loop vs a DataLoader research loop, K = 1, 4, 16, 64, GEMM fraction."""
+        passive_openmp()  # as harvest: spinning OpenMP threads make figures swing on a shared machine
         from metaprune.bench import bench_train
 
         ks = _parse_populations(populations)
@@ -87,31 +102,46 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 device=device,
                 populations=ks,
                 epochs=epochs,
-                reference_epochs=repeats,
                 repeats=repeats,
                 progress=lambda what: status.update(f"bench train: {what}"),
             )
         if json_out:
             out.print_json(json.dumps(result))
             return
-        table = Table(title=f"bench train ({result['device']}, {result['threads']} threads)")
+        load = result["load_average"]
+        table = Table(
+            title=f"bench train ({result['device']}, {result['threads']} threads, "
+            f"OMP_WAIT_POLICY {result['omp_wait_policy']})"
+        )
         table.add_column("measure")
-        table.add_column("value", justify="right")
-        table.add_row("reference loop samples/s", f"{result['reference_samples_per_s']:,.0f}")
-        table.add_row("metaprune K=1 samples/s", f"{result['metaprune_samples_per_s']:,.0f}")
+        table.add_column("samples/s", justify="right")
+        table.add_column("speed-up: median of pairs [min, max]", justify="right")
+        lo, hi = result["reference_samples_per_s_min_max"]
+        table.add_row(
+            "reference loop", f"{result['reference_samples_per_s']:,.0f}", f"[{lo:,.0f}, {hi:,.0f}] samples/s"
+        )
         for k, v in result["population"].items():
-            table.add_row(f"population K={k} network-samples/s", f"{v:,.0f}")
+            table.add_row(
+                f"population K={k} (network-samples)", f"{v:,.0f}", _ratio(result["speedup_per_population"][k])
+            )
         if "parallel_populations" in result:
             p = result["parallel_populations"]
             table.add_row(
-                f"{p['workers']} populations x K={p['k_per_worker']}, 1 thread each", f"{p['samples_per_s']:,.0f}"
+                f"{p['workers']} populations x K={p['k_per_worker']}, 1 thread each",
+                f"{p['samples_per_s']:,.0f}",
+                _ratio(p["speedup"]),
             )
         for k, v in result["autograd_population"].items():
-            table.add_row(f"population K={k}, autograd backward + torch.optim", f"{v:,.0f}")
+            table.add_row(f"population K={k}, autograd backward + torch.optim", f"{v:,.0f}", "")
         for mode, v in result["mask_mode_samples_per_s_at_density_0.1"].items():
-            table.add_row(f"K=1 at density 0.1, mask mode {mode}", f"{v:,.0f}")
-        table.add_row("float32 GEMM rate (1024x1024)", f"{result['gemm_flops'] / 1e9:,.1f} GFLOP/s")
+            table.add_row(f"K=1 at density 0.1, mask mode {mode}", f"{v:,.0f}", "")
+        table.add_row("float32 GEMM rate (1024x1024)", f"{result['gemm_flops'] / 1e9:,.1f} GFLOP/s", "")
         out.print(table)
+        out.print(
+            f"best: {result['best']}; {result['repeats']} pairs per figure, each reference run then population run; "
+            f"load average (1/5/15 min) before {load['before']}, after {load['after']} on {load['cpus']} CPUs",
+            highlight=False,
+        )
         targets = Table(title="targets")
         for col in ("measure", "value", "target", "met"):
             targets.add_column(col, justify="left" if col == "measure" else "right")
@@ -122,6 +152,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 name, f"{t['value']:{fmt}}{unit}", f">= {t['target']:{fmt}}{unit}", "yes" if t["met"] else "NO"
             )
         out.print(targets)
+
+
+def _ratio(r: dict) -> str:
+    return f"{r['median']:.1f}x [{r['min']:.1f}, {r['max']:.1f}]"
 
 
 def _parse_populations(text: str) -> tuple[int, ...]:

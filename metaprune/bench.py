@@ -1,12 +1,18 @@
 """Benchmarks (``metaprune bench …``): throughput of the train loop against a common research loop.
 
-Speed targets are checked here, never in timed tests. Each figure is a median over repeats after a
-warm-up, measured on the machine it runs on; the JSON records threads, device and versions.
+Speed targets are checked here, never in timed tests. A speed-up is a ratio of two rates measured at
+different moments, so on a machine whose load changes (other jobs, turbo, caches) the two rates drift
+apart: measured one after the other, the ratio swung 7x-11x between identical runs. Every population
+figure is therefore measured in *pairs* with the reference loop, interleaved (reference, population,
+reference, population, ...), and a speed-up is the median of the per-pair ratios, reported with their
+min and max. The JSON records threads, device, versions, the OpenMP wait policy and the load average
+before and after the run.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -79,104 +85,153 @@ class _MaskedLinear(nn.Linear):
         return F.linear(x, self.weight * self.mask, self.bias)
 
 
-def reference_loop_samples_per_s(
-    data: DataSplits, device: torch.device, epochs: int, mask: torch.Tensor
-) -> list[float]:
+class ReferenceLoop:
     """The common research loop (SynFlow/OpenLTH style): a torchvision-style Dataset with a per-sample
     PIL transform, a DataLoader (batch 64, shuffle, num_workers 0 — worker processes only slow 2 cores),
     ``.to(device)`` per batch, masks multiplied in the forward pass, torch.optim.SGD.
 
-    Samples/s of each of ``epochs`` timed epochs, after one warm-up epoch.
+    Built once with one warm-up epoch; each ``run(epochs)`` is one timed measurement (samples/s) that
+    continues training the same network, as the population runs continue theirs.
     """
-    net = build_network("lenet_300_100", data.input_shape, data.num_classes, 0)
-    layout = prunable_layout(net)
-    masked = nn.Sequential(
-        nn.Flatten(),
-        *[
-            m
-            for i, (layer, lm) in enumerate(zip(net.layers, layout.split(mask), strict=True))
-            for m in (
-                (_MaskedLinear(layer, lm),) if i == len(net.layers) - 1 else (_MaskedLinear(layer, lm), nn.ReLU())
-            )
-        ],
-    ).to(device)
-    mean, std = data.mean[0], data.std[0]
-    pixels = (data.train_x.cpu() * std + mean).mul(255).round().clamp(0, 255).to(torch.uint8)
-    loader = torch.utils.data.DataLoader(
-        _PixelDataset(pixels, data.train_y.cpu(), mean, std), batch_size=64, shuffle=True, num_workers=0
-    )
-    opt = torch.optim.SGD(masked.parameters(), lr=0.1)
-    rates = []
-    for epoch in range(epochs + 1):
-        _sync(device)
+
+    def __init__(self, data: DataSplits, device: torch.device, mask: torch.Tensor) -> None:
+        net = build_network("lenet_300_100", data.input_shape, data.num_classes, 0)
+        layout = prunable_layout(net)
+        last = len(net.layers) - 1
+        self.device = device
+        self.model = nn.Sequential(
+            nn.Flatten(),
+            *[
+                m
+                for i, (layer, lm) in enumerate(zip(net.layers, layout.split(mask), strict=True))
+                for m in ((_MaskedLinear(layer, lm),) if i == last else (_MaskedLinear(layer, lm), nn.ReLU()))
+            ],
+        ).to(device)
+        mean, std = data.mean[0], data.std[0]
+        pixels = (data.train_x.cpu() * std + mean).mul(255).round().clamp(0, 255).to(torch.uint8)
+        self.loader = torch.utils.data.DataLoader(
+            _PixelDataset(pixels, data.train_y.cpu(), mean, std), batch_size=64, shuffle=True, num_workers=0
+        )
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1)
+        self.run(1)  # warm-up
+
+    def run(self, epochs: int) -> float:
+        _sync(self.device)
         t = time.perf_counter()
         seen = 0
         total = 0.0
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            opt.zero_grad()
-            loss = F.cross_entropy(masked(x), y)
-            total += loss.item() * x.shape[0]  # the SynFlow loop's running loss (a sync per step)
-            loss.backward()
-            opt.step()
-            seen += y.shape[0]
-        _sync(device)
-        if epoch >= 1:  # the first epoch is warm-up
-            rates.append(seen / (time.perf_counter() - t))
-    return rates
+        for _ in range(epochs):
+            for x, y in self.loader:
+                x, y = x.to(self.device), y.to(self.device)
+                self.opt.zero_grad()
+                loss = F.cross_entropy(self.model(x), y)
+                total += loss.item() * x.shape[0]  # the SynFlow loop's running loss (a sync per step)
+                loss.backward()
+                self.opt.step()
+                seen += y.shape[0]
+        _sync(self.device)
+        return seen / (time.perf_counter() - t)
 
 
-def population_runs(
-    data: DataSplits,
-    device: torch.device,
-    k: int,
-    epochs: int,
-    mask_mode: str = "grad",
-    density: float = 1.0,
-    repeats: int = 3,
-    autograd: bool = False,
-) -> list[PopulationResult]:
-    """``repeats`` timed ``train_population`` calls of ``epochs`` epochs each, after one warm-up epoch.
+class PopulationRun:
+    """Timed ``train_population`` calls of ``epochs`` epochs on K LeNet-300-100s, after one warm-up epoch.
 
     A call's time includes stacking the members and the final evaluation: what a caller gets.
     """
-    nets = [build_network("lenet_300_100", data.input_shape, data.num_classes, s) for s in range(k)]
-    n = prunable_layout(nets[0]).total
-    g = torch.Generator().manual_seed(0)
-    masks = [torch.rand(n, generator=g) < density for _ in range(k)]
-    cfg = TrainConfig(epochs=epochs, early_stopping=False, mask_mode=mask_mode, autograd=autograd)
-    train_population(nets, data, replace(cfg, epochs=1), 0, masks=masks, device=device)  # warm-up
-    return [train_population(nets, data, cfg, 0, masks=masks, device=device) for _ in range(repeats)]
+
+    def __init__(
+        self,
+        data: DataSplits,
+        device: torch.device,
+        k: int,
+        epochs: int,
+        mask_mode: str = "grad",
+        density: float = 1.0,
+        autograd: bool = False,
+    ) -> None:
+        self.nets = [build_network("lenet_300_100", data.input_shape, data.num_classes, s) for s in range(k)]
+        n = prunable_layout(self.nets[0]).total
+        g = torch.Generator().manual_seed(0)
+        self.masks = [torch.rand(n, generator=g) < density for _ in range(k)]
+        self.data, self.device = data, device
+        self.config = TrainConfig(epochs=epochs, early_stopping=False, mask_mode=mask_mode, autograd=autograd)
+        train_population(self.nets, data, replace(self.config, epochs=1), 0, masks=self.masks, device=device)
+
+    def result(self) -> PopulationResult:
+        return train_population(self.nets, self.data, self.config, 0, masks=self.masks, device=self.device)
+
+    def run(self) -> float:
+        r = self.result()
+        return r.samples / r.seconds
 
 
-def _parallel_worker(k: int, epochs: int, repeats: int, barrier, results) -> None:
+def interleaved(
+    reference: Callable[[], float], candidate: Callable[[], float], pairs: int
+) -> tuple[list[float], list[float]]:
+    """``pairs`` pairs of measurements in the order reference, candidate, reference, candidate, …"""
+    ref: list[float] = []
+    cand: list[float] = []
+    for _ in range(pairs):
+        ref.append(reference())
+        cand.append(candidate())
+    return ref, cand
+
+
+def ratio_stats(reference: list[float], candidate: list[float]) -> dict:
+    """Per-pair ratios candidate / reference, and their median, min and max."""
+    ratios = [c / r for r, c in zip(reference, candidate, strict=True)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "pairs": ratios}
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15-minute load averages (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def _parallel_worker(k: int, epochs: int, rounds: int, barrier, results) -> None:
     torch.set_num_threads(1)
-    data = load_dataset("mnist5k")
-    population_runs(data, torch.device("cpu"), k, 1, repeats=1)  # warm-up before the common start
-    barrier.wait()
-    start = time.monotonic()  # system-wide clock: comparable across the workers
-    runs = population_runs(data, torch.device("cpu"), k, epochs, repeats=repeats)
-    results.put((start, time.monotonic(), sum(r.samples for r in runs)))
+    run = PopulationRun(load_dataset("mnist5k"), torch.device("cpu"), k, epochs)  # includes the warm-up
+    barrier.wait()  # ready: the parent times nothing while workers warm up
+    for _ in range(rounds):
+        barrier.wait()  # the parent's reference run of this pair is done
+        start = time.monotonic()  # system-wide clock: comparable across the workers
+        r = run.result()
+        results.put((start, time.monotonic(), r.samples))
 
 
-def parallel_populations_samples_per_s(workers: int, k: int, epochs: int, repeats: int) -> float:
-    """Aggregate network-samples/s of ``workers`` processes training populations of ``k`` on one thread each.
+class ParallelPopulations:
+    """``workers`` processes training populations of ``k`` on one thread each, ``rounds`` times.
 
-    The workers start together (a barrier after their warm-up); the rate is all their samples over the
-    wall time from the common start to the last finish, so a worker running alone cannot inflate it.
+    The workers stay alive between rounds and start each round together (a barrier the parent joins
+    after its own measurement), so rounds interleave with the parent's reference runs. A round's rate
+    is all the workers' samples over the wall time from the common start to the last finish, so a
+    worker running alone cannot inflate it.
     """
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(workers)
-    results = ctx.Queue()
-    procs = [ctx.Process(target=_parallel_worker, args=(k, epochs, repeats, barrier, results)) for _ in range(workers)]
-    for proc in procs:
-        proc.start()
-    spans = [results.get() for _ in procs]
-    for proc in procs:
-        proc.join()
-    start = min(s[0] for s in spans)
-    end = max(s[1] for s in spans)
-    return sum(s[2] for s in spans) / (end - start)
+
+    def __init__(self, workers: int, k: int, epochs: int, rounds: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.workers = workers
+        self.barrier = ctx.Barrier(workers + 1)
+        self.results = ctx.Queue()
+        self.procs = [
+            ctx.Process(target=_parallel_worker, args=(k, epochs, rounds, self.barrier, self.results))
+            for _ in range(workers)
+        ]
+        for proc in self.procs:
+            proc.start()
+        self.barrier.wait()
+
+    def run(self) -> float:
+        self.barrier.wait()
+        spans = [self.results.get() for _ in range(self.workers)]
+        return sum(s[2] for s in spans) / (max(s[1] for s in spans) - min(s[0] for s in spans))
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.join()
 
 
 TARGETS = {"speedup_vs_reference": 7.0, "best_speedup_vs_reference": 10.0, "gemm_fraction": 0.5}
@@ -186,16 +241,19 @@ def bench_train(
     device: str | None = None,
     populations: tuple[int, ...] = (1, 4, 16, 64),
     epochs: int = 3,
-    reference_epochs: int = 3,
+    reference_epochs: int | None = None,
     repeats: int = 3,
     parallel: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Reference loop vs the population loop on LeNet-300-100 / mnist5k (density 1: every weight kept).
 
-    Every rate is the median of ``repeats`` timed runs (the reference: of ``reference_epochs`` epochs).
-    ``progress`` is told which measurement starts.
+    Every population figure is ``repeats`` interleaved pairs (a reference run of ``reference_epochs``
+    epochs, default ``epochs``, then a population run of ``epochs`` epochs); rates are medians over the
+    runs, speed-ups medians of the per-pair ratios (with min and max). ``progress`` is told which
+    measurement starts.
     """
+    reference_epochs = epochs if reference_epochs is None else reference_epochs
     for name, value in (("epochs", epochs), ("repeats", repeats), ("reference-epochs", reference_epochs)):
         if not isinstance(value, int) or value <= 0:
             raise MetapruneError(f"--{name} must be a positive integer, got {value}")
@@ -203,57 +261,89 @@ def bench_train(
         shown = ",".join(str(k) for k in populations)
         raise MetapruneError(f"bad --populations {shown!r}; accepted: positive integers, comma-separated, e.g. 1,4,16")
     say = progress if progress is not None else (lambda what: None)
+    load_before = load_average()
     dev = resolve_device(device)
     data = load_dataset("mnist5k", device="cpu")
     net = build_network("lenet_300_100", data.input_shape, data.num_classes, 0)
-    full = torch.ones(prunable_layout(net).total, dtype=torch.bool)
-    say("reference loop")
-    ref = statistics.median(reference_loop_samples_per_s(data, dev, reference_epochs, full))
+    flops_per_sample = training_flops_per_sample(net)
+    say("float32 GEMM rate")
+    gemm_rates = [gemm_flops(dev)]
+    reference = ReferenceLoop(data, dev, torch.ones(prunable_layout(net).total, dtype=torch.bool))
     data_dev = data.to(dev)
+    ref_rates: list[float] = []
 
-    def median_rate(k: int, mode: str = "grad", density: float = 1.0, autograd: bool = False) -> float:
-        say(f"population K={k}, mask mode {mode}, density {density:g}" + (", autograd" if autograd else ""))
-        runs = population_runs(data_dev, dev, k, epochs, mode, density, repeats, autograd)
-        return statistics.median(r.samples / r.seconds for r in runs)
+    def paired(label: str, candidate: Callable[[], float]) -> tuple[float, dict]:
+        say(f"{label}, {repeats} pairs with the reference loop")
+        ref, cand = interleaved(lambda: reference.run(reference_epochs), candidate, repeats)
+        ref_rates.extend(ref)
+        return statistics.median(cand), ratio_stats(ref, cand)
 
-    pop = {k: median_rate(k) for k in populations}
-    modes = {mode: median_rate(1, mode, 0.1) for mode in ("grad", "forward")}
-    best_k = max(pop, key=pop.get)
-    best = pop[best_k]
+    def population(k: int, mode: str = "grad", density: float = 1.0, autograd: bool = False) -> tuple[float, dict]:
+        label = f"population K={k}, mask mode {mode}, density {density:g}" + (", autograd" if autograd else "")
+        say(label)
+        return paired(label, PopulationRun(data_dev, dev, k, epochs, mode, density, autograd).run)
+
+    pop = {k: population(k) for k in populations}
+    modes = {mode: population(1, mode, 0.1)[0] for mode in ("grad", "forward")}
+    best_k = max(pop, key=lambda k: pop[k][1]["median"])
     # The same batched-matmul forward with autograd's backward and torch.optim: what the step saves.
-    autograd_rates = {str(k): median_rate(k, autograd=True) for k in sorted({min(populations), best_k})}
+    autograd_rates = {str(k): population(k, autograd=True)[0] for k in sorted({min(populations), best_k})}
+    k1 = pop[1] if 1 in pop else population(1)
+    best_rate, best_ratio = pop[best_k]
     result = {
         "device": str(dev),
         "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (OpenMP default)"),
         "network": "lenet_300_100",
         "dataset": "mnist5k",
         "epochs_per_run": epochs,
+        "reference_epochs_per_run": reference_epochs,
         "repeats": repeats,
-        "reference_samples_per_s": ref,
-        "metaprune_samples_per_s": pop[1] if 1 in pop else median_rate(1),
-        "population": {str(k): v for k, v in pop.items()},
+        "reference_samples_per_s": statistics.median(ref_rates),
+        "reference_samples_per_s_min_max": [min(ref_rates), max(ref_rates)],
+        "metaprune_samples_per_s": k1[0],
+        "population": {str(k): v[0] for k, v in pop.items()},
+        "speedup_per_population": {str(k): v[1] for k, v in pop.items()},
         "mask_mode_samples_per_s_at_density_0.1": modes,
         "autograd_population": autograd_rates,
     }
+    best_name = f"population K={best_k}"
     if parallel and dev.type == "cpu" and torch.get_num_threads() > 1:
         # Several populations on one thread each can beat one population on all threads (small GEMMs).
         workers = torch.get_num_threads()
         k_each = max(1, best_k // workers)
         say(f"{workers} populations of K={k_each} on one thread each")
-        rate = parallel_populations_samples_per_s(workers, k_each, epochs, repeats)
-        result["parallel_populations"] = {"workers": workers, "k_per_worker": k_each, "samples_per_s": rate}
-        best = max(best, rate)
+        team = ParallelPopulations(workers, k_each, epochs, repeats)
+        try:
+            rate, ratio = paired(f"{workers} populations of K={k_each}", team.run)
+        finally:
+            team.close()
+        result["parallel_populations"] = {
+            "workers": workers,
+            "k_per_worker": k_each,
+            "samples_per_s": rate,
+            "speedup": ratio,
+        }
+        if ratio["median"] > best_ratio["median"]:
+            best_rate, best_ratio, best_name = rate, ratio, f"{workers} populations of K={k_each}, 1 thread each"
     say("float32 GEMM rate")
-    flops = gemm_flops(dev)
-    result["speedup_vs_reference"] = result["metaprune_samples_per_s"] / ref
-    result["best_speedup_vs_reference"] = best / ref
-    result["best_network_samples_per_s"] = best
+    gemm_rates.append(gemm_flops(dev))
+    # Load only slows a GEMM down, so the faster of the two measurements is the machine's rate.
+    flops = max(gemm_rates)
+    result["speedup_vs_reference"] = k1[1]["median"]
+    result["speedup_vs_reference_min_max"] = [k1[1]["min"], k1[1]["max"]]
+    result["best"] = best_name
+    result["best_speedup_vs_reference"] = best_ratio["median"]
+    result["best_speedup_vs_reference_min_max"] = [best_ratio["min"], best_ratio["max"]]
+    result["best_network_samples_per_s"] = best_rate
     result["gemm_flops"] = flops
-    result["flops_per_sample"] = training_flops_per_sample(net)
-    result["gemm_fraction"] = best * training_flops_per_sample(net) / flops
+    result["gemm_flops_measured"] = gemm_rates
+    result["flops_per_sample"] = flops_per_sample
+    result["gemm_fraction"] = best_rate * flops_per_sample / flops
     result["targets"] = {
         name: {"value": result[name], "target": target, "met": result[name] >= target}
         for name, target in TARGETS.items()
     }
+    result["load_average"] = {"before": load_before, "after": load_average(), "cpus": os.cpu_count()}
     result["versions"] = package_versions()
     return result

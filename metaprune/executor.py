@@ -5,7 +5,7 @@ runs ``fn(task, emit)`` for every task and yields ``(index, result)`` in complet
 callable a task may use to report progress events (small picklable dicts); they arrive at the caller's
 ``on_event``. Harvest and evaluate use it.
 
-- in-process (default, ``workers`` None/0/1 and no scheduler): tasks run one after another in this
+- in-process (default, ``workers`` None or 1, no scheduler; 0 or less is refused): tasks run one after another in this
   process; events arrive immediately.
 - process pool (``workers=N`` > 1): ``concurrent.futures.ProcessPoolExecutor`` with the *spawn* context
   (no forked torch state); each worker sets ``torch.set_num_threads(max(1, cores // N))``. Events travel
@@ -236,14 +236,17 @@ def get_executor(
     workers: int | None = None, scheduler: str | None = None, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
 ) -> Executor:
     """The executor for ``workers``/``scheduler`` (they exclude each other)."""
+    # Zero or negative workers is a mistake, never a quiet in-process run; one worker is the in-process run.
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise MetapruneError(
+            f"bad --workers {workers!r}; accepted: a positive integer (1 runs in-process, as leaving it out does)"
+        )
     if scheduler:
-        if workers not in (None, 0, 1):
+        if workers not in (None, 1):
             raise MetapruneError("--workers and --scheduler exclude each other; accepted: one of them")
         return DaskExecutor(scheduler, connect_timeout)
-    if workers is None or workers in (0, 1):
+    if workers is None or workers == 1:
         return InProcessExecutor()
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise MetapruneError(f"bad --workers {workers!r}; accepted: a positive integer")
     return PoolExecutor(workers)
 
 

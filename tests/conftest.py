@@ -1,6 +1,7 @@
 import contextlib
 import os
 import sys
+import warnings
 
 import pytest
 import torch
@@ -87,3 +88,24 @@ def torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def plain_open(path):
+    """``xarray.open_zarr(path)`` as a user calls it, loaded, with every warning recorded (whatever the
+    pytest warning filters say): returns (dataset, warning messages)."""
+    import xarray as xr
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = xr.open_zarr(path).load()
+    return ds, [f"{w.category.__name__}: {w.message}" for w in caught]
+
+
+def assert_consolidated_current(path):
+    """The consolidated metadata describes the store exactly as the arrays' own metadata does."""
+    import xarray as xr
+
+    ds, caught = plain_open(path)
+    assert caught == []
+    xr.testing.assert_identical(ds, xr.open_zarr(path, consolidated=False).load())
+    return ds

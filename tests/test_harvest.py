@@ -16,7 +16,7 @@ from metaprune.features import FEATURE_NAMES, compute_features
 from metaprune.harvest import harvest, open_store
 from metaprune.harvest.lock import StoreLock, lock_path
 from metaprune.training import TrainConfig
-from tests.conftest import tiny_harvest_config
+from tests.conftest import assert_consolidated_current, tiny_harvest_config
 
 TINY = tiny_harvest_config()
 N_WEIGHTS = 64 * 12 + 12 * 8 + 8 * 10
@@ -89,6 +89,38 @@ def test_schema(base):
     assert "zstd" in json.dumps(json.loads((path / "features" / "zarr.json").read_text())["codecs"])
 
 
+def test_plain_xarray_open_is_quiet(base):
+    # no "consolidated metadata" warning, outside pytest's filters too, and the data of every seed
+    ds = assert_consolidated_current(base[0])
+    assert ds.sizes["seed"] == 4 and bool(ds["complete"].values.all())
+    assert_same(
+        {k: ds[k].values for k in ("features", "target_round")},
+        {k: v for k, v in store_arrays(base[0]).items() if k in ("features", "target_round")},
+    )
+
+
+def test_a_seed_commit_writes_no_metadata(copy_of):
+    """Why consolidating after metadata changes suffices: writing a seed (data, then its complete flag)
+    leaves every zarr.json byte for byte, so the consolidated copy stays valid while seeds are written."""
+    import hashlib
+
+    from metaprune.harvest.store import write_seed
+
+    path = copy_of()
+
+    def metadata():
+        return {str(f.relative_to(path)): hashlib.sha256(f.read_bytes()).hexdigest() for f in path.rglob("zarr.json")}
+
+    before = metadata()
+    zarr.open_group(path, mode="r+")["complete"][2] = False
+    with open_store(path) as s:
+        ds = s.dataset.isel(seed=2)
+        data = {k: ds[k].values for k in ("features", "target_round", "target_mask", "target_score")}
+    write_seed(path, 2, data, seconds=1.0)
+    assert metadata() == before and "consolidated_metadata" in (path / "zarr.json").read_text()
+    assert_consolidated_current(path)
+
+
 def test_targets(base):
     path, _ = base
     k = round(0.1 * N_WEIGHTS)
@@ -155,6 +187,7 @@ def test_extension_appends_seeds(copy_of, tmp_path):
     for k in before:
         assert np.array_equal(after[k][:4], before[k][:4], equal_nan=before[k].dtype.kind == "f"), k
     assert after["task"].tolist() == [0, 0, 1, 1, 2, 2]
+    assert assert_consolidated_current(path).sizes["seed"] == 6  # the extension was consolidated
     # the appended population {4, 5} is what a fresh harvest of 0-5 trains: identical numbers
     fresh = harvest(TINY, [4, 5], out=tmp_path / "fresh.zarr")
     assert fresh.written == (4, 5)

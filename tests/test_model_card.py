@@ -100,7 +100,7 @@ def test_rounds_zero_is_a_usage_error(monkeypatch, capsys, tmp_path):
     args = ["evaluate", "--network", "mlp:12-8", "--dataset", "digits", "-m", "magnitude", "--out", str(tmp_path)]
     for option in ("--rounds", "--levels"):
         code, _, err = run_main(monkeypatch, capsys, *args, option, "0")
-        assert code == 2 and f"{option[2:]} must be a positive integer, got 0" in err
+        assert code == 2 and f"bad {option} '0'; accepted: a positive integer" in err
 
 
 # ---------------------------------------------------------------------------------------------- registry

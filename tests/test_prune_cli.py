@@ -180,10 +180,10 @@ def test_help_explains_grammar_and_density():
 @pytest.mark.parametrize(
     "args, match",
     [
-        (["--sparsity", "0"], "0 < density <= 1"),
-        (["--sparsity", "1.5"], "0 < density <= 1"),
-        (["--sparsity", "-0.2"], "0 < density <= 1"),
-        (["--sparsity", "nan"], "0 < density <= 1"),
+        (["--sparsity", "0"], "0 < sparsity <= 1"),
+        (["--sparsity", "1.5"], "0 < sparsity <= 1"),
+        (["--sparsity", "-0.2"], "0 < sparsity <= 1"),
+        (["--sparsity", "nan"], "0 < sparsity <= 1"),
         (["--sparsity", "0.0001"], "keeps no weight"),
         (["--sparsity", "0.02", "--scope", "layer", "--network", "mlp:20-2"], "layer layers.2.weight"),
         (["--method", "xyz"], "unknown scorer 'xyz'"),
@@ -192,7 +192,7 @@ def test_help_explains_grammar_and_density():
         (["--method", "snip!xyz"], "unknown ablation 'xyz'"),
         (["--method", "mag>>snip"], "character 5 ('>')"),
         (["--method", "mag>snip", "--per-class", "0"], "needs a pruning batch"),
-        (["--seed", "-1"], "bad seed"),
+        (["--seed", "-1"], "bad --seed '-1'; accepted: an integer >= 0"),
         (["--network", "vgg99"], "unknown network"),
         (["--dataset", "imagenet"], "unknown dataset"),
         (["--scope", "row"], "scope"),

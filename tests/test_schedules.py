@@ -328,3 +328,34 @@ def test_imp_ticket_is_theta0_times_mask(tiny_data):
     assert int(ticket.mask.sum()) == keep_count(0.1, n)
     assert ticket.outcome.densities == [0.1**0.5, 0.1]
     assert ticket.report.kept == keep_count(0.1, n)
+
+
+def _poisoned(data, seed):
+    """A member whose forward pass is NaN from the start (a NaN output bias): its validation loss is never
+    finite, as for a member that diverges in its first epoch. The bias is not prunable, so magnitude
+    scores on θ0 stay finite and nothing else would notice."""
+    net = tiny_net(data, seed)
+    with torch.no_grad():
+        net.layers[-1].bias.fill_(float("nan"))
+    return net
+
+
+@pytest.mark.parametrize("early_stopping", [True, False])
+def test_diverged_member_is_an_error_naming_seed_level_and_method(tiny_data, early_stopping):
+    nets = [tiny_net(tiny_data, 3), _poisoned(tiny_data, 7)]
+    train = TrainConfig(epochs=2, batch_size=16, patience=1, early_stopping=early_stopping)
+    with pytest.raises(MetapruneError, match=r"^magnitude@iss: seed 7 diverged in training at level 1 of 2 \(") as e:
+        prune_iterative(
+            [magnitude_fn] * 2, nets, tiny_data, 0.2, [3, 7], train, 0, config=_cfg(2), name="magnitude@iss"
+        )
+    # patience 1: one epoch without improvement stops the member
+    never = "validation loss was never finite in 1 epoch(s), so no checkpoint exists"
+    assert (never in str(e.value)) == early_stopping
+    assert early_stopping or "at the checkpoint (epoch 2) is nan" in str(e.value)
+
+
+def test_diverged_member_fails_the_method_through_prune_seeds(tiny_data):
+    lr = 1e30  # a learning rate that overflows the weights in the first epoch
+    train = TrainConfig(epochs=2, batch_size=16, patience=1, lr=lr)
+    with pytest.raises(MetapruneError, match=r"magnitude@iss: seed 0 diverged in training at level 1 of 2"):
+        prune_seeds(parse_method("mag@iss"), SPEC, tiny_data, 0.2, [0], train=train, schedule=_cfg(2))

@@ -127,6 +127,23 @@ def test_synflow_equals_closed_form_path_sums():
     torch.testing.assert_close(score("synflow", net, mask, tiny_data(), 0), expected, rtol=1e-12, atol=0)
 
 
+def test_synflow_takes_abs_bias_into_the_flow_as_the_synflow_code():
+    """On a trained checkpoint biases are non-zero: like the SynFlow code (abs of the whole state_dict),
+    the scorer's forward pass uses |b|. With the all-ones input of width 4 and every unit positive:
+    h1 = |W1|·1 + |b1|, R = Σ(|W2| h1 + |b2|), so dR/dW2[i, j] = h1[j] carries |b1[j]|; dR/dW1 does not
+    depend on b (b2 adds a constant to R). The paper's R (weights only) would drop the |b1| term."""
+    net = tiny(bias=True)
+    w1, b1, w2, _ = params(net)
+    a1, a2 = w1.abs(), w2.abs()
+    h1 = a1.sum(1) + b1.abs()
+    expected = flat(a1 * a2.sum(0)[:, None], a2 * h1[None, :])
+    got = score("synflow", net, None, None, 0)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
+    paper = flat(a1 * a2.sum(0)[:, None], a2 * a1.sum(1)[None, :])
+    assert not torch.allclose(got, paper)  # the difference is exactly the |b1| term
+    torch.testing.assert_close(got[12:] - paper[12:], (a2 * b1.abs()[None, :]).reshape(-1), rtol=1e-12, atol=1e-15)
+
+
 def test_synflow_conv_net_needs_data_for_input_shape():
     net = nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2, bias=False))
     with pytest.raises(MetapruneError, match="input shape"):

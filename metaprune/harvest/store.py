@@ -27,6 +27,16 @@ and renamed into place, so an interrupted creation never leaves a half store beh
 The plan lives in the ``planned_seeds``/``seed_tasks`` attributes; extending it resizes every seed array
 first and rewrites those attributes last (the commit), and the coordinator repairs an interrupted
 extension on its next run.
+
+The metadata is consolidated into the group's ``zarr.json``, so a plain ``xarray.open_zarr(store)`` opens
+it quietly and reads it in one file. Only the coordinator's metadata changes (creation, the plan, the run
+record) can make it stale, and each is followed by a fresh consolidation under the lock. A seed's commit
+writes chunks only, never metadata (a test pins this), so the consolidated metadata stays valid while
+seeds are written and workers never race a metadata rewrite. The metadata writers open the group without
+the consolidated copy, and their first rewrite of the group's ``zarr.json`` drops it: a coordinator killed
+before re-consolidating leaves either the previous consistent snapshot or no consolidated metadata
+(readers then read every array's own metadata, and xarray warns), and its next run consolidates again.
+Our own readers always read the arrays' own metadata.
 """
 
 from __future__ import annotations
@@ -181,7 +191,7 @@ def create_store(path: str | Path, config, layout) -> None:
     ds, encoding = _skeleton(config, layout)
     try:
         with _quiet():
-            ds.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False, encoding=encoding)
+            ds.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=True, encoding=encoding)
         if path.exists():
             path.rmdir()  # an empty folder given as --out (rmdir refuses anything else)
         tmp.rename(path)
@@ -284,7 +294,7 @@ def apply_plan(path: str | Path, seeds: Sequence[int], tasks: Sequence[int]) -> 
     path = Path(path)
     try:
         with _quiet():
-            g = zarr.open_group(path, mode="r+", zarr_format=3)
+            g = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
             s = len(seeds)
             for _, arr, axis in _seed_arrays(g):
                 if arr.shape[axis] != s:
@@ -301,16 +311,33 @@ def apply_plan(path: str | Path, seeds: Sequence[int], tasks: Sequence[int]) -> 
             )
     except OSError as exc:
         raise RuntimeFailure(f"could not extend the seed plan of {path}: {exc}; re-run to repair") from None
+    consolidate(path)
 
 
 def append_run(path: str | Path, record: dict) -> None:
     import zarr
 
     with _quiet():
-        g = zarr.open_group(Path(path), mode="r+", zarr_format=3)
+        g = zarr.open_group(Path(path), mode="r+", zarr_format=3, use_consolidated=False)
         runs = decode_attrs(dict(g.attrs)).get("runs") or []
         runs.append(record)
         g.attrs.update({"runs": json.dumps(runs[-200:])})
+    consolidate(path)
+
+
+def consolidate(path: str | Path) -> None:
+    """Rewrite the consolidated metadata from every array's own (the coordinator, under the lock).
+
+    Called after each metadata change; an interrupted call leaves a store that is read correctly (see
+    the module notes) and the next harvest run consolidates it again.
+    """
+    import zarr
+
+    try:
+        with _quiet():
+            zarr.consolidate_metadata(str(path), zarr_format=3)
+    except OSError as exc:
+        raise RuntimeFailure(f"could not consolidate the metadata of {path}: {exc}; re-run to repair") from None
 
 
 def read_plan(path: str | Path) -> tuple[list[int], list[int], np.ndarray]:
@@ -318,7 +345,8 @@ def read_plan(path: str | Path) -> tuple[list[int], list[int], np.ndarray]:
     import zarr
 
     with _quiet():
-        g = zarr.open_group(Path(path), mode="r", zarr_format=3)
+        # The arrays' own metadata: a consolidated copy may predate an interrupted extension.
+        g = zarr.open_group(Path(path), mode="r", zarr_format=3, use_consolidated=False)
         seeds = [int(x) for x in g["seed"][:]]
         tasks = [int(x) for x in g["task"][:]]
         complete = np.asarray(g["complete"][:], dtype=bool)
@@ -533,6 +561,7 @@ __all__ = [
     "HarvestStore",
     "apply_plan",
     "check_store",
+    "consolidate",
     "create_store",
     "open_store",
     "read_plan",

@@ -15,12 +15,16 @@ Level densities are exponential: level l of L keeps ``density ** (l / L)``. Prun
 back (every top-k is taken among the alive weights). Rewinding is exact by construction: training works
 on copies, so θ0 is never written to.
 
+A member whose training diverges (validation loss never finite, or not finite at its checkpoint) is an
+error naming the seed, the level and the method: there are no trained weights to score.
+
 Every outcome records ``removed_at``: the step (round for UMS, level for ISS/IMS, 1 for USS) at which
 each weight was pruned; survivors get the last step + 1.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -34,7 +38,7 @@ from metaprune.pruning import masks
 from metaprune.pruning.masks import make_mask
 from metaprune.registry import Registry
 from metaprune.seeds import generator
-from metaprune.training import ProgressFn, TrainConfig, load_member_state, train_population
+from metaprune.training import MemberResult, ProgressFn, TrainConfig, load_member_state, train_population
 
 ScoreFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
@@ -227,6 +231,7 @@ def prune_iterative(
             progress=train_progress,
         )
         for i in range(k):
+            check_trained(trained.members[i], seeds[i], level, len(levels), name)
             level_results[i].append(trained.members[i])
             checkpoint = load_member_state(nets[i], trained.states[i])
             if multi_shot:
@@ -255,6 +260,22 @@ def prune_iterative(
             )
         )
     return outcomes
+
+
+def check_trained(member: MemberResult, seed: int, level: int, levels: int, name: str) -> None:
+    """Refuse to score a member that diverged: without this, a member whose validation loss was never
+    finite keeps θ0 as its "checkpoint" (none is ever taken), and the level would silently score the
+    untrained masked θ0; without early stopping the checkpoint would be the diverged weights themselves."""
+    if math.isfinite(member.val_loss):
+        return
+    if member.best_epoch == 0:
+        what = f"its validation loss was never finite in {member.epochs_trained} epoch(s), so no checkpoint exists"
+    else:
+        what = f"its validation loss at the checkpoint (epoch {member.best_epoch}) is {member.val_loss}"
+    raise MetapruneError(
+        f"{name}: seed {seed} diverged in training at level {level} of {levels} ({what}), so there are no "
+        "trained weights to score; accepted: training that converges, e.g. a lower learning rate"
+    )
 
 
 def check_density_for_network(density: float, net: nn.Module, scope: str) -> float:

@@ -261,7 +261,15 @@ def grasp_abs_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None,
     passes=0.01,  # one all-ones example, not the batch
 )
 def synflow_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
-    """In float64 (products over depth underflow float32); uses ``data`` only for the input shape."""
+    """In float64 (products over depth underflow float32); uses ``data`` only for the input shape.
+
+    Biases (and BatchNorm parameters and buffers) enter the forward pass as their absolute values, as
+    in the SynFlow code, which takes ``abs`` of the whole ``state_dict``. The paper's R is the path sum
+    of the weights alone. At θ0 the biases are zero (``networks.init_standard``) and the two agree; on a
+    trained checkpoint (every level of ``synflow@ims``, hence the harvest target) |b| adds to each unit's
+    flow: for an MLP, a weight's score is |θ| times (the flow into its input unit, including that unit's
+    |b|) times (the flow from its output unit to the output). A test pins this.
+    """
     shape = tuple(data.x.shape[1:]) if data is not None else infer_input_shape(net)
     with torch.enable_grad():
         cnet, weights = _masked_copy(net, mask, torch.float64)
