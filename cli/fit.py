@@ -128,6 +128,13 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             ),
         ] = 0,
         threads: Annotated[int, typer.Option(parser=THREADS, help=THREADS_HELP)] = 1,
+        use: Annotated[
+            str,
+            typer.Option(
+                help="how the model is meant to prune, a method suffix recorded in its meta and used by a bare "
+                "learned:DIR, e.g. @ums or '#from:synflow@ums' (a model reading dynamics features always warms up)"
+            ),
+        ] = "",
         models_dir: Annotated[str, typer.Option(help="where models are saved")] = "models",
         datasets_dir: Annotated[str, typer.Option(help="where the default store is looked for")] = "datasets",
         json_out: Annotated[bool, typer.Option("--json", help="print the model's meta.json instead of tables")] = False,
@@ -149,6 +156,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             options=opts,
             seed=seed,
             threads=threads,
+            use=use,
         )
         from metaprune.fit.stores import resolve_stores
 

@@ -126,7 +126,9 @@ def prune_network(
     from metaprune.training import resolve_device
 
     t0 = time.perf_counter()
-    m = method if isinstance(method, Method) else parse_method(method)
+    from metaprune.fit.learned import with_intended_use
+
+    m = with_intended_use(method if isinstance(method, Method) else parse_method(method))
     seed = _check_seed(seed)
     spec = validate_network(network)
     schedule = ScheduleConfig(rounds=rounds, levels=levels, scope=scope).validate()

@@ -127,3 +127,23 @@ def test_models_are_cached_per_path_and_sha(fitted, monkeypatch):
     assert a is b and len(calls) == 1
     assert len(learned._CACHE) <= learned.CACHE_SIZE
     np.testing.assert_array_equal(a.model.predict(np.zeros((2, 22), np.float32)), b.model.predict(np.zeros((2, 22))))
+
+
+def test_a_model_records_how_it_prunes_and_a_bare_learned_method_uses_it(store, tmp_path):
+    from metaprune.fit.learned import with_intended_use
+
+    dyn = fit_model(store, FitConfig(model="linear", features="scores,dynamics", use="@ums"), models_dir=tmp_path)
+    assert dyn.meta["intended_use"] == {"schedule": "ums", "rounds": None, "budget": None, "warmup": 1.0}
+    assert with_intended_use(parse_method(f"learned:{dyn.path}")).canonical() == f"learned:{dyn.path}@ums+w1"
+    # a part the method spells overrides the model's; the sanity ablation keeps the model's use
+    assert with_intended_use(parse_method(f"learned:{dyn.path}#layer")).budget == "layer"
+    assert with_intended_use(parse_method(f"learned:{dyn.path}!shuffle")).canonical().endswith("@ums+w1!shuffle")
+    static = fit_model(
+        store, FitConfig(model="linear", features="scores", use="#from:synflow@ums"), models_dir=tmp_path
+    )
+    assert static.meta["intended_use"]["warmup"] is None
+    assert str(with_intended_use(parse_method(f"learned:{static.path}"))).endswith("@uss#from:synflow@ums")
+    with pytest.raises(MetapruneError, match="bad use 'ums'"):
+        FitConfig(use="ums").validate()
+    with pytest.raises(MetapruneError, match="upfront schedules"):
+        FitConfig(use="@ims").validate()

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from metaprune.errors import MetapruneError
+from metaprune.fit.learned import with_intended_use
 from metaprune.fit.persist import model_folders
 from metaprune.pruning.masks import check_density
 from metaprune.pruning.method import Method, parse_method
@@ -62,9 +63,9 @@ class EvaluateConfig:
         range and sorted; below this, methods and densities are trusted."""
         if not self.methods and not self.dense_inits:
             raise MetapruneError("no methods to evaluate; accepted: --method METHOD (repeatable) or --preset NAME")
-        parsed = (m if isinstance(m, Method) else parse_method(m) for m in self.methods)
+        parsed = (with_intended_use(m if isinstance(m, Method) else parse_method(m)) for m in self.methods)
         methods = tuple({m.canonical(): m for m in parsed}.values())
-        reference = parse_method(self.reference).canonical()
+        reference = with_intended_use(parse_method(self.reference)).canonical()
         if self.test not in ("ttest", "wilcoxon"):
             raise MetapruneError(f"unknown test {self.test!r}; accepted: ttest, wilcoxon")
         if not self.seeds:

@@ -48,6 +48,7 @@ class FitConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
     threads: int = 1  # BLAS/OpenMP/PyTorch threads (and forest/LightGBM jobs unless their option says)
+    use: str = ""  # how the model is meant to prune, as a method suffix: e.g. "@ums", "#from:synflow@ums"
 
     def validate(self) -> FitConfig:
         REGRESSORS.canonical(self.model)
@@ -59,7 +60,33 @@ class FitConfig:
             )
         if int(self.cv) < 0 or int(self.cv) == 1:
             raise MetapruneError(f"bad --cv {self.cv!r}; accepted: 0 (none) or K >= 2 folds")
+        intended_use(self.use, None)
         return self
+
+
+def intended_use(use: str, warmup: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``intended_use`` entry of a model's meta: schedule, rounds, budget and warm-up epochs.
+
+    ``use`` is a method suffix (``@ums``, ``#from:synflow@ums``, ``@ums#layer``); a model that reads the
+    dynamics features always uses the warm-up its store was harvested with.
+    """
+    from metaprune.pruning.method import parse_method
+
+    text = str(use or "").strip()
+    if text and text[0] not in "@#":
+        raise MetapruneError(f"bad use {use!r}; accepted: a method suffix such as @ums, #layer or #from:synflow@ums")
+    try:
+        method = parse_method("magnitude" + text)
+    except MetapruneError as exc:
+        raise MetapruneError(f"bad use {use!r}: {exc}") from None
+    if method.iterative:
+        raise MetapruneError(f"bad use {use!r}; accepted: the upfront schedules uss or ums")
+    return {
+        "schedule": method.schedule,
+        "rounds": None,
+        "budget": method.budget,
+        "warmup": None if warmup is None else float(warmup["epochs"]),
+    }
 
 
 @dataclass
@@ -434,6 +461,14 @@ def combined_hash(views: Sequence[StoreView]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
+def _dynamics_warmup(features: Sequence[str], feature_config: dict[str, Any]) -> dict[str, Any] | None:
+    from metaprune.features import DYNAMICS_FEATURES
+
+    if not any(f.removeprefix("rank_") in DYNAMICS_FEATURES for f in features):
+        return None
+    return feature_config.get("warmup")
+
+
 def build_meta(
     name: str,
     model_name: str,
@@ -462,6 +497,7 @@ def build_meta(
         "dataset": datasets[0] if len(datasets) == 1 else datasets,
         "layouts": [json.loads(t) for t in sorted({json.dumps(v.layout) for v in views})],
         "feature_config": views[0].feature_config,
+        "intended_use": intended_use(config.use, _dynamics_warmup(features, views[0].feature_config)),
         "feature_version": views[0].feature_version,
         "target_density": views[0].density,
         "levels": views[0].levels,

@@ -11,6 +11,7 @@ same function the fit used (``metaprune.fit.preprocess.preprocess``), so fit and
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from metaprune.fit.persist import LoadedModel, ModelCard, load_model
 from metaprune.fit.preprocess import preprocess
 from metaprune.networks import prunable_layout
 from metaprune.pruning.masks import check_mask
+from metaprune.pruning.method import Method
 from metaprune.pruning.scorers import SCORERS, ScorerSpec
 
 LEARNED = "learned:"
@@ -82,6 +84,29 @@ def _check_warmup(loaded: LoadedModel, data: Any) -> Any:
             f"accepted: {spelled} with the harvest's lr, batch size and optimizer"
         )
     return record
+
+
+def with_intended_use(method: Method) -> Method:
+    """``method`` with the parts it leaves at their defaults taken from its learned scorer's model card.
+
+    A model records how it is meant to prune (``fit --use``; the warm-up of its dynamics features): with
+    no schedule (``uss``), warm-up or budget of its own, ``learned:DIR`` prunes that way; any part the
+    method spells overrides the model's.
+    """
+    learned = [s for s in method.scorers if s.startswith(LEARNED)]
+    if not learned:
+        return method
+    card = cached_model(learned[-1][len(LEARNED) :]).card
+    use = card.intended_use
+    warmup = model_warmup(card)
+    parts: dict[str, Any] = {}
+    if method.warmup is None and warmup is not None and not method.iterative:
+        parts["warmup"] = float(warmup["epochs"])
+    if method.schedule == "uss" and use.schedule not in (None, "uss"):
+        parts["schedule"] = use.schedule
+    if method.budget is None and use.budget is not None and not method.iterative:
+        parts["budget"] = use.budget
+    return replace(method, **parts) if parts else method
 
 
 def learned_scores(model_dir: str | Path, net: nn.Module, mask: torch.Tensor, data: Any, seed: int) -> torch.Tensor:

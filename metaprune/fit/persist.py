@@ -135,7 +135,7 @@ class IntendedUse:
     schedule: str | None = None
     rounds: int | None = None
     budget: str | None = None
-    warmup: int | None = None
+    warmup: float | None = None
 
     @classmethod
     def from_meta(cls, entry: Any) -> IntendedUse:
