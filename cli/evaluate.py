@@ -85,14 +85,24 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         ] = None,
         preset: Annotated[
             str | None,
-            typer.Option(help="thesis experiment: baselines, schedules, stacked, saw, combined, meta"),
+            typer.Option(
+                help="thesis experiment: baselines, schedules, stacked, saw, combined, meta; or jackpot: did the "
+                "learned scorer beat the best upfront and equal-compute warm-up methods (30 seeds, 0.005 and 0.01)"
+            ),
         ] = None,
         seeds: Annotated[str | None, typer.Option(help="evaluation seeds (default 1000-1004)")] = None,
         network: NetworkOpt = "lenet_300_100",
         dataset: DatasetOpt = "mnist5k",
         ceilings: Annotated[bool, typer.Option(help="add the iterative references imp and synflow@ims")] = False,
         sanity: Annotated[bool, typer.Option(help="add the shuffle / reinit / invert variant of each method")] = False,
-        reference: Annotated[str, typer.Option(help="method every other is compared with")] = "snip",
+        reference: Annotated[
+            str | None,
+            typer.Option(help="method every other is compared with (default snip; synflow@ums for --preset jackpot)"),
+        ] = None,
+        model: Annotated[
+            list[str] | None,
+            typer.Option("--model", help="fitted model directory for --preset jackpot (repeatable; default newest)"),
+        ] = None,
         test: Annotated[str, typer.Option(help="ttest (paired t-test) or wilcoxon")] = "ttest",
         out_dir: Annotated[Path | None, typer.Option("--out", help="results directory (default results/…)")] = None,
         force: Annotated[bool, typer.Option(help="replace a results directory of another configuration")] = False,
@@ -122,7 +132,6 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         from dataclasses import replace
 
         from metaprune.evaluate.api import build_config, default_results_dir, evaluate
-        from metaprune.pruning.schedules import ScheduleConfig
         from metaprune.seeds import parse_seeds
         from metaprune.training import TrainConfig
 
@@ -130,11 +139,6 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             raise typer.BadParameter("give --workers or --scheduler, not both")
         overrides = {"epochs": epochs, "patience": patience}
         train = replace(TrainConfig(), **{k: v for k, v in overrides.items() if v is not None})
-        schedule = ScheduleConfig(
-            rounds=ScheduleConfig.rounds if rounds is None else rounds,
-            levels=ScheduleConfig.levels if levels is None else levels,
-            scope=scope,
-        )
         config = build_config(
             network=network,
             dataset=dataset,
@@ -147,7 +151,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             reference=reference,
             test=test,
             train=train,
-            schedule=schedule,
+            rounds=rounds,
+            levels=levels,
+            scope=scope,
+            models=tuple(model or ()),
         )
         target = out_dir or default_results_dir(config, preset)
         out.print(

@@ -199,3 +199,14 @@ def test_dask_local_cluster_gives_the_same_results(tmp_path):
         remote = tmp_path / "dask"
         run_evaluation(cfg, remote, scheduler=cluster.scheduler_address)
     pd.testing.assert_frame_equal(_table(remote), _table(local), check_exact=True)
+
+
+def test_a_directory_of_other_learned_models_is_refused_and_force_starts_over(tmp_path):
+    out = tmp_path / "r"
+    ResultsDir(out).open_or_create({"network": "lenet_300_100", "methods": ["learned:models/a@uss"]})
+    (out / "units").mkdir()
+    config = {"network": "lenet_300_100", "methods": ["learned:models/b@uss", "snip@uss"]}
+    with pytest.raises(StoreError, match=r"evaluates the learned models models/a, not models/b.*--force"):
+        ResultsDir(out).open_or_create(config)
+    ResultsDir(out).open_or_create(config, force=True)
+    assert json.loads((out / "config.json").read_text())["config"]["methods"] == config["methods"]

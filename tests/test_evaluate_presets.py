@@ -20,7 +20,7 @@ FAST = dict(
 )
 
 
-@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "meta"])
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p not in ("meta", "jackpot")])  # need models
 def test_preset_runs(preset, tmp_path):
     cfg = build_config(preset=preset, models_dir=tmp_path, **FAST)
     out = tmp_path / preset

@@ -147,3 +147,43 @@ def test_a_model_records_how_it_prunes_and_a_bare_learned_method_uses_it(store, 
         FitConfig(use="ums").validate()
     with pytest.raises(MetapruneError, match="upfront schedules"):
         FitConfig(use="@ims").validate()
+
+
+def test_jackpot_preset_lists_baselines_equal_compute_warmups_the_model_its_sanity_and_ceilings(store, tmp_path):
+    from metaprune.evaluate.api import build_config
+    from metaprune.evaluate.config import preset_methods
+
+    with pytest.raises(MetapruneError, match="needs a fitted model .* `metaprune fit"):
+        preset_methods("jackpot", tmp_path / "empty")
+    dyn = fit_model(store, FitConfig(model="linear", features="scores,dynamics"), models_dir=tmp_path)
+    methods, densities, extra = preset_methods("jackpot", tmp_path, (dyn.path,))
+    own = f"learned:{dyn.path}@uss+w1"
+    assert densities == (0.005, 0.01) and extra["reference"] == "synflow@ums" and len(extra["seeds"]) == 30
+    assert methods[:6] == ("random", "magnitude", "snip", "grasp_abs", "synflow@ums", "magnitude>synflow~snip")
+    assert methods[6:11] == ("delta+w1", "movement+w1", "magnitude+w1", "snip+w1", "synflow@ums+w1")
+    assert methods[11:] == (own, own + "!shuffle", own + "!reinit", "imp", "synflow@ims")
+    config = build_config(network=NETWORK, dataset="digits", preset="jackpot", models_dir=tmp_path)  # newest model
+    assert config.reference == "synflow@ums" and config.schedule.levels == 10 and own in map(str, config.methods)
+
+
+def test_jackpot_preset_runs_and_reports_gap_closure_and_sanity(store, tmp_path):
+    from metaprune.evaluate.api import build_config, evaluate
+    from metaprune.pruning.schedules import ScheduleConfig
+    from metaprune.training import TrainConfig
+
+    fit_model(store, FitConfig(model="linear", features="scores,dynamics"), models_dir=tmp_path)
+    cfg = build_config(
+        network=NETWORK,
+        dataset="digits",
+        preset="jackpot",
+        models_dir=tmp_path,
+        densities=(0.1,),
+        seeds=(1000, 1001),
+        train=TrainConfig(epochs=2, patience=1),
+        schedule=ScheduleConfig(rounds=3, levels=2),
+    )
+    rep = evaluate(cfg, tmp_path / "r")
+    comparison = rep.comparison
+    assert set(map(str, cfg.methods)) <= set(comparison["method"])
+    assert {"gap_imp", "gap_synflow_ims", "sanity"} <= set(comparison.columns)
+    assert (rep.rows["cost_epochs"][rep.rows["method"] == "delta@uss+w1"] == 1.0).all()  # one warm-up epoch

@@ -58,7 +58,7 @@ def test_card_reads_what_fit_wrote(plain):
     assert card.networks == ("mlp:12-8",) and card.datasets == ("digits",) and not card.transferable
     assert card.seen_seeds == frozenset(range(6)) and card.feature_density == DENSITY
     assert card.feature_settings()["density"] == DENSITY and card.feature_version is not None
-    assert card.intended_use == IntendedUse()  # fit does not record one yet: every field None
+    assert card.intended_use == IntendedUse(schedule="uss")  # fit records the default use: single shot, global
     assert card.layouts[0][0][1] == 64 * 12
 
 

@@ -6,6 +6,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from metaprune.errors import MetapruneError
 from metaprune.evaluate.config import BASELINES, CEILINGS, EvaluateConfig, preset_methods
 from metaprune.evaluate.report import Report, build_report, write_plots
 from metaprune.evaluate.results import ResultsDir
@@ -14,6 +15,7 @@ from metaprune.fit.persist import newest_model
 from metaprune.networks import validate_network
 from metaprune.provenance import config_hash, to_jsonable
 from metaprune.pruning.method import ABLATIONS, parse_method
+from metaprune.pruning.schedules import ScheduleConfig
 
 QUICKSTART_COMPOSITE = "magnitude>synflow~snip"
 
@@ -34,12 +36,21 @@ def build_config(
     ceilings: bool = False,
     sanity: bool = False,
     models_dir: Path = Path("models"),
+    models: tuple[str | Path, ...] = (),
+    rounds: int | None = None,
+    levels: int | None = None,
+    scope: str | None = None,
     **fields,
 ) -> EvaluateConfig:
-    """The evaluation a command line asks for: explicit methods, a preset, or the quick-start defaults."""
+    """The evaluation a command line asks for: explicit methods, a preset, or the quick-start defaults.
+
+    ``rounds``, ``levels`` and ``scope`` override the schedule config (a preset may set its own levels).
+    """
     extra: dict = {}
+    if models and not preset:
+        raise MetapruneError("--model goes with --preset jackpot; accepted: -m learned:DIR for one method")
     if preset:
-        p_methods, p_densities, extra = preset_methods(preset, models_dir)
+        p_methods, p_densities, extra = preset_methods(preset, models_dir, tuple(models))
         methods = tuple(methods) + p_methods
         densities = tuple(densities) or p_densities
     elif not methods:
@@ -53,6 +64,14 @@ def build_config(
         base = [parse_method(m) for m in methods]
         methods = tuple(methods) + tuple(
             replace(m, ablation=a).canonical() for m in base if m.ablation is None for a in ABLATIONS
+        )
+    preset_levels = extra.pop("levels", None)
+    if "schedule" not in fields or fields["schedule"] is None:
+        base = ScheduleConfig()
+        fields["schedule"] = ScheduleConfig(
+            rounds=base.rounds if rounds is None else rounds,
+            levels=(preset_levels or base.levels) if levels is None else levels,
+            scope=scope or base.scope,
         )
     cfg_fields = {**extra, **{k: v for k, v in fields.items() if v is not None}}
     if seeds:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from metaprune.errors import MetapruneError
 from metaprune.fit.learned import with_intended_use
-from metaprune.fit.persist import model_folders
+from metaprune.fit.persist import model_folders, newest_model
 from metaprune.pruning.masks import check_density
 from metaprune.pruning.method import Method, parse_method
 from metaprune.pruning.schedules import ScheduleConfig
@@ -80,8 +80,42 @@ class EvaluateConfig:
         )
 
 
-def preset_methods(name: str, models_dir: Path = Path("models")) -> tuple[tuple[str, ...], tuple[float, ...], dict]:
+JACKPOT_BASELINES = ("random", "magnitude", "snip", "grasp_abs", "synflow@ums", "magnitude>synflow~snip")
+JACKPOT_WARMUP_SCORERS = ("delta", "movement", "magnitude", "snip", "synflow@ums")
+JACKPOT_SEEDS = tuple(range(1000, 1030))
+JACKPOT_LEVELS = 10  # the harvest target's levels, so synflow@ims is the target's ticket (up to its rounds)
+
+
+def jackpot_methods(models: tuple[str | Path, ...], models_dir: Path) -> tuple[str, ...]:
+    """Did the learned scorer hit the jackpot: upfront baselines, warm-up baselines of every warm-up the
+    models use (equal compute), each model as its card says and under !shuffle / !reinit, the ceilings."""
+    from metaprune.fit.learned import with_intended_use
+
+    if not models:
+        newest = newest_model(models_dir)
+        if newest is None:
+            raise MetapruneError(
+                f"preset 'jackpot' needs a fitted model and none is under {models_dir}; accepted: run "
+                "`metaprune harvest` then `metaprune fit --model mlp --features all`, or give --model DIR"
+            )
+        models = (newest,)
+    learned = [with_intended_use(parse_method(f"learned:{m}")) for m in models]
+    warmups = sorted({m.warmup for m in learned if m.warmup is not None})
+    warm = tuple(f"{s}+w{w:g}" for w in warmups for s in JACKPOT_WARMUP_SCORERS)
+    own = tuple(m.canonical() for m in learned)
+    sanity = tuple(f"{m}!{a}" for m in own for a in ("shuffle", "reinit"))
+    return JACKPOT_BASELINES + warm + own + sanity + CEILINGS
+
+
+def preset_methods(
+    name: str, models_dir: Path = Path("models"), models: tuple[str | Path, ...] = ()
+) -> tuple[tuple[str, ...], tuple[float, ...], dict]:
     """(methods, densities, extra config fields) reproducing a thesis experiment by name."""
+    if models and name != "jackpot":
+        raise MetapruneError(f"--model is for preset 'jackpot', not {name!r}; accepted: -m learned:DIR instead")
+    if name == "jackpot":
+        extra = {"seeds": JACKPOT_SEEDS, "reference": "synflow@ums", "levels": JACKPOT_LEVELS}
+        return jackpot_methods(models, models_dir), (0.005, 0.01), extra
     scorers4 = ("magnitude", "snip", "grasp", "synflow")
     if name == "baselines":
         return BASELINES, THESIS_DENSITIES, {"seeds": (1000, 1001, 1002)}
@@ -105,4 +139,4 @@ def preset_methods(name: str, models_dir: Path = Path("models")) -> tuple[tuple[
     raise MetapruneError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
 
 
-PRESETS = ("baselines", "schedules", "stacked", "saw", "combined", "meta")
+PRESETS = ("baselines", "schedules", "stacked", "saw", "combined", "meta", "jackpot")

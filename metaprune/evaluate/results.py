@@ -32,6 +32,13 @@ from metaprune.provenance import package_versions, to_jsonable
 IDENTITY_FIELDS = ("network", "dataset", "train", "schedule", "per_class")
 
 
+def _models(config_json: dict) -> set[str]:
+    """The learned models a results config evaluates (a directory answers for one set of them)."""
+    from metaprune.pruning.method import parse_method
+
+    return {m for text in config_json.get("methods", []) for m in parse_method(text).learned_models}
+
+
 def unit_name(method: str, density: float) -> str:
     slug = re.sub(r"[^A-Za-z0-9_.+-]+", "_", method.replace(">", "+").replace("~", "-on-").replace("@", "-"))
     return f"{slug}__d{density:.6g}"
@@ -75,6 +82,13 @@ class ResultsDir:
                 raise StoreError(
                     f"results directory {self.path} was made with a different configuration "
                     f"({', '.join(diff)} differ); accepted: the same settings, a new --out, or --force to start over"
+                )
+            old_models, new_models = _models(old["config"]), _models(config_json)
+            if old_models and new_models and old_models != new_models:
+                raise StoreError(
+                    f"results directory {self.path} evaluates the learned models {', '.join(sorted(old_models))}, "
+                    f"not {', '.join(sorted(new_models))}; accepted: the same models, a new --out, or --force "
+                    "to start over"
                 )
             merged = dict(old["config"])
             for key in ("methods", "densities", "seeds", "dense_inits"):
