@@ -209,4 +209,6 @@ def test_a_directory_of_other_learned_models_is_refused_and_force_starts_over(tm
     with pytest.raises(StoreError, match=r"evaluates the learned models models/a, not models/b.*--force"):
         ResultsDir(out).open_or_create(config)
     ResultsDir(out).open_or_create(config, force=True)
+    grown = {"network": "lenet_300_100", "methods": ["learned:models/b@uss", "learned:models/c@uss"]}
     assert json.loads((out / "config.json").read_text())["config"]["methods"] == config["methods"]
+    ResultsDir(out).open_or_create(grown)  # a model added beside the others grows the directory

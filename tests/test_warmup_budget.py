@@ -155,3 +155,11 @@ def test_budget_that_empties_a_layer_names_it():
     splits = synthetic_splits()
     with pytest.raises(MetapruneError, match="layer layers.1.weight"):
         prune_seeds(parse_method("snip#layer"), SPEC, splits, 0.02, (0,), train=TRAIN)
+
+
+def test_a_budget_warming_up_as_its_method_pays_the_warm_up_once():
+    splits = synthetic_splits(n_train=80)
+    shared = prune_seeds(parse_method("magnitude+w2#from:delta+w2"), SPEC, splits, 0.3, (5,), train=TRAIN)[0]
+    assert shared.cost_epochs == pytest.approx(2.0)  # one 2-epoch trajectory; neither scorer makes a pass
+    other = prune_seeds(parse_method("magnitude+w2#from:delta+w1"), SPEC, splits, 0.3, (5,), train=TRAIN)[0]
+    assert other.cost_epochs == pytest.approx(3.0)  # two different warm-ups

@@ -33,7 +33,8 @@ IDENTITY_FIELDS = ("network", "dataset", "train", "schedule", "per_class")
 
 
 def _models(config_json: dict) -> set[str]:
-    """The learned models a results config evaluates (a directory answers for one set of them)."""
+    """The learned models a results config evaluates: a directory answers for one set of them, which may
+    grow (a model added beside the others) but not be swapped for another set."""
     from metaprune.pruning.method import parse_method
 
     return {m for text in config_json.get("methods", []) for m in parse_method(text).learned_models}
@@ -84,7 +85,7 @@ class ResultsDir:
                     f"({', '.join(diff)} differ); accepted: the same settings, a new --out, or --force to start over"
                 )
             old_models, new_models = _models(old["config"]), _models(config_json)
-            if old_models and new_models and old_models != new_models:
+            if old_models and new_models and not old_models & new_models:
                 raise StoreError(
                     f"results directory {self.path} evaluates the learned models {', '.join(sorted(old_models))}, "
                     f"not {', '.join(sorted(new_models))}; accepted: the same models, a new --out, or --force "

@@ -43,6 +43,7 @@ class Ticket:
     report: MaskReport
     seconds: float  # wall time of init, scoring, schedule (and training) per seed, without the report
     cost_epochs: float = 0.0  # compute in dense-epoch equivalents (see ``Cost``)
+    warmup_epochs: float = 0.0  # the part of the cost spent warming up
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Cost:
     """
 
     epochs: float = 0.0
+    warmup: float = 0.0
 
     def add_scoring(self, passes: float, batch: int, n_train: int) -> None:
         self.epochs += passes * batch / max(n_train, 1)
@@ -196,6 +198,7 @@ def prune_seeds(
             mask_report(net, mask, input_shape=splits.input_shape),
             seconds,
             cost.epochs,
+            cost.warmup,
         )
         for (net, mask), outcome, s, cost in zip(finished, outcomes, seeds, costs, strict=True)
     ]
@@ -223,6 +226,7 @@ def _prune_upfront_seed(
             raise MetapruneError(f"method {method} warms up, which needs the training data; accepted: per_class >= 1")
         record = warm_up(net, splits, train, method.warmup, seed, device=device)
         cost.epochs += record.cost_epochs
+        cost.warmup += record.cost_epochs
         data = replace(data, warmup=record)
         scoring_net = record.network
     counts = budget_counts(method, net, spec, splits, density, seed, schedule, train, per_class, device, cost)
@@ -262,7 +266,10 @@ def budget_counts(
     ticket = prune_seeds(
         inner, spec, splits, density, (seed,), schedule=schedule, train=train, per_class=per_class, device=device
     )[0]
-    cost.epochs += ticket.cost_epochs
+    shared = inner.warmup == method.warmup and method.warmup is not None
+    # a budget method warming up as this one does follows the same trajectory (same θ0, seed and stream):
+    # its warm-up is paid once
+    cost.epochs += ticket.cost_epochs - (ticket.warmup_epochs if shared else 0.0)
     counts = layer_counts_of(ticket.mask, layout)
     for layer, k in zip(layout.layers, counts, strict=True):
         if k == 0:
