@@ -265,7 +265,8 @@ def compute_features(
             column = out[:, FEATURE_NAMES.index(s)]
             out[:, FEATURE_NAMES.index(f"rank_{s}")] = rank_within_layers(column, layout).to(torch.float32)
     computed = [FEATURE_NAMES.index(name) for name in FEATURE_NAMES if name in wanted]
-    bad = [FEATURE_NAMES[j] for j in computed if not bool(torch.isfinite(out[:, j]).all())]
+    finite = torch.isfinite(out[:, computed]).all(dim=0)  # one pass: column slices of a row-major matrix are slow
+    bad = [FEATURE_NAMES[j] for j, ok in zip(computed, finite.tolist(), strict=True) if not ok]
     if bad:
         raise MetapruneError(
             f"features {', '.join(bad)} are not finite in float32 for this network; "
