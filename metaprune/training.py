@@ -159,6 +159,9 @@ class _Stack:
 
         return vmap(call, in_dims=(0, 0, None), randomness="different")(params, self.buffers, x)
 
+    def state(self) -> dict[str, torch.Tensor]:
+        return {**self.params, **self.buffers}
+
     def select(self, keep: torch.Tensor) -> None:
         self.params = {k: v.detach()[keep].clone().requires_grad_(True) for k, v in self.params.items()}
         self.buffers = {k: v[keep].clone() for k, v in self.buffers.items()}
@@ -225,6 +228,125 @@ def stack_members(nets: Sequence[nn.Module], device: torch.device, dtype: torch.
     return template, params, buffers
 
 
+def _stack_masks(
+    masks: torch.Tensor | Sequence[torch.Tensor | None] | None,
+    k_total: int,
+    layout,
+    params: dict,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> dict[str, torch.Tensor]:
+    """Per-layer ``[K, ...]`` masks, with the pruned weights of ``params`` zeroed from the start."""
+    if masks is None:
+        return {}
+    rows = []
+    for i in range(k_total):
+        m = masks[i]
+        rows.append(torch.ones(layout.total, dtype=torch.bool) if m is None else m.to("cpu", torch.bool))
+    flat = torch.stack(rows).to(device)
+    if flat.shape[1] != layout.total:
+        raise MetapruneError(f"mask has {flat.shape[1]} entries but the network has {layout.total} prunable weights")
+    mask_dict = {layer.name: m.to(dtype) for layer, m in zip(layout.layers, layout.split(flat), strict=True)}
+    with torch.no_grad():
+        for name, m in mask_dict.items():
+            params[name].mul_(m)
+    return mask_dict
+
+
+class _Checkpoints:
+    """Per-member early-stopping state: the best validation loss so far and what was measured there."""
+
+    def __init__(self, k: int, device: torch.device, stack: _Stack | None) -> None:
+        def zeros(dtype):
+            return torch.zeros(k, dtype=dtype, device=device)
+
+        self.best_loss = torch.full((k,), float("inf"), dtype=torch.float64, device=device)
+        self.best_acc, self.test_loss, self.test_acc = zeros(torch.float64), zeros(torch.float64), zeros(torch.float64)
+        self.best_iter, self.best_epoch = zeros(torch.long), zeros(torch.long)
+        self.epochs_trained, self.since_best = zeros(torch.long), zeros(torch.long)
+        self.state = None if stack is None else {k_: v.detach().clone() for k_, v in stack.state().items()}
+
+    def update(self, stack: _Stack, members: torch.Tensor, data: tuple, config: TrainConfig, it: int, epoch: int):
+        """Evaluate on validation; members that improved take a checkpoint (test metrics, weights)."""
+        x_val, y_val, x_test, y_test = data
+        v_loss, v_acc = _evaluate(stack, x_val, y_val, config.eval_batch_size)
+        improved = (
+            v_loss < self.best_loss[members] if config.early_stopping else torch.ones_like(v_loss, dtype=torch.bool)
+        )
+        if bool(improved.any()):
+            t_loss, t_acc = _evaluate(stack, x_test, y_test, config.eval_batch_size)
+            rows = members[improved]
+            self.best_loss[rows], self.best_acc[rows] = v_loss[improved], v_acc[improved]
+            self.test_loss[rows], self.test_acc[rows] = t_loss[improved], t_acc[improved]
+            self.best_iter[rows], self.best_epoch[rows] = it, epoch
+            if self.state is not None:
+                with torch.no_grad():
+                    for name, value in stack.state().items():
+                        self.state[name][rows] = value.detach()[improved]
+        self.since_best[members] = torch.where(improved, 0, self.since_best[members] + 1)
+
+    def results(self) -> list[MemberResult]:
+        return [
+            MemberResult(
+                test_acc=float(self.test_acc[i]),
+                test_loss=float(self.test_loss[i]),
+                val_acc=float(self.best_acc[i]),
+                val_loss=float(self.best_loss[i]),
+                best_iteration=int(self.best_iter[i]),
+                best_epoch=int(self.best_epoch[i]),
+                epochs_trained=int(self.epochs_trained[i]),
+            )
+            for i in range(self.best_loss.shape[0])
+        ]
+
+    def states(self) -> list[dict[str, torch.Tensor]] | None:
+        if self.state is None:
+            return None
+        k = self.best_loss.shape[0]
+        return [{key: v[i].detach().to("cpu").clone() for key, v in self.state.items()} for i in range(k)]
+
+
+class _Stepper:
+    """One SGD step of the whole population: the hand-written MLP step or autograd + torch.optim."""
+
+    def __init__(self, stack: _Stack, config: TrainConfig, masks: dict[str, torch.Tensor]) -> None:
+        self.stack, self.config = stack, config
+        self.opt = _make_optimizer(config, list(stack.params.values()))
+        self.mlp_step = None
+        if stack.mlp_layers and not config.autograd:
+            plain_sgd = config.optimizer == "sgd" and config.momentum == 0 and config.weight_decay == 0
+            self.mlp_step = MLPStep(
+                stack.mlp_layers, masks, config.mask_mode == "forward", config.lr if plain_sgd else None
+            )
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, k_active: int) -> None:
+        stack = self.stack
+        if self.mlp_step is not None:
+            self.mlp_step(stack.params, x, y, idx)
+            if not self.mlp_step.applies_update:
+                self.opt.step()
+            return
+        xb, yb = x[idx], y[idx]
+        logits = stack.logits(xb)
+        # Summed over members, each member's gradient is that of its own mean loss.
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.repeat(k_active), reduction="sum")
+        loss = loss / yb.shape[0]
+        self.opt.zero_grad(set_to_none=False)
+        loss.backward()
+        if self.config.mask_mode == "grad":
+            for name, m in stack.masks.items():
+                stack.params[name].grad.mul_(m)
+        self.opt.step()
+
+    def select(self, keep: torch.Tensor, k_active: int) -> None:
+        """Drop stopped members (``keep`` False) from the stack, the optimiser state and the MLP step."""
+        old_t = list(self.stack.params.values())
+        self.stack.select(keep)
+        self.opt = _compact_optimizer(self.opt, self.config, old_t, list(self.stack.params.values()), keep, k_active)
+        if self.mlp_step is not None:
+            self.mlp_step.select(keep)
+
+
 def train_population(
     nets: Sequence[nn.Module],
     data: DataSplits,
@@ -258,53 +380,18 @@ def train_population(
     device = device if isinstance(device, torch.device) else resolve_device(device)
     t_start = time.perf_counter()
     k_total = len(nets)
-    layout = prunable_layout(nets[0])
     template, params, buffers = stack_members(nets, device, dtype)
-
-    mask_dict: dict[str, torch.Tensor] = {}
-    if masks is not None:
-        rows = []
-        for i in range(k_total):
-            m = masks[i]
-            rows.append(torch.ones(layout.total, dtype=torch.bool) if m is None else m.to("cpu", torch.bool))
-        flat = torch.stack(rows).to(device)
-        if flat.shape[1] != layout.total:
-            raise MetapruneError(
-                f"mask has {flat.shape[1]} entries but the network has {layout.total} prunable weights"
-            )
-        for layer, m in zip(layout.layers, layout.split(flat), strict=True):
-            mask_dict[layer.name] = m.to(dtype)
-        with torch.no_grad():
-            for name, m in mask_dict.items():
-                params[name].mul_(m)  # pruned weights are exactly zero from the start
-
+    mask_dict = _stack_masks(masks, k_total, prunable_layout(nets[0]), params, device, dtype)
     data = data.to(device)
     x_train, y_train = data.train_x.to(dtype), data.train_y
-    x_val, y_val = data.val_x.to(dtype), data.val_y
-    x_test, y_test = data.test_x.to(dtype), data.test_y
+    eval_data = (data.val_x.to(dtype), data.val_y, data.test_x.to(dtype), data.test_y)
     stack = _Stack(template, params, buffers, mask_dict, config.mask_mode)
-    tensors = list(stack.params.values())
-    opt = _make_optimizer(config, tensors)
-    mlp_step = None
-    if stack.mlp_layers and not config.autograd:
-        plain_sgd = config.optimizer == "sgd" and config.momentum == 0 and config.weight_decay == 0
-        mlp_step = MLPStep(stack.mlp_layers, mask_dict, config.mask_mode == "forward", config.lr if plain_sgd else None)
-
+    step = _Stepper(stack, config, mask_dict)
+    checkpoints = _Checkpoints(k_total, device, stack if keep_states else None)
     members = torch.arange(k_total, device=device)  # original index of each active row
-    best_loss = torch.full((k_total,), float("inf"), dtype=torch.float64, device=device)
-    best_acc = torch.zeros(k_total, dtype=torch.float64, device=device)
-    test_loss = torch.zeros(k_total, dtype=torch.float64, device=device)
-    test_acc = torch.zeros(k_total, dtype=torch.float64, device=device)
-    best_iter = torch.zeros(k_total, dtype=torch.long, device=device)
-    best_epoch = torch.zeros(k_total, dtype=torch.long, device=device)
-    epochs_trained = torch.zeros(k_total, dtype=torch.long, device=device)
-    since_best = torch.zeros(k_total, dtype=torch.long, device=device)
-    best_state = {k: v.detach().clone() for k, v in {**stack.params, **stack.buffers}.items()} if keep_states else None
 
-    n_train = x_train.shape[0]
-    bs = config.batch_size
-    iteration = 0
-    samples = 0
+    n_train, bs = x_train.shape[0], config.batch_size
+    iteration = samples = 0
     gen = generator(data_seed, order_stream)
     if step_hook is not None:
         step_hook(stack.params, stack.buffers)
@@ -314,88 +401,40 @@ def train_population(
         k_active = members.shape[0]
         for start in range(0, n_train, bs):
             idx = perm[start : start + bs]
-            if mlp_step is not None:
-                mlp_step(stack.params, x_train, y_train, idx)
-                if not mlp_step.applies_update:
-                    opt.step()
-            else:
-                xb, yb = x_train[idx], y_train[idx]
-                logits = stack.logits(xb)
-                # Summed over members, each member's gradient is that of its own mean loss.
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.repeat(k_active), reduction="sum")
-                loss = loss / yb.shape[0]
-                opt.zero_grad(set_to_none=False)
-                loss.backward()
-                if config.mask_mode == "grad":
-                    for name, m in stack.masks.items():
-                        stack.params[name].grad.mul_(m)
-                opt.step()
+            step(x_train, y_train, idx, k_active)
             iteration += 1
             samples += idx.shape[0] * k_active
             if step_hook is not None:
                 step_hook(stack.params, stack.buffers)
             if max_steps is not None and iteration >= max_steps:
                 break
+        checkpoints.epochs_trained[members] = epoch
         if max_steps is not None and iteration >= max_steps:
-            epochs_trained[members] = epoch
             break
         template.eval()
-        epochs_trained[members] = epoch
         if not config.early_stopping and epoch < config.epochs:
             if progress is not None:
                 progress(epoch, k_active, k_total)
             continue  # without early stopping only the final state counts
-        v_loss, v_acc = _evaluate(stack, x_val, y_val, config.eval_batch_size)
-        improved = v_loss < best_loss[members] if config.early_stopping else torch.ones_like(v_loss, dtype=torch.bool)
-        if bool(improved.any()):
-            t_loss, t_acc = _evaluate(stack, x_test, y_test, config.eval_batch_size)
-            rows_i = members[improved]
-            best_loss[rows_i] = v_loss[improved]
-            best_acc[rows_i] = v_acc[improved]
-            test_loss[rows_i] = t_loss[improved]
-            test_acc[rows_i] = t_acc[improved]
-            best_iter[rows_i] = iteration
-            best_epoch[rows_i] = epoch
-            if best_state is not None:
-                with torch.no_grad():
-                    for name, value in {**stack.params, **stack.buffers}.items():
-                        best_state[name][rows_i] = value.detach()[improved]
-        since_best[members] = torch.where(improved, 0, since_best[members] + 1)
+        checkpoints.update(stack, members, eval_data, config, iteration, epoch)
         if progress is not None:
             progress(epoch, k_active, k_total)
         if config.early_stopping:
-            stop = since_best[members] >= config.patience
+            stop = checkpoints.since_best[members] >= config.patience
             if bool(stop.all()):
                 break
             if bool(stop.any()):
-                keep = ~stop
-                old_t = list(stack.params.values())
-                stack.select(keep)
-                new_t = list(stack.params.values())
-                opt = _compact_optimizer(opt, config, old_t, new_t, keep, k_active)
-                if mlp_step is not None:
-                    mlp_step.select(keep)
-                members = members[keep]
+                step.select(~stop, k_active)
+                members = members[~stop]
 
-    results = [
-        MemberResult(
-            test_acc=float(test_acc[i]),
-            test_loss=float(test_loss[i]),
-            val_acc=float(best_acc[i]),
-            val_loss=float(best_loss[i]),
-            best_iteration=int(best_iter[i]),
-            best_epoch=int(best_epoch[i]),
-            epochs_trained=int(epochs_trained[i]),
-        )
-        for i in range(k_total)
-    ]
-    states = None
-    if best_state is not None:
-        states = [{k: v[i].detach().to("cpu").clone() for k, v in best_state.items()} for i in range(k_total)]
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return PopulationResult(
-        members=results, states=states, iterations=iteration, samples=samples, seconds=time.perf_counter() - t_start
+        members=checkpoints.results(),
+        states=checkpoints.states(),
+        iterations=iteration,
+        samples=samples,
+        seconds=time.perf_counter() - t_start,
     )
 
 
