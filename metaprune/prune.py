@@ -281,9 +281,11 @@ def load_ticket(path: str | Path) -> TicketFile:
 
 def bench_prune_report(repeats: int = 5, model: str | None = None) -> dict:
     """``pruning.bench.bench_prune`` next to the planning targets (x 1.5), with pass/fail per item."""
+    from metaprune.fit.learned import with_intended_use  # the model card says how it warms up
     from metaprune.pruning.bench import bench_prune
 
-    seconds = bench_prune(repeats=repeats, model=model)
+    learned = None if model is None else with_intended_use(parse_method(f"learned:{model}@ums"))
+    seconds = bench_prune(repeats=repeats, learned=learned)
     items = []
     for key, value in seconds.items():
         target = BENCH_TARGETS.get(key)

@@ -254,7 +254,7 @@ FAKE_BENCH = {
 def fake_bench(monkeypatch):
     import metaprune.pruning.bench
 
-    monkeypatch.setattr(metaprune.pruning.bench, "bench_prune", lambda repeats=5, model=None: dict(FAKE_BENCH))
+    monkeypatch.setattr(metaprune.pruning.bench, "bench_prune", lambda repeats=5, learned=None: dict(FAKE_BENCH))
 
 
 def test_bench_prune_table(fake_bench):

@@ -11,6 +11,7 @@ import torch
 from metaprune.datasets import DataSplits
 from metaprune.networks import build_network, prunable_layout
 from metaprune.pruning.masks import make_mask
+from metaprune.pruning.method import Method
 from metaprune.pruning.scorers import PruneData, score
 from metaprune.seeds import generator
 from metaprune.training import TrainConfig
@@ -25,11 +26,11 @@ def _median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_prune(repeats: int = 5, model: str | None = None) -> dict[str, float]:
+def bench_prune(repeats: int = 5, learned: Method | None = None) -> dict[str, float]:
     """Median seconds per item on one CPU thread: snip, grasp, one SynFlow round, 100 SynFlow rounds
     (exponential schedule 1.0 -> 0.005 with exact top-k between rounds), one global top-k at 0.005, a
-    3-epoch warm-up on a mnist5k-sized training split with its dynamics features, and, given a fitted
-    ``model`` directory, ``learned:MODEL@ums`` with 20 rounds (the model's warm-up included)."""
+    3-epoch warm-up on a mnist5k-sized training split with its dynamics features, and, given a ``learned``
+    method (``learned:MODEL@ums`` with the model's warm-up), that method with 20 rounds."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -51,9 +52,9 @@ def bench_prune(repeats: int = 5, model: str | None = None) -> dict[str, float]:
         tie = generator(0, "tie_break")
         splits = _mnist5k_sized(g)
         extra = {}
-        if model is not None:
-            _learned(model, splits)  # untimed: imports and loading the model
-            extra["learned_ums_20_rounds"] = _median_time(lambda: _learned(model, splits), repeats)
+        if learned is not None:
+            _learned(learned, splits)  # untimed: imports and loading the model
+            extra["learned_ums_20_rounds"] = _median_time(lambda: _learned(learned, splits), repeats)
         return {
             "snip": _median_time(lambda: score("snip", net, full, data, 0), repeats),
             "grasp": _median_time(lambda: score("grasp", net, full, data, 0), repeats),
@@ -84,20 +85,8 @@ def _warmup_dynamics(net, splits: DataSplits, data: PruneData) -> torch.Tensor:
     return compute_features(net, data, 0, density=0.005, warmup=record, names=FEATURE_GROUPS["dynamics"])
 
 
-def _learned(model: str, splits: DataSplits) -> None:
+def _learned(method: Method, splits: DataSplits) -> None:
     from metaprune.pruning.apply import prune_seeds
-    from metaprune.pruning.method import parse_method
     from metaprune.pruning.schedules import ScheduleConfig
 
-    method = parse_method(f"learned:{model}@ums")
-    if method.warmup is None and model_warmup_epochs(model) is not None:
-        method = parse_method(f"learned:{model}@ums+w{model_warmup_epochs(model):g}")
     prune_seeds(method, "lenet_300_100", splits, 0.005, (0,), schedule=ScheduleConfig(rounds=20))
-
-
-def model_warmup_epochs(model: str) -> float | None:
-    import json
-    from pathlib import Path
-
-    warmup = (json.loads((Path(model) / "meta.json").read_text()).get("feature_config") or {}).get("warmup")
-    return None if not warmup else float(warmup["epochs"])
