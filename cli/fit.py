@@ -69,8 +69,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         target: Annotated[
             str,
             typer.Option(
-                help="round (removal level / (levels+1), sparsity-aware), mask (in the ticket, 0/1) or score "
-                "(target score min-max per seed)"
+                help="round (removal level / (levels+1), sparsity-aware; per state: counted from the state), "
+                "survive (outlives the next level, 0/1), mask (in the ticket, 0/1) or score (target score min-max "
+                "per seed)"
             ),
         ] = "round",
         features: Annotated[
@@ -111,8 +112,23 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             ),
         ] = None,
         objective: Annotated[
-            str | None, typer.Option(help="lightgbm objective: regression (default) or cross_entropy")
+            str | None,
+            typer.Option(help="lightgbm objective: regression (default), cross_entropy, binary or lambdarank"),
         ] = None,
+        states: Annotated[
+            str,
+            typer.Option(
+                help="dense (θ0 only) or trajectory (every state of the target's way down: alive weights under "
+                "its mask after s levels, the target counted from there; for multi-shot use, e.g. --use @ums)"
+            ),
+        ] = "dense",
+        sample_weight: Annotated[
+            str,
+            typer.Option(
+                help="none, or balanced (every removal level weighs the same in each network: emphasises the "
+                "late-removed weights); tree, forest, lightgbm and mlp"
+            ),
+        ] = "none",
         epochs: Annotated[
             int | None,
             typer.Option(parser=positive_int("--epochs"), help="passes over the training seeds (sgd 3, mlp 5)"),
@@ -156,6 +172,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             options=opts,
             seed=seed,
             threads=threads,
+            states=states,
+            sample_weight=sample_weight,
             use=use,
         )
         from metaprune.fit.stores import resolve_stores

@@ -79,6 +79,13 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 help="epochs of the dense warm-up behind the dynamics features",
             ),
         ] = 3.0,
+        trajectory: Annotated[
+            bool,
+            typer.Option(
+                "--trajectory/--no-trajectory",
+                help="also store the features in each state of the target's way down (fit --states trajectory)",
+            ),
+        ] = True,
         out_path: Annotated[
             str | None, typer.Option("--out", help="store path (default datasets/<network>-<dataset>-<hash>.zarr)")
         ] = None,
@@ -111,6 +118,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             seeds_per_task=seeds_per_task,
             data_seed=data_seed,
             warmup_epochs=warmup,
+            trajectory=trajectory,
         )
         with progress_bar("harvest", None) as bar:
             levels_seen: dict[int, str] = {}
@@ -178,6 +186,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         head.add_column("")
         head.add_column("")
         head.add_row("network / dataset", f"{info['network']} / {info['dataset']} (config {info['config_hash']})")
+        head.add_row("schema", f"version {info['schema_version']}: {info['schema_note']}")
         head.add_row("dims", ", ".join(f"{k} {v}" for k, v in info["dims"].items()))
         head.add_row(
             "seeds", f"{len(info['complete'])} complete of {len(info['planned'])} planned ({info['complete_text']})"

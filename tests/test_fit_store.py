@@ -230,3 +230,55 @@ def test_bench_fit_measures_in_a_fresh_process(store):
     assert r["model"] == "linear" and r["rows_per_s"] > 0 and r["peak_rss_mb"] >= r["baseline_rss_mb"] > 0
     assert [c["model"] for c in result["checks"]] == ["linear"]
     assert result["weights_per_seed"] == 944 and result["versions"]["scikit-learn"]
+
+
+# ------------------------------------------------------------------------------ trajectory and ranking
+
+
+def test_trajectory_units_are_the_alive_weights_of_every_state(store):
+    view = open_view(store)
+    assert view.states == (0, 1)  # two target levels: dense θ0 and the state after level 1
+    units = core.trajectory_units(view, [0, 1])
+    assert [(u.seed, u.state) for u in units] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    reader = SeedReader(("magnitude", "snip"), "minmax", "round", sample_weight="balanced")
+    x, t, _ = reader.read(units[1])
+    alive = view.store.read_state(0, 1)[0]
+    assert x.shape == (alive.size, 2) == (units[1].n_rows, 2) and units[1].n_rows < view.n_weights
+    # min-max over the alive weights of the state only
+    np.testing.assert_allclose(x.min(0), 0) and np.testing.assert_allclose(x.max(0), 1)
+    assert set(np.unique(t["levels"]).tolist()) <= {1, 2} and t["weight"] is not None
+
+
+@pytest.mark.parametrize(
+    "model,target,options",
+    [
+        ("lightgbm", "survive", {"objective": "binary", "rounds": 10, "jobs": 1}),
+        ("lightgbm", "round", {"objective": "lambdarank", "rounds": 10, "jobs": 1, "min_data_in_leaf": 5}),
+        ("mlp", "survive", {"loss": "bce", "epochs": 1, "device": "cpu"}),
+    ],
+)
+def test_ranking_objectives_fit_on_the_trajectory(model, target, options, store, models_dir):
+    res = fit_model(
+        store,
+        FitConfig(model=model, target=target, features="scores", options=options, states="trajectory",
+                  sample_weight="none" if options.get("objective") == "lambdarank" else "balanced", use="@ums"),
+        models_dir=models_dir,
+    )
+    meta = res.meta
+    view = open_view(store)
+    alive = sum(u.n_rows for u in core.trajectory_units(view, meta["train_seeds"]))
+    assert meta["states"] == "trajectory" and alive > meta["metrics"]["fit"]["rows"] - 1
+    assert meta["metrics"]["fit"]["rows"] == alive
+    assert 0 <= meta["metrics"]["test"]["jaccard"] <= 1
+
+
+def test_trajectory_and_weight_refusals(store, tmp_path_factory, models_dir):
+    flat = tiny_store(tmp_path_factory, "flat", (0, 1), trajectory=False)
+    with pytest.raises(MetapruneError, match="holds no trajectory states"):
+        fit_model(flat, FitConfig(states="trajectory"), models_dir=models_dir)
+    with pytest.raises(MetapruneError, match="takes no sample weights.*accepted: tree, forest, lightgbm, mlp"):
+        fit_model(store, FitConfig(model="linear", sample_weight="balanced"), models_dir=models_dir)
+    with pytest.raises(MetapruneError, match="binary objective needs a 0/1 target"):
+        fit_model(store, FitConfig(model="lightgbm", options={"objective": "binary"}), models_dir=models_dir)
+    with pytest.raises(MetapruneError, match="bad states 'all'; accepted: dense, trajectory"):
+        FitConfig(states="all").validate()

@@ -39,6 +39,13 @@ class SynthData:
         x, y = np.concatenate(self.xs), np.concatenate(self.ys)
         return x[:max_rows], y[:max_rows]
 
+    def weighted_passes(self, n, *, shuffle=True):
+        for p, x, y in self.passes(n, shuffle=shuffle):
+            yield p, x, y, None
+
+    def weighted_sample(self, max_rows):
+        return (*self.sample(max_rows), None)
+
     def report(self, stage, done, total):
         pass
 
@@ -130,8 +137,39 @@ def test_targets():
     np.testing.assert_allclose(pp.make_target(t, "round", 2), [0, 1 / 3, 1, 1])
     np.testing.assert_allclose(pp.make_target(t, "mask", 2), [0, 0, 1, 1])
     np.testing.assert_allclose(pp.make_target(t, "score", 2), [0, 0.5, 1, 1])
-    with pytest.raises(MetapruneError, match="accepted: round, mask, score"):
+    with pytest.raises(MetapruneError, match="accepted: round, survive, mask, score"):
         pp.make_target(t, "rank", 2)
+
+
+def test_per_state_targets_count_levels_from_the_state():
+    """A 3-level target: removed at levels 1, 2, 3, two survivors (round 4). In state 1 (after one level)
+    the weight removed at level 1 is gone; the others are removed 1, 2 levels later or survive (3 = L + 1 - s)."""
+    rounds = np.array([1, 2, 3, 4, 4])
+    t0 = {"target_round": rounds, "target_mask": rounds == 4}
+    np.testing.assert_allclose(pp.make_target(t0, "round", 3), [1 / 4, 2 / 4, 3 / 4, 1, 1])
+    np.testing.assert_allclose(pp.make_target(t0, "survive", 3), [0, 1, 1, 1, 1])
+    alive = rounds > 1
+    t1 = {k: v[alive] for k, v in t0.items()}
+    np.testing.assert_array_equal(pp.levels_to_go(t1, 1), [1, 2, 3, 3])
+    np.testing.assert_allclose(pp.make_target(t1, "round", 3, state=1), [1 / 3, 2 / 3, 1, 1])
+    np.testing.assert_allclose(pp.make_target(t1, "survive", 3, state=1), [0, 1, 1, 1])
+    with pytest.raises(MetapruneError, match="only for the dense state"):
+        pp.make_target({**t1, "target_score": np.ones(4)}, "score", 3, state=1)
+
+
+def test_balanced_sample_weights_give_every_removal_level_the_same_total():
+    levels = np.array([1, 1, 1, 1, 2, 2, 3])
+    w = pp.sample_weights(levels, "balanced")
+    totals = [w[levels == v].sum() for v in (1, 2, 3)]
+    np.testing.assert_allclose(totals, [7 / 3] * 3, rtol=1e-6)
+    assert pp.sample_weights(levels, "none") is None
+    with pytest.raises(MetapruneError, match="accepted: none, balanced"):
+        pp.sample_weights(levels, "late")
+
+
+def test_alive_bounds_are_each_layers_rows_among_the_alive():
+    # layers of 3, 2 and 4 weights; alive: 0, 2 | (none) | 5, 8
+    assert pp.alive_bounds(np.array([0, 2, 5, 8]), [(0, 3), (3, 2), (5, 4)]) == [(0, 2), (2, 0), (2, 2)]
 
 
 def test_resolve_features_by_group_name_and_all():
@@ -189,8 +227,10 @@ def test_models_fit_predict_and_round_trip(name, tmp_path):
 def test_unknown_options_and_objectives():
     with pytest.raises(MetapruneError, match="has no option 'depth'"):
         make_regressor("tree", {"depth": 3}, 0, 3)
-    with pytest.raises(MetapruneError, match="10,000 rows"):
-        make_regressor("lightgbm", {"objective": "lambdarank"}, 0, 3)
+    with pytest.raises(MetapruneError, match="accepted: regression, cross_entropy, binary, lambdarank"):
+        make_regressor("lightgbm", {"objective": "rank_xendcg"}, 0, 3)
+    with pytest.raises(MetapruneError, match="accepted: mse, bce"):
+        make_regressor("mlp", {"loss": "huber"}, 0, 3)
     with pytest.raises(MetapruneError, match="accepted: linear, sgd, tree, forest, lightgbm, mlp"):
         make_regressor("svm", {}, 0, 3)
     assert set(REGRESSORS.names()) == {"linear", "sgd", "tree", "forest", "mlp", "lightgbm"}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import zarr
 
 from metaprune.errors import MetapruneError, RuntimeFailure, StoreError
@@ -29,7 +30,10 @@ def store_arrays(path):
         ds = s.complete_dataset()
         return {
             "seed": ds["seed"].values.copy(),
-            **{v: ds[v].values.copy() for v in ("features", "target_round", "target_mask", "target_score", "task")},
+            **{
+                v: ds[v].values.copy()
+                for v in ("features", "state_features", "target_round", "target_mask", "target_score", "task")
+            },
         }
 
 
@@ -61,7 +65,9 @@ def test_schema(base):
     assert result.written == (0, 1, 2, 3) and result.complete == (0, 1, 2, 3)
     with open_store(path) as s:
         ds = s.dataset
-        assert dict(ds.sizes) == {"seed": 4, "weight": N_WEIGHTS, "feature": len(FEATURE_NAMES), "layer": 3}
+        sizes = {"seed": 4, "weight": N_WEIGHTS, "feature": len(FEATURE_NAMES), "layer": 3, "state": 1}
+        assert dict(ds.sizes) == sizes
+        assert ds["state_features"].dims == ("seed", "state", "weight", "feature")
         assert s.feature_names == FEATURE_NAMES
         assert ds["features"].dims == ("seed", "weight", "feature") and ds["features"].dtype == np.float32
         assert ds["target_round"].dims == ("seed", "weight") and ds["target_round"].dtype == np.int16
@@ -77,7 +83,7 @@ def test_schema(base):
         assert list(table["name"]) == ["layers.0.weight", "layers.1.weight", "layers.2.weight"]
         assert list(table["offset"]) == [0, 768, 864] and list(table["size"]) == [768, 96, 80]
         a = s.attrs
-        assert a["schema_version"] == 1 and a["network"] == "mlp:12-8" and a["dataset"] == "digits"
+        assert a["schema_version"] == 2 and a["network"] == "mlp:12-8" and a["dataset"] == "digits"
         assert a["config"] == json.loads(TINY.validate().to_json())
         assert a["feature_spec"]["names"] == list(FEATURE_NAMES)
         assert a["target_spec"]["method"] == "synflow@ims" and a["planned_seeds"] == [0, 1, 2, 3]
@@ -115,7 +121,7 @@ def test_a_seed_commit_writes_no_metadata(copy_of):
     zarr.open_group(path, mode="r+")["complete"][2] = False
     with open_store(path) as s:
         ds = s.dataset.isel(seed=2)
-        data = {k: ds[k].values for k in ("features", "target_round", "target_mask", "target_score")}
+        data = {k: ds[k].values for k in ("features", "state_features", "target_round", "target_mask", "target_score")}
     write_seed(path, 2, data, seconds=1.0)
     assert metadata() == before and "consolidated_metadata" in (path / "zarr.json").read_text()
     assert_consolidated_current(path)
@@ -236,6 +242,63 @@ def test_config_mismatch_names_the_field(copy_of):
         harvest(replace(TINY, levels=3), range(4), out=path)
     with pytest.raises(StoreError, match=r"train\.epochs: store=2, requested=5"):
         harvest(replace(TINY, train=TrainConfig(epochs=5, patience=2)), range(4), out=path)
+
+
+def test_trajectory_states_are_the_features_of_theta0_under_the_targets_masks(base):
+    """State s: θ0 under the mask after s target levels (alive = target_round > s), features recomputed
+    there with the harvest's own function; the weights pruned by then are not in the state (NaN)."""
+    from metaprune.datasets import load_dataset
+    from metaprune.features import compute_features
+    from metaprune.networks import build_network
+    from metaprune.pruning.apply import prune_data_for
+    from metaprune.pruning.warmup import warm_up
+
+    path, _ = base
+    cfg = TINY.validate()
+    splits = load_dataset("digits")
+    with open_store(path) as s:
+        assert s.states == (0, 1)
+        np.testing.assert_allclose(s.dataset["state_density"].values, [0.1**0.5])
+        alive, x, t = s.read_state(1, 1)
+        assert np.array_equal(alive, np.flatnonzero(t["target_round"] > 1))
+        assert 0 < alive.size < N_WEIGHTS and alive.size == round(0.1**0.5 * N_WEIGHTS)
+        full = s.dataset["state_features"][s.planned_seeds.index(1), 0].values
+        dead = np.setdiff1d(np.arange(N_WEIGHTS), alive)
+        assert np.isnan(full[dead]).all() and np.isfinite(full[alive]).all()
+        net = build_network(cfg.network, splits.input_shape, splits.num_classes, 1)
+        record = warm_up(net, splits, cfg.train, cfg.warmup_epochs, 1)
+        mask = torch.from_numpy(t["target_round"] > 1)
+        expected = compute_features(
+            net, prune_data_for(splits, 1, cfg.per_class), 1, density=cfg.density, ums_rounds=cfg.ums_rounds,
+            mask=mask, warmup=record,
+        ).numpy()[alive]
+        np.testing.assert_allclose(x, expected, rtol=1e-6, atol=1e-7)
+        _, x0, _ = s.read_state(1, 0)
+        assert x0.shape == (N_WEIGHTS, len(FEATURE_NAMES))
+        with pytest.raises(StoreError, match="state 2 is not in store"):
+            s.read_state(1, 2)
+
+
+def test_a_version_1_store_still_opens_and_is_named_old(copy_of):
+    """A store of schema version 1 (no state dim) opens for reading; adding seeds to it is refused."""
+    import shutil as _shutil
+
+    from metaprune.harvest.inspect import inspect_store
+    from metaprune.harvest.store import consolidate
+
+    path = copy_of()
+    g = zarr.open_group(path, mode="r+", use_consolidated=False)
+    for name in ("state_features", "state", "state_density"):
+        _shutil.rmtree(path / name)
+    g.attrs["schema_version"] = 1
+    consolidate(path)
+    with open_store(path) as s:
+        assert s.states == (0,) and s.schema_version == 1
+        assert len(list(s.iter_seeds())) == 4
+    info = inspect_store(path)
+    assert info["schema_version"] == 1 and "old" in info["schema_note"]
+    with pytest.raises(StoreError, match=r"schema version 1 \(an old store without trajectory states\)"):
+        harvest(TINY, range(4), out=path)
 
 
 def test_older_schema_refused(copy_of):

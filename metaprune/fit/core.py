@@ -30,6 +30,8 @@ from metaprune.seeds import format_seeds, parse_seeds
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 
+STATE_CHOICES = ("dense", "trajectory")
+QUERY_ROWS = 10_000  # LightGBM's cap on a ranking query: one query = at most this many rows of one layer
 CACHE_BYTES = 256 * 2**20  # preprocessed training seeds kept in memory between passes (at most)
 TRAIN_EVAL_SEEDS = 8  # training seeds scored for the train R²/MSE (bounded time for big stores)
 
@@ -48,6 +50,8 @@ class FitConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
     threads: int = 1  # BLAS/OpenMP/PyTorch threads (and forest/LightGBM jobs unless their option says)
+    states: str = "dense"  # dense: θ0 only; trajectory: every stored state of the target's way down
+    sample_weight: str = "none"  # none | balanced (see preprocess.SAMPLE_WEIGHTS)
     use: str = ""  # how the model is meant to prune, as a method suffix: e.g. "@ums", "#from:synflow@ums"
 
     def validate(self) -> FitConfig:
@@ -60,6 +64,11 @@ class FitConfig:
             )
         if int(self.cv) < 0 or int(self.cv) == 1:
             raise MetapruneError(f"bad --cv {self.cv!r}; accepted: 0 (none) or K >= 2 folds")
+        if self.states not in STATE_CHOICES:
+            raise MetapruneError(f"bad states {self.states!r}; accepted: {', '.join(STATE_CHOICES)}")
+        if self.target == "score" and self.states != "dense":
+            raise MetapruneError("target 'score' exists only for the dense state; accepted: round, survive, mask")
+        pp.sample_weights(np.zeros(0), self.sample_weight)
         intended_use(self.use, None)
         return self
 
@@ -76,7 +85,7 @@ def intended_use(use: str, warmup: dict[str, Any] | None) -> dict[str, Any]:
     if text and text[0] not in "@#":
         raise MetapruneError(f"bad use {use!r}; accepted: a method suffix such as @ums, #layer or #from:synflow@ums")
     try:
-        method = parse_method("magnitude" + text)
+        method = parse_method("learned:_" + text)  # a stand-in learned scorer: '#learned' is its own budget
     except MetapruneError as exc:
         raise MetapruneError(f"bad use {use!r}: {exc}") from None
     if method.iterative:
@@ -160,30 +169,65 @@ def split_seeds(
 
 @dataclass(frozen=True)
 class Unit:
-    """One network: a seed of one store."""
+    """One network: a seed of one store, in one state of the target's trajectory (0: dense θ0).
+
+    ``rows`` are the weights alive in that state (all of them in state 0).
+    """
 
     view: StoreView
     seed: int
+    state: int = 0
+    rows: int = -1
+
+    @property
+    def n_rows(self) -> int:
+        return self.view.n_weights if self.rows < 0 else self.rows
+
+
+def trajectory_units(view: StoreView, seeds: Sequence[int]) -> list[Unit]:
+    """Every stored state of each seed, with its alive count (from ``target_round``, cheap to read)."""
+    out = []
+    for seed in seeds:
+        rounds = view.store._targets(view.store._position(seed))["target_round"]
+        out.extend(Unit(view, seed, s, int((rounds > s).sum())) for s in view.states)
+    return out
 
 
 class SeedReader:
-    """Reads, preprocesses and targets one unit at a time."""
+    """Reads, preprocesses and targets one unit at a time (the alive weights of its state)."""
 
-    def __init__(self, features: tuple[str, ...], preprocess: str, target: str, reference: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        features: tuple[str, ...],
+        preprocess: str,
+        target: str,
+        reference: tuple[str, ...] = (),
+        sample_weight: str = "none",
+    ):
         self.features = features
         self.preprocess = preprocess
         self.target = target
         self.reference = tuple(r for r in reference if r not in features)
+        self.sample_weight = sample_weight
 
     def read(self, unit: Unit, with_reference: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
-        """(preprocessed X, targets dict incl. ``y``, raw reference columns by name)."""
+        """(preprocessed X, targets dict incl. ``y``, ``levels`` to go, ``weight`` and ``layer`` per row, raw
+        reference columns by name), all over the weights alive in the unit's state."""
         want = list(self.features)
         refs = [r for r in self.reference if with_reference and r in unit.view.feature_names]
-        x_raw, targets = unit.view.read_seed(unit.seed, want + refs)
-        x = pp.preprocess(x_raw[:, : len(want)], self.preprocess, unit.view.layer_bounds, want)
+        if unit.state == 0:
+            x_raw, full = unit.view.read_seed(unit.seed, want + refs)
+            alive = np.arange(x_raw.shape[0])
+        else:
+            alive, x_raw, full = unit.view.store.read_state(unit.seed, unit.state, want + refs)
+        bounds = pp.alive_bounds(alive, unit.view.layer_bounds)
+        x = pp.preprocess(x_raw[:, : len(want)], self.preprocess, bounds, want)
         raw_cols = {name: x_raw[:, i] for i, name in enumerate(want + refs)}
-        targets = dict(targets)
-        targets["y"] = pp.make_target(targets, self.target, unit.view.levels)
+        targets = {k: np.asarray(v)[alive] for k, v in full.items()}
+        targets["y"] = pp.make_target(targets, self.target, unit.view.levels, unit.state)
+        targets["levels"] = pp.levels_to_go(targets, unit.state)
+        targets["weight"] = pp.sample_weights(targets["levels"], self.sample_weight)
+        targets["layer"] = np.repeat(np.arange(len(bounds)), [size for _, size in bounds])
         return x, targets, raw_cols
 
 
@@ -194,7 +238,8 @@ class StreamData:
         self.units = list(units)
         self.reader = reader
         self.n_features = len(reader.features)
-        self.rows = sum(u.view.n_weights for u in self.units)
+        self.rows = sum(u.n_rows for u in self.units)
+        self.weighted = reader.sample_weight != "none"
         self.seed = seed
         self._progress = progress
         self.stage = stage
@@ -205,18 +250,23 @@ class StreamData:
         if self._progress is not None:
             self._progress(f"{self.stage}: {stage}", done, total)
 
-    def _load(self, i: int, keep: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def _load(self, i: int, keep: bool = True) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """(X, y, extras: ``weight`` (or None), ``levels``, ``layer``) of unit ``i``."""
         if i in self._cache:
             return self._cache[i]
         x, t, _ = self.reader.read(self.units[i])
         y = t["y"]
-        size = x.nbytes + y.nbytes
+        extras = {"weight": t["weight"], "levels": t["levels"].astype(np.int16), "layer": t["layer"].astype(np.int16)}
+        size = x.nbytes + y.nbytes + sum(v.nbytes for v in extras.values() if v is not None)
         if keep and self._cached_bytes + size <= CACHE_BYTES:
-            self._cache[i] = (x, y)
+            self._cache[i] = (x, y, extras)
             self._cached_bytes += size
-        return x, y
+        return x, y, extras
 
-    def passes(self, n: int, *, shuffle: bool = True) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    def weighted_passes(
+        self, n: int, *, shuffle: bool = True
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]:
+        """As ``passes``, with each row's sample weight (None when the fit is unweighted)."""
         total = n * len(self.units)
         done = 0
         for p in range(n):
@@ -225,42 +275,86 @@ class StreamData:
                 g = np.random.default_rng(_np_seed(self.seed, "shuffle", p))
                 order = g.permutation(order)
             for i in order:
-                x, y = self._load(int(i), keep=n > 1)  # a single pass has nothing to reuse
+                x, y, extras = self._load(int(i), keep=n > 1)  # a single pass has nothing to reuse
+                w = extras["weight"]
                 if shuffle:
                     perm = np.random.default_rng(_np_seed(self.seed, "shuffle", p, int(i) + 1)).permutation(x.shape[0])
                     x, y = x[perm], y[perm]
-                yield p, x, y
+                    w = None if w is None else w[perm]
+                yield p, x, y, w
                 done += 1
                 self.report(f"pass {p + 1}/{n}", done, total)
 
-    def sample(self, max_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    def passes(self, n: int, *, shuffle: bool = True) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        for p, x, y, _ in self.weighted_passes(n, shuffle=shuffle):
+            yield p, x, y
+
+    def _counts(self, max_rows: int) -> list[int]:
+        """Rows drawn from each unit: the same share of every unit, exactly min(max_rows, rows) in all."""
+        sizes = [u.n_rows for u in self.units]
         frac = min(1.0, max_rows / max(self.rows, 1))
-        counts = [min(u.view.n_weights, int(math.floor(frac * u.view.n_weights))) for u in self.units]
+        counts = [min(n, int(math.floor(frac * n))) for n in sizes]
         # hand out the rows lost to rounding so the sample has exactly min(max_rows, rows) rows
         short = min(max_rows, self.rows) - sum(counts)
         for i in range(len(counts)):
             if short <= 0:
                 break
-            if counts[i] < self.units[i].view.n_weights:
+            if counts[i] < sizes[i]:
                 counts[i] += 1
                 short -= 1
+        return counts
+
+    def sample(self, max_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        x, y, _ = self.weighted_sample(max_rows)
+        return x, y
+
+    def weighted_sample(self, max_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """As ``sample``, with each row's sample weight (None when the fit is unweighted)."""
+        counts = self._counts(max_rows)
         x_out = np.empty((sum(counts), self.n_features), dtype=np.float32)
         y_out = np.empty(sum(counts), dtype=np.float32)
+        w_out = np.empty(sum(counts), dtype=np.float32) if self.weighted else None
         pos = 0
         for i, c in enumerate(counts):
-            x, y = self._load(i, keep=False)
+            x, y, extras = self._load(i, keep=False)
+            w = extras["weight"]
             if c < x.shape[0]:
                 pick = np.random.default_rng(_np_seed(self.seed, "shuffle", 10_000, i)).choice(
                     x.shape[0], c, replace=False
                 )
                 pick.sort()
                 x, y = x[pick], y[pick]
+                w = None if w is None else w[pick]
             x_out[pos : pos + c] = x
             y_out[pos : pos + c] = y
+            if w_out is not None:
+                w_out[pos : pos + c] = w
             pos += c
             self.report("reading", i + 1, len(self.units))
         self.release()
-        return x_out, y_out
+        return x_out, y_out, w_out
+
+    def query_sample(self, max_rows: int, query_rows: int = QUERY_ROWS) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Ranking queries: per (unit, layer) at most ``query_rows`` alive weights, drawn uniformly, with
+        their relevance = levels they outlive from the state (0 = removed by the next level). Returns
+        (X, relevance int32, query sizes); at most about ``max_rows`` rows in all (the same share per unit)."""
+        counts = self._counts(max_rows)
+        xs, rels, groups = [], [], []
+        for i, c in enumerate(counts):
+            x, _, extras = self._load(i, keep=False)
+            layer, levels = extras["layer"], extras["levels"]
+            share = c / max(x.shape[0], 1)
+            g = np.random.default_rng(_np_seed(self.seed, "query", i))
+            for j in np.unique(layer):
+                rows = np.flatnonzero(layer == j)
+                take = min(rows.size, query_rows, max(2, int(round(share * rows.size))))
+                pick = np.sort(g.choice(rows, take, replace=False)) if take < rows.size else rows
+                xs.append(x[pick])
+                rels.append(levels[pick].astype(np.int32) - 1)
+                groups.append(int(pick.size))
+            self.report("reading", i + 1, len(self.units))
+        self.release()
+        return np.concatenate(xs), np.concatenate(rels), groups
 
     def release(self) -> None:
         """Drop the cached seeds."""
@@ -358,24 +452,58 @@ def fit_model(
     if save and target_dir.exists() and not force:
         raise MetapruneError(f"model {str(target_dir)!r} exists; accepted: another --name, or --force to replace it")
     # probe the options before any work: a bad option fails in a second, not after the fit
-    make_regressor(model_name, config.options, config.seed, len(features), config.threads)
+    probe = make_regressor(model_name, config.options, config.seed, len(features), config.threads)
+    check_objective(probe, config)
 
-    def units_of(seeds: Sequence[int]) -> list[Unit]:
+    if config.states == "trajectory":
+        flat = [v for v in views if len(v.states) < 2]
+        if flat:
+            raise MetapruneError(
+                f"store {flat[0].path} holds no trajectory states (schema version {flat[0].store.schema_version}"
+                f"{', harvested without one' if flat[0].store.schema_version > 1 else ''}); accepted: --states dense, "
+                "or a store harvested by this metaprune"
+            )
+
+    def units_of(seeds: Sequence[int], states: str = "dense") -> list[Unit]:
         wanted = set(seeds)
+        if states == "trajectory":
+            return [u for v in views for u in trajectory_units(v, [s for s in v.complete_seeds if s in wanted])]
         return [Unit(v, s) for v in views for s in v.complete_seeds if s in wanted]
 
-    reader = SeedReader(features, config.preprocess, config.target, pp.BASE_SCORES)
+    reader = SeedReader(features, config.preprocess, config.target, pp.BASE_SCORES, config.sample_weight)
     with limited_threads(config.threads):
+        # held-out metrics are taken on the dense state: how the ticket's top-k compares at θ0
         model, metrics = _fit_and_score(
-            model_name, config, reader, units_of(train_seeds), units_of(test_seeds), progress
+            model_name, config, reader, units_of(train_seeds, config.states), units_of(test_seeds), progress
         )
     meta = build_meta(name, model_name, model, config, features, views, store_hash, train_seeds, test_seeds, metrics)
+    from metaprune.fit.budget import fit_store_budget
+
+    meta["budget"] = fit_store_budget(views, train_seeds)
     path = save_model(model, meta, target_dir, force=force) if save else None
     if path is not None:
         from metaprune.fit.persist import ModelCard
 
         meta = ModelCard.read(path).meta
     return FitResult(name, path, meta, [str(v.path) for v in views], picked)
+
+
+def check_objective(model: Regressor, config: FitConfig) -> None:
+    """Refuse a sample weighting the model cannot take, or a binary objective on a graded target."""
+    if config.sample_weight != "none" and not model.weighted:
+        accepted = ", ".join(e.name for e in REGRESSORS if e.value.weighted)
+        raise MetapruneError(
+            f"model {model.name!r} takes no sample weights (--sample-weight {config.sample_weight}); "
+            f"accepted: {accepted}"
+        )
+    from metaprune.fit.models import BINARY_TARGETS
+
+    binary = model.options.get("objective") == "binary" or model.options.get("loss") == "bce"
+    if binary and config.target not in BINARY_TARGETS:
+        raise MetapruneError(
+            f"a binary objective needs a 0/1 target, not --target {config.target}; accepted: "
+            f"{', '.join(BINARY_TARGETS)}"
+        )
 
 
 def _fit_and_score(
@@ -399,7 +527,7 @@ def _fit_and_score(
 
     test = evaluate_units(model, test_units, reader, reference=True, progress=progress, stage="testing")
     reference = test.pop("reference", {})
-    train_eval = train_units[:TRAIN_EVAL_SEEDS]
+    train_eval = [u for u in train_units if u.state == 0][:TRAIN_EVAL_SEEDS]
     train = evaluate_units(model, train_eval, reader, ranking=False, progress=progress, stage="train metrics")
     metrics: dict[str, Any] = {
         "test": test,
@@ -436,7 +564,8 @@ def cross_validate(
     for fold, (tr, va) in enumerate(splits):
         m = make_regressor(model_name, config.options, config.seed, len(reader.features), config.threads)
         m.fit(StreamData([units[i] for i in tr], reader, config.seed, progress, f"cv fold {fold + 1}/{k}"))
-        res = evaluate_units(m, [units[i] for i in va], reader, progress=progress, stage=f"cv fold {fold + 1}/{k}")
+        dense = [units[i] for i in va if units[i].state == 0]
+        res = evaluate_units(m, dense, reader, progress=progress, stage=f"cv fold {fold + 1}/{k}")
         folds.append(
             {
                 "train_seeds": sorted({units[i].seed for i in tr}),
@@ -492,6 +621,8 @@ def build_meta(
         "feature_spec": config.features if isinstance(config.features, str) else "+".join(config.features),
         "features": list(features),
         "preprocess": config.preprocess,
+        "states": config.states,
+        "sample_weight": config.sample_weight,
         "per_layer_normalised": pp.per_layer_normalised(features, config.preprocess),
         "network": networks[0] if len(networks) == 1 else networks,
         "dataset": datasets[0] if len(datasets) == 1 else datasets,

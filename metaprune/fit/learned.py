@@ -23,7 +23,7 @@ from metaprune import features as feature_module
 from metaprune.errors import MetapruneError
 from metaprune.fit.models import limited_threads
 from metaprune.fit.persist import LoadedModel, ModelCard, load_model
-from metaprune.fit.preprocess import preprocess
+from metaprune.fit.preprocess import alive_bounds, preprocess
 from metaprune.networks import prunable_layout
 from metaprune.pruning.masks import check_mask
 from metaprune.pruning.method import Method
@@ -136,15 +136,21 @@ def learned_scores(model_dir: str | Path, net: nn.Module, mask: torch.Tensor, da
             f"compute_features returned shape {feats.shape}, expected ({layout.total}, {len(available)})"
         )
     cols = [available.index(f) for f in loaded.features]
-    bounds = [(layer.offset, layer.size) for layer in layout.layers]
-    x = preprocess(feats[:, cols], loaded.preprocess, bounds, loaded.features)
+    # the alive weights only, as the fit saw each state of the trajectory: pruned weights are not part of
+    # the network being scored, so they must not shift a min-max or a per-layer rank
+    alive = np.flatnonzero(mask.cpu().numpy())
+    bounds = alive_bounds(alive, [(layer.offset, layer.size) for layer in layout.layers])
+    x = preprocess(feats[alive][:, cols], loaded.preprocess, bounds, loaded.features)
     with limited_threads(1):  # thin matrices: one thread, whatever the caller's pool (see limited_threads)
         pred = np.asarray(loaded.model.predict(x), dtype=np.float32)
     if not np.all(np.isfinite(pred)):
         raise MetapruneError(f"model {loaded.path} predicted non-finite scores")
     device = next(iter(net.parameters())).device
-    scores = torch.from_numpy(pred).to(device)
-    return scores * mask.to(device=device, dtype=scores.dtype)
+    # pruned weights score 0, or below every alive one when a ranking objective's scores go negative
+    low = float(pred.min()) if pred.size else 0.0
+    full = np.full(layout.total, 0.0 if low >= 0 else low - 1.0, dtype=np.float32)
+    full[alive] = pred
+    return torch.from_numpy(full).to(device)
 
 
 def learned_scorer(model_dir: str) -> ScorerSpec:
@@ -153,7 +159,10 @@ def learned_scorer(model_dir: str) -> ScorerSpec:
     def fn(net: nn.Module, mask: torch.Tensor, data: Any, seed: int) -> torch.Tensor:
         return learned_scores(model_dir, net, mask, data, seed)
 
-    return ScorerSpec(fn, True, f"the fitted model in {model_dir}", passes=LEARNED_PASSES)
+    def budget(layout: Any, density: float) -> list[int]:
+        return cached_model(model_dir).card.layer_budget(layout, density)
+
+    return ScorerSpec(fn, True, f"the fitted model in {model_dir}", passes=LEARNED_PASSES, layer_budget=budget)
 
 
 SCORERS.register_prefix(LEARNED, learned_scorer, "a fitted scorer (`metaprune fit`): learned:MODEL_DIR")

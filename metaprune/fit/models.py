@@ -48,6 +48,21 @@ class TrainData(Protocol):
         """At most ``max_rows`` rows drawn uniformly without replacement (the same share from every seed)."""
         ...
 
+    def weighted_passes(
+        self, n: int, *, shuffle: bool = True
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]:
+        """As ``passes``, yielding each row's sample weight too (None when the fit is unweighted)."""
+        ...
+
+    def weighted_sample(self, max_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """As ``sample``, with each row's sample weight (None when the fit is unweighted)."""
+        ...
+
+    def query_sample(self, max_rows: int, query_rows: int = 10_000) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Ranking queries (one per network state and layer, at most ``query_rows`` rows each): X, integer
+        relevance (levels outlived from the state), query sizes."""
+        ...
+
     def report(self, stage: str, done: int, total: int) -> None: ...
 
 
@@ -118,6 +133,7 @@ class Regressor(ABC):
 
     name: ClassVar[str]
     payload_file: ClassVar[str]
+    weighted: ClassVar[bool] = False  # accepts sample weights (``fit --sample-weight``)
     payload_format: ClassVar[str]
     defaults: ClassVar[dict[str, Any]]
     summary: ClassVar[str]
@@ -330,6 +346,7 @@ class SGDModel(_SkopsModel):
 @register
 class TreeModel(_SkopsModel):
     name = "tree"
+    weighted = True
     summary = "DecisionTreeRegressor on at most max_rows rows (default 1,000,000), depth ≤ 12, leaves ≥ 100"
     defaults: ClassVar[dict[str, Any]] = {"max_depth": 12, "min_samples_leaf": 100, "max_rows": 1_000_000}
 
@@ -337,11 +354,11 @@ class TreeModel(_SkopsModel):
         from sklearn.tree import DecisionTreeRegressor
 
         o = self.options
-        x, y = data.sample(o["max_rows"])
+        x, y, w = data.weighted_sample(o["max_rows"])
         est = DecisionTreeRegressor(
             max_depth=o["max_depth"], min_samples_leaf=o["min_samples_leaf"], random_state=self.random_state()
         )
-        est.fit(x, y)
+        est.fit(x, y, sample_weight=w)
         self.rows_seen = self.rows_used = x.shape[0]
         self.estimator = est
 
@@ -349,6 +366,7 @@ class TreeModel(_SkopsModel):
 @register
 class ForestModel(_SkopsModel):
     name = "forest"
+    weighted = True
     summary = (
         "RandomForestRegressor, capped: 50 trees, depth ≤ 12, 10 % of at most max_rows rows "
         "(default 1,000,000) per tree (the thesis's default forest took 2 GB)"
@@ -369,7 +387,7 @@ class ForestModel(_SkopsModel):
         o = self.options
         if not 0 < o["max_samples"] <= 1 or not 0 < o["max_features"] <= 1:
             raise MetapruneError("forest options max_samples and max_features are fractions in (0, 1]")
-        x, y = data.sample(o["max_rows"])
+        x, y, w = data.weighted_sample(o["max_rows"])
         est = RandomForestRegressor(
             n_estimators=o["n_estimators"],
             max_depth=o["max_depth"],
@@ -379,7 +397,7 @@ class ForestModel(_SkopsModel):
             n_jobs=int(o["jobs"]) or self.threads,
             random_state=self.random_state(),
         )
-        est.fit(x, y)
+        est.fit(x, y, sample_weight=w)
         est.n_jobs = 1  # prediction (inside a pruning loop) stays on one thread
         self.rows_seen = self.rows_used = x.shape[0]
         self.estimator = est
@@ -390,19 +408,25 @@ class ForestModel(_SkopsModel):
 LIGHTGBM_OBJECTIVES = {
     "regression": "least squares on the target (default)",
     "cross_entropy": "cross-entropy on the target in [0, 1] (predictions are probabilities)",
+    "binary": "binary log-loss on a 0/1 target (--target survive or mask)",
+    "lambdarank": "LambdaRank (NDCG) on queries of at most 10,000 alive weights per (seed, state, layer); "
+    "relevance = target levels the weight outlives from its state (the --target is not used)",
 }
+BINARY_TARGETS = ("survive", "mask")
 
 
 @register
 class LightGBMModel(Regressor):
-    """Gradient boosting. ``lambdarank`` is not offered: a ranking query here is one network (266,200
-    weights for LeNet-300-100), LightGBM refuses queries above 10,000 rows and its pairwise lambdas cost
-    O(n²) per query."""
+    """Gradient boosting. ``lambdarank`` cannot take one query per network (266,200 weights for
+    LeNet-300-100: LightGBM refuses queries above 10,000 rows, and its pairwise lambdas cost O(n²) per
+    query), so its queries are at most 10,000 alive weights of one layer in one state of one seed, drawn
+    uniformly: a ranking inside a layer, which is what a per-layer budget asks of a scorer."""
 
     name = "lightgbm"
+    weighted = True
     summary = (
-        "LightGBM gradient boosting (objective regression | cross_entropy) on at most max_rows rows "
-        "(default 2,000,000), 200 rounds of 63 leaves"
+        "LightGBM gradient boosting (objective regression | cross_entropy | binary | lambdarank) on at most "
+        "max_rows rows (default 2,000,000), 200 rounds of 63 leaves"
     )
     payload_file = "model.txt"
     payload_format = "lightgbm-text"
@@ -421,14 +445,8 @@ class LightGBMModel(Regressor):
     def __init__(self, options=None, seed=0, n_features=0, threads=1) -> None:
         super().__init__(options, seed, n_features, threads)
         if self.options["objective"] not in LIGHTGBM_OBJECTIVES:
-            hint = (
-                " (lambdarank cannot take one query per network: LightGBM caps a query at 10,000 rows and a "
-                "LeNet-300-100 query has 266,200)"
-                if "rank" in self.options["objective"]
-                else ""
-            )
             raise MetapruneError(
-                f"unknown lightgbm objective {self.options['objective']!r}{hint}; accepted: "
+                f"unknown lightgbm objective {self.options['objective']!r}; accepted: "
                 + ", ".join(LIGHTGBM_OBJECTIVES)
             )
         self.booster: Any = None
@@ -443,6 +461,8 @@ class LightGBMModel(Regressor):
             "feature_fraction": o["feature_fraction"],
             "num_threads": int(o["jobs"]) or self.threads,
             "seed": self.random_state(),
+            **({"lambdarank_truncation_level": 64, "label_gain": list(range(0, 64))}
+               if o["objective"] == "lambdarank" else {}),
             "deterministic": True,
             "force_row_wise": True,
             "verbosity": -1,
@@ -451,8 +471,12 @@ class LightGBMModel(Regressor):
     def fit(self, data: TrainData) -> None:
         import lightgbm as lgb
 
-        x, y = data.sample(self.options["max_rows"])
-        ds = lgb.Dataset(x, y, free_raw_data=True, params={"verbosity": -1})
+        if self.options["objective"] == "lambdarank":
+            x, y, groups = data.query_sample(self.options["max_rows"])
+            ds = lgb.Dataset(x, y, group=groups, free_raw_data=True, params={"verbosity": -1})
+        else:
+            x, y, w = data.weighted_sample(self.options["max_rows"])
+            ds = lgb.Dataset(x, y, weight=w, free_raw_data=True, params={"verbosity": -1})
         rounds = self.options["rounds"]
 
         def callback(env: Any) -> None:
@@ -518,7 +542,9 @@ def build_mlp(n_features: int, hidden: tuple[int, ...], output: str):
 class MLPModel(Regressor):
     """The thesis's 64-32 ReLU MLP with a sigmoid output and MSE. Defaults differ from the thesis in the
     optimiser: Adam lr 1e-3 (the thesis's SGD lr 0.001 barely moves in a few epochs; ``--option
-    optimizer=sgd --lr 0.001`` reproduces it)."""
+    optimizer=sgd --lr 0.001`` reproduces it). ``loss=bce`` fits a 0/1 target (``--target survive``)."""
+
+    weighted = True
 
     name = "mlp"
     summary = "PyTorch MLP F-64-32-1, ReLU, sigmoid output, MSE, Adam lr 1e-3, mini-batches seed by seed"
@@ -528,6 +554,7 @@ class MLPModel(Regressor):
     defaults: ClassVar[dict[str, Any]] = {
         "hidden": "64-32",
         "output": "sigmoid",
+        "loss": "mse",
         "epochs": 5,
         "batch_size": 2048,
         "lr": 1e-3,
@@ -542,6 +569,10 @@ class MLPModel(Regressor):
             raise MetapruneError(f"bad mlp output {self.options['output']!r}; accepted: sigmoid, linear")
         if self.options["optimizer"] not in ("adam", "sgd"):
             raise MetapruneError(f"bad mlp optimizer {self.options['optimizer']!r}; accepted: adam, sgd")
+        if self.options["loss"] not in ("mse", "bce"):
+            raise MetapruneError(f"bad mlp loss {self.options['loss']!r}; accepted: mse, bce (binary cross-entropy)")
+        if self.options["loss"] == "bce" and self.options["output"] != "sigmoid":
+            raise MetapruneError("mlp loss bce needs output=sigmoid (it scores probabilities)")
         self.net: Any = None
         self.device_used = "cpu"
 
@@ -579,14 +610,20 @@ class MLPModel(Regressor):
         bs = o["batch_size"]
         net.train()
         last = 0.0
-        for _, x, y in data.passes(o["epochs"]):
+        loss_fn = torch.nn.functional.binary_cross_entropy if o["loss"] == "bce" else torch.nn.functional.mse_loss
+        for _, x, y, w in data.weighted_passes(o["epochs"]):
             xt = torch.from_numpy(x).to(device)
             yt = torch.from_numpy(y).to(device)
+            wt = None if w is None else torch.from_numpy(w).to(device)
             perm = torch.randperm(xt.shape[0], generator=g).to(device)
             for start in range(0, xt.shape[0], bs):
                 idx = perm[start : start + bs]
                 pred = net(xt[idx]).squeeze(1)
-                loss = torch.nn.functional.mse_loss(pred, yt[idx])
+                if wt is None:
+                    loss = loss_fn(pred, yt[idx])
+                else:  # weighted mean of the per-row losses
+                    rows = loss_fn(pred, yt[idx], reduction="none")
+                    loss = (rows * wt[idx]).sum() / wt[idx].sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -207,6 +207,21 @@ class ModelCard:
     def seen_seeds(self) -> frozenset[int]:
         return frozenset(self.train_seeds) | frozenset(self.test_seeds)
 
+    def layer_budget(self, layout, density: float) -> list[int]:
+        """Per-layer kept counts of the model's learned budget (``#learned``) on ``layout`` at ``density``."""
+        from metaprune.fit.budget import predict_counts
+
+        budget = self.meta.get("budget")
+        if not budget:
+            raise MetapruneError(f"model {self.path} holds no learned budget (fitted before budgets were); refit it")
+        here = tuple((layer.name, layer.size) for layer in layout.layers)
+        if here not in self.layouts:
+            raise MetapruneError(
+                f"the learned budget of model {self.path} was fitted on {_describe(self.layouts[0])}, but this "
+                f"network has {_describe(here)}; accepted: a budget of this layout, e.g. #from:synflow@ums or #layer"
+            )
+        return predict_counts(budget, layout, density)
+
     def feature_settings(self) -> dict[str, Any]:
         """Keyword arguments of ``features.compute_features`` that reproduce the harvest's features."""
         if self.feature_density is None:

@@ -29,7 +29,9 @@ PREPROCESSORS = {
 
 TARGETS = {
     "round": "target_round / (levels + 1): the iterative-SynFlow level at which a weight was removed, "
-    "survivors 1 (a sparsity-aware ranking target)",
+    "survivors 1 (a sparsity-aware ranking target); in trajectory state s: (target_round - s) / (levels + 1 - s)",
+    "survive": "1 if the weight survives the next level of the target from its state (target_round > s + 1), "
+    "else 0 (a binary target for cross_entropy / binary objectives and the mlp's bce loss)",
     "mask": "target_mask as 0/1: in the target ticket or not",
     "score": "target_score min-max scaled to [0, 1] per seed",
 }
@@ -154,6 +156,32 @@ def preprocess(
     return out
 
 
+def alive_bounds(alive: np.ndarray, layers: LayerBounds) -> list[tuple[int, int]]:
+    """(offset, size) of every layer among the alive rows ``alive`` (sorted flat indices)."""
+    alive = np.asarray(alive)
+    starts = np.searchsorted(alive, [offset for offset, _ in layers])
+    ends = np.searchsorted(alive, [offset + size for offset, size in layers])
+    return [(int(a), int(b - a)) for a, b in zip(starts, ends, strict=True)]
+
+
+SAMPLE_WEIGHTS = {
+    "none": "every row weighs 1",
+    "balanced": "every removal level (counted from the row's state) gets the same total weight within a network, "
+    "so the few late-removed weights count as much as the many early ones",
+}
+
+
+def sample_weights(levels: np.ndarray, kind: str) -> np.ndarray | None:
+    """Row weights of one network (state) from its levels to go (``levels_to_go``); None for ``none``."""
+    if kind not in SAMPLE_WEIGHTS:
+        raise MetapruneError(f"unknown sample weighting {kind!r}; accepted: {', '.join(SAMPLE_WEIGHTS)}")
+    if kind == "none":
+        return None
+    values, inverse, counts = np.unique(levels, return_inverse=True, return_counts=True)
+    w = levels.size / (len(values) * counts[inverse].astype(np.float64))
+    return w.astype(np.float32)
+
+
 # ----------------------------------------------------------------------------------------- targets
 
 
@@ -163,21 +191,35 @@ def check_target(name: str) -> str:
     return name
 
 
-def make_target(targets: Mapping[str, np.ndarray], kind: str, levels: int | None) -> np.ndarray:
-    """The regression target of one seed in [0, 1] (float32).
+def levels_to_go(targets: Mapping[str, np.ndarray], state: int = 0) -> np.ndarray:
+    """Per weight alive in ``state``: the target level that removes it, counted from the state (1 = the
+    next level; survivors ``levels + 1 - state``). int64."""
+    return np.asarray(targets["target_round"]).astype(np.int64) - int(state)
 
-    ``round``: ``target_round / (levels + 1)`` — survivors have round ``levels + 1`` and get 1; ``levels``
-    comes from the store's harvest config (None: the seed's largest round, which is ``levels + 1``).
+
+def make_target(
+    targets: Mapping[str, np.ndarray], kind: str, levels: int | None, state: int = 0
+) -> np.ndarray:
+    """The regression target in [0, 1] (float32) of the weights in ``targets`` (those alive in ``state``).
+
+    ``round``: ``(target_round - state) / (levels + 1 - state)`` — the level of removal counted from the
+    state; survivors get 1, and in state 0 it is ``target_round / (levels + 1)``. ``levels`` comes from the
+    store's harvest config (None: the seed's largest round, which is ``levels + 1``). ``survive``: 1 when
+    the weight outlives the next level (``target_round > state + 1``).
     """
     check_target(kind)
     if kind == "mask":
         return np.asarray(targets["target_mask"]).astype(np.float32)
+    if kind == "survive":
+        return (levels_to_go(targets, state) > 1).astype(np.float32)
     if kind == "round":
-        r = np.asarray(targets["target_round"]).astype(np.float64)
-        top = float(levels + 1) if levels is not None else float(r.max())
+        r = levels_to_go(targets, state).astype(np.float64)
+        top = float(levels + 1 - int(state)) if levels is not None else float(r.max())
         if top <= 0:
             raise MetapruneError("target_round is 0 everywhere; the store's target looks empty")
         return (r / top).astype(np.float32)
+    if int(state):
+        raise MetapruneError("target 'score' exists only for the dense state; accepted: round, survive, mask")
     s = np.asarray(targets["target_score"]).astype(np.float64)
     if not np.isfinite(s).all():
         raise MetapruneError("target_score has non-finite values; accepted: --target round or mask")

@@ -37,6 +37,11 @@ class StoreView:
     def n_weights(self) -> int:
         return sum(size for _, size in self.layer_bounds)
 
+    @property
+    def states(self) -> tuple[int, ...]:
+        """The trajectory states the store holds (0: dense θ0 only, for schema version 1)."""
+        return self.store.states
+
     def read_seed(self, seed: int, names: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Raw features ``names`` [n, len(names)] float32 and the targets of one seed."""
         for s, x, targets in self.store.iter_seeds([seed], features=list(names)):

@@ -45,6 +45,7 @@ class HarvestConfig:
     ums_rounds: int = DEFAULT_UMS_ROUNDS  # rounds of the synflow_ums feature
     warmup_epochs: float = 3.0  # dense warm-up behind the dynamics features
     scope: str = "global"
+    trajectory: bool = True  # also store the features in each state of the target's way down
     feature_version: int = FEATURE_VERSION
     features: tuple[str, ...] = FEATURE_NAMES
 
@@ -61,6 +62,8 @@ class HarvestConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise MetapruneError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if not isinstance(self.trajectory, bool):
+            raise MetapruneError(f"trajectory must be true or false, got {self.trajectory!r}")
         if isinstance(self.data_seed, bool) or not isinstance(self.data_seed, int) or self.data_seed < 0:
             raise MetapruneError(f"data-seed must be a non-negative integer, got {self.data_seed!r}")
         if self.levels > 1000 or self.rounds * self.levels > 30000:
@@ -87,6 +90,14 @@ class HarvestConfig:
         check_density_for_network(density, net, self.scope)
         _ = prunable_layout(net)
         return replace(self, network=network, dataset=dataset, density=density, train=train, warmup_epochs=warmup)
+
+    def state_densities(self) -> list[float]:
+        """Densities of the trajectory states 1 .. levels - 1 (after that many target levels); [] without one."""
+        from metaprune.pruning.schedules import exponential_densities
+
+        if not self.trajectory:
+            return []
+        return exponential_densities(1.0, float(self.density), int(self.levels))[:-1]
 
     def identity(self) -> dict:
         """The JSON-able fields that decide the numbers (stored as the ``config`` attribute)."""
@@ -122,6 +133,8 @@ class HarvestConfig:
             "data_seed": self.data_seed,
             "rewind": "theta0 at every level",
             "target_round": "level at which the weight was removed (1..levels); survivors levels + 1",
+            "states": "state s (0 .. levels - 1) = theta0 under the mask after s levels; alive: target_round > s; "
+            "state_features hold the features there (s >= 1; state 0 is features)" if self.trajectory else "none",
             "target_mask": "final mask (exactly round(density * n) weights kept)",
             "target_score": "SynFlow scores of the last multi-shot round (taken on the mask before that round, so "
             "weights pruned earlier score 0), divided by their sum",

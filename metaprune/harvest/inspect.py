@@ -101,6 +101,19 @@ def target_summary(store, seeds=None) -> dict:
     }
 
 
+def schema_note(store) -> str:
+    from metaprune.harvest.store import SCHEMA_VERSION
+
+    if store.schema_version < SCHEMA_VERSION:
+        return (
+            f"old (schema version {store.schema_version}: no trajectory states; readable, fit --states dense only; "
+            "harvest again for the trajectory)"
+        )
+    if len(store.states) < 2:
+        return "current, harvested without trajectory states"
+    return f"current, with {len(store.states)} trajectory states (0 = dense θ0)"
+
+
 def inspect_store(path: str | Path, max_seeds: int = 20) -> dict:
     """A JSON-able summary of the store at ``path``."""
     from metaprune.seeds import format_seeds
@@ -111,6 +124,11 @@ def inspect_store(path: str | Path, max_seeds: int = 20) -> dict:
         return {
             "store": str(Path(path)),
             "schema_version": attrs.get("schema_version"),
+            "schema_note": schema_note(store),
+            "states": list(store.states),
+            "state_densities": [1.0, *(float(d) for d in store.dataset["state_density"].values)]
+            if "state_density" in store.dataset.coords
+            else [1.0],
             "network": attrs.get("network"),
             "dataset": attrs.get("dataset"),
             "config_hash": attrs.get("config_hash"),

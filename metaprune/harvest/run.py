@@ -98,7 +98,7 @@ def prepare_store(path: Path, config: HarvestConfig, seeds: Iterable[int], notes
         create_store(path, config, prunable_layout(build_network(config.network, shape, classes, 0)))
         existing, tasks = [], []
     else:
-        attrs = check_store(path)
+        attrs = check_store(path, write=True)
         check_config(path, attrs, config)
         existing = [int(s) for s in attrs.get("planned_seeds") or []]
         tasks = [int(t) for t in attrs.get("seed_tasks") or []]
@@ -139,7 +139,7 @@ def preflight(path: Path, config: HarvestConfig) -> None:
     from metaprune.harvest.store import check_store, is_empty_dir
 
     if path.exists() and not is_empty_dir(path):
-        attrs = check_store(path)
+        attrs = check_store(path, write=True)
         check_config(path, attrs, config)
 
 

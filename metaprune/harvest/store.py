@@ -1,22 +1,32 @@
 """The harvest store (Zarr v3 through xarray): schema, creation, seed-region writes and the reader.
 
-Layout (schema version 1; a contract ``fit``, ``inspect`` and notebooks rely on)::
+Layout (schema version 2; a contract ``fit``, ``inspect`` and notebooks rely on)::
 
     dims     seed (planned seeds, in plan order), weight (prunable weights, networks.prunable_layout order),
-             feature (FEATURE_NAMES), layer (prunable layers)
-    data     features[seed, weight, feature]   float32  (NaN until the seed is written)
+             feature (FEATURE_NAMES), layer (prunable layers), state (the target's states on its way down)
+    data     features[seed, weight, feature]   float32  (NaN until the seed is written): state 0, dense θ0
+             state_features[seed, state, weight, feature]
+                                               float32  the same features of θ0 under the target's mask after
+                                                        ``state`` levels (state = 1 .. levels - 1); NaN for
+                                                        the weights pruned by then (and until written)
              target_round[seed, weight]        int16    level at which SynFlow-IMS removed it; survivors L+1
              target_mask[seed, weight]         bool     the final target ticket
              target_score[seed, weight]        float32  final SynFlow scores / their sum
              harvest_seconds[seed]             float64  compute time attributed to the seed
              task[seed]                        int32    the population the seed was trained in (plan metadata)
              complete[seed]                    bool     written LAST: only complete seeds exist for readers
-    coords   seed, feature (names); on weight: layer_index, row, col, kh, kw (-1 for Linear);
+    coords   seed, feature (names); state, state_density (the fraction kept in that state);
+             on weight: layer_index, row, col, kh, kw (-1 for Linear);
              on layer: layer_name, layer_offset, layer_size, layer_depth, layer_fan_in, layer_fan_out,
              layer_out, layer_in, layer_kh, layer_kw (-1 for Linear)
     attrs    schema_version, metaprune_store="harvest", network, dataset, density, n_weights,
              config (JSON), config_hash, feature_spec (JSON), target_spec (JSON), planned_seeds (JSON list),
              seed_tasks (JSON list), package_versions (JSON), created, runs (JSON list)
+
+A weight is alive in state s exactly when ``target_round > s`` (it is removed at level ``target_round``),
+so the states need no masks of their own; the per-state targets derive from ``target_round`` too
+(``state_targets``). Version 1 (no ``state`` dim) still opens for reading and is named as old by
+``inspect``; only version 2 is written.
 
 Every array with a ``seed`` dim has one seed per chunk, so tasks in different processes write disjoint
 files; features are chunked one feature per chunk (a reader that selects features reads only those),
@@ -56,9 +66,10 @@ import numpy as np
 
 from metaprune.errors import RuntimeFailure, StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: no trajectory states
 MARKER = "harvest"
-SEED_DATA_VARS = ("features", "target_round", "target_mask", "target_score", "harvest_seconds")
+SEED_DATA_VARS = ("features", "state_features", "target_round", "target_mask", "target_score", "harvest_seconds")
 SEED_VARS = (*SEED_DATA_VARS, "task", "complete")
 JSON_ATTRS = ("config", "feature_spec", "target_spec", "planned_seeds", "seed_tasks", "package_versions", "runs")
 
@@ -120,8 +131,10 @@ def _skeleton(config, layout):
     names = np.array(list(config.features), dtype=object)
     nf = len(names)
     wc = {k: v.numpy() for k, v in layer_coordinates(layout).items()}
+    states = config.state_densities()
     data_vars = {
         "features": (("seed", "weight", "feature"), np.zeros((0, n, nf), np.float32)),
+        "state_features": (("seed", "state", "weight", "feature"), np.zeros((0, len(states), n, nf), np.float32)),
         "target_round": (("seed", "weight"), np.zeros((0, n), np.int16)),
         "target_mask": (("seed", "weight"), np.zeros((0, n), bool)),
         "target_score": (("seed", "weight"), np.zeros((0, n), np.float32)),
@@ -132,6 +145,8 @@ def _skeleton(config, layout):
     coords = {
         "seed": ("seed", np.zeros(0, np.int64)),
         "feature": ("feature", names),
+        "state": ("state", np.arange(1, len(states) + 1, dtype=np.int32)),
+        "state_density": ("state", np.asarray(states, dtype=np.float64)),
         "layer": ("layer", np.arange(len(layout.layers), dtype=np.int32)),
         **{k: ("weight", v) for k, v in wc.items()},
         **_layer_table(layout),
@@ -156,6 +171,11 @@ def _skeleton(config, layout):
     ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     encoding = {
         "features": {"chunks": (1, n, 1), "compressors": _compressor("bitshuffle"), "_FillValue": np.nan},
+        "state_features": {
+            "chunks": (1, 1, n, 1),
+            "compressors": _compressor("bitshuffle"),
+            "_FillValue": np.nan,
+        },
         "target_round": {"chunks": (1, n), "compressors": _compressor("bitshuffle")},
         "target_mask": {"chunks": (1, n), "compressors": _compressor("bitshuffle")},
         "target_score": {"chunks": (1, n), "compressors": _compressor("bitshuffle"), "_FillValue": np.nan},
@@ -234,8 +254,9 @@ def decode_attrs(attrs: dict) -> dict:
     return out
 
 
-def check_store(path: str | Path) -> dict:
-    """Attributes of the harvest store at ``path``, or a one-line StoreError saying why it is not one."""
+def check_store(path: str | Path, *, write: bool = False) -> dict:
+    """Attributes of the harvest store at ``path``, or a one-line StoreError saying why it is not one
+    (``write``: one this metaprune may add seeds to, i.e. of the current schema version)."""
     path = Path(path)
     if not path.exists():
         raise StoreError(f"no harvest store at {path}; accepted: a folder written by `metaprune harvest`")
@@ -248,9 +269,12 @@ def check_store(path: str | Path) -> dict:
             "`metaprune harvest`, an empty folder, or a path that does not exist yet"
         )
     version = attrs.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in (READABLE_VERSIONS if not write else (SCHEMA_VERSION,)):
+        what = "writes" if write else "reads"
+        accepted = SCHEMA_VERSION if write else " and ".join(str(v) for v in READABLE_VERSIONS)
+        old = " (an old store without trajectory states)" if version == 1 else ""
         raise StoreError(
-            f"store {path} has schema version {version}, this metaprune reads and writes version {SCHEMA_VERSION}; "
+            f"store {path} has schema version {version}{old}, this metaprune {what} version {accepted}; "
             "accepted: a store from this version (harvest again into a new --out)"
         )
     return attrs
@@ -375,6 +399,10 @@ def write_seed(path: str | Path, seed: int, data: dict[str, np.ndarray], seconds
     body = xr.Dataset(
         {
             "features": (("seed", "weight", "feature"), data["features"][None].astype(np.float32, copy=False)),
+            "state_features": (
+                ("seed", "state", "weight", "feature"),
+                data["state_features"][None].astype(np.float32, copy=False),
+            ),
             "target_round": (("seed", "weight"), data["target_round"][None].astype(np.int16, copy=False)),
             "target_mask": (("seed", "weight"), data["target_mask"][None].astype(bool, copy=False)),
             "target_score": (("seed", "weight"), data["target_score"][None].astype(np.float32, copy=False)),
@@ -427,6 +455,51 @@ class HarvestStore:
         return int(self.dataset.sizes["weight"])
 
     @property
+    def schema_version(self) -> int:
+        return int(self.attrs.get("schema_version", SCHEMA_VERSION))
+
+    @property
+    def states(self) -> tuple[int, ...]:
+        """The stored states of the target's trajectory: 0 (dense θ0, ``features``) and, from schema
+        version 2 with a trajectory, 1 .. levels - 1 (``state_features``)."""
+        extra = self.dataset["state"].values if "state" in self.dataset.coords else []
+        return (0, *(int(s) for s in extra))
+
+    def read_state(
+        self, seed: int, state: int, features: Iterable[str] | str | None = None
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """``(alive, X, target)`` of one seed in one state of the target's trajectory.
+
+        ``alive`` are the flat indices of the weights still alive after ``state`` levels
+        (``target_round > state``), ``X`` float32 ``[len(alive), F]`` their features in that state
+        (state 0: the dense ``features``), ``target`` the seed's full target arrays (as ``iter_seeds``).
+        """
+        from metaprune.errors import MetapruneError
+
+        if int(state) not in self.states:
+            raise StoreError(
+                f"state {state} is not in store {self.path}; stored states: {', '.join(map(str, self.states))}"
+                + (" (schema version 1 stores only state 0; harvest again for the trajectory)"
+                   if self.schema_version == 1 else "")
+            )
+        names = self.select(features)
+        if int(state) == 0:
+            _, x0, target = next(self.iter_seeds([seed], names))
+            return np.arange(self.n_weights), x0, target
+        stored = self.feature_names
+        idx = [stored.index(n) for n in names]
+        i = self._position(seed)
+        j = self.states.index(int(state)) - 1
+        try:
+            target = self._targets(i)
+            alive = np.flatnonzero(target["target_round"] > int(state))
+            block = self.dataset["state_features"][i, j]
+            x = np.stack([np.asarray(block[:, k].values, dtype=np.float32) for k in idx], axis=1)
+        except OSError as exc:
+            raise MetapruneError(f"reading seed {seed}, state {state} of {self.path} failed: {exc}") from None
+        return alive, np.ascontiguousarray(x[alive]), target
+
+    @property
     def config(self):
         from metaprune.harvest.config import HarvestConfig
 
@@ -458,6 +531,13 @@ class HarvestStore:
             )
         return i
 
+    def _targets(self, i: int) -> dict[str, np.ndarray]:
+        return {
+            "target_round": np.asarray(self.dataset["target_round"][i].values, dtype=np.int16),
+            "target_mask": np.asarray(self.dataset["target_mask"][i].values, dtype=bool),
+            "target_score": np.asarray(self.dataset["target_score"][i].values, dtype=np.float32),
+        }
+
     def iter_seeds(
         self, seeds: Iterable[int] | None = None, features: Iterable[str] | str | None = None
     ) -> Iterator[tuple[int, np.ndarray, dict[str, np.ndarray]]]:
@@ -477,11 +557,7 @@ class HarvestStore:
         for seed, i in zip(seed_list, positions, strict=True):
             try:
                 x = np.asarray(self.dataset["features"][i, :, fsel].values, dtype=np.float32)
-                target = {
-                    "target_round": np.asarray(self.dataset["target_round"][i].values, dtype=np.int16),
-                    "target_mask": np.asarray(self.dataset["target_mask"][i].values, dtype=bool),
-                    "target_score": np.asarray(self.dataset["target_score"][i].values, dtype=np.float32),
-                }
+                target = self._targets(i)
             except OSError as exc:
                 raise MetapruneError(f"reading seed {seed} of {self.path} failed: {exc}") from None
             yield seed, np.ascontiguousarray(x), target

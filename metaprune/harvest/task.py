@@ -52,6 +52,25 @@ class TaskResult:
     stats: list[SeedStats] = field(default_factory=list)
 
 
+def trajectory_features(net, data, seed: int, cfg, removed_at: torch.Tensor, warmup) -> np.ndarray:
+    """Features of θ0 under the target's mask after s levels, s = 1 .. levels - 1: float32 [S, n, F].
+
+    The mask after s levels keeps exactly the weights with ``removed_at > s``; the features of the
+    weights pruned by then are NaN (they are not part of that state).
+    """
+    from metaprune.features import compute_features
+
+    n = int(removed_at.numel())
+    count = len(cfg.state_densities())
+    out = np.full((count, n, len(cfg.features)), np.nan, dtype=np.float32)
+    for state in range(1, count + 1):
+        alive = removed_at.reshape(-1) > state
+        x = compute_features(net, data, seed, density=cfg.density, ums_rounds=cfg.ums_rounds, mask=alive, warmup=warmup)
+        keep = alive.numpy()
+        out[state - 1][keep] = x.numpy()[keep]
+    return out
+
+
 def run_task(spec: TaskSpec, emit: Emit | None = None) -> TaskResult:
     from metaprune.datasets import load_dataset
     from metaprune.features import compute_features
@@ -133,8 +152,9 @@ def run_task(spec: TaskSpec, emit: Emit | None = None) -> TaskResult:
         x = compute_features(
             nets[i], datas[i], s, density=cfg.density, ums_rounds=cfg.ums_rounds, warmup=record
         ).numpy()
-        features_s = time.perf_counter() - t
         outcome = outcomes[i]
+        states = trajectory_features(nets[i], datas[i], s, cfg, outcome.removed_at, record)
+        features_s = time.perf_counter() - t
         raw = outcome.scores.detach().to(torch.float64).cpu()
         total = raw.sum()
         target_score = (raw / total if total > 0 else raw).to(torch.float32).numpy()
@@ -145,6 +165,7 @@ def run_task(spec: TaskSpec, emit: Emit | None = None) -> TaskResult:
             s,
             {
                 "features": x,
+                "state_features": states,
                 "target_round": outcome.removed_at.numpy().astype(np.int16),
                 "target_mask": outcome.mask.numpy().astype(bool),
                 "target_score": target_score,

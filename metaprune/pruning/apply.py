@@ -260,6 +260,11 @@ def budget_counts(
     if budget == "global":
         return None
     layout = prunable_layout(net)
+    if budget == "learned":  # the split the learned scorer's own budget model predicts
+        spec = SCORERS.get(method.scorers[-1])
+        if spec.layer_budget is None:  # pragma: no cover - parse_method refuses it
+            raise MetapruneError(f"scorer {method.scorers[-1]!r} has no learned budget")
+        return spec.layer_budget(layout, density)
     inner = method.budget_method
     if inner is None:  # 'layer': the same fraction in every layer
         return layer_keep_counts(density, layout)

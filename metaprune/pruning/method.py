@@ -9,10 +9,12 @@
                                               a stack takes the default of its second scorer
     EPOCHS    := a positive number            warm-up: score after EPOCHS dense epochs from θ0 (fractions
                                               are whole SGD steps); the ticket still trains from θ0
-    budget    := global | layer | from:M      how the kept count is split over layers: one global top-k
-                                              (default), the same fraction per layer, or the per-layer
-                                              counts of method M (no budget, init or ablation of its own)
-                                              on the same θ0
+    budget    := global | layer | learned | from:M
+                                              how the kept count is split over layers: one global top-k
+                                              (default), the same fraction per layer, the per-layer counts
+                                              the learned scorer's budget model predicts (learned:DIR only),
+                                              or the per-layer counts of method M (no budget, init or
+                                              ablation of its own) on the same θ0
     init      := standard | bimodal | scorer  a scorer here means SaW: its scores on θ0 as weights
     ablation  := shuffle | reinit | invert    sanity checks (Frankle et al. 2021, Su et al. 2020)
 
@@ -31,7 +33,7 @@ from metaprune.errors import MetapruneError
 SCHEDULE_NAMES = ("uss", "ums", "iss", "ims")
 ABLATIONS = ("shuffle", "reinit", "invert")
 BASE_INITS = ("standard", "bimodal")
-BUDGETS = ("global", "layer")  # plus from:METHOD
+BUDGETS = ("global", "layer", "learned")  # plus from:METHOD
 FROM = "from:"
 IMP = "imp"  # = magnitude@iss (iterative magnitude pruning)
 LEARNED = "learned:"
@@ -39,9 +41,10 @@ LEARNED = "learned:"
 GRAMMAR_HELP = (
     "METHOD = [A>]B[@schedule][+wE][#budget][~init][!ablation]; A>B stacks scorer B on scorer A's scores; "
     "schedule: uss, ums, iss, ims (default ums for synflow, uss otherwise); +wE: score after E dense warm-up "
-    "epochs (the ticket still trains from θ0); budget: global, layer or from:METHOD (that method's per-layer "
-    "counts); init: standard, bimodal, or a scorer for SaW (scores as weights); ablation: shuffle, reinit, "
-    "invert; 'imp' = magnitude@iss; learned:MODEL_DIR is a fitted scorer. Examples: snip, synflow@ums, "
+    "epochs (the ticket still trains from θ0); budget: global, layer, learned (a learned scorer's own split) or "
+    "from:METHOD (that method's per-layer counts); init: standard, bimodal, or a scorer for SaW (scores as "
+    "weights); ablation: shuffle, reinit, invert; 'imp' = magnitude@iss; learned:MODEL_DIR is a fitted scorer. "
+    "Examples: snip, synflow@ums, "
     "mag>synflow, mag>synflow~snip, imp, delta+w3, snip#from:synflow@ums"
 )
 SHORT_HELP = (
@@ -221,7 +224,7 @@ def _parse_part(sep: str, text: str, pos: int) -> tuple[object, int]:
         return word, m.end()
     if sep == "#":
         if word not in BUDGETS:
-            raise _fail(text, pos, f"unknown budget {word!r}, accepted: global, layer, from:METHOD")
+            raise _fail(text, pos, f"unknown budget {word!r}, accepted: global, layer, learned, from:METHOD")
         return word, m.end()
     if sep == "~":
         return _init_name(word, text, pos), m.end()
@@ -270,6 +273,11 @@ def _check_meaning(method: Method, text: str) -> None:
             raise MetapruneError(
                 f"method {text!r}: scorer {needing[0]!r} reads a warm-up; accepted: give one, e.g. {needing[0]}+w3"
             )
+    if method.budget == "learned" and not method.scorers[-1].startswith(LEARNED):
+        raise MetapruneError(
+            f"method {text!r}: the budget 'learned' is the per-layer split a learned scorer's model predicts, and "
+            f"{method.scorers[-1]!r} has none; accepted: learned:DIR#learned, or #from:learned:DIR for any scorer"
+        )
     if method.budget is not None and method.iterative:
         raise MetapruneError(
             f"method {text!r}: a budget (#) applies to the upfront schedules uss and ums; accepted: "

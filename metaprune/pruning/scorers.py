@@ -88,6 +88,8 @@ class ScorerSpec:
     passes: float = 0.0  # forward+backward passes over the pruning batch per call (compute accounting)
     reads_weights: bool = True  # False: a warm-up cannot change the scores (random)
     needs_warmup: bool = False  # True: scores a warm-up's trajectory, so the method must have one
+    # (layout, density) -> per-layer kept counts: the scorer's own learned budget (``#learned``), if any
+    layer_budget: Callable[[Any, float], list[int]] | None = None
 
 
 SCORERS: Registry[ScorerSpec] = Registry("scorer")
