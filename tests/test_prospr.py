@@ -177,6 +177,12 @@ def test_method_is_single_shot_as_the_paper_and_the_cli_prunes_with_it():
     assert d["report"]["total"] == N_WEIGHTS and d["report"]["kept"] == round(0.01 * N_WEIGHTS)
 
 
+def test_jackpot_preset_includes_prospr():
+    from metaprune.evaluate.config import JACKPOT_BASELINES
+
+    assert JACKPOT_BASELINES[-1] == "prospr" and "magnitude>synflow~snip" in JACKPOT_BASELINES
+
+
 def test_listed():
     result = invoke("list")
     assert result.exit_code == 0, result.output
