@@ -159,9 +159,17 @@ def test_jackpot_preset_lists_baselines_equal_compute_warmups_the_model_its_sani
     methods, densities, extra = preset_methods("jackpot", tmp_path, (dyn.path,))
     own = f"learned:{dyn.path}@uss+w1"
     assert densities == (0.005, 0.01) and extra["reference"] == "synflow@ums" and len(extra["seeds"]) == 30
-    assert methods[:6] == ("random", "magnitude", "snip", "grasp_abs", "synflow@ums", "magnitude>synflow~snip")
-    assert methods[6:11] == ("delta+w1", "movement+w1", "magnitude+w1", "snip+w1", "synflow@ums+w1")
-    assert methods[11:] == (own, own + "!shuffle", own + "!reinit", "imp", "synflow@ims")
+    assert methods[:7] == (
+        "random",
+        "magnitude",
+        "snip",
+        "grasp_abs",
+        "synflow@ums",
+        "magnitude>synflow~snip",
+        "prospr",
+    )
+    assert methods[7:12] == ("delta+w1", "movement+w1", "magnitude+w1", "snip+w1", "synflow@ums+w1")
+    assert methods[12:] == (own, own + "!shuffle", own + "!reinit", "imp", "synflow@ims")
     config = build_config(network=NETWORK, dataset="digits", preset="jackpot", models_dir=tmp_path)  # newest model
     assert config.reference == "synflow@ums" and config.schedule.levels == 10 and own in map(str, config.methods)
 

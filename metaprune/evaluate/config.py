@@ -80,7 +80,15 @@ class EvaluateConfig:
         )
 
 
-JACKPOT_BASELINES = ("random", "magnitude", "snip", "grasp_abs", "synflow@ums", "magnitude>synflow~snip")
+JACKPOT_BASELINES = (
+    "random",
+    "magnitude",
+    "snip",
+    "grasp_abs",
+    "synflow@ums",
+    "magnitude>synflow~snip",
+    "prospr",  # the strongest published scorer that looks a few steps ahead
+)
 JACKPOT_WARMUP_SCORERS = ("delta", "movement", "magnitude", "snip", "synflow@ums")
 JACKPOT_SEEDS = tuple(range(1000, 1030))
 JACKPOT_LEVELS = 10  # the harvest target's levels, so synflow@ims is the target's ticket (up to its rounds)

@@ -3,7 +3,7 @@
     method    := 'imp' | scorers ['@' schedule] ['+w' EPOCHS] ['#' budget] ['~' init] ['!' ablation]
     scorers   := scorer ['>' scorer]          A>B: stacked scoring (thesis algorithm 1)
     scorer    := a registered scorer or alias (mag, snip, grasp, grasp_abs, synflow, random,
-                 delta, movement, abs_grad)
+                 delta, movement, abs_grad, prospr)
                  | 'learned:' MODEL_DIR       a fitted scorer (``metaprune fit``)
     schedule  := uss | ums | iss | ims        default: ums for synflow (its paper), uss otherwise;
                                               a stack takes the default of its second scorer

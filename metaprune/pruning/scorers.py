@@ -322,3 +322,9 @@ def movement_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, 
 @_register("abs_grad", True, "accumulated |g_t| over a warm-up (write abs_grad+wE)", needs_warmup=True)
 def abs_grad_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
     return _dynamics(net, mask, data, "abs_grad")
+
+
+# ------------------------------------------------------------------------------- in modules of their own
+
+# ProsPr (meta-gradient through M SGD steps) lives in its own module; importing it registers it.
+import metaprune.pruning.prospr  # noqa: E402, F401
