@@ -303,3 +303,21 @@ def test_prune_seeds_several_seeds_match_single(tiny_data):
     assert not torch.equal(many[0].mask, many[1].mask)
     with pytest.raises(MetapruneError, match="no seeds"):
         prune_seeds(parse_method("snip"), SMALL, tiny_data, 0.1, ())
+
+
+def test_a_multi_shot_schedule_may_name_its_rounds():
+    m = parse_method("snip@ums20#layer")
+    assert (m.schedule, m.rounds, m.budget) == ("ums", 20, "layer") and m.canonical() == "snip@ums20#layer"
+    assert parse_method("synflow").rounds is None and parse_method("synflow@ims5").rounds == 5
+    assert parse_method(m.canonical()) == m
+    with pytest.raises(MetapruneError, match="uss is single-shot, so it has no rounds"):
+        parse_method("snip@uss5")
+    with pytest.raises(MetapruneError, match="0 rounds; accepted: a positive number"):
+        parse_method("snip@ums0")
+
+
+def test_the_methods_rounds_decide_the_multi_shot_steps(tiny_data):
+    from metaprune.pruning.apply import prune_seeds
+
+    ticket = prune_seeds(parse_method("snip@ums4"), "mlp:8", tiny_data, 0.2, (0,))[0]
+    assert len(ticket.outcome.densities) == 4 and int(ticket.outcome.removed_at.max()) == 5

@@ -92,7 +92,7 @@ def intended_use(use: str, warmup: dict[str, Any] | None) -> dict[str, Any]:
         raise MetapruneError(f"bad use {use!r}; accepted: the upfront schedules uss or ums")
     return {
         "schedule": method.schedule,
-        "rounds": None,
+        "rounds": method.rounds,
         "budget": method.budget,
         "warmup": None if warmup is None else float(warmup["epochs"]),
     }

@@ -104,6 +104,8 @@ def with_intended_use(method: Method) -> Method:
         parts["warmup"] = float(warmup["epochs"])
     if method.schedule == "uss" and use.schedule not in (None, "uss"):
         parts["schedule"] = use.schedule
+        if method.rounds is None and use.rounds is not None:
+            parts["rounds"] = int(use.rounds)
     if method.budget is None and use.budget is not None and not method.iterative:
         parts["budget"] = use.budget
     return replace(method, **parts) if parts else method

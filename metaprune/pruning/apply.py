@@ -154,6 +154,8 @@ def prune_seeds(
     if int(per_class) < 0:
         raise MetapruneError(f"bad examples per class {per_class!r}; accepted: 0 (no pruning batch) or more")
     schedule = schedule.validate()
+    if method.rounds is not None:  # the method's own number of multi-shot rounds (ums20)
+        schedule = replace(schedule, rounds=method.rounds)
     if int(per_class) == 0:
         datas: list[PruneData | None] = [None] * len(seeds)
         check_method_data(method, None)

@@ -5,7 +5,9 @@
     scorer    := a registered scorer or alias (mag, snip, grasp, grasp_abs, synflow, random,
                  delta, movement, abs_grad, prospr)
                  | 'learned:' MODEL_DIR       a fitted scorer (``metaprune fit``)
-    schedule  := uss | ums | iss | ims        default: ums for synflow (its paper), uss otherwise;
+    schedule  := (uss | ums | iss | ims)[N]   default: ums for synflow (its paper), uss otherwise;
+                                              N: rounds of a multi-shot schedule (ums20: 20 rounds; default:
+                                              the schedule config's, 100);
                                               a stack takes the default of its second scorer
     EPOCHS    := a positive number            warm-up: score after EPOCHS dense epochs from θ0 (fractions
                                               are whole SGD steps); the ticket still trains from θ0
@@ -40,12 +42,12 @@ LEARNED = "learned:"
 
 GRAMMAR_HELP = (
     "METHOD = [A>]B[@schedule][+wE][#budget][~init][!ablation]; A>B stacks scorer B on scorer A's scores; "
-    "schedule: uss, ums, iss, ims (default ums for synflow, uss otherwise); +wE: score after E dense warm-up "
-    "epochs (the ticket still trains from θ0); budget: global, layer, learned (a learned scorer's own split) or "
-    "from:METHOD (that method's per-layer counts); init: standard, bimodal, or a scorer for SaW (scores as "
-    "weights); ablation: shuffle, reinit, invert; 'imp' = magnitude@iss; learned:MODEL_DIR is a fitted scorer. "
-    "Examples: snip, synflow@ums, "
-    "mag>synflow, mag>synflow~snip, imp, delta+w3, snip#from:synflow@ums"
+    "schedule: uss, ums, iss, ims (default ums for synflow, uss otherwise), umsN/imsN for N rounds; +wE: "
+    "score after E dense warm-up epochs (the ticket still trains from θ0); budget: global, layer, learned "
+    "(a learned scorer's own split) or from:METHOD (that method's per-layer counts); init: standard, bimodal, "
+    "or a scorer for SaW (scores as weights); ablation: shuffle, reinit, invert; 'imp' = magnitude@iss; "
+    "learned:MODEL_DIR is a fitted scorer. Examples: snip, synflow@ums, mag>synflow, mag>synflow~snip, imp, "
+    "delta+w3, snip#from:synflow@ums"
 )
 SHORT_HELP = (
     "grammar [A>]B[@schedule][+wE][#budget][~init][!ablation], e.g. snip, synflow@ums, mag>synflow~snip, imp, "
@@ -60,7 +62,8 @@ class Method:
     init: str = "standard"  # standard | bimodal | a scorer name (SaW)
     ablation: str | None = None
     warmup: float | None = None  # dense epochs from θ0 before scoring (None: score θ0 itself)
-    budget: str | None = None  # global | layer | from:METHOD (None: the schedule config's scope)
+    budget: str | None = None  # global | layer | learned | from:METHOD (None: the schedule config's scope)
+    rounds: int | None = None  # multi-shot rounds (``ums20``); None: the schedule config's
 
     @property
     def stacked(self) -> bool:
@@ -93,7 +96,7 @@ class Method:
         return own + (inner.learned_models if inner is not None else ())
 
     def canonical(self) -> str:
-        text = ">".join(self.scorers) + "@" + self.schedule
+        text = ">".join(self.scorers) + "@" + self.schedule + ("" if self.rounds is None else str(self.rounds))
         if self.warmup is not None:
             text += f"+w{self.warmup:g}"
         if self.budget is not None:
@@ -134,6 +137,7 @@ def _canonical_scorer(token: str, text: str, pos: int) -> str:
 
 # a model directory may hold '+' (e.g. scores+structure), but not '+w<number>', which starts a warm-up
 _TOKEN = re.compile(r"learned:(?:[^@~!>#+]|\+(?!w[0-9.]))*|[A-Za-z_][A-Za-z0-9_]*")
+_SCHEDULE = re.compile(r"(uss|ums|iss|ims)([0-9]+)?")
 _EPOCHS = re.compile(r"w([0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _BUDGET_FROM = re.compile(r"from:[^~!]*")
 
@@ -158,8 +162,9 @@ def parse_method(text: str) -> Method:
         if sep == "@" and imp:
             raise _fail(text, pos, "'imp' already fixes the schedule (magnitude@iss); write magnitude@SCHEDULE")
         parts[sep], pos = _parse_part(sep, text, pos + 1)
+    rounds = None
     if "@" in parts:
-        schedule = parts["@"]
+        schedule, rounds = parts["@"]  # type: ignore[misc]
     if schedule is None:
         schedule = "ums" if scorers[-1] == "synflow" else "uss"
     method = Method(
@@ -169,6 +174,7 @@ def parse_method(text: str) -> Method:
         parts.get("!"),  # type: ignore[arg-type]
         parts.get("+"),  # type: ignore[arg-type]
         parts.get("#"),  # type: ignore[arg-type]
+        rounds,
     )
     _check_meaning(method, text)
     return method
@@ -219,9 +225,18 @@ def _parse_part(sep: str, text: str, pos: int) -> tuple[object, int]:
         raise _fail(text, pos, f"expected a name after {sep!r}")
     word = m.group(0)
     if sep == "@":
-        if word not in SCHEDULE_NAMES:
-            raise _fail(text, pos, f"unknown schedule {word!r}, accepted: {', '.join(SCHEDULE_NAMES)}")
-        return word, m.end()
+        sm = _SCHEDULE.fullmatch(word)
+        if not sm:
+            raise _fail(
+                text, pos, f"unknown schedule {word!r}, accepted: {', '.join(SCHEDULE_NAMES)}, optionally with "
+                "a number of multi-shot rounds (ums20)"
+            )
+        name, count = sm.group(1), sm.group(2)
+        if count is not None and name not in ("ums", "ims"):
+            raise _fail(text, pos, f"{name} is single-shot, so it has no rounds; accepted: ums{count} or ims{count}")
+        if count is not None and int(count) < 1:
+            raise _fail(text, pos, f"{count} rounds; accepted: a positive number of rounds, e.g. ums20")
+        return (name, None if count is None else int(count)), m.end()
     if sep == "#":
         if word not in BUDGETS:
             raise _fail(text, pos, f"unknown budget {word!r}, accepted: global, layer, learned, from:METHOD")
