@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +66,10 @@ def test_schema(base):
     assert result.written == (0, 1, 2, 3) and result.complete == (0, 1, 2, 3)
     with open_store(path) as s:
         ds = s.dataset
-        sizes = {"seed": 4, "weight": N_WEIGHTS, "feature": len(FEATURE_NAMES), "layer": 3, "state": 1}
+        rows = round(0.1**0.5 * N_WEIGHTS)  # the weights state 1 keeps
+        sizes = {"seed": 4, "weight": N_WEIGHTS, "feature": len(FEATURE_NAMES), "layer": 3, "state": 1, "row": rows}
         assert dict(ds.sizes) == sizes
-        assert ds["state_features"].dims == ("seed", "state", "weight", "feature")
+        assert ds["state_features"].dims == ("seed", "state", "row", "feature")
         assert s.feature_names == FEATURE_NAMES
         assert ds["features"].dims == ("seed", "weight", "feature") and ds["features"].dtype == np.float32
         assert ds["target_round"].dims == ("seed", "weight") and ds["target_round"].dtype == np.int16
@@ -246,7 +248,7 @@ def test_config_mismatch_names_the_field(copy_of):
 
 def test_trajectory_states_are_the_features_of_theta0_under_the_targets_masks(base):
     """State s: θ0 under the mask after s target levels (alive = target_round > s), features recomputed
-    there with the harvest's own function; the weights pruned by then are not in the state (NaN)."""
+    there with the harvest's own function, stored for the alive weights only (row r = r-th alive weight)."""
     from metaprune.datasets import load_dataset
     from metaprune.features import compute_features
     from metaprune.networks import build_network
@@ -263,8 +265,7 @@ def test_trajectory_states_are_the_features_of_theta0_under_the_targets_masks(ba
         assert np.array_equal(alive, np.flatnonzero(t["target_round"] > 1))
         assert 0 < alive.size < N_WEIGHTS and alive.size == round(0.1**0.5 * N_WEIGHTS)
         full = s.dataset["state_features"][s.planned_seeds.index(1), 0].values
-        dead = np.setdiff1d(np.arange(N_WEIGHTS), alive)
-        assert np.isnan(full[dead]).all() and np.isfinite(full[alive]).all()
+        assert full.shape[0] == alive.size and np.isfinite(full).all()  # state 1 fills every row
         net = build_network(cfg.network, splits.input_shape, splits.num_classes, 1)
         record = warm_up(net, splits, cfg.train, cfg.warmup_epochs, 1)
         mask = torch.from_numpy(t["target_round"] > 1)
@@ -277,6 +278,35 @@ def test_trajectory_states_are_the_features_of_theta0_under_the_targets_masks(ba
         assert x0.shape == (N_WEIGHTS, len(FEATURE_NAMES))
         with pytest.raises(StoreError, match="state 2 is not in store"):
             s.read_state(1, 2)
+
+
+def test_later_states_keep_fewer_rows_and_pad_with_nan(tmp_path):
+    from metaprune.features import compute_features as features_of
+    from metaprune.harvest.task import trajectory_features
+    from metaprune.networks import build_network
+    from metaprune.pruning.apply import prune_data_for
+
+    cfg = replace(TINY, levels=3).validate()
+    path = tmp_path / "three.zarr"
+    harvest(cfg, [0], out=path)
+    with open_store(path) as s:
+        assert s.states == (0, 1, 2)
+        alive, x, t = s.read_state(0, 2)
+        full = s.dataset["state_features"][0, 1].values
+        assert np.isfinite(full[: alive.size]).all() and np.isnan(full[alive.size :]).all()
+        assert alive.size == round(0.1 ** (2 / 3) * N_WEIGHTS) < full.shape[0]
+    from metaprune.datasets import load_dataset
+
+    splits = load_dataset("digits")
+    net = build_network(cfg.network, splits.input_shape, splits.num_classes, 0)
+    data = prune_data_for(splits, 0, cfg.per_class)
+    removed = torch.from_numpy(t["target_round"].astype(np.int64))
+    states = trajectory_features(net, data, 0, cfg, removed, None)
+    assert states.shape[:2] == (2, round(0.1 ** (1 / 3) * N_WEIGHTS))
+    mask = removed > 2
+    expected = features_of(net, data, 0, density=cfg.density, ums_rounds=cfg.ums_rounds, mask=mask, names=["magnitude"])
+    np.testing.assert_allclose(x[:, 0], expected.numpy()[mask.numpy(), 0], rtol=1e-6)
+    np.testing.assert_allclose(states[1, : alive.size, 0], x[:, 0], rtol=1e-6)
 
 
 def test_a_version_1_store_still_opens_and_is_named_old(copy_of):

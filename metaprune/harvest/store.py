@@ -3,12 +3,15 @@
 Layout (schema version 2; a contract ``fit``, ``inspect`` and notebooks rely on)::
 
     dims     seed (planned seeds, in plan order), weight (prunable weights, networks.prunable_layout order),
-             feature (FEATURE_NAMES), layer (prunable layers), state (the target's states on its way down)
+             feature (FEATURE_NAMES), layer (prunable layers), state (the target's states on its way down),
+             row (alive weights of a state: as many as state 1 keeps)
     data     features[seed, weight, feature]   float32  (NaN until the seed is written): state 0, dense θ0
-             state_features[seed, state, weight, feature]
+             state_features[seed, state, row, feature]
                                                float32  the same features of θ0 under the target's mask after
-                                                        ``state`` levels (state = 1 .. levels - 1); NaN for
-                                                        the weights pruned by then (and until written)
+                                                        ``state`` levels (state = 1 .. levels - 1), for the
+                                                        weights alive there only: row r is the r-th alive
+                                                        weight in flat order; the rows past the state's alive
+                                                        count are NaN (they compress to nothing)
              target_round[seed, weight]        int16    level at which SynFlow-IMS removed it; survivors L+1
              target_mask[seed, weight]         bool     the final target ticket
              target_score[seed, weight]        float32  final SynFlow scores / their sum
@@ -24,9 +27,12 @@ Layout (schema version 2; a contract ``fit``, ``inspect`` and notebooks rely on)
              seed_tasks (JSON list), package_versions (JSON), created, runs (JSON list)
 
 A weight is alive in state s exactly when ``target_round > s`` (it is removed at level ``target_round``),
-so the states need no masks of their own; the per-state targets derive from ``target_round`` too
-(``state_targets``). Version 1 (no ``state`` dim) still opens for reading and is named as old by
-``inspect``; only version 2 is written.
+so the states need no masks or weight indices of their own (row r of state s is weight
+``flatnonzero(target_round > s)[r]``); the per-state targets derive from ``target_round`` too
+(``fit.preprocess.make_target``). Compact rows matter: NaNs for the pruned weights interleaved with the
+alive values defeat bit-shuffle compression (measured: 3.2x the size of the dense features, for 1.4x the
+rows). Version 1 (no ``state`` dim) still opens for reading and is named as old by ``inspect``; only
+version 2 is written.
 
 Every array with a ``seed`` dim has one seed per chunk, so tasks in different processes write disjoint
 files; features are chunked one feature per chunk (a reader that selects features reads only those),
@@ -132,9 +138,10 @@ def _skeleton(config, layout):
     nf = len(names)
     wc = {k: v.numpy() for k, v in layer_coordinates(layout).items()}
     states = config.state_densities()
+    rows = state_rows(config, n)
     data_vars = {
         "features": (("seed", "weight", "feature"), np.zeros((0, n, nf), np.float32)),
-        "state_features": (("seed", "state", "weight", "feature"), np.zeros((0, len(states), n, nf), np.float32)),
+        "state_features": (("seed", "state", "row", "feature"), np.zeros((0, len(states), rows, nf), np.float32)),
         "target_round": (("seed", "weight"), np.zeros((0, n), np.int16)),
         "target_mask": (("seed", "weight"), np.zeros((0, n), bool)),
         "target_score": (("seed", "weight"), np.zeros((0, n), np.float32)),
@@ -172,7 +179,7 @@ def _skeleton(config, layout):
     encoding = {
         "features": {"chunks": (1, n, 1), "compressors": _compressor("bitshuffle"), "_FillValue": np.nan},
         "state_features": {
-            "chunks": (1, 1, n, 1),
+            "chunks": (1, 1, max(rows, 1), 1),
             "compressors": _compressor("bitshuffle"),
             "_FillValue": np.nan,
         },
@@ -187,6 +194,14 @@ def _skeleton(config, layout):
     for k in wc:
         encoding[k] = {"compressors": _compressor("bitshuffle")}
     return ds, encoding
+
+
+def state_rows(config, n: int) -> int:
+    """Rows of ``state_features``: the weights state 1 keeps (every later state keeps fewer)."""
+    from metaprune.pruning.masks import keep_count
+
+    densities = config.state_densities()
+    return keep_count(densities[0], n) if densities else 0
 
 
 def _feature_spec(config) -> dict:
@@ -400,7 +415,7 @@ def write_seed(path: str | Path, seed: int, data: dict[str, np.ndarray], seconds
         {
             "features": (("seed", "weight", "feature"), data["features"][None].astype(np.float32, copy=False)),
             "state_features": (
-                ("seed", "state", "weight", "feature"),
+                ("seed", "state", "row", "feature"),
                 data["state_features"][None].astype(np.float32, copy=False),
             ),
             "target_round": (("seed", "weight"), data["target_round"][None].astype(np.int16, copy=False)),
@@ -493,11 +508,11 @@ class HarvestStore:
         try:
             target = self._targets(i)
             alive = np.flatnonzero(target["target_round"] > int(state))
-            block = self.dataset["state_features"][i, j]
+            block = self.dataset["state_features"][i, j, : alive.size]
             x = np.stack([np.asarray(block[:, k].values, dtype=np.float32) for k in idx], axis=1)
         except OSError as exc:
             raise MetapruneError(f"reading seed {seed}, state {state} of {self.path} failed: {exc}") from None
-        return alive, np.ascontiguousarray(x[alive]), target
+        return alive, np.ascontiguousarray(x), target
 
     @property
     def config(self):

@@ -53,21 +53,22 @@ class TaskResult:
 
 
 def trajectory_features(net, data, seed: int, cfg, removed_at: torch.Tensor, warmup) -> np.ndarray:
-    """Features of θ0 under the target's mask after s levels, s = 1 .. levels - 1: float32 [S, n, F].
+    """Features of θ0 under the target's mask after s levels, s = 1 .. levels - 1: float32 [S, rows, F].
 
-    The mask after s levels keeps exactly the weights with ``removed_at > s``; the features of the
-    weights pruned by then are NaN (they are not part of that state).
+    The mask after s levels keeps exactly the weights with ``removed_at > s``; row r of state s holds
+    the r-th of them (flat order), and the rows past their count are NaN (``store.state_rows``).
     """
     from metaprune.features import compute_features
+    from metaprune.harvest.store import state_rows
 
     n = int(removed_at.numel())
     count = len(cfg.state_densities())
-    out = np.full((count, n, len(cfg.features)), np.nan, dtype=np.float32)
+    out = np.full((count, state_rows(cfg, n), len(cfg.features)), np.nan, dtype=np.float32)
     for state in range(1, count + 1):
         alive = removed_at.reshape(-1) > state
         x = compute_features(net, data, seed, density=cfg.density, ums_rounds=cfg.ums_rounds, mask=alive, warmup=warmup)
-        keep = alive.numpy()
-        out[state - 1][keep] = x.numpy()[keep]
+        rows = x.numpy()[alive.numpy()]
+        out[state - 1, : rows.shape[0]] = rows
     return out
 
 
