@@ -39,6 +39,18 @@ def _options(
     return opts
 
 
+def _grid(pairs: list[str] | None) -> dict[str, tuple[str, ...]]:
+    from metaprune.errors import MetapruneError
+
+    out: dict[str, tuple[str, ...]] = {}
+    for pair in pairs or []:
+        key, sep, values = pair.partition("=")
+        if not sep or not key.strip():
+            raise MetapruneError(f"bad --grid {pair!r}; accepted: KEY=V1,V2,..., e.g. --grid num_leaves=15,63")
+        out[key.strip()] = tuple(v.strip() for v in values.split(",") if v.strip())
+    return out
+
+
 def metrics_table(meta: dict[str, Any], title: str) -> Table:
     m = meta["metrics"]
     test = m["test"]
@@ -129,6 +141,14 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 "late-removed weights); tree, forest, lightgbm and mlp"
             ),
         ] = "none",
+        grid: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--grid",
+                help="candidate model options KEY=V1,V2,... (repeat); with --cv K the combination of best mean "
+                "cross-validated top-k Jaccard is fitted",
+            ),
+        ] = None,
         epochs: Annotated[
             int | None,
             typer.Option(parser=positive_int("--epochs"), help="passes over the training seeds (sgd 3, mlp 5)"),
@@ -174,6 +194,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             threads=threads,
             states=states,
             sample_weight=sample_weight,
+            grid=_grid(grid),
             use=use,
         )
         from metaprune.fit.stores import resolve_stores
@@ -220,6 +241,14 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 f"R² {cvm['r2']:.4f}±{cvm['r2_std']:.4f}, Jaccard {cvm['jaccard']:.4f}±{cvm['jaccard_std']:.4f}, "
                 f"Spearman {cvm['spearman']:.4f}±{cvm['spearman_std']:.4f}",
             )
+        if "grid" in m:
+            for i, row in enumerate(m["grid"]["candidates"]):
+                varied = {k: row["options"].get(k) for k in meta.get("grid", {})}
+                mark = " (chosen)" if i == m["grid"]["chosen"] else ""
+                info.add_row(
+                    f"grid {', '.join(f'{k}={v}' for k, v in varied.items())}{mark}",
+                    f"cv Jaccard {row['jaccard']:.4f}±{row['jaccard_std']:.4f}, R² {row['r2']:.4f}",
+                )
         info.add_row("saved", str(res.path))
         out.print(info)
 

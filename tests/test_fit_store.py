@@ -282,3 +282,16 @@ def test_trajectory_and_weight_refusals(store, tmp_path_factory, models_dir):
         fit_model(store, FitConfig(model="lightgbm", options={"objective": "binary"}), models_dir=models_dir)
     with pytest.raises(MetapruneError, match="bad states 'all'; accepted: dense, trajectory"):
         FitConfig(states="all").validate()
+
+
+def test_a_grid_is_chosen_by_cross_validated_top_k_jaccard(store, models_dir):
+    config = FitConfig(model="lightgbm", features="scores", cv=2, options={"rounds": 5, "jobs": 1},
+                       grid={"num_leaves": (3, 15)})
+    res = fit_model(store, config, models_dir=models_dir)
+    grid = res.metrics["grid"]
+    scores = [row["jaccard"] for row in grid["candidates"]]
+    assert [row["options"]["num_leaves"] for row in grid["candidates"]] == [3, 15]
+    assert grid["chosen"] == int(np.argmax(scores)) and res.meta["options"]["num_leaves"] == [3, 15][grid["chosen"]]
+    assert res.metrics["cv"]["jaccard"] == scores[grid["chosen"]]
+    with pytest.raises(MetapruneError, match="chosen by cross-validation; accepted: --cv K"):
+        FitConfig(grid={"num_leaves": (3,)}).validate()

@@ -52,6 +52,8 @@ class FitConfig:
     threads: int = 1  # BLAS/OpenMP/PyTorch threads (and forest/LightGBM jobs unless their option says)
     states: str = "dense"  # dense: θ0 only; trajectory: every stored state of the target's way down
     sample_weight: str = "none"  # none | balanced (see preprocess.SAMPLE_WEIGHTS)
+    # candidate model options {key: (values...)}: with cv, the combination of best mean top-k Jaccard wins
+    grid: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     use: str = ""  # how the model is meant to prune, as a method suffix: e.g. "@ums", "#from:synflow@ums"
 
     def validate(self) -> FitConfig:
@@ -69,6 +71,11 @@ class FitConfig:
         if self.target == "score" and self.states != "dense":
             raise MetapruneError("target 'score' exists only for the dense state; accepted: round, survive, mask")
         pp.sample_weights(np.zeros(0), self.sample_weight)
+        if self.grid and int(self.cv) < 2:
+            raise MetapruneError("a --grid of options is chosen by cross-validation; accepted: --cv K (K >= 2) with it")
+        for key, values in self.grid.items():
+            if not values:
+                raise MetapruneError(f"--grid {key}= names no value; accepted: KEY=V1,V2,...")
         intended_use(self.use, None)
         return self
 
@@ -515,7 +522,10 @@ def _fit_and_score(
     progress: ProgressFn | None,
 ) -> tuple[Regressor, dict[str, Any]]:
     cv_result = None
-    if config.cv:
+    grid_result = None
+    if config.grid:
+        config, grid_result, cv_result = select_by_cv(model_name, config, train_units, reader, progress)
+    elif config.cv:
         cv_result = cross_validate(model_name, config, train_units, reader, progress)
     model = make_regressor(model_name, config.options, config.seed, len(reader.features), config.threads)
     data = StreamData(train_units, reader, config.seed, progress, "fitting")
@@ -544,7 +554,41 @@ def _fit_and_score(
     }
     if cv_result is not None:
         metrics["cv"] = cv_result
+    if grid_result is not None:
+        metrics["grid"] = grid_result
     return model, metrics
+
+
+def grid_options(config: FitConfig) -> list[dict[str, Any]]:
+    """Every combination of the grid's values over the config's own options."""
+    import itertools
+
+    keys = list(config.grid)
+    return [
+        {**dict(config.options), **dict(zip(keys, combo, strict=True))}
+        for combo in itertools.product(*(list(config.grid[k]) for k in keys))
+    ]
+
+
+def select_by_cv(
+    model_name: str, config: FitConfig, units: Sequence[Unit], reader: SeedReader, progress: ProgressFn | None
+) -> tuple[FitConfig, dict[str, Any], dict[str, Any]]:
+    """The grid's option combination of best mean cross-validated top-k Jaccard with the target ticket
+    (what decides a ticket, rather than R²); ties go to the first. Returns the config with those options,
+    the table of candidates and the chosen one's cross-validation."""
+    from dataclasses import replace
+
+    candidates = grid_options(config)
+    for options in candidates:  # fail fast on a bad value, before any fold
+        make_regressor(model_name, options, config.seed, len(reader.features), config.threads)
+    results = [cross_validate(model_name, replace(config, options=o), units, reader, progress) for o in candidates]
+    rows = [
+        {"options": o, **{k: cv[k] for k in ("r2", "jaccard", "jaccard_std", "spearman")}}
+        for o, cv in zip(candidates, results, strict=True)
+    ]
+    best = max(range(len(rows)), key=lambda i: (rows[i]["jaccard"], -i))
+    chosen = replace(config, options=candidates[best], grid={})
+    return chosen, {"by": "mean cv top-k Jaccard", "candidates": rows, "chosen": best}, results[best]
 
 
 def cross_validate(
@@ -616,6 +660,7 @@ def build_meta(
         "name": name,
         "model": model_name,
         "options": model.options,
+        "grid": {k: list(v) for k, v in config.grid.items()},
         "target": config.target,
         "target_description": pp.TARGETS[config.target],
         "feature_spec": config.features if isinstance(config.features, str) else "+".join(config.features),
