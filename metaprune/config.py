@@ -95,6 +95,13 @@ def help_of(cls: type, name: str) -> str:
     return _field(cls, head).metadata.get("help", "")
 
 
+def require_positive(**values: object) -> None:
+    """Each value a positive integer, else ``--name must be a positive integer, got V`` (benchmark sizes)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise MetapruneError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+
+
 # ------------------------------------------------------------------------------------------- training
 
 
