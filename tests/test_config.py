@@ -57,3 +57,57 @@ def test_the_config_layer_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def _config_options():
+    """(command, parameter, OptionInfo, the parameter's default) for every option made by ``config_option``."""
+    import inspect
+    import typing
+
+    import metaprune.cli.app as app_module
+
+    if "harvest" not in {c.name for c in app_module.app.registered_commands}:
+        app_module._register_commands()
+    found = []
+    for command in (*app_module.app.registered_commands, *app_module.bench_app.registered_commands):
+        hints = typing.get_type_hints(command.callback, include_extras=True)
+        for name, param in inspect.signature(command.callback).parameters.items():
+            for info in typing.get_args(hints[name])[1:]:
+                if hasattr(info, "config_field"):
+                    found.append((command.name, name, info, param.default))
+    return found
+
+
+def test_cli_defaults_are_the_config_defaults():
+    options = _config_options()
+    assert {(c, n) for c, n, _, _ in options} >= {
+        ("harvest", "levels"),
+        ("harvest", "rounds"),
+        ("harvest", "epochs"),
+        ("harvest", "seeds_per_task"),
+        ("prune", "rounds"),
+        ("prune", "levels"),
+        ("evaluate", "epochs"),
+        ("evaluate", "rounds"),
+    }
+    for command, name, info, default in options:
+        cls, field_name, note_default = info.config_field
+        if note_default:  # "not given" on the command line; the help says the config's default
+            assert default is None and f"(default {default_of(cls, field_name)})" in info.help, (command, name)
+        else:
+            assert default == default_of(cls, field_name), (command, name)
+            assert info.help == help_of(cls, field_name) or field_name == "train.epochs", (command, name)
+
+
+def test_harvest_help_shows_the_config_defaults(monkeypatch, capsys):
+    from tests.conftest import run_main
+
+    _config_options()  # registers the commands
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run_main(monkeypatch, capsys, "harvest", "--help")
+    assert code == 0
+    config = HarvestConfig()
+    for flag, value in (("--levels", config.levels), ("--rounds", config.rounds), ("--epochs", config.train.epochs)):
+        line = next(line for line in out.splitlines() if f"{flag} " in line)
+        assert f"[default: {value}]" in line, line
+    assert f"{config.levels} levels from density 1" in " ".join(out.split())
