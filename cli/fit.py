@@ -40,6 +40,15 @@ def _options(
     return opts
 
 
+def _stage_progress(bar):
+    """A ``(stage, done, total)`` progress callback that drives the bar."""
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar.update(bar.task_ids[0], description=stage, completed=done, total=total)
+
+    return progress
+
+
 def metrics_table(meta: dict[str, Any], title: str) -> Table:
     m = meta["metrics"]
     test = m["test"]
@@ -161,10 +170,6 @@ def fit_cmd(
     if picked:
         err.print(f"using store {stores[0]} (the newest with complete seeds)", highlight=False)
     with progress_bar(f"fit {model}", None) as bar:
-
-        def progress(stage: str, done: int, total: int) -> None:
-            bar.update(bar.task_ids[0], description=stage, completed=done, total=total)
-
         res = fit_model(
             stores,
             config,
@@ -172,7 +177,7 @@ def fit_cmd(
             models_dir=models_dir,
             datasets_dir=datasets_dir,
             force=force,
-            progress=progress,
+            progress=_stage_progress(bar),
         )
     if json_out:
         out.print_json(json.dumps(res.meta, allow_nan=True))
@@ -264,10 +269,6 @@ def bench_fit_cmd(
     names = [m.strip() for m in models.split(",") if m.strip()] or None
     per_model = model_options(option or ())
     with progress_bar("bench fit", None) as bar:
-
-        def progress(stage: str, done: int, total: int) -> None:
-            bar.update(bar.task_ids[0], description=stage, completed=done, total=total)
-
         result = bench_fit(
             data,
             names,
@@ -278,7 +279,7 @@ def bench_fit_cmd(
             test_seeds=test_seeds,
             options=per_model,
             threads=threads,
-            progress=progress,
+            progress=_stage_progress(bar),
         )
     if json_out:
         out.print_json(json.dumps(result, allow_nan=True))
