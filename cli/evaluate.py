@@ -9,8 +9,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from metaprune.config import ScheduleConfig, TrainConfig, default_of
+
 from .common import WORKERS, density, out, positive_int, progress_bar
-from .train import DataRootOpt, DatasetOpt, DeviceOpt, NetworkOpt
+from .options import DataRootOpt, DatasetOpt, DeviceOpt, JsonOpt, NetworkOpt, config_option
 
 
 def _print_report(rep, title: str) -> None:
@@ -67,155 +69,153 @@ def _print_sanity(rep) -> None:
     )
 
 
+def evaluate_cmd(
+    sparsity: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--sparsity",
+            "-s",
+            parser=density(),
+            help="fraction of prunable weights that REMAIN (density; 0.005 = 0.5 % kept), repeatable",
+        ),
+    ] = None,
+    method: Annotated[
+        list[str] | None,
+        typer.Option("--method", "-m", help="method (repeatable), e.g. snip, synflow@ums, mag>synflow~snip, imp"),
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="thesis experiment: baselines, schedules, stacked, saw, combined, meta; or jackpot: did the "
+            "learned scorer beat the best upfront and equal-compute warm-up methods (30 seeds, 0.005 and 0.01)"
+        ),
+    ] = None,
+    seeds: Annotated[str | None, typer.Option(help="evaluation seeds (default 1000-1004)")] = None,
+    network: NetworkOpt = "lenet_300_100",
+    dataset: DatasetOpt = "mnist5k",
+    ceilings: Annotated[bool, typer.Option(help="add the iterative references imp and synflow@ims")] = False,
+    sanity: Annotated[bool, typer.Option(help="add the shuffle / reinit / invert variant of each method")] = False,
+    reference: Annotated[
+        str | None,
+        typer.Option(help="method every other is compared with (default snip; synflow@ums for --preset jackpot)"),
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="fitted model directory for --preset jackpot (repeatable; default newest)"),
+    ] = None,
+    test: Annotated[str, typer.Option(help="ttest (paired t-test) or wilcoxon")] = "ttest",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="results directory (default results/…)")] = None,
+    force: Annotated[bool, typer.Option(help="replace a results directory of another configuration")] = False,
+    allow_seen_seeds: Annotated[bool, typer.Option(help="allow seeds a learned model was fitted on")] = False,
+    workers: Annotated[int | None, typer.Option(parser=WORKERS, help="local worker processes (one seed each)")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address tcp://host:port")] = None,
+    epochs: Annotated[int | None, config_option(TrainConfig, "epochs", number=positive_int, note_default=True)] = None,
+    patience: Annotated[
+        int | None, config_option(TrainConfig, "patience", number=positive_int, note_default=True)
+    ] = None,
+    rounds: Annotated[
+        int | None, config_option(ScheduleConfig, "rounds", number=positive_int, note_default=True)
+    ] = None,
+    levels: Annotated[
+        int | None, config_option(ScheduleConfig, "levels", number=positive_int, note_default=True)
+    ] = None,
+    scope: Annotated[str, config_option(ScheduleConfig, "scope")] = default_of(ScheduleConfig, "scope"),
+    device: DeviceOpt = "auto",
+    data_root: DataRootOpt = None,
+) -> None:
+    """Prune, train and compare methods at the given densities, with paired statistics."""
+    from dataclasses import replace
+
+    from metaprune.evaluate.api import build_config, default_results_dir, evaluate
+    from metaprune.seeds import parse_seeds
+
+    if workers is not None and scheduler:
+        raise typer.BadParameter("give --workers or --scheduler, not both")
+    overrides = {"epochs": epochs, "patience": patience}
+    train = replace(TrainConfig(), **{k: v for k, v in overrides.items() if v is not None})
+    config = build_config(
+        network=network,
+        dataset=dataset,
+        methods=tuple(method or ()),
+        densities=tuple(sparsity or ()),
+        seeds=parse_seeds(seeds) if seeds else (),
+        preset=preset,
+        ceilings=ceilings,
+        sanity=sanity,
+        reference=reference,
+        test=test,
+        train=train,
+        rounds=rounds,
+        levels=levels,
+        scope=scope,
+        models=tuple(model or ()),
+    )
+    target = out_dir or default_results_dir(config, preset)
+    out.print(
+        f"evaluating {len(config.methods)} methods x {len(config.densities)} densities x "
+        f"{len(config.seeds)} seeds into {target}",
+        highlight=False,
+    )
+    with progress_bar("seeds", len(config.seeds)) as bar:
+
+        def progress(done: int, total: int, status: str) -> None:
+            bar.update(0, completed=done, status=status)
+
+        rep = evaluate(
+            config,
+            target,
+            device=device,
+            data_root=data_root,
+            workers=workers,
+            scheduler=scheduler,
+            force=force,
+            allow_seen_seeds=allow_seen_seeds,
+            progress=progress,
+        )
+    _print_report(rep, f"{config.network} on {config.dataset}: {len(config.seeds)} seeds")
+    out.print(
+        f"results: {target}/results.csv (tidy table), {target}/results.zarr, "
+        f"{target}/comparison.csv (the table's statistics)",
+        highlight=False,
+    )
+
+
+def report_cmd(
+    results: Annotated[Path, typer.Argument(help="a results directory written by `metaprune evaluate`")],
+    reference: Annotated[str | None, typer.Option(help="compare against this method instead")] = None,
+    test: Annotated[str | None, typer.Option(help="ttest or wilcoxon")] = None,
+    plots: Annotated[bool, typer.Option(help="write PNG plots into the results directory")] = True,
+) -> None:
+    """Re-print an evaluation's table and write its plots."""
+    from metaprune.evaluate.api import report
+
+    rep = report(results, reference, test, plots)
+    _print_report(rep, f"{results}")
+    out.print(f"comparison: {results}/comparison.csv", highlight=False)
+
+
+def bench_evaluate_cmd(
+    preset: Annotated[str | None, typer.Option(help="time a preset instead of the quick-start")] = None,
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Wall time and tickets/minute of the quick-start evaluation (or --preset baselines)."""
+    from metaprune.evaluate.api import bench_evaluate
+
+    result = bench_evaluate(preset, device=device)
+    if json_out:
+        out.print_json(json.dumps(result))
+        return
+    table = Table(title=f"bench evaluate ({result['preset']})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key in ("tickets", "trained_networks", "seconds", "tickets_per_minute", "device"):
+        v = result[key]
+        table.add_row(key, f"{v:,.1f}" if isinstance(v, float) else str(v))
+    out.print(table)
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    @app.command("evaluate")
-    def evaluate_cmd(
-        sparsity: Annotated[
-            list[float] | None,
-            typer.Option(
-                "--sparsity",
-                "-s",
-                parser=density(),
-                help="fraction of prunable weights that REMAIN (density; 0.005 = 0.5 % kept), repeatable",
-            ),
-        ] = None,
-        method: Annotated[
-            list[str] | None,
-            typer.Option("--method", "-m", help="method (repeatable), e.g. snip, synflow@ums, mag>synflow~snip, imp"),
-        ] = None,
-        preset: Annotated[
-            str | None,
-            typer.Option(
-                help="thesis experiment: baselines, schedules, stacked, saw, combined, meta; or jackpot: did the "
-                "learned scorer beat the best upfront and equal-compute warm-up methods (30 seeds, 0.005 and 0.01)"
-            ),
-        ] = None,
-        seeds: Annotated[str | None, typer.Option(help="evaluation seeds (default 1000-1004)")] = None,
-        network: NetworkOpt = "lenet_300_100",
-        dataset: DatasetOpt = "mnist5k",
-        ceilings: Annotated[bool, typer.Option(help="add the iterative references imp and synflow@ims")] = False,
-        sanity: Annotated[bool, typer.Option(help="add the shuffle / reinit / invert variant of each method")] = False,
-        reference: Annotated[
-            str | None,
-            typer.Option(help="method every other is compared with (default snip; synflow@ums for --preset jackpot)"),
-        ] = None,
-        model: Annotated[
-            list[str] | None,
-            typer.Option("--model", help="fitted model directory for --preset jackpot (repeatable; default newest)"),
-        ] = None,
-        test: Annotated[str, typer.Option(help="ttest (paired t-test) or wilcoxon")] = "ttest",
-        out_dir: Annotated[Path | None, typer.Option("--out", help="results directory (default results/…)")] = None,
-        force: Annotated[bool, typer.Option(help="replace a results directory of another configuration")] = False,
-        allow_seen_seeds: Annotated[bool, typer.Option(help="allow seeds a learned model was fitted on")] = False,
-        workers: Annotated[
-            int | None, typer.Option(parser=WORKERS, help="local worker processes (one seed each)")
-        ] = None,
-        scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address tcp://host:port")] = None,
-        epochs: Annotated[
-            int | None, typer.Option(parser=positive_int("--epochs"), help="maximum training epochs (default 100)")
-        ] = None,
-        patience: Annotated[
-            int | None,
-            typer.Option(parser=positive_int("--patience"), help="early-stopping patience in epochs (default 10)"),
-        ] = None,
-        rounds: Annotated[
-            int | None, typer.Option(parser=positive_int("--rounds"), help="multi-shot rounds (default 100)")
-        ] = None,
-        levels: Annotated[
-            int | None, typer.Option(parser=positive_int("--levels"), help="levels of iterative schedules (default 5)")
-        ] = None,
-        scope: Annotated[str, typer.Option(help="mask scope: global or layer")] = "global",
-        device: DeviceOpt = "auto",
-        data_root: DataRootOpt = None,
-    ) -> None:
-        """Prune, train and compare methods at the given densities, with paired statistics."""
-        from dataclasses import replace
-
-        from metaprune.evaluate.api import build_config, default_results_dir, evaluate
-        from metaprune.seeds import parse_seeds
-        from metaprune.training import TrainConfig
-
-        if workers is not None and scheduler:
-            raise typer.BadParameter("give --workers or --scheduler, not both")
-        overrides = {"epochs": epochs, "patience": patience}
-        train = replace(TrainConfig(), **{k: v for k, v in overrides.items() if v is not None})
-        config = build_config(
-            network=network,
-            dataset=dataset,
-            methods=tuple(method or ()),
-            densities=tuple(sparsity or ()),
-            seeds=parse_seeds(seeds) if seeds else (),
-            preset=preset,
-            ceilings=ceilings,
-            sanity=sanity,
-            reference=reference,
-            test=test,
-            train=train,
-            rounds=rounds,
-            levels=levels,
-            scope=scope,
-            models=tuple(model or ()),
-        )
-        target = out_dir or default_results_dir(config, preset)
-        out.print(
-            f"evaluating {len(config.methods)} methods x {len(config.densities)} densities x "
-            f"{len(config.seeds)} seeds into {target}",
-            highlight=False,
-        )
-        with progress_bar("seeds", len(config.seeds)) as bar:
-
-            def progress(done: int, total: int, status: str) -> None:
-                bar.update(0, completed=done, status=status)
-
-            rep = evaluate(
-                config,
-                target,
-                device=device,
-                data_root=data_root,
-                workers=workers,
-                scheduler=scheduler,
-                force=force,
-                allow_seen_seeds=allow_seen_seeds,
-                progress=progress,
-            )
-        _print_report(rep, f"{config.network} on {config.dataset}: {len(config.seeds)} seeds")
-        out.print(
-            f"results: {target}/results.csv (tidy table), {target}/results.zarr, "
-            f"{target}/comparison.csv (the table's statistics)",
-            highlight=False,
-        )
-
-    @app.command("report")
-    def report_cmd(
-        results: Annotated[Path, typer.Argument(help="a results directory written by `metaprune evaluate`")],
-        reference: Annotated[str | None, typer.Option(help="compare against this method instead")] = None,
-        test: Annotated[str | None, typer.Option(help="ttest or wilcoxon")] = None,
-        plots: Annotated[bool, typer.Option(help="write PNG plots into the results directory")] = True,
-    ) -> None:
-        """Re-print an evaluation's table and write its plots."""
-        from metaprune.evaluate.api import report
-
-        rep = report(results, reference, test, plots)
-        _print_report(rep, f"{results}")
-        out.print(f"comparison: {results}/comparison.csv", highlight=False)
-
-    @bench_app.command("evaluate")
-    def bench_evaluate_cmd(
-        preset: Annotated[str | None, typer.Option(help="time a preset instead of the quick-start")] = None,
-        device: DeviceOpt = "auto",
-        json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-    ) -> None:
-        """Wall time and tickets/minute of the quick-start evaluation (or --preset baselines)."""
-        from metaprune.evaluate.api import bench_evaluate
-
-        result = bench_evaluate(preset, device=device)
-        if json_out:
-            out.print_json(json.dumps(result))
-            return
-        table = Table(title=f"bench evaluate ({result['preset']})")
-        table.add_column("measure")
-        table.add_column("value", justify="right")
-        for key in ("tickets", "trained_networks", "seconds", "tickets_per_minute", "device"):
-            v = result[key]
-            table.add_row(key, f"{v:,.1f}" if isinstance(v, float) else str(v))
-        out.print(table)
+    app.command("evaluate")(evaluate_cmd)
+    app.command("report")(report_cmd)
+    bench_app.command("evaluate")(bench_evaluate_cmd)

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from .common import err, non_negative_int, out, positive_float, positive_int, progress_bar
+from .options import JsonOpt
 
 MODEL_HELP = "model: linear, sgd, tree, forest, mlp, lightgbm (see `metaprune list`)"
 THREADS = positive_int("--threads", "1 is fastest on a busy machine")
@@ -37,6 +38,15 @@ def _options(
         if value is not None:
             opts[key] = value
     return opts
+
+
+def _stage_progress(bar):
+    """A ``(stage, done, total)`` progress callback that drives the bar."""
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar.update(bar.task_ids[0], description=stage, completed=done, total=total)
+
+    return progress
 
 
 def _grid(pairs: list[str] | None) -> dict[str, tuple[str, ...]]:
@@ -70,302 +80,287 @@ def metrics_table(meta: dict[str, Any], title: str) -> Table:
     return table
 
 
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    @app.command("fit")
-    def fit_cmd(
-        model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "linear",
-        data: Annotated[
-            list[str] | None,
-            typer.Option("--data", help="harvest store(s) of one feature set (repeat); default: newest in datasets/"),
-        ] = None,
-        target: Annotated[
-            str,
-            typer.Option(
-                help="round (removal level / (levels+1), sparsity-aware; per state: counted from the state), "
-                "survive (outlives the next level, 0/1), mask (in the ticket, 0/1) or score (target score min-max "
-                "per seed)"
-            ),
-        ] = "round",
-        features: Annotated[
-            str,
-            typer.Option(
-                help="feature names or groups joined by + or , : scores, structure, activations, all, or names"
-            ),
-        ] = "scores",
-        preprocess: Annotated[
-            str, typer.Option(help="minmax (per-network min-max, thesis), rank (per-layer rank), none")
-        ] = "minmax",
-        train_seeds: Annotated[str | None, typer.Option(help="training seeds, e.g. 0-23 (default: the rest)")] = None,
-        test_seeds: Annotated[
-            str | None, typer.Option(help="held-out seeds (default: the last quarter of the complete seeds)")
-        ] = None,
-        cv: Annotated[
-            int,
-            typer.Option(
-                parser=non_negative_int("--cv", "0: none, K >= 2: K folds"),
-                help="K-fold cross-validation by seed on the training seeds (0: none)",
-            ),
-        ] = 0,
-        name: Annotated[
-            str | None, typer.Option(help="model folder name (default <model>-<target>-<features>-<store hash>)")
-        ] = None,
-        force: Annotated[bool, typer.Option("--force", help="replace an existing model of the same name")] = False,
-        option: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--option", "-o", help="model option KEY=VALUE (repeat), e.g. num_leaves=31; a wrong key lists them"
-            ),
-        ] = None,
-        max_rows: Annotated[
-            int | None,
-            typer.Option(
-                parser=positive_int("--max-rows"),
-                help="row subsample cap for tree/forest (1,000,000) and lightgbm (2,000,000)",
-            ),
-        ] = None,
-        objective: Annotated[
-            str | None,
-            typer.Option(help="lightgbm objective: regression (default), cross_entropy, binary or lambdarank"),
-        ] = None,
-        states: Annotated[
-            str,
-            typer.Option(
-                help="dense (θ0 only) or trajectory (every state of the target's way down: alive weights under "
-                "its mask after s levels, the target counted from there; for multi-shot use, e.g. --use @ums)"
-            ),
-        ] = "dense",
-        sample_weight: Annotated[
-            str,
-            typer.Option(
-                help="none, or balanced (every removal level weighs the same in each network: emphasises the "
-                "late-removed weights); tree, forest, lightgbm and mlp"
-            ),
-        ] = "none",
-        grid: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--grid",
-                help="candidate model options KEY=V1,V2,... (repeat); with --cv K the combination of best mean "
-                "cross-validated top-k Jaccard is fitted",
-            ),
-        ] = None,
-        epochs: Annotated[
-            int | None,
-            typer.Option(parser=positive_int("--epochs"), help="passes over the training seeds (sgd 3, mlp 5)"),
-        ] = None,
-        lr: Annotated[
-            float | None, typer.Option(parser=positive_float("--lr"), help="mlp learning rate (default Adam 1e-3)")
-        ] = None,
-        device: Annotated[str | None, typer.Option(help="mlp device: auto, cpu, cuda, cuda:N")] = None,
-        seed: Annotated[
-            int,
-            typer.Option(
-                parser=non_negative_int("--seed"), help="seed of the fit's own randomness (shuffling, init, subsample)"
-            ),
-        ] = 0,
-        threads: Annotated[int, typer.Option(parser=THREADS, help=THREADS_HELP)] = 1,
-        use: Annotated[
-            str,
-            typer.Option(
-                help="how the model is meant to prune, a method suffix recorded in its meta and used by a bare "
-                "learned:DIR, e.g. @ums or '#from:synflow@ums' (a model reading dynamics features always warms up)"
-            ),
-        ] = "",
-        models_dir: Annotated[str, typer.Option(help="where models are saved")] = "models",
-        datasets_dir: Annotated[str, typer.Option(help="where the default store is looked for")] = "datasets",
-        json_out: Annotated[bool, typer.Option("--json", help="print the model's meta.json instead of tables")] = False,
-    ) -> None:
-        """Fit a scorer on harvested features; report held-out R², MSE, top-k Jaccard and Spearman vs base scores."""
-        from metaprune.fit.core import FitConfig, fit_model
+def fit_cmd(
+    model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "linear",
+    data: Annotated[
+        list[str] | None,
+        typer.Option("--data", help="harvest store(s) of one feature set (repeat); default: newest in datasets/"),
+    ] = None,
+    target: Annotated[
+        str,
+        typer.Option(
+            help="round (removal level / (levels+1), sparsity-aware; per state: counted from the state), "
+            "survive (outlives the next level, 0/1), mask (in the ticket, 0/1) or score (target score min-max "
+            "per seed)"
+        ),
+    ] = "round",
+    features: Annotated[
+        str,
+        typer.Option(help="feature names or groups joined by + or , : scores, structure, activations, all, or names"),
+    ] = "scores",
+    preprocess: Annotated[
+        str, typer.Option(help="minmax (per-network min-max, thesis), rank (per-layer rank), none")
+    ] = "minmax",
+    train_seeds: Annotated[str | None, typer.Option(help="training seeds, e.g. 0-23 (default: the rest)")] = None,
+    test_seeds: Annotated[
+        str | None, typer.Option(help="held-out seeds (default: the last quarter of the complete seeds)")
+    ] = None,
+    cv: Annotated[
+        int,
+        typer.Option(
+            parser=non_negative_int("--cv", "0: none, K >= 2: K folds"),
+            help="K-fold cross-validation by seed on the training seeds (0: none)",
+        ),
+    ] = 0,
+    name: Annotated[
+        str | None, typer.Option(help="model folder name (default <model>-<target>-<features>-<store hash>)")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing model of the same name")] = False,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option", "-o", help="model option KEY=VALUE (repeat), e.g. num_leaves=31; a wrong key lists them"
+        ),
+    ] = None,
+    max_rows: Annotated[
+        int | None,
+        typer.Option(
+            parser=positive_int("--max-rows"),
+            help="row subsample cap for tree/forest (1,000,000) and lightgbm (2,000,000)",
+        ),
+    ] = None,
+    objective: Annotated[
+        str | None,
+        typer.Option(help="lightgbm objective: regression (default), cross_entropy, binary or lambdarank"),
+    ] = None,
+    states: Annotated[
+        str,
+        typer.Option(
+            help="dense (θ0 only) or trajectory (every state of the target's way down: alive weights under "
+            "its mask after s levels, the target counted from there; for multi-shot use, e.g. --use @ums10)"
+        ),
+    ] = "dense",
+    sample_weight: Annotated[
+        str,
+        typer.Option(
+            help="none, or balanced (every removal level weighs the same in each network: emphasises the "
+            "late-removed weights); tree, forest, lightgbm and mlp"
+        ),
+    ] = "none",
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grid",
+            help="candidate model options KEY=V1,V2,... (repeat); with --cv K the combination of best mean "
+            "cross-validated top-k Jaccard is fitted",
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(parser=positive_int("--epochs"), help="passes over the training seeds (sgd 3, mlp 5)"),
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(parser=positive_float("--lr"), help="mlp learning rate (default Adam 1e-3)")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="mlp device: auto, cpu, cuda, cuda:N")] = None,
+    seed: Annotated[
+        int,
+        typer.Option(
+            parser=non_negative_int("--seed"), help="seed of the fit's own randomness (shuffling, init, subsample)"
+        ),
+    ] = 0,
+    threads: Annotated[int, typer.Option(parser=THREADS, help=THREADS_HELP)] = 1,
+    use: Annotated[
+        str,
+        typer.Option(
+            help="how the model is meant to prune, a method suffix recorded in its meta and used by a bare "
+            "learned:DIR, e.g. @ums or '#from:synflow@ums' (a model reading dynamics features always warms up)"
+        ),
+    ] = "",
+    models_dir: Annotated[str, typer.Option(help="where models are saved")] = "models",
+    datasets_dir: Annotated[str, typer.Option(help="where the default store is looked for")] = "datasets",
+    json_out: Annotated[bool, typer.Option("--json", help="print the model's meta.json instead of tables")] = False,
+) -> None:
+    """Fit a scorer on harvested features; report held-out R², MSE, top-k Jaccard and Spearman vs base scores."""
+    from metaprune.fit.core import FitConfig, fit_model
 
-        opts = _options(option, max_rows, objective, epochs, lr)
-        if device is not None:
-            opts["device"] = device
-        config = FitConfig(
-            model=model,
-            target=target,
+    opts = _options(option, max_rows, objective, epochs, lr)
+    if device is not None:
+        opts["device"] = device
+    config = FitConfig(
+        model=model,
+        target=target,
+        features=features,
+        preprocess=preprocess,
+        train_seeds=train_seeds,
+        test_seeds=test_seeds,
+        cv=cv,
+        options=opts,
+        seed=seed,
+        threads=threads,
+        states=states,
+        sample_weight=sample_weight,
+        grid=_grid(grid),
+        use=use,
+    )
+    from metaprune.fit.stores import resolve_stores
+
+    stores, picked = resolve_stores(data, datasets_dir)
+    if picked:
+        err.print(f"using store {stores[0]} (the newest with complete seeds)", highlight=False)
+    with progress_bar(f"fit {model}", None) as bar:
+        res = fit_model(
+            stores,
+            config,
+            name=name,
+            models_dir=models_dir,
+            datasets_dir=datasets_dir,
+            force=force,
+            progress=_stage_progress(bar),
+        )
+    if json_out:
+        out.print_json(json.dumps(res.meta, allow_nan=True))
+        return
+    meta = res.meta
+    title = (
+        f"{res.name}: {meta['model']} on {len(meta['features'])} features, target {meta['target']}, "
+        f"held-out seeds {_seeds(meta['test_seeds'])}"
+    )
+    out.print(metrics_table(meta, title))
+    m = meta["metrics"]
+    info = Table(show_header=False, box=None)
+    info.add_row("train R² / MSE", f"{_num(m['train']['r2'])} / {_num(m['train']['mse'], '{:.3g}')}")
+    info.add_row("train seeds", _seeds(meta["train_seeds"]))
+    info.add_row(
+        "fit",
+        f"{m['fit']['seconds']:.1f} s, {m['fit']['rows_used']:,} rows used of {m['fit']['rows']:,}, "
+        f"{m['fit']['rows_per_s']:,.0f} rows/s",
+    )
+    if "cv" in m:
+        cvm = m["cv"]
+        info.add_row(
+            f"cv ({cvm['k']} folds by seed)",
+            f"R² {cvm['r2']:.4f}±{cvm['r2_std']:.4f}, Jaccard {cvm['jaccard']:.4f}±{cvm['jaccard_std']:.4f}, "
+            f"Spearman {cvm['spearman']:.4f}±{cvm['spearman_std']:.4f}",
+        )
+    if "grid" in m:
+        for i, row in enumerate(m["grid"]["candidates"]):
+            varied = {k: row["options"].get(k) for k in meta.get("grid", {})}
+            mark = " (chosen)" if i == m["grid"]["chosen"] else ""
+            info.add_row(
+                f"grid {', '.join(f'{k}={v}' for k, v in varied.items())}{mark}",
+                f"cv Jaccard {row['jaccard']:.4f}±{row['jaccard_std']:.4f}, R² {row['r2']:.4f}",
+            )
+    info.add_row("saved", str(res.path))
+    out.print(info)
+
+
+def models_cmd(
+    models_dir: Annotated[str, typer.Option(help="folder of saved models")] = "models",
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """List saved models with their held-out metrics."""
+    from metaprune.fit.persist import list_models
+
+    rows = list_models(models_dir)
+    if json_out:
+        out.print_json(json.dumps(rows, allow_nan=True))
+        return
+    if not rows:
+        out.print(f"no models under {models_dir}/ (fit one with `metaprune fit`)")
+        return
+    table = Table(title=f"models in {models_dir}/", title_justify="left")
+    for col in ("name", "model", "target", "features", "prep", "network", "test seeds"):
+        table.add_column(col)
+    for col in ("R²", "Jaccard", "Spearman", "best base score (Jaccard)"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["name"], f"[red]unreadable: {r['error']}[/]", *[""] * 9)
+            continue
+        best = r["best_reference"]
+        table.add_row(
+            r["name"],
+            str(r["model"]),
+            str(r["target"]),
+            f"{r['features']} ({r['n_features']})",
+            str(r["preprocess"]),
+            str(r["network"]),
+            _seeds(r["test_seeds"] or []),
+            _num(r["r2"]),
+            _num(r["jaccard"]),
+            _num(r["spearman"]),
+            f"{best} {_num(r['best_reference_jaccard'])}" if best else "—",
+        )
+    out.print(table)
+
+
+def bench_fit_cmd(
+    data: Annotated[str | None, typer.Option("--data", help="store (default: newest in datasets/)")] = None,
+    models: Annotated[str, typer.Option(help="models, comma-separated (default: all six)")] = "",
+    features: Annotated[str, typer.Option(help="features (as for fit)")] = "all",
+    target: Annotated[str, typer.Option(help="target (as for fit)")] = "round",
+    train_seeds: Annotated[str | None, typer.Option(help="training seeds (default: all but the last quarter)")] = None,
+    test_seeds: Annotated[str | None, typer.Option(help="held-out seeds")] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", "-o", help="MODEL:KEY=VALUE (repeat), e.g. mlp:epochs=1"),
+    ] = None,
+    threads: Annotated[int, typer.Option(parser=THREADS, help=THREADS_HELP)] = 1,
+    datasets_dir: Annotated[str, typer.Option(help="where the default store is looked for")] = "datasets",
+    json_out: JsonOpt = False,
+) -> None:
+    """Rows/s and peak RSS of every model, each fitted in a fresh process (nothing is saved)."""
+    from metaprune.fit.bench import bench_fit, model_options
+
+    names = [m.strip() for m in models.split(",") if m.strip()] or None
+    per_model = model_options(option or ())
+    with progress_bar("bench fit", None) as bar:
+        result = bench_fit(
+            data,
+            names,
+            datasets_dir=datasets_dir,
             features=features,
-            preprocess=preprocess,
+            target=target,
             train_seeds=train_seeds,
             test_seeds=test_seeds,
-            cv=cv,
-            options=opts,
-            seed=seed,
+            options=per_model,
             threads=threads,
-            states=states,
-            sample_weight=sample_weight,
-            grid=_grid(grid),
-            use=use,
+            progress=_stage_progress(bar),
         )
-        from metaprune.fit.stores import resolve_stores
-
-        stores, picked = resolve_stores(data, datasets_dir)
-        if picked:
-            err.print(f"using store {stores[0]} (the newest with complete seeds)", highlight=False)
-        with progress_bar(f"fit {model}", None) as bar:
-
-            def progress(stage: str, done: int, total: int) -> None:
-                bar.update(bar.task_ids[0], description=stage, completed=done, total=total)
-
-            res = fit_model(
-                stores,
-                config,
-                name=name,
-                models_dir=models_dir,
-                datasets_dir=datasets_dir,
-                force=force,
-                progress=progress,
-            )
-        if json_out:
-            out.print_json(json.dumps(res.meta, allow_nan=True))
-            return
-        meta = res.meta
-        title = (
-            f"{res.name}: {meta['model']} on {len(meta['features'])} features, target {meta['target']}, "
-            f"held-out seeds {_seeds(meta['test_seeds'])}"
+    if json_out:
+        out.print_json(json.dumps(result, allow_nan=True))
+        return
+    table = Table(
+        title=f"bench fit: {result['store']} ({result['network']} on {result['dataset']}, "
+        f"{result['weights_per_seed']:,} weights/seed, {result['threads']} thread(s) of {result['cpus']} CPUs)",
+        title_justify="left",
+    )
+    for col in ("model", "train seeds", "rows used", "fit s", "rows/s", "peak RSS MB", "baseline MB", "R²"):
+        table.add_column(col, justify="right")
+    table.add_column("Jaccard", justify="right")
+    for r in result["results"]:
+        table.add_row(
+            r["model"],
+            str(r["train_seeds"]),
+            f"{r['rows_used']:,}",
+            f"{r['fit_seconds']:.1f}",
+            f"{r['rows_per_s']:,.0f}",
+            f"{r['peak_rss_mb']:,.0f}",
+            f"{r['baseline_rss_mb']:,.0f}",
+            _num(r["test_r2"]),
+            _num(r["test_jaccard"]),
         )
-        out.print(metrics_table(meta, title))
-        m = meta["metrics"]
-        info = Table(show_header=False, box=None)
-        info.add_row("train R² / MSE", f"{_num(m['train']['r2'])} / {_num(m['train']['mse'], '{:.3g}')}")
-        info.add_row("train seeds", _seeds(meta["train_seeds"]))
-        info.add_row(
-            "fit",
-            f"{m['fit']['seconds']:.1f} s, {m['fit']['rows_used']:,} rows used of {m['fit']['rows']:,}, "
-            f"{m['fit']['rows_per_s']:,.0f} rows/s",
-        )
-        if "cv" in m:
-            cvm = m["cv"]
-            info.add_row(
-                f"cv ({cvm['k']} folds by seed)",
-                f"R² {cvm['r2']:.4f}±{cvm['r2_std']:.4f}, Jaccard {cvm['jaccard']:.4f}±{cvm['jaccard_std']:.4f}, "
-                f"Spearman {cvm['spearman']:.4f}±{cvm['spearman_std']:.4f}",
-            )
-        if "grid" in m:
-            for i, row in enumerate(m["grid"]["candidates"]):
-                varied = {k: row["options"].get(k) for k in meta.get("grid", {})}
-                mark = " (chosen)" if i == m["grid"]["chosen"] else ""
-                info.add_row(
-                    f"grid {', '.join(f'{k}={v}' for k, v in varied.items())}{mark}",
-                    f"cv Jaccard {row['jaccard']:.4f}±{row['jaccard_std']:.4f}, R² {row['r2']:.4f}",
-                )
-        info.add_row("saved", str(res.path))
-        out.print(info)
+    out.print(table)
+    for c in result["checks"]:
+        mark = "[green]ok[/]" if c["ok"] else "[red]MISSED[/]"
+        out.print(f"{mark} {c['model']}: {c['target']} — measured {c['value']:,.1f} ({c['seeds']} train seeds)")
 
-    @app.command("models")
-    def models_cmd(
-        models_dir: Annotated[str, typer.Option(help="folder of saved models")] = "models",
-        json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-    ) -> None:
-        """List saved models with their held-out metrics."""
-        from metaprune.fit.persist import list_models
 
-        rows = list_models(models_dir)
-        if json_out:
-            out.print_json(json.dumps(rows, allow_nan=True))
-            return
-        if not rows:
-            out.print(f"no models under {models_dir}/ (fit one with `metaprune fit`)")
-            return
-        table = Table(title=f"models in {models_dir}/", title_justify="left")
-        for col in ("name", "model", "target", "features", "prep", "network", "test seeds"):
-            table.add_column(col)
-        for col in ("R²", "Jaccard", "Spearman", "best base score (Jaccard)"):
-            table.add_column(col, justify="right")
-        for r in rows:
-            if "error" in r:
-                table.add_row(r["name"], f"[red]unreadable: {r['error']}[/]", *[""] * 9)
-                continue
-            best = r["best_reference"]
-            table.add_row(
-                r["name"],
-                str(r["model"]),
-                str(r["target"]),
-                f"{r['features']} ({r['n_features']})",
-                str(r["preprocess"]),
-                str(r["network"]),
-                _seeds(r["test_seeds"] or []),
-                _num(r["r2"]),
-                _num(r["jaccard"]),
-                _num(r["spearman"]),
-                f"{best} {_num(r['best_reference_jaccard'])}" if best else "—",
-            )
-        out.print(table)
-
-    @bench_app.command("fit")
-    def bench_fit_cmd(
-        data: Annotated[str | None, typer.Option("--data", help="store (default: newest in datasets/)")] = None,
-        models: Annotated[str, typer.Option(help="models, comma-separated (default: all six)")] = "",
-        features: Annotated[str, typer.Option(help="features (as for fit)")] = "all",
-        target: Annotated[str, typer.Option(help="target (as for fit)")] = "round",
-        train_seeds: Annotated[
-            str | None, typer.Option(help="training seeds (default: all but the last quarter)")
-        ] = None,
-        test_seeds: Annotated[str | None, typer.Option(help="held-out seeds")] = None,
-        option: Annotated[
-            list[str] | None,
-            typer.Option("--option", "-o", help="MODEL:KEY=VALUE (repeat), e.g. mlp:epochs=1"),
-        ] = None,
-        threads: Annotated[int, typer.Option(parser=THREADS, help=THREADS_HELP)] = 1,
-        datasets_dir: Annotated[str, typer.Option(help="where the default store is looked for")] = "datasets",
-        json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-    ) -> None:
-        """Rows/s and peak RSS of every model, each fitted in a fresh process (nothing is saved)."""
-        from metaprune.errors import MetapruneError
-        from metaprune.fit.bench import bench_fit
-
-        names = [m.strip() for m in models.split(",") if m.strip()] or None
-        per_model: dict[str, dict[str, str]] = {}
-        for item in option or []:
-            model_name, colon, pair = item.partition(":")
-            key, eq, value = pair.partition("=")
-            if not colon or not eq or not key:
-                raise MetapruneError(f"bad --option {item!r}; accepted: MODEL:KEY=VALUE, e.g. mlp:epochs=1")
-            per_model.setdefault(model_name.strip(), {})[key.strip()] = value.strip()
-        with progress_bar("bench fit", None) as bar:
-
-            def progress(stage: str, done: int, total: int) -> None:
-                bar.update(bar.task_ids[0], description=stage, completed=done, total=total)
-
-            result = bench_fit(
-                data,
-                names,
-                datasets_dir=datasets_dir,
-                features=features,
-                target=target,
-                train_seeds=train_seeds,
-                test_seeds=test_seeds,
-                options=per_model,
-                threads=threads,
-                progress=progress,
-            )
-        if json_out:
-            out.print_json(json.dumps(result, allow_nan=True))
-            return
-        table = Table(
-            title=f"bench fit: {result['store']} ({result['network']} on {result['dataset']}, "
-            f"{result['weights_per_seed']:,} weights/seed, {result['threads']} thread(s) of {result['cpus']} CPUs)",
-            title_justify="left",
-        )
-        for col in ("model", "train seeds", "rows used", "fit s", "rows/s", "peak RSS MB", "baseline MB", "R²"):
-            table.add_column(col, justify="right")
-        table.add_column("Jaccard", justify="right")
-        for r in result["results"]:
-            table.add_row(
-                r["model"],
-                str(r["train_seeds"]),
-                f"{r['rows_used']:,}",
-                f"{r['fit_seconds']:.1f}",
-                f"{r['rows_per_s']:,.0f}",
-                f"{r['peak_rss_mb']:,.0f}",
-                f"{r['baseline_rss_mb']:,.0f}",
-                _num(r["test_r2"]),
-                _num(r["test_jaccard"]),
-            )
-        out.print(table)
-        for c in result["checks"]:
-            mark = "[green]ok[/]" if c["ok"] else "[red]MISSED[/]"
-            out.print(f"{mark} {c['model']}: {c['target']} — measured {c['value']:,.1f} ({c['seeds']} train seeds)")
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.command("fit")(fit_cmd)
+    app.command("models")(models_cmd)
+    bench_app.command("fit")(bench_fit_cmd)
 
 
 def _seeds(seeds: list[int]) -> str:

@@ -9,10 +9,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from metaprune.config import ScheduleConfig, default_of
 from metaprune.pruning.method import GRAMMAR_HELP, SHORT_HELP
 
 from .common import density, non_negative_int, out, positive_int, progress_bar
-from .train import DataRootOpt, DatasetOpt, DeviceOpt, NetworkOpt, training_options
+from .options import DataRootOpt, DatasetOpt, DeviceOpt, JsonOpt, NetworkOpt, config_option
+from .train import preset_override, training_options
+
+S = ScheduleConfig
 
 PRUNE_HELP = (
     "Prune a network at initialisation with one method and print the mask report per layer: kept "
@@ -83,134 +87,117 @@ def _print_wide(table: Table) -> None:
     Console(file=out.file, width=max(out.width, natural), no_color=out.no_color).print(table)
 
 
+def prune_cmd(
+    network: NetworkOpt = "lenet_300_100",
+    dataset: DatasetOpt = "mnist5k",
+    method: Annotated[str, typer.Option("--method", "-m", help=escape(SHORT_HELP))] = "snip",
+    sparsity: Annotated[
+        float,
+        typer.Option(
+            "--sparsity",
+            "-s",
+            parser=density(),
+            help="fraction of prunable weights that REMAIN (the density, as in the thesis): "
+            "0.01 keeps 1 %; accepted: 0 < sparsity <= 1",
+        ),
+    ] = 0.01,
+    seed: Annotated[
+        int,
+        typer.Option("--seed", parser=non_negative_int("--seed"), help="master seed: θ0, pruning batch, tie-breaking"),
+    ] = 0,
+    scope: Annotated[str, config_option(S, "scope")] = default_of(S, "scope"),
+    rounds: Annotated[int, config_option(S, "rounds", number=positive_int)] = default_of(S, "rounds"),
+    levels: Annotated[int, config_option(S, "levels", number=positive_int)] = default_of(S, "levels"),
+    preset: Annotated[
+        str, typer.Option("--preset", help="training preset of iterative schedules: thesis or openlth")
+    ] = "thesis",
+    epochs: Annotated[int | None, preset_override("epochs", positive_int, " per level")] = None,
+    per_class: Annotated[
+        int,
+        typer.Option(
+            "--per-class",
+            parser=non_negative_int("--per-class", "0: no pruning batch"),
+            help="pruning batch: examples per class (0: none, data-free scorers only)",
+        ),
+    ] = 10,
+    device: DeviceOpt = "auto",
+    data_root: DataRootOpt = None,
+    out_file: Annotated[
+        str | None,
+        typer.Option("--out", "-o", help="write the mask and initial weights to FILE.safetensors"),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    from metaprune.prune import check_ticket_path, prune_network, save_ticket
+
+    cfg = training_options(preset, epochs, None, None, None)
+    if out_file:
+        check_ticket_path(out_file)  # before the work, not after it
+    with progress_bar("pruning", None) as bar:
+
+        def progress(step: int, steps: int) -> None:
+            bar.update(0, completed=step, total=steps, status=f"{step}/{steps}")
+
+        result = prune_network(
+            network,
+            dataset,
+            method,
+            sparsity,
+            seed,
+            scope=scope,
+            rounds=rounds,
+            levels=levels,
+            train=cfg,
+            per_class=per_class,
+            device=device,
+            data_root=data_root,
+            progress=progress,
+        )
+    saved = save_ticket(result, out_file) if out_file else None
+    if json_out:
+        payload = result.to_dict()
+        payload["out"] = str(saved) if saved else None
+        out.print_json(json.dumps(payload))
+        return
+    _print_report(result)
+    if saved:
+        out.print(f"wrote {saved}", highlight=False)
+
+
+def bench_prune_cmd(
+    json_out: JsonOpt = False,
+    repeats: Annotated[
+        int, typer.Option(parser=positive_int("--repeats"), help="timed repeats per item (the median is reported)")
+    ] = 5,
+    model: Annotated[
+        str | None, typer.Option(help="a fitted model directory: also time learned:MODEL@ums, 20 rounds")
+    ] = None,
+) -> None:
+    """Seconds of SNIP, GraSP, SynFlow (1 and 100 rounds) and exact top-k on LeNet-300-100, one CPU thread,
+    next to the planning targets x 1.5."""
+    from metaprune.prune import bench_prune_report
+
+    result = bench_prune_report(repeats, model)
+    if json_out:
+        out.print_json(json.dumps(result))
+        return
+    table = Table(title=f"bench prune (LeNet-300-100, {result['threads']} CPU thread, median of {repeats})")
+    table.add_column("item")
+    table.add_column("seconds", justify="right")
+    table.add_column("target (plan x 1.5)", justify="right")
+    table.add_column("pass", justify="center")
+    for item in result["items"]:
+        target = item["target_s"]
+        passed = item["passed"]
+        table.add_row(
+            item["label"],
+            f"{item['seconds']:.4f}",
+            "—" if target is None else f"{target:.3f}",
+            "—" if passed is None else ("[green]pass[/]" if passed else "[bold red]FAIL[/]"),
+        )
+    _print_wide(table)
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    @app.command("prune", help=PRUNE_HELP)
-    def prune_cmd(
-        network: NetworkOpt = "lenet_300_100",
-        dataset: DatasetOpt = "mnist5k",
-        method: Annotated[str, typer.Option("--method", "-m", help=escape(SHORT_HELP))] = "snip",
-        sparsity: Annotated[
-            float,
-            typer.Option(
-                "--sparsity",
-                "-s",
-                parser=density(),
-                help="fraction of prunable weights that REMAIN (the density, as in the thesis): "
-                "0.01 keeps 1 %; accepted: 0 < sparsity <= 1",
-            ),
-        ] = 0.01,
-        seed: Annotated[
-            int,
-            typer.Option(
-                "--seed", parser=non_negative_int("--seed"), help="master seed: θ0, pruning batch, tie-breaking"
-            ),
-        ] = 0,
-        scope: Annotated[
-            str, typer.Option("--scope", help="global: rank all weights together; layer: keep the density per layer")
-        ] = "global",
-        rounds: Annotated[
-            int,
-            typer.Option(
-                "--rounds", parser=positive_int("--rounds"), help="score/prune rounds of multi-shot schedules"
-            ),
-        ] = 100,
-        levels: Annotated[
-            int,
-            typer.Option(
-                "--levels", parser=positive_int("--levels"), help="train/prune/rewind levels of iterative schedules"
-            ),
-        ] = 5,
-        preset: Annotated[
-            str, typer.Option("--preset", help="training preset of iterative schedules: thesis or openlth")
-        ] = "thesis",
-        epochs: Annotated[
-            int | None,
-            typer.Option(parser=positive_int("--epochs"), help="override the preset's maximum epochs per level"),
-        ] = None,
-        per_class: Annotated[
-            int,
-            typer.Option(
-                "--per-class",
-                parser=non_negative_int("--per-class", "0: no pruning batch"),
-                help="pruning batch: examples per class (0: none, data-free scorers only)",
-            ),
-        ] = 10,
-        device: DeviceOpt = "auto",
-        data_root: DataRootOpt = None,
-        out_file: Annotated[
-            str | None,
-            typer.Option("--out", "-o", help="write the mask and initial weights to FILE.safetensors"),
-        ] = None,
-        json_out: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
-    ) -> None:
-        from metaprune.prune import check_ticket_path, prune_network, save_ticket
-
-        cfg = training_options(preset, epochs, None, None, None)
-        if out_file:
-            check_ticket_path(out_file)  # before the work, not after it
-        with progress_bar("pruning", None) as bar:
-
-            def progress(step: int, steps: int) -> None:
-                bar.update(0, completed=step, total=steps, status=f"{step}/{steps}")
-
-            result = prune_network(
-                network,
-                dataset,
-                method,
-                sparsity,
-                seed,
-                scope=scope,
-                rounds=rounds,
-                levels=levels,
-                train=cfg,
-                per_class=per_class,
-                device=device,
-                data_root=data_root,
-                progress=progress,
-            )
-        saved = save_ticket(result, out_file) if out_file else None
-        if json_out:
-            payload = result.to_dict()
-            payload["out"] = str(saved) if saved else None
-            out.print_json(json.dumps(payload))
-            return
-        _print_report(result)
-        if saved:
-            out.print(f"wrote {saved}", highlight=False)
-
-    @bench_app.command("prune")
-    def bench_prune_cmd(
-        json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-        repeats: Annotated[
-            int, typer.Option(parser=positive_int("--repeats"), help="timed repeats per item (the median is reported)")
-        ] = 5,
-        model: Annotated[
-            str | None, typer.Option(help="a fitted model directory: also time learned:MODEL@ums, 20 rounds")
-        ] = None,
-    ) -> None:
-        """Seconds of SNIP, GraSP, SynFlow (1 and 100 rounds) and exact top-k on LeNet-300-100, one CPU thread,
-        next to the planning targets x 1.5."""
-        from metaprune.errors import MetapruneError
-        from metaprune.prune import bench_prune_report
-
-        if repeats < 1:
-            raise MetapruneError(f"repeats must be a positive integer, got {repeats!r}")
-        result = bench_prune_report(repeats, model)
-        if json_out:
-            out.print_json(json.dumps(result))
-            return
-        table = Table(title=f"bench prune (LeNet-300-100, {result['threads']} CPU thread, median of {repeats})")
-        table.add_column("item")
-        table.add_column("seconds", justify="right")
-        table.add_column("target (plan x 1.5)", justify="right")
-        table.add_column("pass", justify="center")
-        for item in result["items"]:
-            target = item["target_s"]
-            passed = item["passed"]
-            table.add_row(
-                item["label"],
-                f"{item['seconds']:.4f}",
-                "—" if target is None else f"{target:.3f}",
-                "—" if passed is None else ("[green]pass[/]" if passed else "[bold red]FAIL[/]"),
-            )
-        _print_wide(table)
+    app.command("prune", help=PRUNE_HELP)(prune_cmd)
+    bench_app.command("prune")(bench_prune_cmd)

@@ -8,16 +8,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from metaprune.errors import MetapruneError
+from metaprune.config import TrainConfig, help_of
 
 from .common import err, out, passive_openmp, positive_float, positive_int, progress_bar
+from .options import DataRootOpt, DatasetOpt, DeviceOpt, JsonOpt, NetworkOpt
 
-NetworkOpt = Annotated[str, typer.Option("--network", "-n", help="network spec, e.g. lenet_300_100 or mlp:500-300")]
-DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="dataset name (see `metaprune list`)")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda, cuda:N")]
-DataRootOpt = Annotated[
-    str | None, typer.Option("--data-root", help="folder with torchvision datasets (default ./data)")
-]
+
+def preset_override(name: str, parser, extra: str = "") -> typer.models.OptionInfo:
+    """``--NAME``: overrides the training preset's field (default None: the preset's value)."""
+    flag = f"--{name.replace('_', '-')}"
+    return typer.Option(flag, parser=parser(flag), help=f"override the preset's {help_of(TrainConfig, name)}{extra}")
 
 
 def training_options(preset: str, epochs: int | None, batch_size: int | None, lr: float | None, patience: int | None):
@@ -26,142 +26,126 @@ def training_options(preset: str, epochs: int | None, batch_size: int | None, lr
     return train_preset(preset, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience)
 
 
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    @app.command("train")
-    def train_cmd(
-        network: NetworkOpt = "lenet_300_100",
-        dataset: DatasetOpt = "mnist5k",
-        seeds: Annotated[str, typer.Option("--seeds", help="seeds to train, e.g. 0 or 0-4 or 0,3,7")] = "0",
-        preset: Annotated[str, typer.Option("--preset", help="training preset: thesis or openlth")] = "thesis",
-        epochs: Annotated[
-            int | None, typer.Option(parser=positive_int("--epochs"), help="override the preset's maximum epochs")
-        ] = None,
-        batch_size: Annotated[
-            int | None, typer.Option(parser=positive_int("--batch-size"), help="override the preset's batch size")
-        ] = None,
-        lr: Annotated[
-            float | None, typer.Option(parser=positive_float("--lr"), help="override the preset's learning rate")
-        ] = None,
-        patience: Annotated[
-            int | None, typer.Option(parser=positive_int("--patience"), help="epochs without validation improvement")
-        ] = None,
-        device: DeviceOpt = "auto",
-        data_root: DataRootOpt = None,
-        json_out: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
-    ) -> None:
-        """Train dense networks (one per seed, as one population) and report test accuracy at early stop."""
-        from metaprune.dense import train_dense
-        from metaprune.seeds import parse_seeds
+def train_cmd(
+    network: NetworkOpt = "lenet_300_100",
+    dataset: DatasetOpt = "mnist5k",
+    seeds: Annotated[str, typer.Option("--seeds", help="seeds to train, e.g. 0 or 0-4 or 0,3,7")] = "0",
+    preset: Annotated[str, typer.Option("--preset", help="training preset: thesis or openlth")] = "thesis",
+    epochs: Annotated[int | None, preset_override("epochs", positive_int)] = None,
+    batch_size: Annotated[int | None, preset_override("batch_size", positive_int)] = None,
+    lr: Annotated[float | None, preset_override("lr", positive_float)] = None,
+    patience: Annotated[int | None, preset_override("patience", positive_int)] = None,
+    device: DeviceOpt = "auto",
+    data_root: DataRootOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train dense networks (one per seed, as one population) and report test accuracy at early stop."""
+    from metaprune.dense import train_dense
+    from metaprune.seeds import parse_seeds
 
-        cfg = training_options(preset, epochs, batch_size, lr, patience)
-        seed_list = parse_seeds(seeds)
-        with progress_bar("training", cfg.epochs) as bar:
+    cfg = training_options(preset, epochs, batch_size, lr, patience)
+    seed_list = parse_seeds(seeds)
+    with progress_bar("training", cfg.epochs) as bar:
 
-            def progress(epoch: int, active: int, total: int) -> None:
-                bar.update(0, completed=epoch, status=f"{active}/{total} members training")
+        def progress(epoch: int, active: int, total: int) -> None:
+            bar.update(0, completed=epoch, status=f"{active}/{total} members training")
 
-            run = train_dense(network, dataset, seed_list, cfg, device, data_root, progress)
-        if json_out:
-            out.print_json(json.dumps(run.to_dict()))
-            return
-        table = Table(title=f"dense {run.network} on {run.dataset} ({run.device}, {run.seconds:.1f} s)")
-        for col in ("seed", "test acc %", "val acc %", "best iteration", "best epoch", "epochs trained"):
-            table.add_column(col, justify="right")
-        for seed, m in zip(run.seeds, run.members, strict=True):
-            table.add_row(
-                str(seed),
-                f"{100 * m.test_acc:.2f}",
-                f"{100 * m.val_acc:.2f}",
-                str(m.best_iteration),
-                str(m.best_epoch),
-                str(m.epochs_trained),
-            )
-        out.print(table)
-
-    @bench_app.command("train")
-    def bench_train_cmd(
-        device: DeviceOpt = "auto",
-        json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-        epochs: Annotated[int, typer.Option(parser=positive_int("--epochs"), help="timed epochs per run")] = 3,
-        repeats: Annotated[
-            int,
-            typer.Option(
-                parser=positive_int("--repeats"),
-                help="reference/population run pairs per figure (the median of the per-pair ratios is reported)",
-            ),
-        ] = 3,
-        populations: Annotated[str, typer.Option(help="population sizes K, comma-separated")] = "1,4,16,64",
-    ) -> None:
-        """Samples/s of the population loop vs a DataLoader research loop, K = 1, 4, 16, 64, GEMM fraction."""
-        passive_openmp()  # as harvest: spinning OpenMP threads make figures swing on a shared machine
-        from metaprune.bench import bench_train
-
-        ks = _parse_populations(populations)
-        with err.status("bench train") as status:
-            result = bench_train(
-                device=device,
-                populations=ks,
-                epochs=epochs,
-                repeats=repeats,
-                progress=lambda what: status.update(f"bench train: {what}"),
-            )
-        if json_out:
-            out.print_json(json.dumps(result))
-            return
-        load = result["load_average"]
-        table = Table(
-            title=f"bench train ({result['device']}, {result['threads']} threads, "
-            f"OMP_WAIT_POLICY {result['omp_wait_policy']})"
-        )
-        table.add_column("measure")
-        table.add_column("samples/s", justify="right")
-        table.add_column("speed-up: median of pairs [min, max]", justify="right")
-        lo, hi = result["reference_samples_per_s_min_max"]
+        run = train_dense(network, dataset, seed_list, cfg, device, data_root, progress)
+    if json_out:
+        out.print_json(json.dumps(run.to_dict()))
+        return
+    table = Table(title=f"dense {run.network} on {run.dataset} ({run.device}, {run.seconds:.1f} s)")
+    for col in ("seed", "test acc %", "val acc %", "best iteration", "best epoch", "epochs trained"):
+        table.add_column(col, justify="right")
+    for seed, m in zip(run.seeds, run.members, strict=True):
         table.add_row(
-            "reference loop", f"{result['reference_samples_per_s']:,.0f}", f"[{lo:,.0f}, {hi:,.0f}] samples/s"
+            str(seed),
+            f"{100 * m.test_acc:.2f}",
+            f"{100 * m.val_acc:.2f}",
+            str(m.best_iteration),
+            str(m.best_epoch),
+            str(m.epochs_trained),
         )
-        for k, v in result["population"].items():
-            table.add_row(
-                f"population K={k} (network-samples)", f"{v:,.0f}", _ratio(result["speedup_per_population"][k])
-            )
-        if "parallel_populations" in result:
-            p = result["parallel_populations"]
-            table.add_row(
-                f"{p['workers']} populations x K={p['k_per_worker']}, 1 thread each",
-                f"{p['samples_per_s']:,.0f}",
-                _ratio(p["speedup"]),
-            )
-        for k, v in result["autograd_population"].items():
-            table.add_row(f"population K={k}, autograd backward + torch.optim", f"{v:,.0f}", "")
-        for mode, v in result["mask_mode_samples_per_s_at_density_0.1"].items():
-            table.add_row(f"K=1 at density 0.1, mask mode {mode}", f"{v:,.0f}", "")
-        table.add_row("float32 GEMM rate (1024x1024)", f"{result['gemm_flops'] / 1e9:,.1f} GFLOP/s", "")
-        out.print(table)
-        out.print(
-            f"best: {result['best']}; {result['repeats']} pairs per figure, each reference run then population run; "
-            f"load average (1/5/15 min) before {load['before']}, after {load['after']} on {load['cpus']} CPUs",
-            highlight=False,
+    out.print(table)
+
+
+def bench_train_cmd(
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = False,
+    epochs: Annotated[int, typer.Option(parser=positive_int("--epochs"), help="timed epochs per run")] = 3,
+    repeats: Annotated[
+        int,
+        typer.Option(
+            parser=positive_int("--repeats"),
+            help="reference/population run pairs per figure (the median of the per-pair ratios is reported)",
+        ),
+    ] = 3,
+    populations: Annotated[str, typer.Option(help="population sizes K, comma-separated")] = "1,4,16,64",
+) -> None:
+    """Samples/s of the population loop vs a DataLoader research loop, K = 1, 4, 16, 64, GEMM fraction."""
+    passive_openmp()  # as harvest: spinning OpenMP threads make figures swing on a shared machine
+    from metaprune.bench import bench_train, parse_populations
+
+    ks = parse_populations(populations)  # before the status line
+    with err.status("bench train") as status:
+        result = bench_train(
+            device=device,
+            populations=ks,
+            epochs=epochs,
+            repeats=repeats,
+            progress=lambda what: status.update(f"bench train: {what}"),
         )
-        targets = Table(title="targets")
-        for col in ("measure", "value", "target", "met"):
-            targets.add_column(col, justify="left" if col == "measure" else "right")
-        for name, t in result["targets"].items():
-            fmt = ".2f" if name == "gemm_fraction" else ".1f"
-            unit = "" if name == "gemm_fraction" else "x"
-            targets.add_row(
-                name, f"{t['value']:{fmt}}{unit}", f">= {t['target']:{fmt}}{unit}", "yes" if t["met"] else "NO"
-            )
-        out.print(targets)
+    if json_out:
+        out.print_json(json.dumps(result))
+        return
+    _print_bench_train(result)
+
+
+def _print_bench_train(result: dict) -> None:
+    load = result["load_average"]
+    table = Table(
+        title=f"bench train ({result['device']}, {result['threads']} threads, "
+        f"OMP_WAIT_POLICY {result['omp_wait_policy']})"
+    )
+    table.add_column("measure")
+    table.add_column("samples/s", justify="right")
+    table.add_column("speed-up: median of pairs [min, max]", justify="right")
+    lo, hi = result["reference_samples_per_s_min_max"]
+    table.add_row("reference loop", f"{result['reference_samples_per_s']:,.0f}", f"[{lo:,.0f}, {hi:,.0f}] samples/s")
+    for k, v in result["population"].items():
+        table.add_row(f"population K={k} (network-samples)", f"{v:,.0f}", _ratio(result["speedup_per_population"][k]))
+    if "parallel_populations" in result:
+        p = result["parallel_populations"]
+        table.add_row(
+            f"{p['workers']} populations x K={p['k_per_worker']}, 1 thread each",
+            f"{p['samples_per_s']:,.0f}",
+            _ratio(p["speedup"]),
+        )
+    for k, v in result["autograd_population"].items():
+        table.add_row(f"population K={k}, autograd backward + torch.optim", f"{v:,.0f}", "")
+    for mode, v in result["mask_mode_samples_per_s_at_density_0.1"].items():
+        table.add_row(f"K=1 at density 0.1, mask mode {mode}", f"{v:,.0f}", "")
+    table.add_row("float32 GEMM rate (1024x1024)", f"{result['gemm_flops'] / 1e9:,.1f} GFLOP/s", "")
+    out.print(table)
+    out.print(
+        f"best: {result['best']}; {result['repeats']} pairs per figure, each reference run then population run; "
+        f"load average (1/5/15 min) before {load['before']}, after {load['after']} on {load['cpus']} CPUs",
+        highlight=False,
+    )
+    targets = Table(title="targets")
+    for col in ("measure", "value", "target", "met"):
+        targets.add_column(col, justify="left" if col == "measure" else "right")
+    for name, t in result["targets"].items():
+        fmt = ".2f" if name == "gemm_fraction" else ".1f"
+        unit = "" if name == "gemm_fraction" else "x"
+        targets.add_row(name, f"{t['value']:{fmt}}{unit}", f">= {t['target']:{fmt}}{unit}", "yes" if t["met"] else "NO")
+    out.print(targets)
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.command("train")(train_cmd)
+    bench_app.command("train")(bench_train_cmd)
 
 
 def _ratio(r: dict) -> str:
     return f"{r['median']:.1f}x [{r['min']:.1f}, {r['max']:.1f}]"
-
-
-def _parse_populations(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise MetapruneError(
-            f"bad --populations {text!r}; accepted: positive integers, comma-separated, e.g. 1,4,16"
-        ) from None

@@ -15,13 +15,14 @@ import multiprocessing as mp
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metaprune.config import require_positive
 from metaprune.datasets import DataSplits, load_dataset
 from metaprune.errors import MetapruneError
 from metaprune.networks import build_network, prunable_layout
@@ -237,9 +238,21 @@ class ParallelPopulations:
 TARGETS = {"speedup_vs_reference": 7.0, "best_speedup_vs_reference": 10.0, "gemm_fraction": 0.5}
 
 
+def parse_populations(populations: str | Sequence[int]) -> tuple[int, ...]:
+    """Population sizes K: positive integers, given as a sequence or comma-separated text (``--populations``)."""
+    shown = populations if isinstance(populations, str) else ",".join(str(k) for k in populations)
+    try:
+        ks = tuple(int(k) for k in populations.split(",")) if isinstance(populations, str) else tuple(populations)
+    except ValueError:
+        ks = ()
+    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k <= 0 for k in ks):
+        raise MetapruneError(f"bad --populations {shown!r}; accepted: positive integers, comma-separated, e.g. 1,4,16")
+    return ks
+
+
 def bench_train(
     device: str | None = None,
-    populations: tuple[int, ...] = (1, 4, 16, 64),
+    populations: str | Sequence[int] = (1, 4, 16, 64),
     epochs: int = 3,
     reference_epochs: int | None = None,
     repeats: int = 3,
@@ -254,12 +267,8 @@ def bench_train(
     measurement starts.
     """
     reference_epochs = epochs if reference_epochs is None else reference_epochs
-    for name, value in (("epochs", epochs), ("repeats", repeats), ("reference-epochs", reference_epochs)):
-        if not isinstance(value, int) or value <= 0:
-            raise MetapruneError(f"--{name} must be a positive integer, got {value}")
-    if not populations or any(not isinstance(k, int) or k <= 0 for k in populations):
-        shown = ",".join(str(k) for k in populations)
-        raise MetapruneError(f"bad --populations {shown!r}; accepted: positive integers, comma-separated, e.g. 1,4,16")
+    require_positive(epochs=epochs, repeats=repeats, reference_epochs=reference_epochs)
+    populations = parse_populations(populations)
     say = progress if progress is not None else (lambda what: None)
     load_before = load_average()
     dev = resolve_device(device)

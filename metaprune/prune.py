@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from metaprune.config import require_positive
 from metaprune.errors import MetapruneError
 from metaprune.provenance import package_versions, to_jsonable
 from metaprune.pruning.apply import Ticket
@@ -284,6 +285,7 @@ def bench_prune_report(repeats: int = 5, model: str | None = None) -> dict:
     from metaprune.fit.learned import with_intended_use  # the model card says how it warms up
     from metaprune.pruning.bench import bench_prune
 
+    require_positive(repeats=repeats)
     learned = None if model is None else with_intended_use(parse_method(f"learned:{model}@ums"))
     seconds = bench_prune(repeats=repeats, learned=learned)
     items = []

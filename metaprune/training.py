@@ -24,64 +24,19 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from metaprune.config import OPTIMIZERS, TRAIN_PRESETS, TrainConfig, train_preset  # noqa: F401 (their home)
 from metaprune.datasets import DataSplits
 from metaprune.errors import MetapruneError
 from metaprune.mlp_step import MLPStep
 from metaprune.networks import MLP, prunable_layout
 from metaprune.seeds import generator
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training hyper-parameters; the default is the thesis's (appendix C, early stopping from OpenLTH)."""
-
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    epochs: int = 100
-    early_stopping: bool = True
-    patience: int = 10
-    eval_batch_size: int = 2048
-    mask_mode: str = "grad"
-    autograd: bool = False  # True: MLPs also use autograd instead of the hand-written backward
-
-    def validate(self) -> TrainConfig:
-        if self.optimizer not in OPTIMIZERS:
-            raise MetapruneError(f"unknown optimizer {self.optimizer!r}; accepted: {', '.join(OPTIMIZERS)}")
-        for name in ("batch_size", "epochs", "patience", "eval_batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise MetapruneError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if not self.lr > 0:
-            raise MetapruneError(f"lr must be positive, got {self.lr!r}")
-        if self.mask_mode not in ("grad", "forward"):
-            raise MetapruneError(f"unknown mask mode {self.mask_mode!r}; accepted: grad, forward")
-        return self
-
-
-TRAIN_PRESETS: dict[str, TrainConfig] = {
-    "thesis": TrainConfig(),
-    "openlth": TrainConfig(batch_size=128, epochs=40, early_stopping=False),
-}
-
-OPTIMIZERS = ("sgd", "adam")
-
-
-def train_preset(name: str, **overrides: object) -> TrainConfig:
-    if name not in TRAIN_PRESETS:
-        raise MetapruneError(f"unknown training preset {name!r}; accepted: {', '.join(TRAIN_PRESETS)}")
-    cfg = TRAIN_PRESETS[name]
-    clean = {k: v for k, v in overrides.items() if v is not None}
-    return replace(cfg, **clean).validate()
 
 
 def resolve_device(name: str | None = None) -> torch.device:

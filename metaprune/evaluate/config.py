@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
+from metaprune.config import Config, ScheduleConfig, TrainConfig
 from metaprune.errors import MetapruneError
 from metaprune.fit.learned import with_intended_use
 from metaprune.fit.persist import model_folders, newest_model
 from metaprune.pruning.masks import check_density
 from metaprune.pruning.method import Method, parse_method
-from metaprune.pruning.schedules import ScheduleConfig
-from metaprune.training import TrainConfig
 
 BASELINES = ("random", "magnitude", "snip", "grasp", "synflow")
 THESIS_DENSITIES = (0.005, 0.007, 0.01, 0.015, 0.1, 0.2, 0.5)
@@ -45,7 +45,9 @@ COMBINED = (
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(Config):
+    kind: ClassVar[str] = "evaluate"
+
     network: str = "lenet_300_100"
     dataset: str = "mnist5k"
     methods: tuple[Method | str, ...] = BASELINES + ("magnitude>synflow~snip",)  # parsed by validate

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from metaprune.errors import MetapruneError
 from metaprune.fit.models import REGRESSORS
 from metaprune.provenance import package_versions
 
@@ -65,6 +66,18 @@ def _bench_one(store: str, model: str, config: dict[str, Any]) -> dict[str, Any]
         "test_spearman": m["test"]["spearman"],
         "options": res.meta["options"],
     }
+
+
+def model_options(items: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``MODEL:KEY=VALUE`` strings (``--option``) as ``{model: {key: value}}``, the ``options`` of ``bench_fit``."""
+    per_model: dict[str, dict[str, str]] = {}
+    for item in items:
+        model_name, colon, pair = item.partition(":")
+        key, eq, value = pair.partition("=")
+        if not colon or not eq or not key:
+            raise MetapruneError(f"bad --option {item!r}; accepted: MODEL:KEY=VALUE, e.g. mlp:epochs=1")
+        per_model.setdefault(model_name.strip(), {})[key.strip()] = value.strip()
+    return per_model
 
 
 def bench_fit(

@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from metaprune.config import Config
 from metaprune.errors import MetapruneError
 from metaprune.fit import preprocess as pp
 from metaprune.fit.metrics import RankingAccumulator, RegressionAccumulator
@@ -37,8 +38,10 @@ TRAIN_EVAL_SEEDS = 8  # training seeds scored for the train R²/MSE (bounded tim
 
 
 @dataclass(frozen=True)
-class FitConfig:
+class FitConfig(Config):
     """What to fit. ``options`` are model options (see ``REGRESSORS``; e.g. ``{"max_rows": 500000}``)."""
+
+    kind: ClassVar[str] = "fit"
 
     model: str = "linear"
     target: str = "round"

@@ -23,11 +23,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from metaprune.config import require_positive
 from metaprune.errors import RuntimeFailure
 from metaprune.harvest.inspect import store_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from metaprune.harvest.config import HarvestConfig
+
+# Targets: features + writing + setup <= 20 % of the target computation; store <= 75 % of raw float32;
+# iterating a 100-seed store peaks below 1 GiB resident.
+TARGETS = {"overhead_fraction": 0.20, "store_fraction": 0.75, "iterate_peak_bytes": 1 << 30}
 
 
 def raw_float32_bytes(store) -> int:
@@ -147,6 +152,7 @@ def bench_harvest(
     from metaprune.provenance import package_versions
     from metaprune.training import resolve_device
 
+    require_positive(seeds=seeds, iterate_seeds=iterate_seeds)
     cfg = (config or HarvestConfig()).validate()
     with tempfile.TemporaryDirectory(prefix="metaprune-bench-", dir=workdir) as tmp:
         path = Path(tmp) / "bench.zarr"
@@ -201,7 +207,22 @@ def bench_harvest(
             "store_fraction_of_raw": disk / raw if raw else None,
             "store_data_fraction_of_raw": data_disk / raw if raw else None,
             "iterate": {"store_seeds": iterate_seeds, **iteration},
-            "targets": {"overhead_fraction": 0.20, "store_fraction": 0.75, "iterate_peak_bytes": 1 << 30},
+            "targets": dict(TARGETS),
             "versions": package_versions(),
         }
+    out["checks"] = checks(out)
     return out
+
+
+def checks(result: dict) -> dict[str, dict]:
+    """Each of ``TARGETS`` against its measure: ``{"value", "target" (as text), "met"}`` (None never meets)."""
+    overhead, store, peak = TARGETS["overhead_fraction"], TARGETS["store_fraction"], TARGETS["iterate_peak_bytes"]
+    rows = {
+        "overhead": (result["overhead_fraction_of_target"], f"<= {100 * overhead:.0f} %", lambda v: v <= overhead),
+        "store": (result["store_fraction_of_raw"], f"<= {100 * store:.0f} %", lambda v: v <= store),
+        "iterate_peak": (result["iterate"]["peak_rss_bytes"], f"< {peak / 2**20:.0f} MiB", lambda v: v < peak),
+    }
+    return {
+        name: {"value": value, "target": text, "met": value is not None and bool(met(value))}
+        for name, (value, text, met) in rows.items()
+    }

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
+from metaprune.config import Config, TrainConfig, setting
 from metaprune.errors import MetapruneError
-from metaprune.features import DEFAULT_UMS_ROUNDS, FEATURE_NAMES, FEATURE_VERSION
-from metaprune.provenance import config_hash, to_jsonable
-from metaprune.training import TrainConfig
+from metaprune.provenance import config_hash
 
 DEFAULT_STORE_DIR = Path("datasets")
 
@@ -29,29 +29,43 @@ DEFAULT_STORE_DIR = Path("datasets")
 DEFAULT_TRAIN = TrainConfig(epochs=50, patience=10)
 
 
+def _feature(name: str):
+    """A default from ``metaprune.features``, imported when a config is made (the module imports torch)."""
+
+    def default():
+        from metaprune import features
+
+        return getattr(features, name)
+
+    return default
+
+
 @dataclass(frozen=True)
-class HarvestConfig:
+class HarvestConfig(Config):
     """What a harvest computes. ``density`` is the target density (the CLI's ``--sparsity``)."""
 
-    network: str = "lenet_300_100"
-    dataset: str = "mnist5k"
-    density: float = 0.005
-    levels: int = 10  # training levels of the iterative target
-    rounds: int = 10  # multi-shot SynFlow rounds inside each level
-    train: TrainConfig = field(default_factory=lambda: DEFAULT_TRAIN)
-    data_seed: int = 0  # data order of target training (never a task's first seed)
-    seeds_per_task: int = 8  # population trained together (a task)
-    per_class: int = 10  # pruning batch: examples per class (thesis: 10 x classes)
-    ums_rounds: int = DEFAULT_UMS_ROUNDS  # rounds of the synflow_ums feature
-    warmup_epochs: float = 3.0  # dense warm-up behind the dynamics features
-    scope: str = "global"
-    trajectory: bool = True  # also store the features in each state of the target's way down
-    feature_version: int = FEATURE_VERSION
-    features: tuple[str, ...] = FEATURE_NAMES
+    kind: ClassVar[str] = "harvest"
+
+    network: str = setting("lenet_300_100", "network spec, e.g. lenet_300_100")
+    dataset: str = setting("mnist5k", "dataset name")
+    density: float = setting(0.005, "target DENSITY: fraction of weights kept (0.005 = 0.5 %)")
+    levels: int = setting(10, "training levels of the target")
+    rounds: int = setting(10, "multi-shot SynFlow rounds per level")
+    train: TrainConfig = setting(factory=lambda: DEFAULT_TRAIN)
+    data_seed: int = setting(0, "data order of target training")  # never a task's first seed
+    seeds_per_task: int = setting(8, "seeds trained together as one population (one task)")
+    per_class: int = setting(10, "pruning batch: examples per class")  # thesis: 10 x classes
+    ums_rounds: int = setting(factory=_feature("DEFAULT_UMS_ROUNDS"), help="rounds of the synflow_ums feature")
+    warmup_epochs: float = setting(3.0, "epochs of the dense warm-up behind the dynamics features")
+    scope: str = setting("global", "mask scope: global or layer")
+    trajectory: bool = setting(True, "also store the features in each state of the target's way down")
+    feature_version: int = setting(factory=_feature("FEATURE_VERSION"))
+    features: tuple[str, ...] = setting(factory=_feature("FEATURE_NAMES"))
 
     def validate(self) -> HarvestConfig:
         """Canonical names and checked values (a one-line error naming the field otherwise)."""
         from metaprune.datasets import DATASETS, dataset_info
+        from metaprune.features import FEATURE_NAMES, FEATURE_VERSION
         from metaprune.networks import build_network, prunable_layout, validate_network
         from metaprune.pruning.masks import check_density
         from metaprune.pruning.schedules import ScheduleConfig, check_density_for_network
@@ -101,26 +115,13 @@ class HarvestConfig:
 
     def identity(self) -> dict:
         """The JSON-able fields that decide the numbers (stored as the ``config`` attribute)."""
-        return to_jsonable(self)
+        return self.to_dict()
 
     def short_hash(self) -> str:
         return config_hash(self.identity())
 
     def to_json(self) -> str:
         return json.dumps(self.identity(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> HarvestConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise MetapruneError(f"unknown harvest config fields {sorted(unknown)}; accepted: {sorted(known)}")
-        values = dict(data)
-        if "train" in values and isinstance(values["train"], dict):
-            values["train"] = TrainConfig(**values["train"])
-        if "features" in values:
-            values["features"] = tuple(values["features"])
-        return cls(**values)
 
     def target_spec(self) -> dict:
         return {

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from metaprune.config import ScheduleConfig  # noqa: F401 (its home; re-exported)
 from metaprune.datasets import DataSplits
 from metaprune.errors import MetapruneError
 from metaprune.networks import prunable_layout
@@ -61,24 +62,6 @@ SCHEDULES.register(
 SCHEDULES.register(
     "ims", ScheduleSpec(True, True, "iterative multi-shot: ISS with a UMS prune at each level (thesis target)")
 )
-
-
-@dataclass(frozen=True)
-class ScheduleConfig:
-    """How a schedule runs: rounds of multi-shot pruning, training levels of iterative schedules."""
-
-    rounds: int = 100
-    levels: int = 5
-    scope: str = "global"
-
-    def validate(self) -> ScheduleConfig:
-        if not isinstance(self.rounds, int) or self.rounds < 1:
-            raise MetapruneError(f"rounds must be a positive integer, got {self.rounds!r}")
-        if not isinstance(self.levels, int) or self.levels < 1:
-            raise MetapruneError(f"levels must be a positive integer, got {self.levels!r}")
-        if self.scope not in ("global", "layer"):
-            raise MetapruneError(f"unknown mask scope {self.scope!r}; accepted: global, layer")
-        return self
 
 
 @dataclass
