@@ -260,7 +260,7 @@ def test_trajectory_units_are_the_alive_weights_of_every_state(store):
 def test_ranking_objectives_fit_on_the_trajectory(model, target, options, store, models_dir):
     res = fit_model(
         store,
-        FitConfig(model=model, target=target, features="scores", options=options, states="trajectory",
+        FitConfig(model=model, target=target, features="magnitude,snip,synflow", options=options, states="trajectory",
                   sample_weight="none" if options.get("objective") == "lambdarank" else "balanced", use="@ums"),
         models_dir=models_dir,
     )
@@ -295,3 +295,9 @@ def test_a_grid_is_chosen_by_cross_validated_top_k_jaccard(store, models_dir):
     assert res.metrics["cv"]["jaccard"] == scores[grid["chosen"]]
     with pytest.raises(MetapruneError, match="chosen by cross-validation; accepted: --cv K"):
         FitConfig(grid={"num_leaves": (3,)}).validate()
+
+
+def test_a_model_meant_for_multi_shot_use_leaves_out_the_multi_shot_feature(store, models_dir):
+    with pytest.raises(MetapruneError, match="synflow_ums is itself a 100-round UMS"):
+        fit_model(store, FitConfig(features="scores", use="@ums10"), models_dir=models_dir)
+    assert not models_dir.exists() or not any(models_dir.iterdir())

@@ -452,6 +452,7 @@ def fit_model(
         lacking = [f for f in features if f not in v.feature_names]
         if lacking:
             raise MetapruneError(f"store {v.path} lacks features {', '.join(lacking)}; stores must share a feature set")
+    check_multi_shot_features(config.use, features)
     complete = sorted({s for v in views for s in v.complete_seeds})
     train_seeds, test_seeds = split_seeds(complete, config.train_seeds, config.test_seeds)
     store_hash = combined_hash(views)
@@ -496,6 +497,22 @@ def fit_model(
 
         meta = ModelCard.read(path).meta
     return FitResult(name, path, meta, [str(v.path) for v in views], picked)
+
+
+MULTI_SHOT_EXCLUDED = ("synflow_ums", "rank_synflow_ums")  # each a 100-round UMS of its own
+
+
+def check_multi_shot_features(use: str, features: Sequence[str]) -> None:
+    """A model meant for multi-shot use recomputes its features every round; ``synflow_ums`` is itself a
+    100-round UMS, so N outer rounds would cost 100·N SynFlow rounds. Such models leave it out."""
+    if intended_use(use, None)["schedule"] != "ums":
+        return
+    quadratic = [f for f in features if f in MULTI_SHOT_EXCLUDED]
+    if quadratic:
+        raise MetapruneError(
+            f"--use {use!r} recomputes the features every round, and {quadratic[0]} is itself a 100-round UMS "
+            "(quadratic cost); accepted: features without synflow_ums and rank_synflow_ums for multi-shot use"
+        )
 
 
 def check_objective(model: Regressor, config: FitConfig) -> None:
