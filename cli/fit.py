@@ -243,6 +243,13 @@ def fit_cmd(
             f"R² {cvm['r2']:.4f}±{cvm['r2_std']:.4f}, Jaccard {cvm['jaccard']:.4f}±{cvm['jaccard_std']:.4f}, "
             f"Spearman {cvm['spearman']:.4f}±{cvm['spearman_std']:.4f}",
         )
+    if "next_level" in m["test"]:
+        nl = m["test"]["next_level"]
+        info.add_row(
+            "next-level Jaccard (held out)",
+            f"{nl['jaccard']:.4f} mean over states; per state "
+            + ", ".join(f"{k}: {v:.3f}" for k, v in nl["per_state"].items()),
+        )
     if "grid" in m:
         for i, row in enumerate(m["grid"]["candidates"]):
             varied = {k: row["options"].get(k) for k in meta.get("grid", {})}

@@ -270,6 +270,8 @@ def test_ranking_objectives_fit_on_the_trajectory(model, target, options, store,
     assert meta["states"] == "trajectory" and alive > meta["metrics"]["fit"]["rows"] - 1
     assert meta["metrics"]["fit"]["rows"] == alive
     assert 0 <= meta["metrics"]["test"]["jaccard"] <= 1
+    nl = meta["metrics"]["test"]["next_level"]  # held-out seeds, one level from each state
+    assert set(nl["per_state"]) == {"0", "1"} and 0 <= nl["jaccard"] <= 1
 
 
 def test_trajectory_and_weight_refusals(store, tmp_path_factory, models_dir):

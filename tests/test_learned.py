@@ -132,7 +132,8 @@ def test_models_are_cached_per_path_and_sha(fitted, monkeypatch):
 def test_a_model_records_how_it_prunes_and_a_bare_learned_method_uses_it(store, tmp_path):
     from metaprune.fit.learned import with_intended_use
 
-    dyn = fit_model(store, FitConfig(model="linear", features="magnitude,snip,dynamics", use="@ums"), models_dir=tmp_path)
+    config = FitConfig(model="linear", features="magnitude,snip,dynamics", use="@ums")
+    dyn = fit_model(store, config, models_dir=tmp_path)
     assert dyn.meta["intended_use"] == {"schedule": "ums", "rounds": None, "budget": None, "warmup": 1.0}
     assert with_intended_use(parse_method(f"learned:{dyn.path}")).canonical() == f"learned:{dyn.path}@ums+w1"
     # a part the method spells overrides the model's; the sanity ablation keeps the model's use

@@ -502,6 +502,28 @@ def fit_model(
 MULTI_SHOT_EXCLUDED = ("synflow_ums", "rank_synflow_ums")  # each a 100-round UMS of its own
 
 
+def next_level_overlap(
+    model: Regressor, units: Sequence[Unit], reader: SeedReader, progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """How well the model prunes one level from each state of the held-out seeds' trajectories: per
+    (seed, state), the Jaccard overlap of its top-k (k = the weights the target keeps at the next level)
+    with the weights the target keeps; the mean per state and overall. What a multi-shot learned scorer
+    is asked each round (the dense top-k Jaccard asks a single-shot question)."""
+    from metaprune.fit.metrics import topk_jaccard
+
+    traj = [u for u0 in {(u.view.path, u.seed): u for u in units}.values()
+            for u in trajectory_units(u0.view, [u0.seed])]
+    per_state: dict[int, list[float]] = {}
+    for i, unit in enumerate(traj):
+        x, targets, _ = reader.read(unit)
+        keep = targets["levels"] > 1
+        per_state.setdefault(unit.state, []).append(topk_jaccard(model.predict(x), keep, unit.seed))
+        if progress is not None:
+            progress("next-level overlap", i + 1, len(traj))
+    means = {s: float(np.mean(v)) for s, v in sorted(per_state.items())}
+    return {"jaccard": float(np.mean(list(means.values()))), "per_state": {str(k): v for k, v in means.items()}}
+
+
 def check_multi_shot_features(use: str, features: Sequence[str]) -> None:
     """A model meant for multi-shot use recomputes its features every round; ``synflow_ums`` is itself a
     100-round UMS, so N outer rounds would cost 100·N SynFlow rounds. Such models leave it out."""
@@ -557,6 +579,8 @@ def _fit_and_score(
 
     test = evaluate_units(model, test_units, reader, reference=True, progress=progress, stage="testing")
     reference = test.pop("reference", {})
+    if config.states == "trajectory":
+        test["next_level"] = next_level_overlap(model, test_units, reader, progress)
     train_eval = [u for u in train_units if u.state == 0][:TRAIN_EVAL_SEEDS]
     train = evaluate_units(model, train_eval, reader, ranking=False, progress=progress, stage="train metrics")
     metrics: dict[str, Any] = {
