@@ -277,21 +277,23 @@ def models_cmd(
         out.print(f"no models under {models_dir}/ (fit one with `metaprune fit`)")
         return
     table = Table(title=f"models in {models_dir}/", title_justify="left")
-    for col in ("name", "model", "target", "features", "prep", "network", "test seeds"):
+    for col in ("name", "model", "target", "features", "prep", "states", "use", "network", "test seeds"):
         table.add_column(col)
     for col in ("R²", "Jaccard", "Spearman", "best base score (Jaccard)"):
         table.add_column(col, justify="right")
     for r in rows:
         if "error" in r:
-            table.add_row(r["name"], f"[red]unreadable: {r['error']}[/]", *[""] * 9)
+            table.add_row(r["name"], f"[red]unreadable: {r['error']}[/]", *[""] * 11)
             continue
         best = r["best_reference"]
         table.add_row(
             r["name"],
-            str(r["model"]),
+            str(r["model"]) + (f" ({r['objective']})" if r["objective"] else ""),
             str(r["target"]),
             f"{r['features']} ({r['n_features']})",
             str(r["preprocess"]),
+            str(r["states"]),
+            r["use"],
             str(r["network"]),
             _seeds(r["test_seeds"] or []),
             _num(r["r2"]),

@@ -142,6 +142,13 @@ class IntendedUse:
         entry = entry if isinstance(entry, dict) else {}
         return cls(**{k: entry.get(k) for k in ("schedule", "rounds", "budget", "warmup")})
 
+    def suffix(self) -> str:
+        """The method suffix a bare ``learned:DIR`` takes from the model, e.g. ``@ums10+w3#learned``."""
+        text = f"@{self.schedule or 'uss'}{'' if self.rounds is None else self.rounds}"
+        if self.warmup is not None:
+            text += f"+w{float(self.warmup):g}"
+        return text + ("" if self.budget is None else f"#{self.budget}")
+
 
 @dataclass(frozen=True)
 class ModelCard:
@@ -357,6 +364,9 @@ def list_models(models_dir: str | Path = "models") -> list[dict[str, Any]]:
                 "features": card.feature_spec,
                 "n_features": len(card.features),
                 "preprocess": meta.get("preprocess"),
+                "states": meta.get("states", "dense"),
+                "objective": (meta.get("options") or {}).get("objective") or (meta.get("options") or {}).get("loss"),
+                "use": card.intended_use.suffix(),
                 "network": meta.get("network"),
                 "dataset": meta.get("dataset"),
                 "test_seeds": meta.get("test_seeds"),
