@@ -13,7 +13,11 @@ Decisions and caps (all overridable with ``--option KEY=VALUE``):
 
 - Targets, all in [0, 1]: ``round`` (default) = ``target_round / (levels + 1)``, the level at which
   iterative SynFlow removed the weight (survivors 1) — a ranking target that knows about every sparsity
-  on the way; ``mask`` = in the final ticket; ``score`` = the target's final SynFlow score min-max per seed.
+  on the way; ``survive`` = outlives the next level; ``mask`` = in the final ticket; ``score`` = the
+  target's final SynFlow score min-max per seed.
+- States: ``dense`` (θ0, default) or ``trajectory``: every stored state of the target's way down (the
+  alive weights under its mask after s levels), with ``round`` and ``survive`` counted from the state.
+- Every fit also fits the target's per-layer budget (``fit.budget``; ``learned:DIR#learned``).
 - Preprocessing is per network and therefore never fitted on held-out seeds: ``minmax`` (default, the
   thesis), ``rank`` (per-layer rank; makes a model usable on other architectures), ``none``.
 - Split by seed: default test = the last quarter of the complete seeds (at least one); a seed in both
@@ -25,9 +29,10 @@ Decisions and caps (all overridable with ``--option KEY=VALUE``):
 - ``mlp``: the thesis's F-64-32-1 ReLU/sigmoid/MSE, but Adam lr 1e-3 (thesis: SGD lr 0.001, which barely
   trains in a few epochs; ``optimizer=sgd lr=0.001`` reproduces it), 5 epochs, batch 2048, on
   ``training.resolve_device`` (CUDA when present).
-- ``lightgbm``: objective ``regression`` (default) or ``cross_entropy``. ``lambdarank`` is not offered:
-  one query would be one network (266,200 weights for LeNet-300-100), LightGBM refuses queries above
-  10,000 rows, and its pairwise lambdas are O(n²) per query.
+- ``lightgbm``: objective ``regression`` (default), ``cross_entropy``, ``binary`` or ``lambdarank``. One
+  query cannot be a network (266,200 weights for LeNet-300-100; LightGBM refuses queries above 10,000 rows
+  and its pairwise lambdas are O(n²) per query), so a query is at most 10,000 alive weights of one layer
+  in one state of one seed. ``--sample-weight balanced`` weighs every removal level the same.
 - Threads: one by default (``threads=1``, ``--threads``) for BLAS, OpenMP, PyTorch, the forest and
   LightGBM: the matrices are thin, and on a busy 2-core machine extra threads spin ruinously (measured:
   XᵀX of 266,200 x 23 in 8 s with two OpenBLAS threads vs 0.01 s with one; an MLP epoch 14 s vs 0.15 s).
