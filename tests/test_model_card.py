@@ -156,3 +156,17 @@ def test_saw_from_a_learned_scorer_goes_through_saw_init(plain, monkeypatch):
     monkeypatch.setattr(apply, "saw_init", lambda net, name, *a: calls.append(name) or original(net, name, *a))
     result = prune_network("mlp:12-8", "digits", parse_method(f"magnitude~learned:{plain.path}"), DENSITY, 7)
     assert calls == [f"learned:{plain.path}"] and int(result.ticket.mask.sum()) == keep_count(DENSITY, 944)
+
+
+def test_a_transferable_model_prunes_a_conv_net_and_an_untransferable_one_is_refused(store, models, plain):
+    """Transfer across architectures: per-layer-normalised features score conv2's layers (channels are
+    its units); the same check refuses a min-max model there, naming the reason."""
+    from metaprune.networks import build_network, prunable_layout
+    from metaprune.prune import prune_network
+
+    ranked = fit_model(store, FitConfig(model="linear", preprocess="rank"), models_dir=models, name="ranked-conv")
+    result = prune_network("conv2", "digits", f"learned:{ranked.path}", DENSITY, 0)
+    total = prunable_layout(build_network("conv2", (1, 8, 8), 10, 0)).total
+    assert int(result.ticket.mask.sum()) == keep_count(DENSITY, total)
+    with pytest.raises(MetapruneError, match="per-layer normalised"):
+        prune_network("conv2", "digits", f"learned:{plain.path}", DENSITY, 0)
