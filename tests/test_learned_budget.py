@@ -49,10 +49,13 @@ def test_target_rows_are_the_layers_relative_log_densities_after_each_level():
     # after level 1: layer 0 keeps 3 of 4, layer 1 keeps 1 of 2; after level 2: 2 of 4 and 1 of 2
     np.testing.assert_allclose(y1, [math.log(3.5 / 4) - math.log(0.5), math.log(1.5 / 2) - math.log(0.5)])
     np.testing.assert_allclose(y2, [math.log(2.5 / 4) - math.log(0.25), math.log(1.5 / 2) - math.log(0.25)])
-    # features: log share, log fan-in, log fan-out, relative depth, is-last, each times log d, log d, 1
+    # features: log share, log fan-in, log fan-out, relative depth, is-last; each times log d and (log d)²;
+    # log d, (log d)², 1
+    ld = math.log(0.5)
     np.testing.assert_allclose(x1[1, :5], [math.log(2 / 6), math.log(2), 0.0, 1.0, 1.0])
-    np.testing.assert_allclose(x1[1, 5:10], x1[1, :5] * math.log(0.5))
-    np.testing.assert_allclose(x1[:, 10:], [[math.log(0.5), 1.0]] * 2)
+    np.testing.assert_allclose(x1[1, 5:10], x1[1, :5] * ld)
+    np.testing.assert_allclose(x1[1, 10:15], x1[1, :5] * ld * ld)
+    np.testing.assert_allclose(x1[:, 15:], [[ld, ld * ld, 1.0]] * 2)
 
 
 def test_the_fitted_budget_reproduces_the_targets_split(model, store):
