@@ -50,19 +50,27 @@ def test_sanity_rows_name_the_method_its_losses_and_the_verdict():
     assert sanity_cells(_report({k: v for k, v in ACC.items() if "!" not in k})) == []
 
 
+def test_model_names_are_cut_where_they_still_differ():
+    labels = short_labels(["learned:models/lgb-traj-bin@ums10", "learned:models/lgb-traj-rank@ums10#learned"])
+    assert list(labels.values()) == ["L:lgb-traj-b@ums10", "L:lgb-traj-r@ums10#learned"]
+
+
 def test_short_labels():
     assert short_label("learned:models/mlp-round-all-1a2b3c4d") == "L:mlp-roun"
     assert short_label("learned:models/abc>snip@uss~bimodal") == "L:abc>snip~bimodal"
     assert short_label("snip@uss!shuffle") == "snip!shuffle"
     assert short_label("magnitude@iss") == "imp" and short_label("snip>magnitude@iss") == "snip>mag@iss"
     assert short_label("magnitude>synflow@ums~snip") == "mag>synflow@ums~snip"
-    # two models sharing their first 8 characters keep their full spelling
+    # two models sharing their first 8 characters are cut where they differ
     same = short_labels(["learned:models/mlp-round-a", "learned:models/mlp-round-b", "snip@uss"])
     assert same == {
-        "learned:models/mlp-round-a": "learned:models/mlp-round-a",
-        "learned:models/mlp-round-b": "learned:models/mlp-round-b",
+        "learned:models/mlp-round-a": "L:mlp-round-a",
+        "learned:models/mlp-round-b": "L:mlp-round-b",
         "snip@uss": "snip",
     }
+    # the same model in two folders still gets the full spelling
+    twice = short_labels(["learned:a/mlp", "learned:b/mlp"])
+    assert twice == {"learned:a/mlp": "learned:a/mlp", "learned:b/mlp": "learned:b/mlp"}
 
 
 # Six prunable weights: layer 0 holds four, layer 1 two. Each unit keeps weights 0, 2 and 5.

@@ -26,13 +26,15 @@ DPI = 120
 REFERENCE_COLOR = "black"
 
 
-def short_label(method: str) -> str:
-    """A compact spelling of a canonical method for axes: ``learned:models/long-name`` → ``L:long-nam``,
-    ``magnitude`` → ``mag``, ``magnitude@iss`` → ``imp``, the default ``@uss`` dropped."""
-    parts = re.split(r"([>~!@])", method)
+def short_label(method: str, model_names: dict[str, str] | None = None) -> str:
+    """A compact spelling of a canonical method for axes: ``learned:models/long-name`` → ``L:long-nam``
+    (or the name ``model_names`` gives the folder), ``magnitude`` → ``mag``, ``magnitude@iss`` → ``imp``,
+    the default ``@uss`` dropped."""
+    parts = re.split(r"([>~!@#])", method)
     for i, part in enumerate(parts):
         if part.startswith("learned:"):
-            parts[i] = "L:" + Path(part[len("learned:") :]).name[:8]
+            name = Path(part[len("learned:") :]).name
+            parts[i] = "L:" + (model_names or {}).get(name, name[:8])
         elif part == "magnitude":
             parts[i] = "mag"
     text = "".join(parts)
@@ -40,9 +42,24 @@ def short_label(method: str) -> str:
     return text.replace("@uss", "")
 
 
+def unique_prefixes(names: set[str], least: int = 8) -> dict[str, str]:
+    """Each name cut to the shortest prefix (at least ``least`` characters) no other name starts with."""
+    out = {}
+    for name in names:
+        n = least
+        while n < len(name) and any(o != name and o.startswith(name[:n]) for o in names):
+            n += 1
+        out[name] = name[:n]
+    return out
+
+
 def short_labels(methods: list[str]) -> dict[str, str]:
-    """Short labels, falling back to the full spelling where two methods would share one."""
-    short = {m: short_label(m) for m in methods}
+    """Short labels: model folders cut where they still differ (``L:lgb-traj-b``, ``L:lgb-traj-r``), and
+    the full spelling where two methods would still share one."""
+    parts = [p for m in methods for p in re.split(r"[>~!@#]", m)]
+    models = {Path(p[len("learned:") :]).name for p in parts if p.startswith("learned:")}
+    names = unique_prefixes(models)
+    short = {m: short_label(m, names) for m in methods}
     counts = pd.Series(list(short.values())).value_counts()
     return {m: (s if counts[s] == 1 else m) for m, s in short.items()}
 
