@@ -305,3 +305,25 @@ def test_skops_with_a_type_outside_the_allow_list_is_refused(tmp_path):
         load_model(path)
     with pytest.raises(MetapruneError, match="outside the allow-list"):
         skops_load(payload, "sklearn.linear_model._base.LinearRegression")
+
+
+def test_a_saturating_sigmoid_ranks_by_its_logit():
+    """float32 sigmoid(20) == sigmoid(30) == 1.0: a scorer ranking by the probability would tie them."""
+    import torch
+
+    model = make_regressor("mlp", {"hidden": "2", "device": "cpu"}, 0, 1)
+    model.net = torch.nn.Sequential(torch.nn.Linear(1, 1), torch.nn.Sigmoid())
+    with torch.no_grad():
+        model.net[0].weight.fill_(10.0)
+        model.net[0].bias.zero_()
+    x = np.array([[2.0], [3.0], [-1.0]], dtype=np.float32)
+    assert model.predict(x)[0] == model.predict(x)[1] == 1.0
+    np.testing.assert_allclose(model.rank_scores(x), [20.0, 30.0, -10.0])
+
+
+def test_lightgbm_ranks_probability_objectives_by_their_log_odds():
+    data = SynthData()
+    model = make_regressor("lightgbm", {"objective": "cross_entropy", "rounds": 10, "jobs": 1}, 0, 5)
+    model.fit(data)
+    p = model.predict(data.xs[0]).astype(np.float64)
+    np.testing.assert_allclose(model.rank_scores(data.xs[0]), np.log(p / (1 - p)), rtol=1e-3, atol=1e-3)

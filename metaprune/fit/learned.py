@@ -144,14 +144,14 @@ def learned_scores(model_dir: str | Path, net: nn.Module, mask: torch.Tensor, da
     bounds = alive_bounds(alive, [(layer.offset, layer.size) for layer in layout.layers])
     x = preprocess(feats[alive][:, cols], loaded.preprocess, bounds, loaded.features)
     with limited_threads(1):  # thin matrices: one thread, whatever the caller's pool (see limited_threads)
-        pred = np.asarray(loaded.model.predict(x), dtype=np.float32)
+        pred = np.asarray(loaded.model.rank_scores(x), dtype=np.float32)
     if not np.all(np.isfinite(pred)):
         raise MetapruneError(f"model {loaded.path} predicted non-finite scores")
     device = next(iter(net.parameters())).device
     # pruned weights score 0, or below every alive one when a ranking objective's scores go negative
     low = float(pred.min()) if pred.size else 0.0
     full = np.full(layout.total, 0.0 if low >= 0 else low - 1.0, dtype=np.float32)
-    full[alive] = pred
+    full[alive] = pred  # logits and log-odds keep their distinctions in float32
     return torch.from_numpy(full).to(device)
 
 

@@ -164,6 +164,12 @@ class Regressor(ABC):
     @abstractmethod
     def predict(self, x: np.ndarray) -> np.ndarray: ...
 
+    def rank_scores(self, x: np.ndarray) -> np.ndarray:
+        """Scores that rank as ``predict`` does, without its saturation: what a learned scorer keeps the
+        top of. A sigmoid in float32 is exactly 1.0 beyond a logit of about 17, so confident weights would
+        tie and be kept by the tie-break's coin; models with such an output rank by the logit."""
+        return self.predict(x)
+
     @abstractmethod
     def save(self, directory: Path) -> dict[str, Any]:
         """Write the payload to ``directory / payload_file``; returns extra payload metadata."""
@@ -491,6 +497,12 @@ class LightGBMModel(Regressor):
         threads = int(self.options["jobs"]) or self.threads
         return np.asarray(self.booster.predict(x, num_threads=threads), dtype=np.float32)
 
+    def rank_scores(self, x: np.ndarray) -> np.ndarray:
+        x = self._check_x(x)
+        threads = int(self.options["jobs"]) or self.threads
+        # the raw (log-odds) score of the probability objectives; the same values for the others
+        return np.asarray(self.booster.predict(x, num_threads=threads, raw_score=True), dtype=np.float32)
+
     def save(self, directory: Path) -> dict[str, Any]:
         self.booster.save_model(str(directory / self.payload_file))
         return {"objective": self.options["objective"]}
@@ -635,13 +647,21 @@ class MLPModel(Regressor):
         self.net = net.to("cpu").eval()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        return self._forward(x, self.net)
+
+    def rank_scores(self, x: np.ndarray) -> np.ndarray:
+        # the logit: the network without its final sigmoid
+        body = self.net[:-1] if self.options["output"] == "sigmoid" else self.net
+        return self._forward(x, body)
+
+    def _forward(self, x: np.ndarray, net) -> np.ndarray:
         import torch
 
         x = self._check_x(x)
         out = np.empty(x.shape[0], dtype=np.float32)
         with torch.no_grad():
             for start in range(0, x.shape[0], 65536):
-                out[start : start + 65536] = self.net(torch.from_numpy(x[start : start + 65536])).squeeze(1).numpy()
+                out[start : start + 65536] = net(torch.from_numpy(x[start : start + 65536])).squeeze(1).numpy()
         return out
 
     def architecture(self) -> dict[str, Any]:
