@@ -158,6 +158,6 @@ def fit_store_budget(views: Sequence[Any], seeds: Sequence[int]) -> dict[str, An
         for seed in view.complete_seeds:
             if seed not in wanted:
                 continue
-            rounds = view.store._targets(view.store._position(seed))["target_round"]
+            rounds = view.store.target_round(seed)
             rows.extend(target_rows(rounds, view.layer_bounds, fan_in, fan_out, densities))
     return fit_budget(rows) if rows else None

@@ -198,7 +198,7 @@ def trajectory_units(view: StoreView, seeds: Sequence[int]) -> list[Unit]:
     """Every stored state of each seed, with its alive count (from ``target_round``, cheap to read)."""
     out = []
     for seed in seeds:
-        rounds = view.store._targets(view.store._position(seed))["target_round"]
+        rounds = view.store.target_round(seed)
         out.extend(Unit(view, seed, s, int((rounds > s).sum())) for s in view.states)
     return out
 

@@ -553,6 +553,10 @@ class HarvestStore:
             "target_score": np.asarray(self.dataset["target_score"][i].values, dtype=np.float32),
         }
 
+    def target_round(self, seed: int) -> np.ndarray:
+        """The level at which the target removed each weight of a complete ``seed`` (int16 [n_weights])."""
+        return self._targets(self._position(seed))["target_round"]
+
     def iter_seeds(
         self, seeds: Iterable[int] | None = None, features: Iterable[str] | str | None = None
     ) -> Iterator[tuple[int, np.ndarray, dict[str, np.ndarray]]]:
