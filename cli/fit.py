@@ -9,12 +9,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .common import err, non_negative_int, out, positive_float, positive_int, progress_bar
-from .options import JsonOpt
+from metaprune.config import default_of, help_of
+from metaprune.fit.config import FitConfig as F
 
-MODEL_HELP = "model: linear, sgd, tree, forest, mlp, lightgbm (see `metaprune list`)"
+from .common import err, non_negative_int, out, positive_float, positive_int, progress_bar
+from .options import JsonOpt, config_option
+
 THREADS = positive_int("--threads", "1 is fastest on a busy machine")
-THREADS_HELP = "BLAS/PyTorch/LightGBM/forest threads; 1 (default) is fastest on a shared machine, where more spin"
 
 
 def _num(value: Any, fmt: str = "{:.4f}") -> str:
@@ -81,37 +82,19 @@ def metrics_table(meta: dict[str, Any], title: str) -> Table:
 
 
 def fit_cmd(
-    model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "linear",
+    model: Annotated[str, config_option(F, "model", "--model", "-m")] = default_of(F, "model"),
     data: Annotated[
         list[str] | None,
         typer.Option("--data", help="harvest store(s) of one feature set (repeat); default: newest in datasets/"),
     ] = None,
-    target: Annotated[
-        str,
-        typer.Option(
-            help="round (removal level / (levels+1), sparsity-aware; per state: counted from the state), "
-            "survive (outlives the next level, 0/1), mask (in the ticket, 0/1) or score (target score min-max "
-            "per seed)"
-        ),
-    ] = "round",
-    features: Annotated[
-        str,
-        typer.Option(help="feature names or groups joined by + or , : scores, structure, activations, all, or names"),
-    ] = "scores",
-    preprocess: Annotated[
-        str, typer.Option(help="minmax (per-network min-max, thesis), rank (per-layer rank), none")
-    ] = "minmax",
-    train_seeds: Annotated[str | None, typer.Option(help="training seeds, e.g. 0-23 (default: the rest)")] = None,
-    test_seeds: Annotated[
-        str | None, typer.Option(help="held-out seeds (default: the last quarter of the complete seeds)")
-    ] = None,
+    target: Annotated[str, config_option(F, "target")] = default_of(F, "target"),
+    features: Annotated[str, config_option(F, "features")] = default_of(F, "features"),
+    preprocess: Annotated[str, config_option(F, "preprocess")] = default_of(F, "preprocess"),
+    train_seeds: Annotated[str | None, config_option(F, "train_seeds")] = default_of(F, "train_seeds"),
+    test_seeds: Annotated[str | None, config_option(F, "test_seeds")] = default_of(F, "test_seeds"),
     cv: Annotated[
-        int,
-        typer.Option(
-            parser=non_negative_int("--cv", "0: none, K >= 2: K folds"),
-            help="K-fold cross-validation by seed on the training seeds (0: none)",
-        ),
-    ] = 0,
+        int, config_option(F, "cv", number=lambda d: non_negative_int(d, "0: none, K >= 2: K folds"))
+    ] = default_of(F, "cv"),
     name: Annotated[
         str | None, typer.Option(help="model folder name (default <model>-<target>-<features>-<store hash>)")
     ] = None,
@@ -133,28 +116,9 @@ def fit_cmd(
         str | None,
         typer.Option(help="lightgbm objective: regression (default), cross_entropy, binary or lambdarank"),
     ] = None,
-    states: Annotated[
-        str,
-        typer.Option(
-            help="dense (θ0 only) or trajectory (every state of the target's way down: alive weights under "
-            "its mask after s levels, the target counted from there; for multi-shot use, e.g. --use @ums10)"
-        ),
-    ] = "dense",
-    sample_weight: Annotated[
-        str,
-        typer.Option(
-            help="none, or balanced (every removal level weighs the same in each network: emphasises the "
-            "late-removed weights); tree, forest, lightgbm and mlp"
-        ),
-    ] = "none",
-    grid: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--grid",
-            help="candidate model options KEY=V1,V2,... (repeat); with --cv K the combination of best mean "
-            "cross-validated top-k Jaccard is fitted",
-        ),
-    ] = None,
+    states: Annotated[str, config_option(F, "states")] = default_of(F, "states"),
+    sample_weight: Annotated[str, config_option(F, "sample_weight")] = default_of(F, "sample_weight"),
+    grid: Annotated[list[str] | None, typer.Option("--grid", help=help_of(F, "grid"))] = None,
     epochs: Annotated[
         int | None,
         typer.Option(parser=positive_int("--epochs"), help="passes over the training seeds (sgd 3, mlp 5)"),
@@ -163,20 +127,9 @@ def fit_cmd(
         float | None, typer.Option(parser=positive_float("--lr"), help="mlp learning rate (default Adam 1e-3)")
     ] = None,
     device: Annotated[str | None, typer.Option(help="mlp device: auto, cpu, cuda, cuda:N")] = None,
-    seed: Annotated[
-        int,
-        typer.Option(
-            parser=non_negative_int("--seed"), help="seed of the fit's own randomness (shuffling, init, subsample)"
-        ),
-    ] = 0,
-    threads: Annotated[int, typer.Option(parser=THREADS, help=THREADS_HELP)] = 1,
-    use: Annotated[
-        str,
-        typer.Option(
-            help="how the model is meant to prune, a method suffix recorded in its meta and used by a bare "
-            "learned:DIR, e.g. @ums or '#from:synflow@ums' (a model reading dynamics features always warms up)"
-        ),
-    ] = "",
+    seed: Annotated[int, config_option(F, "seed", number=non_negative_int)] = default_of(F, "seed"),
+    threads: Annotated[int, config_option(F, "threads", number=lambda _: THREADS)] = default_of(F, "threads"),
+    use: Annotated[str, config_option(F, "use")] = default_of(F, "use"),
     models_dir: Annotated[str, typer.Option(help="where models are saved")] = "models",
     datasets_dir: Annotated[str, typer.Option(help="where the default store is looked for")] = "datasets",
     json_out: Annotated[bool, typer.Option("--json", help="print the model's meta.json instead of tables")] = False,
@@ -315,7 +268,7 @@ def bench_fit_cmd(
         list[str] | None,
         typer.Option("--option", "-o", help="MODEL:KEY=VALUE (repeat), e.g. mlp:epochs=1"),
     ] = None,
-    threads: Annotated[int, typer.Option(parser=THREADS, help=THREADS_HELP)] = 1,
+    threads: Annotated[int, config_option(F, "threads", number=lambda _: THREADS)] = default_of(F, "threads"),
     datasets_dir: Annotated[str, typer.Option(help="where the default store is looked for")] = "datasets",
     json_out: JsonOpt = False,
 ) -> None:

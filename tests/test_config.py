@@ -90,6 +90,11 @@ def test_cli_defaults_are_the_config_defaults():
         ("prune", "levels"),
         ("evaluate", "epochs"),
         ("evaluate", "rounds"),
+        ("fit", "model"),
+        ("fit", "target"),
+        ("fit", "states"),
+        ("fit", "threads"),
+        ("fit", "use"),
     }
     for command, name, info, default in options:
         cls, field_name, note_default = info.config_field

@@ -6,8 +6,10 @@ Library entry points (each CLI command is one of them):
 - ``list_models(models_dir)`` (``metaprune models``), ``load_model(dir)`` → ``LoadedModel``
 - ``bench_fit(store, models)`` (``metaprune bench fit``)
 - ``ModelCard.read(dir)``: what a saved model is and where it applies (the one reader of ``meta.json``)
-- ``learned_scores(model_dir, net, mask, data, seed)``: the ``learned:DIR`` scorer of method strings; importing
-  this package registers it with the scorer registry (``pruning.scorers.SCORERS``)
+- ``learned_scores(model_dir, net, mask, data, seed)``: the ``learned:DIR`` scorer of method strings; the
+  scorer registry imports ``fit.learned`` (which registers it) the first time a ``learned:`` name is looked
+  up (``metaprune.PREFIX_PROVIDERS``), so importing this package costs no torch (``fit.config`` is read by
+  the CLI while it registers its commands)
 
 Decisions and caps (all overridable with ``--option KEY=VALUE``):
 
@@ -39,4 +41,3 @@ Decisions and caps (all overridable with ``--option KEY=VALUE``):
 - Train metrics (R², MSE) are computed on at most 8 training seeds.
 """
 
-from metaprune.fit import learned as _learned  # noqa: E402, F401  (registers the ``learned:`` scorers)

@@ -11,17 +11,17 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-from metaprune.config import Config
 from metaprune.errors import MetapruneError
 from metaprune.fit import preprocess as pp
+from metaprune.fit.config import FitConfig, intended_use
 from metaprune.fit.metrics import RankingAccumulator, RegressionAccumulator
 from metaprune.fit.models import REGRESSORS, Regressor, limited_threads, make_regressor
 from metaprune.fit.persist import check_name, save_model
@@ -31,81 +31,9 @@ from metaprune.seeds import format_seeds, parse_seeds
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 
-STATE_CHOICES = ("dense", "trajectory")
 QUERY_ROWS = 10_000  # LightGBM's cap on a ranking query: one query = at most this many rows of one layer
 CACHE_BYTES = 256 * 2**20  # preprocessed training seeds kept in memory between passes (at most)
 TRAIN_EVAL_SEEDS = 8  # training seeds scored for the train R²/MSE (bounded time for big stores)
-
-
-@dataclass(frozen=True)
-class FitConfig(Config):
-    """What to fit. ``options`` are model options (see ``REGRESSORS``; e.g. ``{"max_rows": 500000}``)."""
-
-    kind: ClassVar[str] = "fit"
-
-    model: str = "linear"
-    target: str = "round"
-    features: str | Sequence[str] = "scores"
-    preprocess: str = "minmax"
-    train_seeds: str | Sequence[int] | None = None
-    test_seeds: str | Sequence[int] | None = None
-    cv: int = 0
-    options: Mapping[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    threads: int = 1  # BLAS/OpenMP/PyTorch threads (and forest/LightGBM jobs unless their option says)
-    states: str = "dense"  # dense: θ0 only; trajectory: every stored state of the target's way down
-    sample_weight: str = "none"  # none | balanced (see preprocess.SAMPLE_WEIGHTS)
-    # candidate model options {key: (values...)}: with cv, the combination of best mean top-k Jaccard wins
-    grid: Mapping[str, Sequence[Any]] = field(default_factory=dict)
-    use: str = ""  # how the model is meant to prune, as a method suffix: e.g. "@ums", "#from:synflow@ums"
-
-    def validate(self) -> FitConfig:
-        REGRESSORS.canonical(self.model)
-        pp.check_target(self.target)
-        pp.check_preprocess(self.preprocess)
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
-            raise MetapruneError(
-                f"bad threads {self.threads!r}; accepted: a positive integer (1 is fastest on a busy machine)"
-            )
-        if int(self.cv) < 0 or int(self.cv) == 1:
-            raise MetapruneError(f"bad --cv {self.cv!r}; accepted: 0 (none) or K >= 2 folds")
-        if self.states not in STATE_CHOICES:
-            raise MetapruneError(f"bad states {self.states!r}; accepted: {', '.join(STATE_CHOICES)}")
-        if self.target == "score" and self.states != "dense":
-            raise MetapruneError("target 'score' exists only for the dense state; accepted: round, survive, mask")
-        pp.sample_weights(np.zeros(0), self.sample_weight)
-        if self.grid and int(self.cv) < 2:
-            raise MetapruneError("a --grid of options is chosen by cross-validation; accepted: --cv K (K >= 2) with it")
-        for key, values in self.grid.items():
-            if not values:
-                raise MetapruneError(f"--grid {key}= names no value; accepted: KEY=V1,V2,...")
-        intended_use(self.use, None)
-        return self
-
-
-def intended_use(use: str, warmup: dict[str, Any] | None) -> dict[str, Any]:
-    """The ``intended_use`` entry of a model's meta: schedule, rounds, budget and warm-up epochs.
-
-    ``use`` is a method suffix (``@ums``, ``#from:synflow@ums``, ``@ums#layer``); a model that reads the
-    dynamics features always uses the warm-up its store was harvested with.
-    """
-    from metaprune.pruning.method import parse_method
-
-    text = str(use or "").strip()
-    if text and text[0] not in "@#":
-        raise MetapruneError(f"bad use {use!r}; accepted: a method suffix such as @ums, #layer or #from:synflow@ums")
-    try:
-        method = parse_method("learned:_" + text)  # a stand-in learned scorer: '#learned' is its own budget
-    except MetapruneError as exc:
-        raise MetapruneError(f"bad use {use!r}: {exc}") from None
-    if method.iterative:
-        raise MetapruneError(f"bad use {use!r}; accepted: the upfront schedules uss or ums")
-    return {
-        "schedule": method.schedule,
-        "rounds": method.rounds,
-        "budget": method.budget,
-        "warmup": None if warmup is None else float(warmup["epochs"]),
-    }
 
 
 @dataclass

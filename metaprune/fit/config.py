@@ -1,0 +1,118 @@
+"""What ``metaprune fit`` fits (``FitConfig``) and how a model records its intended use.
+
+Importable without torch: the CLI takes its options' defaults and help from these fields while it
+registers commands, before the OpenMP settings that must precede torch's import. Checks that need the
+regressor registry or the preprocessing import them when a config is validated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from metaprune.config import Config, setting
+from metaprune.errors import MetapruneError
+
+STATE_CHOICES = ("dense", "trajectory")
+
+
+@dataclass(frozen=True)
+class FitConfig(Config):
+    """What to fit. ``options`` are model options (see ``REGRESSORS``; e.g. ``{"max_rows": 500000}``)."""
+
+    kind: ClassVar[str] = "fit"
+
+    model: str = setting("linear", "model: linear, sgd, tree, forest, mlp, lightgbm (see `metaprune list`)")
+    target: str = setting(
+        "round",
+        "round (removal level / (levels+1), sparsity-aware; per state: counted from the state), survive "
+        "(outlives the next level, 0/1), mask (in the ticket, 0/1) or score (target score min-max per seed)",
+    )
+    features: str | Sequence[str] = setting(
+        "scores", "feature names or groups joined by + or , : scores, structure, activations, dynamics, all, or names"
+    )
+    preprocess: str = setting("minmax", "minmax (per-network min-max, thesis), rank (per-layer rank), none")
+    train_seeds: str | Sequence[int] | None = setting(None, "training seeds, e.g. 0-23 (default: the rest)")
+    test_seeds: str | Sequence[int] | None = setting(
+        None, "held-out seeds (default: the last quarter of the complete seeds)"
+    )
+    cv: int = setting(0, "K-fold cross-validation by seed on the training seeds (0: none)")
+    options: Mapping[str, Any] = setting(factory=dict, help="model options KEY=VALUE")
+    seed: int = setting(0, "seed of the fit's own randomness (shuffling, init, subsample)")
+    # BLAS/OpenMP/PyTorch threads (and forest/LightGBM jobs unless their option says)
+    threads: int = setting(1, "BLAS/PyTorch/LightGBM/forest threads; 1 is fastest on a shared machine, where more spin")
+    states: str = setting(
+        "dense",
+        "dense (θ0 only) or trajectory (every state of the target's way down: alive weights under its mask after "
+        "s levels, the target counted from there; for multi-shot use, e.g. --use @ums10)",
+    )
+    sample_weight: str = setting(
+        "none",
+        "none, or balanced (every removal level weighs the same in each network: emphasises the late-removed "
+        "weights); tree, forest, lightgbm and mlp",
+    )
+    # candidate model options {key: (values...)}: with cv, the combination of best mean top-k Jaccard wins
+    grid: Mapping[str, Sequence[Any]] = setting(
+        factory=dict,
+        help="candidate model options KEY=V1,V2,... (repeat); with --cv K the combination of best mean "
+        "cross-validated top-k Jaccard is fitted",
+    )
+    use: str = setting(
+        "",
+        "how the model is meant to prune, a method suffix recorded in its meta and used by a bare learned:DIR, "
+        "e.g. @ums10 or '#from:synflow@ums' (a model reading dynamics features always warms up)",
+    )
+
+    def validate(self) -> FitConfig:
+        import numpy as np
+
+        from metaprune.fit import preprocess as pp
+        from metaprune.fit.models import REGRESSORS
+
+        REGRESSORS.canonical(self.model)
+        pp.check_target(self.target)
+        pp.check_preprocess(self.preprocess)
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise MetapruneError(
+                f"bad threads {self.threads!r}; accepted: a positive integer (1 is fastest on a busy machine)"
+            )
+        if int(self.cv) < 0 or int(self.cv) == 1:
+            raise MetapruneError(f"bad --cv {self.cv!r}; accepted: 0 (none) or K >= 2 folds")
+        if self.states not in STATE_CHOICES:
+            raise MetapruneError(f"bad states {self.states!r}; accepted: {', '.join(STATE_CHOICES)}")
+        if self.target == "score" and self.states != "dense":
+            raise MetapruneError("target 'score' exists only for the dense state; accepted: round, survive, mask")
+        pp.sample_weights(np.zeros(0), self.sample_weight)
+        if self.grid and int(self.cv) < 2:
+            raise MetapruneError("a --grid of options is chosen by cross-validation; accepted: --cv K (K >= 2) with it")
+        for key, values in self.grid.items():
+            if not values:
+                raise MetapruneError(f"--grid {key}= names no value; accepted: KEY=V1,V2,...")
+        intended_use(self.use, None)
+        return self
+
+
+def intended_use(use: str, warmup: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``intended_use`` entry of a model's meta: schedule, rounds, budget and warm-up epochs.
+
+    ``use`` is a method suffix (``@ums``, ``#from:synflow@ums``, ``@ums#layer``); a model that reads the
+    dynamics features always uses the warm-up its store was harvested with.
+    """
+    from metaprune.pruning.method import parse_method
+
+    text = str(use or "").strip()
+    if text and text[0] not in "@#":
+        raise MetapruneError(f"bad use {use!r}; accepted: a method suffix such as @ums, #layer or #from:synflow@ums")
+    try:
+        method = parse_method("learned:_" + text)  # a stand-in learned scorer: '#learned' is its own budget
+    except MetapruneError as exc:
+        raise MetapruneError(f"bad use {use!r}: {exc}") from None
+    if method.iterative:
+        raise MetapruneError(f"bad use {use!r}; accepted: the upfront schedules uss or ums")
+    return {
+        "schedule": method.schedule,
+        "rounds": method.rounds,
+        "budget": method.budget,
+        "warmup": None if warmup is None else float(warmup["epochs"]),
+    }
