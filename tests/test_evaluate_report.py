@@ -41,6 +41,14 @@ def test_table_has_a_gap_column_per_ceiling_at_the_lowest_density():
     assert by_method["synflow@ims"][1][0].startswith("60 % [")
 
 
+def test_a_ceiling_spelled_with_its_rounds_is_still_a_ceiling():
+    """synflow@ims10 (the harvest target's 10 rounds per level) closes the synflow@ims gap."""
+    acc = {("synflow@ims10" if k == "synflow@ims" else k): v for k, v in ACC.items()}
+    _, headers, rows = table_cells(_report(acc))
+    assert headers == ["gap to imp @0.01", "gap to synflow@ims @0.01"]
+    assert {m: gaps for m, _, gaps in rows}["synflow@ims10"][1] == "100 % [100, 100]"
+
+
 def test_sanity_rows_name_the_method_its_losses_and_the_verdict():
     (row,) = sanity_cells(_report(ACC))
     method, density, shuffle, reinit, verdict = row

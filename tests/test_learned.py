@@ -170,7 +170,7 @@ def test_jackpot_preset_lists_baselines_equal_compute_warmups_the_model_its_sani
         "prospr",
     )
     assert methods[7:12] == ("delta+w1", "movement+w1", "magnitude+w1", "snip+w1", "synflow@ums+w1")
-    assert methods[12:] == (own, own + "!shuffle", own + "!reinit", "imp", "synflow@ims")
+    assert methods[12:] == (own, own + "!shuffle", own + "!reinit", "imp", "synflow@ims10")
     config = build_config(network=NETWORK, dataset="digits", preset="jackpot", models_dir=tmp_path)  # newest model
     assert config.reference == "synflow@ums" and config.schedule.levels == 10 and own in map(str, config.methods)
 

@@ -93,7 +93,9 @@ JACKPOT_BASELINES = (
 )
 JACKPOT_WARMUP_SCORERS = ("delta", "movement", "magnitude", "snip", "synflow@ums")
 JACKPOT_SEEDS = tuple(range(1000, 1030))
-JACKPOT_LEVELS = 10  # the harvest target's levels, so synflow@ims is the target's ticket (up to its rounds)
+JACKPOT_LEVELS = 10  # the harvest target's levels
+# the harvest target's own ticket: its 10 levels of 10 SynFlow rounds each (harvest defaults)
+JACKPOT_CEILINGS = ("imp", "synflow@ims10")
 
 
 def jackpot_methods(models: tuple[str | Path, ...], models_dir: Path) -> tuple[str, ...]:
@@ -114,7 +116,7 @@ def jackpot_methods(models: tuple[str | Path, ...], models_dir: Path) -> tuple[s
     warm = tuple(f"{s}+w{w:g}" for w in warmups for s in JACKPOT_WARMUP_SCORERS)
     own = tuple(m.canonical() for m in learned)
     sanity = tuple(f"{m}!{a}" for m in own for a in ("shuffle", "reinit"))
-    return JACKPOT_BASELINES + warm + own + sanity + CEILINGS
+    return JACKPOT_BASELINES + warm + own + sanity + JACKPOT_CEILINGS
 
 
 def preset_methods(

@@ -106,10 +106,26 @@ def gap_closure(
     return Gap(point, float(lo), float(hi), degenerate)
 
 
+def ceiling_column(columns, ceiling: str) -> str | None:
+    """The evaluated method that is ``ceiling``: spelled so, or with its own rounds (``synflow@ims10``, the
+    harvest target's 10 rounds per level); the plain spelling first."""
+    if ceiling in columns:
+        return ceiling
+    for name in columns:
+        try:
+            m = parse_method(str(name))
+        except MetapruneError:
+            continue
+        if m.rounds is not None and replace(m, rounds=None).canonical() == ceiling:
+            return str(name)
+    return None
+
+
 def _gap_fields(table: pd.DataFrame, method: str, reference: str, seed: int, n_boot: int) -> dict:
     out: dict = {}
-    for ceiling, stem in CEILING_COLUMNS.items():
-        if ceiling not in table.columns or reference not in table.columns:
+    for kind, stem in CEILING_COLUMNS.items():
+        ceiling = ceiling_column(table.columns, kind)
+        if ceiling is None or reference not in table.columns:
             continue
         # by position: the method may be the reference or the ceiling itself
         m, r, c = (table[name].to_numpy(dtype=float) for name in (method, reference, ceiling))
