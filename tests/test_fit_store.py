@@ -245,7 +245,8 @@ def test_trajectory_units_are_the_alive_weights_of_every_state(store):
     alive = view.store.read_state(0, 1)[0]
     assert x.shape == (alive.size, 2) == (units[1].n_rows, 2) and units[1].n_rows < view.n_weights
     # min-max over the alive weights of the state only
-    np.testing.assert_allclose(x.min(0), 0) and np.testing.assert_allclose(x.max(0), 1)
+    np.testing.assert_allclose(x.min(0), 0)
+    np.testing.assert_allclose(x.max(0), 1)
     assert set(np.unique(t["levels"]).tolist()) <= {1, 2} and t["weight"] is not None
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from metaprune.errors import MetapruneError
 from metaprune.fit import preprocess as pp
+from metaprune.fit.budget import fit_store_budget
 from metaprune.fit.config import FitConfig, intended_use
 from metaprune.fit.metrics import RankingAccumulator, RegressionAccumulator
 from metaprune.fit.models import REGRESSORS, Regressor, limited_threads, make_regressor
@@ -416,9 +417,6 @@ def fit_model(
             model_name, config, reader, units_of(train_seeds, config.states), units_of(test_seeds), progress
         )
     meta = build_meta(name, model_name, model, config, features, views, store_hash, train_seeds, test_seeds, metrics)
-    from metaprune.fit.budget import fit_store_budget
-
-    meta["budget"] = fit_store_budget(views, train_seeds)
     path = save_model(model, meta, target_dir, force=force) if save else None
     if path is not None:
         from metaprune.fit.persist import ModelCard
@@ -649,6 +647,7 @@ def build_meta(
         "feature_version": views[0].feature_version,
         "target_density": views[0].density,
         "levels": views[0].levels,
+        "budget": fit_store_budget(views, train_seeds),  # the target's per-layer split (#learned)
         "stores": [
             {
                 "path": str(v.path),
