@@ -48,6 +48,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -239,6 +240,60 @@ def compute_features(
     """
     layout = prunable_layout(net)
     n = layout.total
+    wanted, mask, cols = _columns(net, data, seed, density, ums_rounds, mask, warmup, names)
+    out = torch.full((n, len(FEATURE_NAMES)), float("nan"), dtype=torch.float32)
+    for name, values in cols.items():
+        if name in FEATURE_NAMES:
+            out[:, FEATURE_NAMES.index(name)] = values.to(torch.float32)
+    for s in RANKED:
+        if f"rank_{s}" in wanted:
+            column = out[:, FEATURE_NAMES.index(s)]
+            out[:, FEATURE_NAMES.index(f"rank_{s}")] = rank_within_layers(column, layout).to(torch.float32)
+    computed = [FEATURE_NAMES.index(name) for name in FEATURE_NAMES if name in wanted]
+    finite = torch.isfinite(out[:, computed]).all(dim=0)  # one pass: column slices of a row-major matrix are slow
+    _check_finite_columns([FEATURE_NAMES[j] for j, ok in zip(computed, finite.tolist(), strict=True) if not ok])
+    return out
+
+
+def alive_features(
+    net: nn.Module,
+    data: PruneData,
+    seed: int,
+    *,
+    density: float,
+    names: Iterable[str],
+    ums_rounds: int = DEFAULT_UMS_ROUNDS,
+    mask: torch.Tensor | None = None,
+    warmup=None,
+) -> np.ndarray:
+    """``compute_features(...)[alive][:, names]``, computed for the alive rows only: float32
+    ``[alive weights, len(names)]``, columns in the order of ``names``, rows in flat order.
+
+    The same values bit for bit (a test pins it), at the cost of the alive rows: a multi-shot learned
+    scorer and the harvest's trajectory states only ever read the weights still in the network. A
+    per-layer rank still counts the layer's pruned weights, whose scores are exactly 0.
+    """
+    layout = prunable_layout(net)
+    names = select_features(list(names))
+    wanted, mask, cols = _columns(net, data, seed, density, ums_rounds, mask, warmup, names)
+    alive = None if mask is None else torch.nonzero(mask).reshape(-1)
+    out = np.empty((layout.total if alive is None else int(alive.numel()), len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        base = name[len("rank_") :] if name.startswith("rank_") else None
+        if base in RANKED:
+            out[:, j] = _alive_ranks(cols[base].to(torch.float32), layout, mask).astype(np.float32)
+        else:
+            values = cols[name].to(torch.float32)
+            out[:, j] = (values if alive is None else values[alive]).numpy()
+    finite = np.isfinite(out).all(axis=0)
+    _check_finite_columns([name for name, ok in zip(names, finite.tolist(), strict=True) if not ok])
+    return out
+
+
+def _columns(net, data, seed, density, ums_rounds, mask, warmup, names):
+    """(wanted names, checked mask, raw float64 columns on the full flat axis) of one feature call."""
+    layout = prunable_layout(net)
+    n = layout.total
     if names is None:  # everything this call can compute: the dynamics only with a warm-up
         names = [f for f in FEATURE_NAMES if warmup is not None or f not in FEATURE_GROUPS["dynamics"]]
     wanted = set(select_features(list(names)))
@@ -254,24 +309,46 @@ def compute_features(
     _structure_columns(cols, needed, layout)
     _activation_columns(cols, needed, net, mask, data, layout)
     _dynamics_columns(cols, needed, warmup, mask, n)
+    return wanted, mask, cols
 
-    out = torch.full((n, len(FEATURE_NAMES)), float("nan"), dtype=torch.float32)
-    for name, values in cols.items():
-        if name in FEATURE_NAMES:
-            out[:, FEATURE_NAMES.index(name)] = values.to(torch.float32)
-    for s in RANKED:
-        if f"rank_{s}" in wanted:
-            column = out[:, FEATURE_NAMES.index(s)]
-            out[:, FEATURE_NAMES.index(f"rank_{s}")] = rank_within_layers(column, layout).to(torch.float32)
-    computed = [FEATURE_NAMES.index(name) for name in FEATURE_NAMES if name in wanted]
-    finite = torch.isfinite(out[:, computed]).all(dim=0)  # one pass: column slices of a row-major matrix are slow
-    bad = [FEATURE_NAMES[j] for j, ok in zip(computed, finite.tolist(), strict=True) if not ok]
+
+def _check_finite_columns(bad: list[str]) -> None:
     if bad:
         raise MetapruneError(
             f"features {', '.join(bad)} are not finite in float32 for this network; "
             "accepted: a network whose scores fit float32"
         )
-    return out
+
+
+def _alive_ranks(values: torch.Tensor, layout: PrunableLayout, mask: torch.Tensor | None) -> np.ndarray:
+    """``rank_within_layers(values, layout)[mask]`` from a sort of the alive values only.
+
+    The pruned weights of a layer all score 0, so they form one tie group: an alive value above 0 ranks
+    ``P`` places higher than among the alive alone, one equal to 0 shares the group (``P / 2`` higher),
+    one below 0 is unchanged. Ranks are integers or halves, exact in float64, so the result is the same
+    bit for bit. A layer whose pruned values are not all 0 is ranked in full.
+    """
+    from scipy.stats import rankdata
+
+    if mask is None:
+        return rank_within_layers(values, layout).numpy()
+    v = values.reshape(-1).numpy()
+    keep = mask.numpy()
+    parts = []
+    for layer in layout.layers:
+        sl = slice(layer.offset, layer.offset + layer.size)
+        part, alive = v[sl], keep[sl]
+        a = part[alive]
+        pruned = layer.size - a.size
+        if layer.size == 1:
+            parts.append(np.full(a.size, 0.5))
+        elif pruned and np.any(part[~alive] != 0):
+            parts.append(((rankdata(part, method="average") - 1.0) / (layer.size - 1))[alive])
+        else:
+            r = rankdata(a, method="average") if a.size else np.empty(0)
+            r = r + pruned * (a > 0) + (pruned / 2.0) * (a == 0)
+            parts.append((r - 1.0) / (layer.size - 1))
+    return np.concatenate(parts)
 
 
 def _score_columns(cols, needed, net, mask, data, seed, density, ums_rounds) -> None:
@@ -371,6 +448,7 @@ def layer_coordinates(layout: PrunableLayout) -> dict[str, torch.Tensor]:
 
 
 __all__ = [
+    "alive_features",
     "DEFAULT_UMS_ROUNDS",
     "DYNAMICS_FEATURES",
     "FEATURE_GROUPS",

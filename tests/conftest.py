@@ -36,6 +36,18 @@ def _restore_environment():
         os.environ.update(before)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Compiled LightGBM trees (``fit.compiled_trees``) go to a cache of the test session, not the user's."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 @pytest.fixture
 def tiny_data() -> DataSplits:
     return synthetic_splits()

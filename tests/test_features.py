@@ -10,6 +10,7 @@ from metaprune.errors import MetapruneError
 from metaprune.features import (
     FEATURE_GROUPS,
     FEATURE_NAMES,
+    alive_features,
     compute_features,
     layer_coordinates,
     rank_within_layers,
@@ -168,6 +169,47 @@ def test_mask_is_respected(tiny):
     assert col(x, "synflow_ums")[~mask].max() == 0.0  # never alive in the UMS run: step 0
     masked = net.layers[0].weight.detach() * mask[:6].view(2, 3)
     assert math.isclose(float(col(x, "layer_frobenius")[0]), float(torch.linalg.norm(masked)), rel_tol=1e-6)
+
+
+def test_alive_rank_counts_the_pruned_weights_as_one_tie_at_zero(tiny):
+    net, data = tiny
+    mask = torch.tensor([1, 1, 0, 1, 1, 1, 1, 1, 1, 1], dtype=torch.bool)  # prunes 0.25 of layer 0
+    x = alive_features(net, data, 0, density=0.5, ums_rounds=2, mask=mask, names=["rank_magnitude", "magnitude"])
+    # layer 0 under the mask: |w| = 0.5, 1, (0), 0.5, 2, 1 -> ranks 2.5, 4.5, (1), 2.5, 6, 4.5 of 6, scaled by 5
+    assert x[:5, 0].tolist() == pytest.approx([0.3, 0.7, 0.3, 1.0, 0.7], abs=1e-7)
+    assert x[:5, 1].tolist() == [0.5, 1.0, 0.5, 2.0, 1.0]
+    # layer 1 has nothing pruned: |w| = 1, 3, 0.5, 0.5 -> ranks 3, 4, 1.5, 1.5 of 4, scaled by 3
+    assert x[5:, 0].tolist() == pytest.approx([2 / 3, 1.0, 1 / 6, 1 / 6], abs=1e-7)
+
+
+def test_alive_features_equal_the_full_matrix_at_the_alive_rows():
+    """Bit for bit, every feature, with alive weights at exactly 0 (tied with the pruned ones) and
+    negative GraSP values."""
+    from metaprune.pruning.warmup import warm_up
+    from metaprune.training import TrainConfig
+
+    from .conftest import synthetic_splits
+
+    splits = synthetic_splits(n_train=64)
+    net = build_network("mlp:6-4", splits.input_shape, splits.num_classes, 3)
+    with torch.no_grad():
+        net.layers[0].weight[0, :3] = 0.0  # alive zeros: magnitude, snip, synflow, ... tie with the pruned
+    data = prune_data_for(splits, 3, 4)
+    record = warm_up(net, splits, TrainConfig(batch_size=16, epochs=1), 1, seed=3)
+    n = prunable_layout(net).total
+    mask = torch.rand(n, generator=torch.Generator().manual_seed(0)) < 0.6
+    mask[:2] = True
+    names = list(reversed(FEATURE_NAMES))  # the caller's order, not the matrix's
+    full = compute_features(net, data, 3, density=0.2, ums_rounds=3, mask=mask, warmup=record)
+    fast = alive_features(net, data, 3, density=0.2, ums_rounds=3, mask=mask, warmup=record, names=names)
+    expected = full[mask][:, [FEATURE_NAMES.index(f) for f in names]].numpy()
+    assert fast.shape == expected.shape and fast.dtype == expected.dtype
+    assert (fast.view("int32") == expected.view("int32")).all()  # identical bits
+    assert (full[:, FEATURE_NAMES.index("grasp")][mask] < 0).any()
+    dense = alive_features(net, data, 3, density=0.2, ums_rounds=3, warmup=record, names=["rank_snip", "weight"])
+    assert (dense == compute_features(net, data, 3, density=0.2, ums_rounds=3, warmup=record)[
+        :, [FEATURE_NAMES.index("rank_snip"), FEATURE_NAMES.index("weight")]
+    ].numpy()).all()
 
 
 def test_speed_sanity_lenet_shape():

@@ -3,8 +3,8 @@
 Importing this module registers the resolver of ``learned:`` names in the scorer registry
 (``pruning.scorers.SCORERS``), so pruning reaches fitted models without importing ``fit``.
 
-At prune time the features are computed by the harvest's own ``metaprune.features.compute_features`` (the
-function that filled the store, with the settings recorded in the model's card), then preprocessed by the
+At prune time the features are computed by the harvest's own ``metaprune.features`` functions (those
+that filled the store, with the settings recorded in the model's card), then preprocessed by the
 same function the fit used (``metaprune.fit.preprocess.preprocess``), so fit and prune cannot skew.
 """
 
@@ -118,31 +118,25 @@ def learned_scores(model_dir: str | Path, net: nn.Module, mask: torch.Tensor, da
     """
     loaded = cached_model(model_dir)
     loaded.card.check_fits(net)
-    available = feature_module.FEATURE_NAMES
     layout = prunable_layout(net)
     mask = check_mask(torch.ones(layout.total, dtype=torch.bool) if mask is None else mask, layout)
     settings = loaded.card.feature_settings()
     record = _check_warmup(loaded, data)
-    feats = feature_module.compute_features(
+    dense = bool(mask.all())
+    # the alive weights only, as the fit saw each state of the trajectory: pruned weights are not part of
+    # the network being scored, so they must not shift a min-max or a per-layer rank
+    feats = feature_module.alive_features(
         net if record is None else record.initial,
         data,
         seed,
-        mask=None if bool(mask.all()) else mask,
+        mask=None if dense else mask,
         warmup=record,
         names=loaded.features,
         **settings,
     )
-    feats = feats.detach().to("cpu", torch.float32).numpy()
-    if feats.shape != (layout.total, len(available)):
-        raise MetapruneError(
-            f"compute_features returned shape {feats.shape}, expected ({layout.total}, {len(available)})"
-        )
-    cols = [available.index(f) for f in loaded.features]
-    # the alive weights only, as the fit saw each state of the trajectory: pruned weights are not part of
-    # the network being scored, so they must not shift a min-max or a per-layer rank
-    alive = np.flatnonzero(mask.cpu().numpy())
+    alive = np.arange(layout.total) if dense else np.flatnonzero(mask.cpu().numpy())
     bounds = alive_bounds(alive, [(layer.offset, layer.size) for layer in layout.layers])
-    x = preprocess(feats[alive][:, cols], loaded.preprocess, bounds, loaded.features)
+    x = preprocess(feats, loaded.preprocess, bounds, loaded.features)
     with limited_threads(1):  # thin matrices: one thread, whatever the caller's pool (see limited_threads)
         pred = np.asarray(loaded.model.rank_scores(x), dtype=np.float32)
     if not np.all(np.isfinite(pred)):

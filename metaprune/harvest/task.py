@@ -58,17 +58,22 @@ def trajectory_features(net, data, seed: int, cfg, removed_at: torch.Tensor, war
     The mask after s levels keeps exactly the weights with ``removed_at > s``; row r of state s holds
     the r-th of them (flat order), and the rows past their count are NaN (``store.state_rows``).
     """
-    from metaprune.features import compute_features
+    from metaprune.features import FEATURE_GROUPS, alive_features
     from metaprune.harvest.store import state_rows
 
     n = int(removed_at.numel())
     count = len(cfg.state_densities())
     out = np.full((count, state_rows(cfg, n), len(cfg.features)), np.nan, dtype=np.float32)
+    # without a warm-up the dynamics columns stay NaN, as compute_features leaves them
+    names = [f for f in cfg.features if warmup is not None or f not in FEATURE_GROUPS["dynamics"]]
+    columns = [list(cfg.features).index(f) for f in names]
     for state in range(1, count + 1):
         alive = removed_at.reshape(-1) > state
-        x = compute_features(net, data, seed, density=cfg.density, ums_rounds=cfg.ums_rounds, mask=alive, warmup=warmup)
-        rows = x.numpy()[alive.numpy()]
-        out[state - 1, : rows.shape[0]] = rows
+        rows = alive_features(
+            net, data, seed, density=cfg.density, ums_rounds=cfg.ums_rounds, mask=alive, warmup=warmup, names=names
+        )
+        view = out[state - 1]
+        view[: rows.shape[0], columns] = rows
     return out
 
 
