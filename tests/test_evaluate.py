@@ -212,3 +212,36 @@ def test_a_directory_of_other_learned_models_is_refused_and_force_starts_over(tm
     grown = {"network": "lenet_300_100", "methods": ["learned:models/b@uss", "learned:models/c@uss"]}
     assert json.loads((out / "config.json").read_text())["config"]["methods"] == config["methods"]
     ResultsDir(out).open_or_create(grown)  # a model added beside the others grows the directory
+
+
+def test_shuffle_and_reinit_units_are_their_methods_pruned_on_their_own(tmp_path):
+    """A seed prunes a method once for it and its !shuffle / !reinit units; each unit is still exactly what
+    pruning the ablated method alone gives (mask and the weights it trains from)."""
+    from metaprune.datasets import load_dataset
+    from metaprune.networks import flat_weights
+    from metaprune.pruning.apply import prune_seeds
+    from metaprune.pruning.method import parse_method
+
+    methods = ("snip", "snip!shuffle", "snip!reinit", "synflow!reinit")  # synflow itself is not planned
+    config = _cfg(methods=methods, densities=(0.1,), seeds=(1000,))
+    out = tmp_path / "r"
+    run_evaluation(config, out)
+    results = ResultsDir(out)
+    splits = load_dataset("digits")
+    for name in ("snip@uss", "snip@uss!shuffle", "snip@uss!reinit", "synflow@ums!reinit"):
+        alone = prune_seeds(
+            parse_method(name), "mlp:20-10", splits, 0.1, (1000,), schedule=config.schedule, train=config.train
+        )[0]
+        assert name in set(results.rows()["method"])
+        mask = results.mask(1000, _unit(name, 0.1))
+        assert mask is not None and bool((mask == alone.mask).all())
+        kept = results.kept_weights(1000, _unit(name, 0.1))
+        assert bool((kept == flat_weights(alone.net)[alone.mask]).all())
+    shuffled, plain = results.mask(1000, _unit("snip@uss!shuffle", 0.1)), results.mask(1000, _unit("snip@uss", 0.1))
+    assert not bool((shuffled == plain).all()) and int(shuffled.sum()) == int(plain.sum())
+
+
+def _unit(method: str, density: float) -> str:
+    from metaprune.evaluate.results import unit_name
+
+    return unit_name(method, density)

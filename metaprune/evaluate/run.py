@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -22,7 +22,7 @@ from metaprune.evaluate.results import ResultsDir, unit_name
 from metaprune.fit.persist import ModelCard
 from metaprune.networks import build_network, flat_weights, prunable_layout
 from metaprune.provenance import to_jsonable
-from metaprune.pruning.apply import initial_network, prune_data_for, prune_seeds
+from metaprune.pruning.apply import MASK_ABLATIONS, Ticket, ablated, initial_network, prune_data_for, prune_seeds
 from metaprune.pruning.masks import mask_report
 from metaprune.pruning.method import Method
 from metaprune.pruning.schedules import check_density_for_network
@@ -95,6 +95,7 @@ def evaluate_seed(
     # A population's numbers depend (in the last bits) on its size, so a partly committed seed retrains
     # its whole planned population and commits only the missing units: resumed == uninterrupted.
     members: list[_Member] = []
+    tickets: dict[tuple[str, float], Ticket] = {}
     for method, density in planned:
         unit = unit_name(str(method), density)
         row = _row_base(config, seed, method, density)
@@ -106,17 +107,7 @@ def evaluate_seed(
             row.update(kept=prunable_layout(net).total, effective_density=1.0, collapsed=False, collapsed_layers="")
             row["cost_epochs"] = 0.0
         else:
-            ticket = prune_seeds(
-                method,
-                config.network,
-                splits,
-                density,
-                (seed,),
-                schedule=config.schedule,
-                train=config.train,
-                per_class=config.per_class,
-                device=dev,
-            )[0]
+            ticket = _ticket(method, density, seed, config, splits, dev, tickets)
             net, mask = ticket.net, ticket.mask
             row.update(_report_fields(net, mask, splits))
             row["cost_epochs"] = ticket.cost_epochs
@@ -145,6 +136,36 @@ def evaluate_seed(
             results.commit(seed, member.unit, row, member.mask, kept)
             committed += 1
     return committed
+
+
+def _ticket(
+    method: Method,
+    density: float,
+    seed: int,
+    config: EvaluateConfig,
+    splits: DataSplits,
+    device: torch.device,
+    tickets: dict[tuple[str, float], Ticket],
+) -> Ticket:
+    """The seed's ticket of ``method``; a shuffle or re-init of a method is made from that method's ticket
+    (pruned once per seed and density, whether or not it is itself planned)."""
+    base = replace(method, ablation=None) if method.ablation in MASK_ABLATIONS else method
+    key = (base.canonical(), density)
+    if key not in tickets:
+        tickets[key] = prune_seeds(
+            base,
+            config.network,
+            splits,
+            density,
+            (seed,),
+            schedule=config.schedule,
+            train=config.train,
+            per_class=config.per_class,
+            device=device,
+        )[0]
+    if base is method:
+        return tickets[key]
+    return ablated(tickets[key], method, splits.input_shape)
 
 
 def _member_fields(m: MemberResult) -> dict:

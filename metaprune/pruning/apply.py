@@ -6,6 +6,7 @@ target runs ``schedules.prune_iterative`` directly, and takes its pruning batch 
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, replace
 
@@ -112,6 +113,22 @@ def check_method_data(method: Method, data: PruneData | None) -> None:
                 f"method {method} uses scorer {name!r}, which needs a pruning batch, but no data was given; "
                 "accepted: a dataset with training examples"
             )
+
+
+MASK_ABLATIONS = ("shuffle", "reinit")  # applied to a finished mask: their scoring is the base method's
+
+
+def ablated(base: Ticket, method: Method, input_shape: tuple[int, ...]) -> Ticket:
+    """The ticket of ``method`` (``base.method`` plus a mask ablation) from the base's ticket.
+
+    A shuffle or a re-init acts on the finished outcome only, and the scoring draws nothing from the
+    ablation, so pruning again would repeat the base's computation to the bit; its cost is the base's.
+    """
+    if method.ablation not in MASK_ABLATIONS or replace(method, ablation=None) != replace(base.method, ablation=None):
+        raise MetapruneError(f"{method} is not a mask ablation of {base.method}")
+    net, mask = finish(method, copy.deepcopy(base.net), base.outcome, base.seed)
+    report = mask_report(net, mask, input_shape=input_shape)
+    return replace(base, method=method, net=net, mask=mask, report=report)
 
 
 def finish(method: Method, net: nn.Module, outcome: PruneOutcome, seed: int) -> tuple[nn.Module, torch.Tensor]:
