@@ -229,32 +229,58 @@ def models_cmd(
     if not rows:
         out.print(f"no models under {models_dir}/ (fit one with `metaprune fit`)")
         return
+    cells = [_model_cells(r) for r in rows]
+    if out.width < 40 * 4:  # 13 columns do not fit a terminal: one key/value block per model
+        for r, row in zip(rows, cells, strict=True):
+            block = Table(title=r["name"], title_justify="left", show_header=False, box=None, padding=(0, 2, 0, 1))
+            for key, value in zip(MODEL_COLUMNS[1:], row[1:], strict=True):
+                block.add_row(key, value)
+            out.print(block)
+        return
     table = Table(title=f"models in {models_dir}/", title_justify="left")
-    for col in ("name", "model", "target", "features", "prep", "states", "use", "network", "test seeds"):
-        table.add_column(col)
-    for col in ("R²", "Jaccard", "Spearman", "best base score (Jaccard)"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        if "error" in r:
-            table.add_row(r["name"], f"[red]unreadable: {r['error']}[/]", *[""] * 11)
-            continue
-        best = r["best_reference"]
-        table.add_row(
-            r["name"],
-            str(r["model"]) + (f" ({r['objective']})" if r["objective"] else ""),
-            str(r["target"]),
-            f"{r['features']} ({r['n_features']})",
-            str(r["preprocess"]),
-            str(r["states"]),
-            r["use"],
-            str(r["network"]),
-            _seeds(r["test_seeds"] or []),
-            _num(r["r2"]),
-            _num(r["jaccard"]),
-            _num(r["spearman"]),
-            f"{best} {_num(r['best_reference_jaccard'])}" if best else "—",
-        )
+    for i, col in enumerate(MODEL_COLUMNS):
+        table.add_column(col, justify="right" if i >= 9 else "left")
+    for row in cells:
+        table.add_row(*row)
     out.print(table)
+
+
+MODEL_COLUMNS = (
+    "name",
+    "model",
+    "target",
+    "features",
+    "prep",
+    "states",
+    "use",
+    "network",
+    "test seeds",
+    "R²",
+    "Jaccard",
+    "Spearman",
+    "best base score (Jaccard)",
+)
+
+
+def _model_cells(r: dict) -> list[str]:
+    if "error" in r:
+        return [r["name"], f"[red]unreadable: {r['error']}[/]", *[""] * (len(MODEL_COLUMNS) - 2)]
+    best = r["best_reference"]
+    return [
+        r["name"],
+        str(r["model"]) + (f" ({r['objective']})" if r["objective"] else ""),
+        str(r["target"]),
+        f"{r['features']} ({r['n_features']})",
+        str(r["preprocess"]),
+        str(r["states"]),
+        r["use"],
+        str(r["network"]),
+        _seeds(r["test_seeds"] or []),
+        _num(r["r2"]),
+        _num(r["jaccard"]),
+        _num(r["spearman"]),
+        f"{best} {_num(r['best_reference_jaccard'])}" if best else "—",
+    ]
 
 
 def bench_fit_cmd(

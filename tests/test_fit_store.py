@@ -304,3 +304,25 @@ def test_a_model_meant_for_multi_shot_use_leaves_out_the_multi_shot_feature(stor
     with pytest.raises(MetapruneError, match="synflow_ums is itself a 100-round UMS"):
         fit_model(store, FitConfig(features="scores", use="@ums10"), models_dir=models_dir)
     assert not models_dir.exists() or not any(models_dir.iterdir())
+
+
+def test_ranking_metrics_rank_by_the_scores_the_learned_scorer_keeps(store):
+    """A sigmoid saturated to 1.0 in float32 ties almost every weight; the held-out top-k Jaccard must be
+    the one of the logits the learned scorer ranks by (here a monotone map of synflow: synflow's own)."""
+    import torch
+
+    from metaprune.fit.models import make_regressor
+
+    view = open_view(store)
+    features = ("synflow",)
+    model = make_regressor("mlp", {"hidden": "2", "device": "cpu"}, 0, 1)
+    model.net = torch.nn.Sequential(torch.nn.Linear(1, 1), torch.nn.Sigmoid())
+    with torch.no_grad():
+        model.net[0].weight.fill_(1000.0)  # min-max scaled synflow in [0, 1]: logits up to 1000
+        model.net[0].bias.fill_(0.0)
+    reader = SeedReader(features, "minmax", "round", reference=("magnitude",))
+    x, _, _ = reader.read(Unit(view, 5))
+    assert (model.predict(x) == 1.0).mean() > 0.5  # saturated: a probability ranking is the tie-break's coin
+    res = core.evaluate_units(model, [Unit(view, 5)], reader, reference=True)
+    synflow_alone = core.evaluate_units(model, [Unit(view, 5)], SeedReader(("synflow",), "none", "round"))
+    assert res["jaccard"] == pytest.approx(synflow_alone["jaccard"]) and res["jaccard"] > 0.2

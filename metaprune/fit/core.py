@@ -328,14 +328,14 @@ def evaluate_units(
     rows = 0
     for i, unit in enumerate(units):
         x, targets, raw = reader.read(unit, with_reference=reference)
-        pred = model.predict(x)
+        pred, ranked = model.predict_and_rank(x) if ranking else (model.predict(x), None)
         if not np.all(np.isfinite(pred)):
             raise MetapruneError(f"model {model.name!r} predicted non-finite values on seed {unit.seed}")
         y = targets["y"]
         reg.add(y, pred)
         rows += y.size
-        if ranking:
-            rank.add(pred, y, targets["target_mask"], unit.seed)
+        if ranking:  # by what the learned scorer keeps the top of: a saturated probability would tie
+            rank.add(ranked, y, targets["target_mask"], unit.seed)
             if reference:
                 for name in pp.BASE_SCORES:
                     if name in raw:
@@ -443,7 +443,7 @@ def next_level_overlap(
     for i, unit in enumerate(traj):
         x, targets, _ = reader.read(unit)
         keep = targets["levels"] > 1
-        per_state.setdefault(unit.state, []).append(topk_jaccard(model.predict(x), keep, unit.seed))
+        per_state.setdefault(unit.state, []).append(topk_jaccard(model.rank_scores(x), keep, unit.seed))
         if progress is not None:
             progress("next-level overlap", i + 1, len(traj))
     means = {s: float(np.mean(v)) for s, v in sorted(per_state.items())}

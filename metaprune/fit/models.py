@@ -170,6 +170,13 @@ class Regressor(ABC):
         tie and be kept by the tie-break's coin; models with such an output rank by the logit."""
         return self.predict(x)
 
+    def predict_and_rank(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(``predict``, ``rank_scores``): what R² is taken on, and what a ranking metric must rank by,
+        since the learned scorer keeps the top of ``rank_scores``."""
+        pred = self.predict(x)
+        same = type(self).rank_scores is Regressor.rank_scores
+        return pred, pred if same else self.rank_scores(x)
+
     @abstractmethod
     def save(self, directory: Path) -> dict[str, Any]:
         """Write the payload to ``directory / payload_file``; returns extra payload metadata."""
@@ -506,6 +513,12 @@ class LightGBMModel(Regressor):
         threads = int(self.options["jobs"]) or self.threads
         return np.asarray(self.booster.predict(x, num_threads=threads, raw_score=True), dtype=np.float32)
 
+    def predict_and_rank(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.options["objective"] in ("regression", "lambdarank"):  # no output transform: raw == predict
+            raw = self.rank_scores(x)
+            return raw, raw
+        return super().predict_and_rank(x)
+
     @property
     def compiled(self) -> Any:
         """The trees compiled to C (``fit.compiled_trees``: the same raw scores, faster), built on first
@@ -666,6 +679,15 @@ class MLPModel(Regressor):
         # the logit: the network without its final sigmoid
         body = self.net[:-1] if self.options["output"] == "sigmoid" else self.net
         return self._forward(x, body)
+
+    def predict_and_rank(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.options["output"] != "sigmoid":
+            pred = self.predict(x)
+            return pred, pred
+        import torch
+
+        logits = self.rank_scores(x)
+        return torch.sigmoid(torch.from_numpy(logits)).numpy(), logits  # the net's own last layer, one pass
 
     def _forward(self, x: np.ndarray, net) -> np.ndarray:
         import torch
