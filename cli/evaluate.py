@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,21 @@ from metaprune.config import ScheduleConfig, TrainConfig, default_of
 
 from .common import WORKERS, density, out, positive_int, progress_bar
 from .options import DataRootOpt, DatasetOpt, DeviceOpt, JsonOpt, NetworkOpt, config_option
+
+LEARNED_PART = re.compile(r"learned:(.+?)(?=[@#~!>]|\+w|$)")
+
+
+def _display(method: str, legend: dict[str, str]) -> str:
+    """``learned:models/NAME@ums10`` as ``L:NAME@ums10`` (a narrow terminal cut the long spelling of
+    every model to the same ``learned:models…``); ``legend`` collects what each ``L:NAME`` stands for."""
+
+    def short(match: re.Match) -> str:
+        label = "L:" + Path(match.group(1)).name
+        if legend.setdefault(label, match.group(0)) != match.group(0):  # two folders of one name
+            return match.group(0)
+        return label
+
+    return LEARNED_PART.sub(short, method)
 
 
 def _print_report(rep, title: str) -> None:
@@ -31,10 +47,13 @@ def _print_report(rep, title: str) -> None:
             acc = 100 * block["test_acc"]
             cell = f"{acc.mean():.2f} ± {acc.std(ddof=1):.2f} sd" if len(acc) > 1 else f"{acc.mean():.2f}"
             table.add_row(f"{method} (density 1)", f"{cell} (it {block['best_iteration'].mean():.0f})", *blanks)
+    legend: dict[str, str] = {}
     for method, cells, gaps in rows:
         mark = " (ref)" if method == rep.reference else ""
-        table.add_row(method + mark, *cells, *gaps)
+        table.add_row(_display(method, legend) + mark, *cells, *gaps)
     out.print(table)
+    if legend:
+        out.print("; ".join(f"{label} = {full}" for label, full in sorted(legend.items())))
     test = "paired t-test" if rep.test == "ttest" else "Wilcoxon signed-rank"
     out.print(
         f"test accuracy (%) at the best-validation checkpoint, mean ± 95 % CI over seeds; * = differs from "
@@ -59,7 +78,9 @@ def _print_sanity(rep) -> None:
     table = Table(title="sanity checks", title_justify="left")
     for name in ("method", "density", "!shuffle", "!reinit", "verdict"):
         table.add_column(name, justify="left" if name == "method" else "right")
+    legend: dict[str, str] = {}
     for method, dens, shuffle, reinit, verdict in rows:
+        method = _display(method, legend)
         style = {"pass": "green", "fail": "bold red"}.get(verdict, "")
         table.add_row(method, f"{dens:g}", shuffle, reinit, f"[{style}]{verdict}[/]" if style else verdict)
     out.print(table)

@@ -126,3 +126,31 @@ def test_kept_weights_are_split_per_layer_and_pooled_over_seeds(tmp_path):
     assert len(layers) == 2
     assert layers[0].tolist() == pytest.approx([0.1, 0.3] * 3)
     assert layers[1].tolist() == pytest.approx([-0.6] * 3)
+
+
+def test_the_printed_table_names_learned_models_by_their_folder_with_a_legend():
+    from metaprune.cli.evaluate import _display
+
+    legend: dict[str, str] = {}
+    got = [
+        _display(m, legend)
+        for m in (
+            "learned:models/lgb-traj-bin-dyn@ums10+w3#from:movement@uss+w3!reinit",
+            "learned:models/lgb-traj-round@ums10",
+            "learned:models/a>synflow~snip",
+            "learned:other/lgb-traj-round+w3",  # the same folder name elsewhere: spelled in full
+            "snip@uss",
+        )
+    ]
+    assert got == [
+        "L:lgb-traj-bin-dyn@ums10+w3#from:movement@uss+w3!reinit",
+        "L:lgb-traj-round@ums10",
+        "L:a>synflow~snip",
+        "learned:other/lgb-traj-round+w3",
+        "snip@uss",
+    ]
+    assert legend == {
+        "L:lgb-traj-bin-dyn": "learned:models/lgb-traj-bin-dyn",
+        "L:lgb-traj-round": "learned:models/lgb-traj-round",
+        "L:a": "learned:models/a",
+    }
