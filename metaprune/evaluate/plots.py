@@ -23,6 +23,8 @@ from metaprune.evaluate.results import ResultsDir, unit_name
 from metaprune.pruning.masks import jaccard
 
 DPI = 120
+DODGE_SPAN = 0.08  # total horizontal spread of the methods at one density, as a fraction of it
+KEPT_RANGE = 99.0  # percent of a layer's kept weights inside its histogram's range; the rest in the edge bins
 REFERENCE_COLOR = "black"
 
 
@@ -159,8 +161,9 @@ class Plotter:
         for k, (method, block) in enumerate(groups):
             block = block.sort_values("density")
             ref = method == self.report.reference
-            # dodge the methods a little along the log axis so that intervals at one density do not overlap
-            dodge = 1 + 0.015 * (k - (len(groups) - 1) / 2)
+            # dodge the methods along the log axis so that intervals at one density do not overlap, within
+            # ±4 % of the density whatever their number (wider, the points read as other densities)
+            dodge = 1 + DODGE_SPAN * (k - (len(groups) - 1) / 2) / max(len(groups) - 1, 1)
             ax.errorbar(
                 block["density"] * dodge,
                 100 * block["mean"],
@@ -198,9 +201,11 @@ class Plotter:
         fig, axes = plt.subplots(1, len(densities), figsize=(6 * len(densities), 4.8), squeeze=False)
         for ax, density in zip(axes[0], densities, strict=True):
             block = self.comp[self.comp["density"] == density]
+            free = []
             for _, r in block.iterrows():
                 x = cost.get((density, r["method"]), np.nan)
                 if not np.isfinite(x) or x <= 0:
+                    free += [self.labels[r["method"]]] if np.isfinite(x) else []
                     continue  # no cost recorded (or none spent): nothing to place on a log axis
                 ci = 0.0 if pd.isna(r["ci95"]) else 100 * r["ci95"]
                 color = self.colors[r["method"]]
@@ -217,8 +222,16 @@ class Plotter:
             ax.set_xscale("log")
             plain = matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}")  # 3 and 30, not 3×10⁰
             ax.xaxis.set_major_formatter(plain)
-            ax.xaxis.set_minor_formatter(plain)
+            lo, hi = ax.get_xlim()
+            # minor labels only where the axis spans little more than a decade: across several they collide
+            narrow = np.log10(hi / lo) <= 1.5
+            ax.xaxis.set_minor_formatter(plain if narrow else matplotlib.ticker.NullFormatter())
             ax.tick_params(axis="x", which="minor", labelsize=7)
+            if free:
+                ax.text(
+                    0.01, 0.01, "cost 0, not on the log axis: " + ", ".join(sorted(free)),
+                    transform=ax.transAxes, fontsize=7, va="bottom",
+                )
             ax.set_xlabel("cost (dense-epoch equivalents, log scale)")
             ax.set_title(f"density {density:g}", fontsize=10)
             ax.grid(True, which="both", alpha=0.3)
@@ -318,9 +331,13 @@ class Plotter:
         nonempty = [v for v in values.values() if v.size]
         pooled = np.concatenate(nonempty) if nonempty else np.zeros(1)
         bins = int(np.clip(np.sqrt(pooled.size / max(len(nonempty), 1)), 8, 40))
-        edges = np.histogram_bin_edges(pooled, bins=bins)
+        # the layer's own scale (init std ~ 1/sqrt(fan-in)): a range set by a few far values (a SaW init
+        # reaches ±1) squeezes every histogram into a few bins; those values go to the edge bins
+        tail = (100 - KEPT_RANGE) / 2
+        half = float(np.max(np.abs(np.percentile(pooled, [tail, 100 - tail])))) or 1.0
+        edges = np.linspace(-half, half, bins + 1)
         for row, (m, v) in enumerate(values.items()):
-            counts, _ = np.histogram(v, bins=edges)
+            counts, _ = np.histogram(np.clip(v, -half, half), bins=edges)
             height = 0.85 * counts / counts.max() if counts.max() else counts.astype(float)
             color = self.colors[m]
             ax.stairs(row + height, edges, baseline=row, fill=True, color=color, alpha=0.35)
@@ -331,6 +348,6 @@ class Plotter:
         ax.set_ylim(-0.1, len(values))
         sizes = [v.size / max(n_seeds, 1) for v in values.values()] or [0]
         ax.set_title(f"layer {layer}: {min(sizes):.0f}–{max(sizes):.0f} kept per seed", fontsize=9)
-        ax.set_xlabel("θ0 of kept weights", fontsize=8)
+        ax.set_xlabel(f"θ0 of kept weights (the outer {100 - KEPT_RANGE:g} % in the edge bins)", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
         ax.grid(True, axis="x", alpha=0.3)
