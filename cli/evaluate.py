@@ -192,6 +192,7 @@ def evaluate_cmd(
             force=force,
             allow_seen_seeds=allow_seen_seeds,
             progress=progress,
+            preset=preset,
         )
     _print_report(rep, f"{config.network} on {config.dataset}: {len(config.seeds)} seeds")
     out.print(

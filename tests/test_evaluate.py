@@ -201,17 +201,23 @@ def test_dask_local_cluster_gives_the_same_results(tmp_path):
     pd.testing.assert_frame_equal(_table(remote), _table(local), check_exact=True)
 
 
-def test_a_directory_of_other_learned_models_is_refused_and_force_starts_over(tmp_path):
+def test_a_preset_directory_refuses_another_preset_or_model_set_and_force_starts_over(tmp_path):
     out = tmp_path / "r"
-    ResultsDir(out).open_or_create({"network": "lenet_300_100", "methods": ["learned:models/a@uss"]})
+    ResultsDir(out).open_or_create({"network": "lenet_300_100", "methods": ["learned:models/a@uss"]}, preset="jackpot")
     (out / "units").mkdir()
     config = {"network": "lenet_300_100", "methods": ["learned:models/b@uss", "snip@uss"]}
     with pytest.raises(StoreError, match=r"evaluates the learned models models/a, not models/b.*--force"):
-        ResultsDir(out).open_or_create(config)
-    ResultsDir(out).open_or_create(config, force=True)
+        ResultsDir(out).open_or_create(config, preset="jackpot")
+    with pytest.raises(StoreError, match=r"holds preset 'jackpot', not 'baselines'.*--force"):
+        ResultsDir(out).open_or_create({"network": "lenet_300_100", "methods": ["snip@uss"]}, preset="baselines")
+    # methods named by hand (no preset) grow it, another model included: variants beside the preset's
+    ResultsDir(out).open_or_create(config)
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["preset"] == "jackpot" and saved["config"]["methods"][0] == "learned:models/a@uss"
+    ResultsDir(out).open_or_create(config, force=True, preset="jackpot")
     grown = {"network": "lenet_300_100", "methods": ["learned:models/b@uss", "learned:models/c@uss"]}
     assert json.loads((out / "config.json").read_text())["config"]["methods"] == config["methods"]
-    ResultsDir(out).open_or_create(grown)  # a model added beside the others grows the directory
+    ResultsDir(out).open_or_create(grown, preset="jackpot")  # a model added beside the others grows it
 
 
 def test_shuffle_and_reinit_units_are_their_methods_pruned_on_their_own(tmp_path):

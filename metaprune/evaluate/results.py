@@ -67,36 +67,54 @@ class ResultsDir:
     def config_path(self) -> Path:
         return self.path / "config.json"
 
-    def open_or_create(self, config_json: dict, force: bool = False) -> None:
-        """Create the directory, or check that an existing one measures the same thing."""
+    def open_or_create(self, config_json: dict, force: bool = False, preset: str | None = None) -> None:
+        """Create the directory, or check that an existing one measures the same thing.
+
+        A directory made by a preset answers that preset's question: a run of another preset is refused,
+        and so is a run of the same preset for a disjoint set of learned models (a model added beside
+        the others grows it). Runs that name their methods (no preset) grow any directory of the same
+        identity, so variants can be added beside a preset's.
+        """
         if self.path.exists() and force:
             shutil.rmtree(self.path)
         if self.path.exists() and any(self.path.iterdir()):
-            if not self.config_path.exists():
+            old = self._existing(config_json)
+            old_preset = old.get("preset")
+            if preset is not None and old_preset is not None and preset != old_preset:
                 raise StoreError(
-                    f"{self.path} exists but is not a metaprune results directory (no config.json); "
-                    "accepted: a new --out path, or --force to replace it"
-                )
-            old = json.loads(self.config_path.read_text())
-            diff = [f for f in IDENTITY_FIELDS if old.get("config", {}).get(f) != config_json.get(f)]
-            if diff:
-                raise StoreError(
-                    f"results directory {self.path} was made with a different configuration "
-                    f"({', '.join(diff)} differ); accepted: the same settings, a new --out, or --force to start over"
+                    f"results directory {self.path} holds preset {old_preset!r}, not {preset!r}; accepted: "
+                    "the same preset, a new --out, or --force to start over"
                 )
             old_models, new_models = _models(old["config"]), _models(config_json)
-            if old_models and new_models and not old_models & new_models:
+            if preset is not None and old_models and new_models and not old_models & new_models:
                 raise StoreError(
                     f"results directory {self.path} evaluates the learned models {', '.join(sorted(old_models))}, "
                     f"not {', '.join(sorted(new_models))}; accepted: the same models, a new --out, or --force "
                     "to start over"
                 )
+            preset = old_preset or preset
             merged = dict(old["config"])
             for key in ("methods", "densities", "seeds", "dense_inits"):
                 merged[key] = list(dict.fromkeys([*old["config"].get(key, []), *config_json.get(key, [])]))
             config_json = {**config_json, **{k: merged[k] for k in ("methods", "densities", "seeds", "dense_inits")}}
-        payload = {"config": config_json, "versions": package_versions()}
+        payload = {"config": config_json, "preset": preset, "versions": package_versions()}
         _atomic_write_bytes(self.config_path, json.dumps(payload, indent=2).encode())
+
+    def _existing(self, config_json: dict) -> dict:
+        """The existing directory's config.json, refused unless it measures what ``config_json`` does."""
+        if not self.config_path.exists():
+            raise StoreError(
+                f"{self.path} exists but is not a metaprune results directory (no config.json); "
+                "accepted: a new --out path, or --force to replace it"
+            )
+        old = json.loads(self.config_path.read_text())
+        diff = [f for f in IDENTITY_FIELDS if old.get("config", {}).get(f) != config_json.get(f)]
+        if diff:
+            raise StoreError(
+                f"results directory {self.path} was made with a different configuration "
+                f"({', '.join(diff)} differ); accepted: the same settings, a new --out, or --force to start over"
+            )
+        return old
 
     def config(self) -> dict:
         if not self.config_path.exists():

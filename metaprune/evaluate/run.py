@@ -211,12 +211,17 @@ def run_evaluation(
     force: bool = False,
     allow_seen_seeds: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
+    preset: str | None = None,
 ) -> ResultsDir:
-    """Evaluate every (seed, method, density); resumable; returns the results directory."""
+    """Evaluate every (seed, method, density); resumable; returns the results directory.
+
+    ``preset`` (the preset the config was built from, if any) is recorded with the directory: another
+    preset, or the same preset for other learned models, is refused there (``ResultsDir.open_or_create``).
+    """
     config = config.validate()
     check_for_network(config, allow_seen_seeds)
     results = ResultsDir(Path(out))
-    results.open_or_create(to_jsonable(config), force=force)
+    results.open_or_create(to_jsonable(config), force=force, preset=preset)
     seeds = list(config.seeds)
     from metaprune.executor import get_executor
 
