@@ -196,6 +196,8 @@ def bench_prune_cmd(
             "—" if passed is None else ("[green]pass[/]" if passed else "[bold red]FAIL[/]"),
         )
     _print_wide(table)
+    if "learned_predictor" in result:
+        out.print(f"the learned scorer predicts with: {result['learned_predictor']}")
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:

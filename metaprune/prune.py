@@ -306,5 +306,19 @@ def bench_prune_report(repeats: int = 5, model: str | None = None) -> dict:
         "all_passed": all(checked),
         "repeats": repeats,
         "threads": 1,
+        **({} if model is None else {"learned_predictor": learned_predictor(model)}),
         "versions": package_versions(),
     }
+
+
+def learned_predictor(model_dir: str) -> str:
+    """What a learned scorer predicts with: a LightGBM model through its compiled trees where a C compiler
+    builds them (``fit.compiled_trees``), else LightGBM's own predictor; other models themselves."""
+    from metaprune.fit.learned import cached_model
+
+    regressor = cached_model(model_dir).model
+    if not hasattr(type(regressor), "compiled"):
+        return regressor.name
+    if regressor.compiled is not None:
+        return "lightgbm, trees compiled to C"
+    return "lightgbm, its own predictor (no C compiler, or a model the compiler does not cover)"
