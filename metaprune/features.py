@@ -1,9 +1,11 @@
-"""Per-weight features: the ONE function that computes them, at harvest time and at prune time.
+"""Per-weight features: the ONE computation of them, at harvest time and at prune time.
 
 ``compute_features(net, data, seed, density=...)`` returns a float32 matrix ``[n_weights, F]`` on the flat
 prunable-weight axis (``networks.prunable_layout`` order) with the columns of :data:`FEATURE_NAMES`.
-The harvest stores exactly this matrix per seed; a learned scorer calls the same function on a fresh
-network, so there is no train/serve skew.
+The harvest stores exactly this matrix per seed. ``alive_features`` gives the same values for the
+weights a mask keeps only, in the columns asked for: the harvest's trajectory states and a learned scorer
+(on a fresh or masked network) read it. Both take their columns from one function (``_columns``), so
+there is no train/serve skew.
 
 Groups (:data:`FEATURE_GROUPS`):
 
