@@ -36,7 +36,7 @@ def _print_report(rep, title: str) -> None:
 
     densities, gap_headers, rows = table_cells(rep)
     table = Table(title=title, title_justify="left")
-    table.add_column("method", style="bold")
+    table.add_column("method", style="bold", overflow="fold")  # wrapped, not cut: variants differ at the end
     for d in densities:
         table.add_column(f"{d:g}", justify="right")
     for header in gap_headers:
@@ -77,7 +77,7 @@ def _print_sanity(rep) -> None:
         return
     table = Table(title="sanity checks", title_justify="left")
     for name in ("method", "density", "!shuffle", "!reinit", "verdict"):
-        table.add_column(name, justify="left" if name == "method" else "right")
+        table.add_column(name, justify="left" if name == "method" else "right", overflow="fold")
     legend: dict[str, str] = {}
     for method, dens, shuffle, reinit, verdict in rows:
         method = _display(method, legend)
@@ -172,14 +172,15 @@ def evaluate_cmd(
         models=tuple(model or ()),
     )
     target = out_dir or default_results_dir(config, preset)
-    out.print(
-        f"evaluating {len(config.methods)} methods x {len(config.densities)} densities x "
-        f"{len(config.seeds)} seeds into {target}",
-        highlight=False,
-    )
     with progress_bar("seeds", len(config.seeds)) as bar:
 
         def progress(done: int, total: int, status: str) -> None:
+            if done == 0:  # said once the checks passed: a refused run prints only its one-line error
+                out.print(
+                    f"evaluating {len(config.methods)} methods x {len(config.densities)} densities x "
+                    f"{len(config.seeds)} seeds into {target}",
+                    highlight=False,
+                )
             bar.update(0, completed=done, status=status)
 
         rep = evaluate(

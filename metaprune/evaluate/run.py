@@ -217,6 +217,8 @@ def run_evaluation(
 
     ``preset`` (the preset the config was built from, if any) is recorded with the directory: another
     preset, or the same preset for other learned models, is refused there (``ResultsDir.open_or_create``).
+    ``progress(done, total, status)`` is called with ``done = 0`` once every check has passed, then after
+    each seed.
     """
     config = config.validate()
     check_for_network(config, allow_seen_seeds)
@@ -227,6 +229,8 @@ def run_evaluation(
 
     tasks = [(str(out), config, s, device, data_root) for s in seeds]
     with get_executor(workers=workers, scheduler=scheduler) as executor:
+        if progress is not None:  # every check passed and the directory is open: the work starts
+            progress(0, len(seeds), executor.describe())
         for done, _ in enumerate(executor.map(_seed_task, tasks), start=1):
             if progress is not None:
                 progress(done, len(seeds), executor.describe())
