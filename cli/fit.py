@@ -230,7 +230,7 @@ def models_cmd(
         out.print(f"no models under {models_dir}/ (fit one with `metaprune fit`)")
         return
     cells = [_model_cells(r) for r in rows]
-    if out.width < 40 * 4:  # 13 columns do not fit a terminal: one key/value block per model
+    if out.width < MODELS_TABLE_WIDTH:  # 13 columns do not fit: one key/value block per model
         for r, row in zip(rows, cells, strict=True):
             block = Table(title=r["name"], title_justify="left", show_header=False, box=None, padding=(0, 2, 0, 1))
             for key, value in zip(MODEL_COLUMNS[1:], row[1:], strict=True):
@@ -245,6 +245,7 @@ def models_cmd(
     out.print(table)
 
 
+MODELS_TABLE_WIDTH = 160  # characters the 13-column table needs to stay readable
 MODEL_COLUMNS = (
     "name",
     "model",

@@ -228,10 +228,8 @@ class Plotter:
             ax.xaxis.set_minor_formatter(plain if narrow else matplotlib.ticker.NullFormatter())
             ax.tick_params(axis="x", which="minor", labelsize=7)
             if free:
-                ax.text(
-                    0.01, 0.01, "cost 0, not on the log axis: " + ", ".join(sorted(free)),
-                    transform=ax.transAxes, fontsize=7, va="bottom",
-                )
+                note = "cost 0, not on the log axis: " + ", ".join(sorted(free))
+                ax.text(0.01, 0.01, note, transform=ax.transAxes, fontsize=7, va="bottom")
             ax.set_xlabel("cost (dense-epoch equivalents, log scale)")
             ax.set_title(f"density {density:g}", fontsize=10)
             ax.grid(True, which="both", alpha=0.3)

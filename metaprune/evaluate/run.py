@@ -23,7 +23,7 @@ from metaprune.fit.persist import ModelCard
 from metaprune.networks import build_network, flat_weights, prunable_layout
 from metaprune.provenance import to_jsonable
 from metaprune.pruning.apply import MASK_ABLATIONS, Ticket, ablated, initial_network, prune_data_for, prune_seeds
-from metaprune.pruning.masks import mask_report
+from metaprune.pruning.masks import MaskReport
 from metaprune.pruning.method import Method
 from metaprune.pruning.schedules import check_density_for_network
 from metaprune.training import MemberResult, resolve_device, train_population
@@ -63,8 +63,8 @@ def _row_base(config: EvaluateConfig, seed: int, method: Method | str, density: 
     return row
 
 
-def _report_fields(net: nn.Module, mask: torch.Tensor, splits: DataSplits) -> dict:
-    report = mask_report(net, mask, input_shape=splits.input_shape)
+def _report_fields(report: MaskReport) -> dict:
+    """The row fields of a ticket's mask report (computed once, with the ticket)."""
     out = {
         "kept": report.kept,
         "effective_density": report.effective_density,
@@ -109,7 +109,7 @@ def evaluate_seed(
         else:
             ticket = _ticket(method, density, seed, config, splits, dev, tickets)
             net, mask = ticket.net, ticket.mask
-            row.update(_report_fields(net, mask, splits))
+            row.update(_report_fields(ticket.report))
             row["cost_epochs"] = ticket.cost_epochs
         row["prune_seconds"] = time.perf_counter() - t0
         members.append(_Member(unit, row, net, mask))
