@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from metaprune.errors import MetapruneError, RuntimeFailure
 
@@ -32,6 +33,31 @@ def _register_commands() -> None:
         importlib.import_module(f"{__package__}.{name}").register(app, bench_app)
 
 
+def command():
+    """The app's click command, with flags shown without a value type (Typer prints ``<bool>`` beside
+    every ``--force``, which reads as if the flag took a value)."""
+    cmd = typer.main.get_command(app)
+    todo = [cmd]
+    while todo:
+        current = todo.pop()
+        todo.extend(getattr(current, "commands", {}).values())
+        for param in current.params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+        current.get_help_option = _quiet_help(current.get_help_option)  # --help is made on demand
+    return cmd
+
+
+def _quiet_help(make):
+    def get_help_option(ctx):
+        option = make(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    return get_help_option
+
+
 def main() -> None:
     """Run the CLI; library errors become one line on stderr and a non-zero exit code.
 
@@ -40,16 +66,11 @@ def main() -> None:
     """
     _register_commands()
     try:
-        app()
-    except (MetapruneError, OptionError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        command()(prog_name="metaprune")
+    except (MetapruneError, OptionError, RuntimeFailure) as exc:
+        # escaped: a message quotes the method grammar, whose [@schedule] rich would take for markup
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except RuntimeFailure as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err.print("interrupted; committed work is kept and a re-run resumes")
-        sys.exit(130)
 
 
 if __name__ == "__main__":

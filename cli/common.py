@@ -5,10 +5,15 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator
+import shlex
+import sys
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
@@ -134,7 +139,16 @@ def density(option: str = "--sparsity") -> Number:
 
 
 # Zero workers used to mean "in-process" silently; one worker is the in-process run, so zero is refused.
-WORKERS = positive_int("--workers", "1 runs in-process, as leaving the option out does")
+WORKERS = positive_int("--workers", "1 runs in-process; default: one process per core, up to the tasks")
+
+
+def workers_for(workers: int | None, scheduler: str | None, tasks: int) -> int | None:
+    """``--workers`` as given, or by default one process per core up to ``tasks`` (None on a cluster)."""
+    from metaprune.executor import auto_workers
+
+    if workers is not None or scheduler:
+        return workers
+    return auto_workers(tasks)
 
 
 # ----------------------------------------------------------------------------------------- progress
@@ -156,3 +170,43 @@ def progress_bar(description: str, total: int | None) -> Iterator[Progress]:
     with bar:
         bar.add_task(description, total=total, status="")
         yield bar
+
+
+# ----------------------------------------------------------------------------------- interruptions
+
+
+def command_line() -> str:
+    """The command as typed (re-running it resumes a resumable command)."""
+    return shlex.join(["metaprune", *sys.argv[1:]])
+
+
+@contextlib.contextmanager
+def resumable(committed: Callable[[], str]) -> Iterator[None]:
+    """Ctrl-C ends the command with one line: what is committed (``committed()``) and the command that
+    resumes it; exit code 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        try:
+            state = committed()
+        except Exception as exc:  # noqa: BLE001 - the interrupted state is best effort, the line is not
+            state = f"committed work is kept ({exc})"
+        err.print(escape(f"interrupted: {state}; resume with: {command_line()}"), highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+
+
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Library warnings (``MetapruneWarning``) printed as one ``warning:`` line each."""
+    from metaprune.errors import MetapruneWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MetapruneWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, MetapruneWarning):
+                    err.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from metaprune.config import ScheduleConfig, TrainConfig, default_of
 
-from .common import WORKERS, density, out, positive_int, progress_bar
+from .common import WORKERS, density, out, positive_int, progress_bar, resumable, warnings_as_lines, workers_for
 from .options import DataRootOpt, DatasetOpt, DeviceOpt, JsonOpt, NetworkOpt, config_option
 
 LEARNED_PART = re.compile(r"learned:(.+?)(?=[@#~!>]|\+w|$)")
@@ -32,7 +32,7 @@ def _display(method: str, legend: dict[str, str]) -> str:
 
 
 def _print_report(rep, title: str) -> None:
-    from metaprune.evaluate.report import table_cells
+    from metaprune.evaluate.report import dense_cells, table_cells, verdicts
 
     densities, gap_headers, rows = table_cells(rep)
     table = Table(title=title, title_justify="left")
@@ -42,22 +42,22 @@ def _print_report(rep, title: str) -> None:
     for header in gap_headers:
         table.add_column(header, justify="right")
     blanks = [""] * (len(densities) - 1 + len(gap_headers))
-    if not rep.dense.empty:
-        for method, block in rep.dense.groupby("method"):
-            acc = 100 * block["test_acc"]
-            cell = f"{acc.mean():.2f} ± {acc.std(ddof=1):.2f} sd" if len(acc) > 1 else f"{acc.mean():.2f}"
-            table.add_row(f"{method} (density 1)", f"{cell} (it {block['best_iteration'].mean():.0f})", *blanks)
+    for method, cell in dense_cells(rep):
+        table.add_row(f"{method} (density 1)", cell, *blanks)
     legend: dict[str, str] = {}
     for method, cells, gaps in rows:
         mark = " (ref)" if method == rep.reference else ""
         table.add_row(_display(method, legend) + mark, *cells, *gaps)
     out.print(table)
+    for line in verdicts(rep):
+        out.print(_display(line, legend), highlight=False)
     if legend:
         out.print("; ".join(f"{label} = {full}" for label, full in sorted(legend.items())))
     test = "paired t-test" if rep.test == "ttest" else "Wilcoxon signed-rank"
     out.print(
         f"test accuracy (%) at the best-validation checkpoint, mean ± 95 % CI over seeds; * = differs from "
         f"{rep.reference} ({test}, Holm-corrected across methods, p < 0.05)"
+        + ("; density 1: the unpruned network, trained beside the tickets" if not rep.dense.empty else "")
     )
     if gap_headers:
         out.print(
@@ -90,56 +90,117 @@ def _print_sanity(rep) -> None:
     )
 
 
+class EvaluationProgress:
+    """Drives the progress bar from an evaluation's events: seeds done plus each running seed's projected
+    share (its pruning and epochs so far against pruning plus the epochs it needs at least, by early
+    stopping's patience), so an ETA shows from a seed's first epochs; the status says what each running
+    seed does."""
+
+    def __init__(self, bar, config, target: Path) -> None:
+        self.bar, self.config, self.target = bar, config, target
+        self.done = 0
+        self.share: dict[int, float] = {}
+        self.status: dict[int, str] = {}
+
+    def __call__(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "start":
+            self._start(event)
+        elif kind == "prune":
+            self.status[event["seed"]] = f"{event['seed']}: pruned {event['done']}/{event['total']}"
+        elif kind == "epoch":
+            self._epoch(event)
+        elif kind == "seed_done":
+            self.done = event["done"]
+            self.share.pop(event["seed"], None)
+            self.status.pop(event["seed"], None)
+        else:
+            return
+        status = " · ".join(self.status[s] for s in sorted(self.status))
+        self.bar.update(0, completed=self.done + sum(self.share.values()), status=status)
+
+    def _start(self, event: dict) -> None:
+        c = self.config
+        out.print(
+            f"evaluating {len(c.methods)} methods x {len(c.densities)} densities x {len(c.seeds)} seeds "
+            f"(reference {c.reference}) into {self.target} ({event['executor']})",
+            highlight=False,
+        )
+        if event["units_done"]:
+            out.print(f"resuming: {event['units_done']} of {event['units_total']} units done", highlight=False)
+
+    def _epoch(self, event: dict) -> None:
+        train = self.config.train
+        epoch, prune_s, train_s = event["epoch"], event["prune_seconds"], event["train_seconds"]
+        at_least = min(train.epochs, epoch + (train.patience if train.early_stopping else train.epochs - epoch))
+        projected = prune_s + train_s / epoch * max(at_least, epoch + 1)
+        self.share[event["seed"]] = min(0.95, (prune_s + train_s) / projected)
+        self.status[event["seed"]] = (
+            f"{event['seed']}: epoch {epoch}, {event['active']} of {event['members']} tickets training"
+        )
+
+
+SparsityOpt = Annotated[
+    list[float] | None,
+    typer.Option(
+        "--sparsity",
+        "-s",
+        parser=density(),
+        help="fraction of prunable weights that REMAIN (density; 0.005 = 0.5 % kept), repeatable "
+        "(default 0.005; a preset's own)",
+    ),
+]
+MethodOpt = Annotated[
+    list[str] | None,
+    typer.Option("--method", "-m", help="method (repeatable), e.g. snip, synflow@ums, mag>synflow~snip, imp"),
+]
+PresetOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="thesis experiment: baselines, schedules, stacked, saw, combined, meta; or jackpot: did the "
+        "learned scorer beat the best upfront and equal-compute warm-up methods (30 seeds, 0.005 and 0.01)"
+    ),
+]
+CeilingsOpt = Annotated[bool, typer.Option("--ceilings", help="add the iterative references imp and synflow@ims")]
+SanityOpt = Annotated[bool, typer.Option("--sanity", help="add the shuffle / reinit / invert variant of each method")]
+ReferenceOpt = Annotated[
+    str | None, typer.Option(help="method every other is compared with, added if not among them (default synflow@ums)")
+]
+ModelOpt = Annotated[
+    list[str] | None,
+    typer.Option("--model", help="fitted model directory for --preset jackpot (repeatable; default newest)"),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="replace a results directory of another configuration")]
+SeenOpt = Annotated[bool, typer.Option("--allow-seen-seeds", help="allow seeds a learned model was fitted on")]
+EpochsOpt = Annotated[int | None, config_option(TrainConfig, "epochs", number=positive_int, note_default=True)]
+PatienceOpt = Annotated[int | None, config_option(TrainConfig, "patience", number=positive_int, note_default=True)]
+RoundsOpt = Annotated[int | None, config_option(ScheduleConfig, "rounds", number=positive_int, note_default=True)]
+LevelsOpt = Annotated[int | None, config_option(ScheduleConfig, "levels", number=positive_int, note_default=True)]
+
+
 def evaluate_cmd(
-    sparsity: Annotated[
-        list[float] | None,
-        typer.Option(
-            "--sparsity",
-            "-s",
-            parser=density(),
-            help="fraction of prunable weights that REMAIN (density; 0.005 = 0.5 % kept), repeatable",
-        ),
-    ] = None,
-    method: Annotated[
-        list[str] | None,
-        typer.Option("--method", "-m", help="method (repeatable), e.g. snip, synflow@ums, mag>synflow~snip, imp"),
-    ] = None,
-    preset: Annotated[
-        str | None,
-        typer.Option(
-            help="thesis experiment: baselines, schedules, stacked, saw, combined, meta; or jackpot: did the "
-            "learned scorer beat the best upfront and equal-compute warm-up methods (30 seeds, 0.005 and 0.01)"
-        ),
-    ] = None,
+    sparsity: SparsityOpt = None,
+    method: MethodOpt = None,
+    preset: PresetOpt = None,
     seeds: Annotated[str | None, typer.Option(help="evaluation seeds (default 1000-1004)")] = None,
     network: NetworkOpt = "lenet_300_100",
     dataset: DatasetOpt = "mnist5k",
-    ceilings: Annotated[bool, typer.Option(help="add the iterative references imp and synflow@ims")] = False,
-    sanity: Annotated[bool, typer.Option(help="add the shuffle / reinit / invert variant of each method")] = False,
-    reference: Annotated[
-        str | None,
-        typer.Option(help="method every other is compared with (default snip; synflow@ums for --preset jackpot)"),
-    ] = None,
-    model: Annotated[
-        list[str] | None,
-        typer.Option("--model", help="fitted model directory for --preset jackpot (repeatable; default newest)"),
-    ] = None,
+    ceilings: CeilingsOpt = False,
+    sanity: SanityOpt = False,
+    reference: ReferenceOpt = None,
+    model: ModelOpt = None,
     test: Annotated[str, typer.Option(help="ttest (paired t-test) or wilcoxon")] = "ttest",
     out_dir: Annotated[Path | None, typer.Option("--out", help="results directory (default results/…)")] = None,
-    force: Annotated[bool, typer.Option(help="replace a results directory of another configuration")] = False,
-    allow_seen_seeds: Annotated[bool, typer.Option(help="allow seeds a learned model was fitted on")] = False,
-    workers: Annotated[int | None, typer.Option(parser=WORKERS, help="local worker processes (one seed each)")] = None,
+    force: ForceOpt = False,
+    allow_seen_seeds: SeenOpt = False,
+    workers: Annotated[
+        int | None, typer.Option(parser=WORKERS, help="local worker processes, one seed each (default: one per core)")
+    ] = None,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address tcp://host:port")] = None,
-    epochs: Annotated[int | None, config_option(TrainConfig, "epochs", number=positive_int, note_default=True)] = None,
-    patience: Annotated[
-        int | None, config_option(TrainConfig, "patience", number=positive_int, note_default=True)
-    ] = None,
-    rounds: Annotated[
-        int | None, config_option(ScheduleConfig, "rounds", number=positive_int, note_default=True)
-    ] = None,
-    levels: Annotated[
-        int | None, config_option(ScheduleConfig, "levels", number=positive_int, note_default=True)
-    ] = None,
+    epochs: EpochsOpt = None,
+    patience: PatienceOpt = None,
+    rounds: RoundsOpt = None,
+    levels: LevelsOpt = None,
     scope: Annotated[str, config_option(ScheduleConfig, "scope")] = default_of(ScheduleConfig, "scope"),
     device: DeviceOpt = "auto",
     data_root: DataRootOpt = None,
@@ -148,53 +209,32 @@ def evaluate_cmd(
     from dataclasses import replace
 
     from metaprune.evaluate.api import build_config, default_results_dir, evaluate
+    from metaprune.evaluate.run import units_committed
     from metaprune.seeds import parse_seeds
 
     if workers is not None and scheduler:
         raise typer.BadParameter("give --workers or --scheduler, not both")
     overrides = {"epochs": epochs, "patience": patience}
     train = replace(TrainConfig(), **{k: v for k, v in overrides.items() if v is not None})
-    config = build_config(
-        network=network,
-        dataset=dataset,
-        methods=tuple(method or ()),
-        densities=tuple(sparsity or ()),
-        seeds=parse_seeds(seeds) if seeds else (),
-        preset=preset,
-        ceilings=ceilings,
-        sanity=sanity,
-        reference=reference,
-        test=test,
-        train=train,
-        rounds=rounds,
-        levels=levels,
-        scope=scope,
-        models=tuple(model or ()),
-    )
+    with warnings_as_lines():
+        config = build_config(
+            network=network, dataset=dataset, methods=tuple(method or ()), densities=tuple(sparsity or ()),
+            seeds=parse_seeds(seeds) if seeds else (), preset=preset, ceilings=ceilings, sanity=sanity,
+            reference=reference, test=test, train=train, rounds=rounds, levels=levels, scope=scope,
+            models=tuple(model or ()),
+        )  # fmt: skip
     target = out_dir or default_results_dir(config, preset)
-    with progress_bar("seeds", len(config.seeds)) as bar:
 
-        def progress(done: int, total: int, status: str) -> None:
-            if done == 0:  # said once the checks passed: a refused run prints only its one-line error
-                out.print(
-                    f"evaluating {len(config.methods)} methods x {len(config.densities)} densities x "
-                    f"{len(config.seeds)} seeds into {target}",
-                    highlight=False,
-                )
-            bar.update(0, completed=done, status=status)
+    def committed() -> str:
+        done, total = units_committed(config, target)
+        return f"{done} of {total} units committed in {target}"
 
+    with resumable(committed), progress_bar("seeds", len(config.seeds)) as bar:
         rep = evaluate(
-            config,
-            target,
-            device=device,
-            data_root=data_root,
-            workers=workers,
-            scheduler=scheduler,
-            force=force,
-            allow_seen_seeds=allow_seen_seeds,
-            progress=progress,
-            preset=preset,
-        )
+            config, target, device=device, data_root=data_root, scheduler=scheduler, force=force,
+            workers=workers_for(workers, scheduler, len(config.seeds)), allow_seen_seeds=allow_seen_seeds,
+            on_event=EvaluationProgress(bar, config, target), preset=preset,
+        )  # fmt: skip
     _print_report(rep, f"{config.network} on {config.dataset}: {len(config.seeds)} seeds")
     out.print(
         f"results: {target}/results.csv (tidy table), {target}/results.zarr, "
@@ -206,14 +246,19 @@ def evaluate_cmd(
 def report_cmd(
     results: Annotated[Path, typer.Argument(help="a results directory written by `metaprune evaluate`")],
     reference: Annotated[str | None, typer.Option(help="compare against this method instead")] = None,
-    test: Annotated[str | None, typer.Option(help="ttest or wilcoxon")] = None,
+    test: Annotated[
+        str | None, typer.Option(help="ttest or wilcoxon (default: the evaluation's own, ttest unless it chose)")
+    ] = None,
     plots: Annotated[bool, typer.Option(help="write PNG plots into the results directory")] = True,
 ) -> None:
     """Re-print an evaluation's table and write its plots."""
     from metaprune.evaluate.api import report
+    from metaprune.evaluate.report import seeds_held
+    from metaprune.evaluate.results import ResultsDir
 
     rep = report(results, reference, test, plots)
-    _print_report(rep, f"{results}")
+    held, planned = seeds_held(ResultsDir(results))
+    _print_report(rep, f"{results}: {held} of {planned} planned seeds complete")
     out.print(f"comparison: {results}/comparison.csv", highlight=False)
 
 

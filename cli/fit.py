@@ -12,7 +12,7 @@ from rich.table import Table
 from metaprune.config import default_of, help_of
 from metaprune.fit.config import FitConfig as F
 
-from .common import err, non_negative_int, out, positive_float, positive_int, progress_bar
+from .common import err, non_negative_int, out, positive_float, positive_int, progress_bar, resumable
 from .options import JsonOpt, config_option
 
 THREADS = positive_int("--threads", "1 is fastest on a busy machine")
@@ -81,99 +81,104 @@ def metrics_table(meta: dict[str, Any], title: str) -> Table:
     return table
 
 
+RecipeOpt = Annotated[
+    str,
+    typer.Option(
+        help="starting point of every option not given: multishot (the defaults: trajectory states, the static "
+        "features, use @ums10) or thesis (the thesis's single-shot model: dense θ0, the score features, one shot)"
+    ),
+]
+
+
+OptionOpt = Annotated[
+    list[str] | None,
+    typer.Option("--option", "-o", help="model option KEY=VALUE (repeat), e.g. num_leaves=31; a wrong key lists them"),
+]
+MaxRowsOpt = Annotated[
+    int | None,
+    typer.Option(
+        parser=positive_int("--max-rows"), help="row subsample cap for tree/forest (1,000,000) and lightgbm (2,000,000)"
+    ),
+]
+ObjectiveOpt = Annotated[
+    str | None, typer.Option(help="lightgbm objective: regression (default), cross_entropy, binary or lambdarank")
+]
+EpochsOpt = Annotated[
+    int | None,
+    typer.Option(parser=positive_int("--epochs"), help="passes over the training seeds (sgd 3, mlp: its default)"),
+]
+
+
 def fit_cmd(
-    model: Annotated[str, config_option(F, "model", "--model", "-m")] = default_of(F, "model"),
+    model: Annotated[str | None, config_option(F, "model", "--model", "-m", note_default=True)] = None,
     data: Annotated[
         list[str] | None,
         typer.Option("--data", help="harvest store(s) of one feature set (repeat); default: newest in datasets/"),
     ] = None,
-    target: Annotated[str, config_option(F, "target")] = default_of(F, "target"),
-    features: Annotated[str, config_option(F, "features")] = default_of(F, "features"),
-    preprocess: Annotated[str, config_option(F, "preprocess")] = default_of(F, "preprocess"),
-    train_seeds: Annotated[str | None, config_option(F, "train_seeds")] = default_of(F, "train_seeds"),
-    test_seeds: Annotated[str | None, config_option(F, "test_seeds")] = default_of(F, "test_seeds"),
+    recipe: RecipeOpt = "multishot",
+    target: Annotated[str | None, config_option(F, "target", note_default=True)] = None,
+    features: Annotated[str | None, config_option(F, "features", note_default=True)] = None,
+    preprocess: Annotated[str | None, config_option(F, "preprocess", note_default=True)] = None,
+    train_seeds: Annotated[str | None, config_option(F, "train_seeds")] = None,
+    test_seeds: Annotated[str | None, config_option(F, "test_seeds")] = None,
     cv: Annotated[
-        int, config_option(F, "cv", number=lambda d: non_negative_int(d, "0: none, K >= 2: K folds"))
-    ] = default_of(F, "cv"),
+        int | None,
+        config_option(F, "cv", number=lambda d: non_negative_int(d, "0: none, K >= 2: K folds"), note_default=True),
+    ] = None,
     name: Annotated[
         str | None, typer.Option(help="model folder name (default <model>-<target>-<features>-<store hash>)")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing model of the same name")] = False,
-    option: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--option", "-o", help="model option KEY=VALUE (repeat), e.g. num_leaves=31; a wrong key lists them"
-        ),
-    ] = None,
-    max_rows: Annotated[
-        int | None,
-        typer.Option(
-            parser=positive_int("--max-rows"),
-            help="row subsample cap for tree/forest (1,000,000) and lightgbm (2,000,000)",
-        ),
-    ] = None,
-    objective: Annotated[
-        str | None,
-        typer.Option(help="lightgbm objective: regression (default), cross_entropy, binary or lambdarank"),
-    ] = None,
-    states: Annotated[str, config_option(F, "states")] = default_of(F, "states"),
-    sample_weight: Annotated[str, config_option(F, "sample_weight")] = default_of(F, "sample_weight"),
+    option: OptionOpt = None,
+    max_rows: MaxRowsOpt = None,
+    objective: ObjectiveOpt = None,
+    states: Annotated[str | None, config_option(F, "states", note_default=True)] = None,
+    sample_weight: Annotated[str | None, config_option(F, "sample_weight", note_default=True)] = None,
     grid: Annotated[list[str] | None, typer.Option("--grid", help=help_of(F, "grid"))] = None,
-    epochs: Annotated[
-        int | None,
-        typer.Option(parser=positive_int("--epochs"), help="passes over the training seeds (sgd 3, mlp 5)"),
-    ] = None,
-    lr: Annotated[
-        float | None, typer.Option(parser=positive_float("--lr"), help="mlp learning rate (default Adam 1e-3)")
-    ] = None,
+    epochs: EpochsOpt = None,
+    lr: Annotated[float | None, typer.Option(parser=positive_float("--lr"), help="mlp learning rate")] = None,
     device: Annotated[str | None, typer.Option(help="mlp device: auto, cpu, cuda, cuda:N")] = None,
-    seed: Annotated[int, config_option(F, "seed", number=non_negative_int)] = default_of(F, "seed"),
-    threads: Annotated[int, config_option(F, "threads", number=lambda _: THREADS)] = default_of(F, "threads"),
-    use: Annotated[str, config_option(F, "use")] = default_of(F, "use"),
+    seed: Annotated[int | None, config_option(F, "seed", number=non_negative_int, note_default=True)] = None,
+    threads: Annotated[int | None, config_option(F, "threads", number=lambda _: THREADS, note_default=True)] = None,
+    use: Annotated[str | None, config_option(F, "use", note_default=True)] = None,
     models_dir: Annotated[str, typer.Option(help="where models are saved")] = "models",
     datasets_dir: Annotated[str, typer.Option(help="where the default store is looked for")] = "datasets",
     json_out: Annotated[bool, typer.Option("--json", help="print the model's meta.json instead of tables")] = False,
 ) -> None:
     """Fit a scorer on harvested features; report held-out R², MSE, top-k Jaccard and Spearman vs base scores."""
-    from metaprune.fit.core import FitConfig, fit_model
+    from metaprune.fit.core import fit_model
+    from metaprune.fit.stores import resolve_stores
 
     opts = _options(option, max_rows, objective, epochs, lr)
     if device is not None:
         opts["device"] = device
-    config = FitConfig(
-        model=model,
-        target=target,
-        features=features,
-        preprocess=preprocess,
-        train_seeds=train_seeds,
-        test_seeds=test_seeds,
-        cv=cv,
-        options=opts,
-        seed=seed,
-        threads=threads,
-        states=states,
-        sample_weight=sample_weight,
-        grid=_grid(grid),
-        use=use,
-    )
-    from metaprune.fit.stores import resolve_stores
-
+    given = {
+        "model": model, "target": target, "features": features, "preprocess": preprocess,
+        "train_seeds": train_seeds, "test_seeds": test_seeds, "cv": cv, "seed": seed, "threads": threads,
+        "states": states, "sample_weight": sample_weight, "use": use,
+    }  # fmt: skip
+    given = {k: v for k, v in given.items() if v is not None}
+    if opts:
+        given["options"] = opts
+    if grid:
+        given["grid"] = _grid(grid)
+    config = F.for_recipe(recipe, **given).validate()  # a bad option is named before any store is opened
     stores, picked = resolve_stores(data, datasets_dir)
     if picked:
         err.print(f"using store {stores[0]} (the newest with complete seeds)", highlight=False)
-    with progress_bar(f"fit {model}", None) as bar:
+    nothing = "no model saved (a model folder appears only once its fit is complete)"
+    with resumable(lambda: nothing), progress_bar(f"fit {config.model}", None) as bar:
         res = fit_model(
-            stores,
-            config,
-            name=name,
-            models_dir=models_dir,
-            datasets_dir=datasets_dir,
-            force=force,
+            stores, config, name=name, models_dir=models_dir, datasets_dir=datasets_dir, force=force,
             progress=_stage_progress(bar),
-        )
+        )  # fmt: skip
     if json_out:
         out.print_json(json.dumps(res.meta, allow_nan=True))
         return
+    _print_fit(res)
+
+
+def _print_fit(res) -> None:
     meta = res.meta
     title = (
         f"{res.name}: {meta['model']} on {len(meta['features'])} features, target {meta['target']}, "
@@ -189,30 +194,35 @@ def fit_cmd(
         f"{m['fit']['seconds']:.1f} s, {m['fit']['rows_used']:,} rows used of {m['fit']['rows']:,}, "
         f"{m['fit']['rows_per_s']:,.0f} rows/s",
     )
+    for key, value in _metric_rows(meta):
+        info.add_row(key, value)
+    info.add_row("saved", str(res.path))
+    out.print(info)
+
+
+def _metric_rows(meta: dict) -> list[tuple[str, str]]:
+    """Cross-validation, next-level overlap and grid rows of a fit's summary, where it has them."""
+    m, rows = meta["metrics"], []
     if "cv" in m:
         cvm = m["cv"]
-        info.add_row(
+        rows.append((
             f"cv ({cvm['k']} folds by seed)",
             f"R² {cvm['r2']:.4f}±{cvm['r2_std']:.4f}, Jaccard {cvm['jaccard']:.4f}±{cvm['jaccard_std']:.4f}, "
             f"Spearman {cvm['spearman']:.4f}±{cvm['spearman_std']:.4f}",
-        )
+        ))  # fmt: skip
     if "next_level" in m["test"]:
         nl = m["test"]["next_level"]
-        info.add_row(
-            "next-level Jaccard (held out)",
-            f"{nl['jaccard']:.4f} mean over states; per state "
-            + ", ".join(f"{k}: {v:.3f}" for k, v in nl["per_state"].items()),
-        )
+        per_state = ", ".join(f"{k}: {v:.3f}" for k, v in nl["per_state"].items())
+        rows.append(("next-level Jaccard (held out)", f"{nl['jaccard']:.4f} mean over states; per state {per_state}"))
     if "grid" in m:
         for i, row in enumerate(m["grid"]["candidates"]):
             varied = {k: row["options"].get(k) for k in meta.get("grid", {})}
             mark = " (chosen)" if i == m["grid"]["chosen"] else ""
-            info.add_row(
+            rows.append((
                 f"grid {', '.join(f'{k}={v}' for k, v in varied.items())}{mark}",
                 f"cv Jaccard {row['jaccard']:.4f}±{row['jaccard_std']:.4f}, R² {row['r2']:.4f}",
-            )
-    info.add_row("saved", str(res.path))
-    out.print(info)
+            ))  # fmt: skip
+    return rows
 
 
 def models_cmd(

@@ -22,10 +22,13 @@ from .common import (
     positive_float,
     positive_int,
     progress_bar,
+    resumable,
+    workers_for,
 )
 from .options import DataRootOpt, DatasetOpt, DeviceOpt, JsonOpt, NetworkOpt, config_option
 
 H = HarvestConfig
+DEFAULT_HARVEST_SEEDS = "0-15"  # 16 seeds: the default fit trains on 12 and holds 4 out
 _TRAIN = default_of(H, "train")
 DEFAULTS_HELP = (
     f"Defaults: {default_of(H, 'levels')} levels from density 1 to --sparsity, {default_of(H, 'rounds')} "
@@ -42,7 +45,9 @@ def _fmt(x: float, digits: int = 3) -> str:
 def harvest_cmd(
     network: NetworkOpt = default_of(H, "network"),
     dataset: DatasetOpt = default_of(H, "dataset"),
-    seeds: Annotated[str, typer.Option("--seeds", help="seeds, e.g. 0-7 or 0,3,9; extends a store's plan")] = "0-7",
+    seeds: Annotated[
+        str, typer.Option("--seeds", help="seeds, e.g. 0-15 or 0,3,9; extends a store's plan")
+    ] = DEFAULT_HARVEST_SEEDS,
     sparsity: Annotated[float, config_option(H, "density", "--sparsity", number=density)] = default_of(H, "density"),
     levels: Annotated[int, config_option(H, "levels", number=positive_int)] = default_of(H, "levels"),
     epochs: Annotated[
@@ -65,7 +70,9 @@ def harvest_cmd(
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option("--workers", parser=WORKERS, help="local worker processes (default: in-process)"),
+        typer.Option(
+            "--workers", parser=WORKERS, help="local worker processes (default: one per core, up to the populations)"
+        ),
     ] = None,
     scheduler: Annotated[
         str | None, typer.Option("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
@@ -93,12 +100,13 @@ def harvest_cmd(
         warmup_epochs=warmup,
         trajectory=trajectory,
     )
-    with progress_bar("harvest", None) as bar:
+    tasks = math.ceil(len(seed_list) / seeds_per_task)
+    with resumable(lambda: _committed_seeds(config, out_path)), progress_bar("harvest", None) as bar:
         result = harvest(
             config,
             seed_list,
             out=out_path,
-            workers=workers,
+            workers=workers_for(workers, scheduler, tasks),
             scheduler=scheduler,
             device=device,
             data_root=data_root,
@@ -108,6 +116,17 @@ def harvest_cmd(
         out.print_json(json.dumps(result.to_dict()))
         return
     _print_harvest(result)
+
+
+def _committed_seeds(config: HarvestConfig, out_path: str | None) -> str:
+    from pathlib import Path
+
+    from metaprune.harvest.config import default_store_path
+    from metaprune.harvest.store import read_plan
+
+    path = Path(out_path) if out_path else default_store_path(config.validate())
+    planned, _, complete = read_plan(path)
+    return f"{sum(map(bool, complete))} of {len(planned)} planned seeds complete in {path}"
 
 
 def _harvest_progress(bar):

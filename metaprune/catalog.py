@@ -17,7 +17,9 @@ _SOURCES = (
 )
 
 
-def sections() -> list[tuple[str, list[tuple[str, tuple[str, ...], str]]]]:
+def sections(models_dir: str = "models") -> list[tuple[str, list[tuple[str, tuple[str, ...], str]]]]:
+    """(title, rows of (name, aliases, description)) of every registry, the presets and recipes, and the
+    models under ``models_dir``."""
     out = []
     for title, module, attr in _SOURCES:
         try:
@@ -33,7 +35,31 @@ def sections() -> list[tuple[str, list[tuple[str, tuple[str, ...], str]]]]:
             [(name, (), _describe_preset(cfg)) for name, cfg in TRAIN_PRESETS.items()],
         )
     )
+    from metaprune.evaluate.config import PRESET_HELP
+    from metaprune.fit.config import RECIPE_HELP
+
+    out.append(("evaluation presets (evaluate --preset)", [(n, (), h) for n, h in PRESET_HELP.items()]))
+    out.append(("fit recipes (fit --recipe)", [(n, (), h) for n, h in RECIPE_HELP.items()]))
+    out.append((f"models ({models_dir}/)", _models(models_dir)))
     return out
+
+
+def _models(models_dir: str) -> list[tuple[str, tuple[str, ...], str]]:
+    from metaprune.fit.persist import list_models
+
+    rows = []
+    for r in list_models(models_dir):
+        if "error" in r:
+            rows.append((r["name"], (), f"unreadable: {r['error']}"))
+            continue
+        rows.append((
+            f"learned:{r['path']}",
+            (),
+            f"{r['model']} on {r['n_features']} features ({r['features']}), target {r['target']}, states "
+            f"{r['states']}, prunes as {r['use']}"
+            + ("" if r.get("jaccard") is None else f"; held-out top-k Jaccard {r['jaccard']:.3f}"),
+        ))  # fmt: skip
+    return rows
 
 
 def _help(entry) -> str:

@@ -165,7 +165,7 @@ class ScheduleConfig(Config):
     kind: ClassVar[str] = "schedule"
 
     rounds: int = setting(100, "score/prune rounds of multi-shot schedules")
-    levels: int = setting(5, "train/prune/rewind levels of iterative schedules")
+    levels: int = setting(10, "train/prune/rewind levels of iterative schedules (the harvest target's 10)")
     scope: str = setting("global", "global: rank all weights together; layer: keep the density per layer")
 
     def validate(self) -> ScheduleConfig:

@@ -15,3 +15,7 @@ class RuntimeFailure(RuntimeError):
     """Something failed while running (disk full, worker lost); exit code 1."""
 
     exit_code = 1
+
+
+class MetapruneWarning(UserWarning):
+    """Something skipped or assumed on the user's behalf; the CLI prints it as one ``warning:`` line."""

@@ -167,7 +167,7 @@ def _dask_call(fn: TaskFn, task: Any) -> Any:
         torch.set_num_threads(max(1, int(get_worker().state.nthreads)))
     except Exception:  # pragma: no cover - not inside a worker (tests calling directly)
         pass
-    return fn(task, None)
+    return fn(task, _noop)  # progress events of a remote task are not forwarded
 
 
 class DaskExecutor(Executor):
@@ -232,6 +232,11 @@ class DaskExecutor(Executor):
             pass
 
 
+def auto_workers(tasks: int) -> int:
+    """One worker process per core, no more than there are tasks (``--workers auto``, the CLI's default)."""
+    return max(1, min(os.cpu_count() or 1, int(tasks)))
+
+
 def get_executor(
     workers: int | None = None, scheduler: str | None = None, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
 ) -> Executor:
@@ -250,4 +255,4 @@ def get_executor(
     return PoolExecutor(workers)
 
 
-__all__ = ["DaskExecutor", "Executor", "InProcessExecutor", "PoolExecutor", "get_executor"]
+__all__ = ["DaskExecutor", "Executor", "InProcessExecutor", "PoolExecutor", "auto_workers", "get_executor"]

@@ -55,69 +55,22 @@ import torch
 from torch import nn
 
 from metaprune.errors import MetapruneError
+from metaprune.feature_names import (  # noqa: F401 (their home is feature_names; re-exported for callers)
+    DYNAMICS_FEATURES,
+    FEATURE_GROUPS,
+    FEATURE_NAMES,
+    FEATURE_SETS,
+    FEATURE_VERSION,
+    MULTI_SHOT_EXCLUDED,
+    RANKED,
+    SCORE_FEATURES,
+    feature_spec,
+    select_features,
+)
 from metaprune.networks import PrunableLayout, prunable_layout, prunable_weights
 from metaprune.pruning.scorers import CHUNK, PruneData, score
 
-SCORE_FEATURES: tuple[str, ...] = ("magnitude", "snip", "grasp", "grasp_abs", "synflow", "synflow_ums")
-DYNAMICS_FEATURES: tuple[str, ...] = ("delta", "movement", "abs_grad", "sign_flips", "magnitude_e")
-FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
-    "scores": SCORE_FEATURES,
-    "structure": ("depth", "fan_in", "fan_out", "layer_size", *(f"rank_{s}" for s in SCORE_FEATURES)),
-    "activations": ("weight", "layer_frobenius", "in_act_max", "in_act_mean", "out_act_max", "out_act_mean"),
-    "dynamics": (*DYNAMICS_FEATURES, *(f"rank_{s}" for s in DYNAMICS_FEATURES)),
-}
-FEATURE_NAMES: tuple[str, ...] = tuple(name for group in FEATURE_GROUPS.values() for name in group)
-FEATURE_VERSION = 2  # bump when a feature's definition changes (part of the harvest config)
-RANKED = (*SCORE_FEATURES, *DYNAMICS_FEATURES)
 DEFAULT_UMS_ROUNDS = 100
-
-
-def feature_spec() -> dict:
-    """A JSON-able description of the features (stored with every harvest)."""
-    return {
-        "version": FEATURE_VERSION,
-        "names": list(FEATURE_NAMES),
-        "groups": {k: list(v) for k, v in FEATURE_GROUPS.items()},
-        "dtype": "float32",
-        "synflow": "single-shot SynFlow divided by its sum",
-        "synflow_ums": "round of removal by upfront multi-shot SynFlow to the density / (rounds + 1); survivors 1",
-        "rank": "rank of the score within its layer, ties averaged, scaled to [0, 1]",
-        "activations": "max/mean over the pruning batch (eval mode); hidden outputs post-ReLU, last layer logits",
-        "dynamics": "from a dense warm-up of warmup_epochs from θ0 on the warmup_order stream; g_t = update / lr",
-    }
-
-
-def select_features(selection: str | Iterable[str] | None = None) -> tuple[str, ...]:
-    """Expand feature names and group names (``scores``, ``structure``, ``activations``, ``all``).
-
-    ``None`` or ``"all"`` gives :data:`FEATURE_NAMES`. A comma-separated string is accepted. The result
-    keeps the given order, without duplicates; an unknown name is a one-line error listing the choices.
-    """
-    if selection is None:
-        return FEATURE_NAMES
-    items = [s.strip() for s in selection.split(",")] if isinstance(selection, str) else [str(s) for s in selection]
-    out: list[str] = []
-    for item in items:
-        if not item:
-            continue
-        if item == "all":
-            names: tuple[str, ...] = FEATURE_NAMES
-        elif item in FEATURE_GROUPS:
-            names = FEATURE_GROUPS[item]
-        elif item in FEATURE_NAMES:
-            names = (item,)
-        else:
-            raise MetapruneError(
-                f"unknown feature {item!r}; accepted: all, {', '.join(FEATURE_GROUPS)}, or one of "
-                f"{', '.join(FEATURE_NAMES)}"
-            )
-        out.extend(n for n in names if n not in out)
-    if not out:
-        raise MetapruneError("empty feature selection; accepted: all, a group name or feature names")
-    return tuple(out)
-
-
-# ------------------------------------------------------------------------------------------- helpers
 
 
 def rank_within_layers(values: torch.Tensor, layout: PrunableLayout) -> torch.Tensor:

@@ -67,9 +67,10 @@ def test_report_reprints_the_table_and_writes_four_plots(tmp_path):
     rep = report(out)
     densities, gap_headers, rows = table_cells(rep)
     assert densities == [0.05, 0.2] and gap_headers == []  # no ceiling evaluated: no gap columns
-    assert {m for m, _, _ in rows} == {"snip@uss", "magnitude@uss"}
+    # the reference (synflow@ums by default) is always evaluated beside the methods asked for
+    assert {m for m, _, _ in rows} == {"snip@uss", "magnitude@uss", "synflow@ums"}
     comparison = pd.read_csv(out / "comparison.csv")
-    assert len(comparison) == 4 and set(comparison["reference"]) == {"snip@uss"}
+    assert len(comparison) == 6 and set(comparison["reference"]) == {"synflow@ums"}
     names = sorted(p.name for p in rep.plots)
     plots = ["accuracy_vs_cost.png", "accuracy_vs_density.png", "kept_weight_distribution.png", "mask_jaccard.png"]
     assert names == plots  # every row records its cost in dense-epoch equivalents
@@ -114,6 +115,8 @@ def test_resume_after_kill_gives_identical_results(tmp_path):
         "2",
         "--out",
         str(out),
+        "--workers",
+        "1",  # in-process, as the reference run
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -161,7 +164,7 @@ def test_another_method_set_grows_the_directory_without_touching_committed_units
     # methods, densities and seeds may grow (identity = network, dataset, train, schedule, per_class):
     # a different method set adds units beside the committed ones, which stay byte for byte
     out = tmp_path / "r"
-    one = dict(densities=(0.2,), seeds=(1000,))
+    one = dict(densities=(0.2,), seeds=(1000,), reference="magnitude")
     run_evaluation(_cfg(methods=("magnitude",), **one), out)
     before = {p: p.read_bytes() for p in (out / "units").rglob("*") if p.is_file()}
     run_evaluation(_cfg(methods=("snip",), **one), out)

@@ -15,6 +15,11 @@ from metaprune.fit.preprocess import BASE_SCORES
 from metaprune.fit.stores import open_view
 from tests.test_fit_helpers import empty_store, run_main, tiny_store
 
+
+def THESIS(**fields) -> FitConfig:  # noqa: N802 (reads as the config it builds)
+    """The thesis's single-shot recipe: dense θ0 features, one shot (these tests pin that path)."""
+    return FitConfig.for_recipe("thesis", **fields)
+
 FAST = {
     "linear": {},
     "sgd": {"epochs": 2},
@@ -40,7 +45,7 @@ def models_dir(tmp_path):
 
 @pytest.mark.parametrize("model", list(FAST))
 def test_every_model_fits_predicts_and_round_trips(model, store, models_dir):
-    res = fit_model(store, FitConfig(model=model, features="all", options=FAST[model]), models_dir=models_dir)
+    res = fit_model(store, THESIS(model=model, features="all", options=FAST[model]), models_dir=models_dir)
     meta = res.meta
     assert res.path == models_dir / res.name and res.name.startswith(f"{model}-round-all-")
     assert meta["train_seeds"] == [0, 1, 2, 3, 4] and meta["test_seeds"] == [5]  # the last quarter (floor, >= 1)
@@ -68,7 +73,7 @@ def test_reference_rows_are_the_base_scores_themselves(store, models_dir):
     """The reference Jaccard of 'magnitude' is the top-k overlap of |θ0| with the target, per seed."""
     from metaprune.fit.metrics import topk_jaccard
 
-    res = fit_model(store, FitConfig(model="linear"), models_dir=models_dir)
+    res = fit_model(store, THESIS(model="linear"), models_dir=models_dir)
     view = open_view(store)
     expected = []
     for seed in res.meta["test_seeds"]:
@@ -78,20 +83,21 @@ def test_reference_rows_are_the_base_scores_themselves(store, models_dir):
 
 
 def test_targets_features_and_preprocessing_are_recorded(store, models_dir):
-    cfg = FitConfig(model="linear", target="mask", features="scores+depth", preprocess="rank")
+    cfg = THESIS(model="linear", target="mask", features="scores+depth", preprocess="rank")
     res = fit_model(store, cfg, models_dir=models_dir)
     meta = res.meta
     assert meta["features"] == ["magnitude", "snip", "grasp", "grasp_abs", "synflow", "synflow_ums", "depth"]
     assert meta["preprocess"] == "rank" and meta["per_layer_normalised"] is True
     assert meta["target"] == "mask" and meta["levels"] == 2 and meta["target_density"] == 0.1
     assert meta["feature_config"]["density"] == 0.1 and meta["feature_config"]["ums_rounds"] == 5
-    assert res.name.endswith("-rank-" + meta["store_hash"])
+    # the folder carries the hash in the store's own name (its harvest config), not the content hash
+    assert res.name.endswith("-rank-" + meta["stores"][0]["config_hash"]) and store.name != meta["store_hash"]
 
 
 def test_lightgbm_cross_entropy_objective(store, models_dir):
     res = fit_model(
         store,
-        FitConfig(model="lightgbm", target="score", options={"objective": "cross_entropy", "rounds": 5, "jobs": 1}),
+        THESIS(model="lightgbm", target="score", options={"objective": "cross_entropy", "rounds": 5, "jobs": 1}),
         models_dir=models_dir,
     )
     assert res.meta["options"]["objective"] == "cross_entropy"
@@ -99,7 +105,7 @@ def test_lightgbm_cross_entropy_objective(store, models_dir):
 
 
 def test_row_cap_subsamples(store, models_dir):
-    res = fit_model(store, FitConfig(model="tree", options={"max_rows": 1000}), models_dir=models_dir)
+    res = fit_model(store, THESIS(model="tree", options={"max_rows": 1000}), models_dir=models_dir)
     assert res.metrics["fit"]["rows_used"] == 1000 < res.metrics["fit"]["rows"]
 
 
@@ -116,7 +122,7 @@ def test_no_test_seed_is_ever_trained_on(store, models_dir, monkeypatch):
 
     monkeypatch.setattr(core.StreamData, "__init__", spy)
     res = fit_model(
-        store, FitConfig(model="sgd", train_seeds="0-3", test_seeds="5", cv=2, options=FAST["sgd"]), save=False
+        store, THESIS(model="sgd", train_seeds="0-3", test_seeds="5", cv=2, options=FAST["sgd"]), save=False
     )
     assert res.meta["test_seeds"] == [5] and res.meta["train_seeds"] == [0, 1, 2, 3]
     assert len(seen) == 3  # two cv folds, then the final fit
@@ -129,7 +135,7 @@ def test_no_test_seed_is_ever_trained_on(store, models_dir, monkeypatch):
 
 def test_combining_two_stores(store, tmp_path_factory, models_dir):
     other = tiny_store(tmp_path_factory, "more", (6, 7))
-    res = fit_model([store, other], FitConfig(model="linear"), models_dir=models_dir)
+    res = fit_model([store, other], THESIS(model="linear"), models_dir=models_dir)
     assert res.meta["test_seeds"] == [6, 7] and res.meta["train_seeds"] == [0, 1, 2, 3, 4, 5]
     assert [s["complete_seeds"] for s in res.meta["stores"]] == [[0, 1, 2, 3, 4, 5], [6, 7]]
     assert res.meta["metrics"]["fit"]["rows"] == 6 * 944
@@ -140,29 +146,29 @@ def test_combining_two_stores(store, tmp_path_factory, models_dir):
 
 def test_bad_inputs_are_one_line_errors(store, tmp_path_factory, models_dir):
     with pytest.raises(MetapruneError, match="no complete seeds"):
-        fit_model(empty_store(tmp_path_factory), FitConfig(), models_dir=models_dir)
+        fit_model(empty_store(tmp_path_factory), THESIS(), models_dir=models_dir)
     one = tiny_store(tmp_path_factory, "one", (0,))
     with pytest.raises(MetapruneError, match="too few complete seeds to hold any out"):
-        fit_model(one, FitConfig(), models_dir=models_dir)
+        fit_model(one, THESIS(), models_dir=models_dir)
     with pytest.raises(MetapruneError, match="in both --train-seeds and --test-seeds"):
-        fit_model(store, FitConfig(train_seeds="0-4", test_seeds="4-5"), models_dir=models_dir)
+        fit_model(store, THESIS(train_seeds="0-4", test_seeds="4-5"), models_dir=models_dir)
     with pytest.raises(MetapruneError, match=r"unknown feature 'nope'; the store has: magnitude, snip"):
-        fit_model(store, FitConfig(features="scores+nope"), models_dir=models_dir)
+        fit_model(store, THESIS(features="scores+nope"), models_dir=models_dir)
     with pytest.raises(MetapruneError, match="has no option"):
-        fit_model(store, FitConfig(model="tree", options={"depth": 3}), models_dir=models_dir)
+        fit_model(store, THESIS(model="tree", options={"depth": 3}), models_dir=models_dir)
     with pytest.raises(MetapruneError, match="no store with complete seeds"):
-        fit_model(None, FitConfig(), models_dir=models_dir, datasets_dir=models_dir)
+        fit_model(None, THESIS(), models_dir=models_dir, datasets_dir=models_dir)
     assert not models_dir.exists()  # nothing was written by any failed fit
 
 
 def test_existing_model_is_not_overwritten_without_force(store, models_dir):
-    first = fit_model(store, FitConfig(model="linear"), models_dir=models_dir, name="keep")
+    first = fit_model(store, THESIS(model="linear"), models_dir=models_dir, name="keep")
     before = (first.path / "meta.json").read_bytes()
     with pytest.raises(MetapruneError, match="--force"):
-        fit_model(store, FitConfig(model="sgd", options=FAST["sgd"]), models_dir=models_dir, name="keep")
+        fit_model(store, THESIS(model="sgd", options=FAST["sgd"]), models_dir=models_dir, name="keep")
     assert (first.path / "meta.json").read_bytes() == before
     again = fit_model(
-        store, FitConfig(model="sgd", options=FAST["sgd"]), models_dir=models_dir, name="keep", force=True
+        store, THESIS(model="sgd", options=FAST["sgd"]), models_dir=models_dir, name="keep", force=True
     )
     assert again.meta["model"] == "sgd" and load_model(again.path).meta["model"] == "sgd"
     assert sorted(p.name for p in models_dir.iterdir()) == ["keep"]  # no temp or old folders left
@@ -280,15 +286,15 @@ def test_trajectory_and_weight_refusals(store, tmp_path_factory, models_dir):
     with pytest.raises(MetapruneError, match="holds no trajectory states"):
         fit_model(flat, FitConfig(states="trajectory"), models_dir=models_dir)
     with pytest.raises(MetapruneError, match="takes no sample weights.*accepted: tree, forest, lightgbm, mlp"):
-        fit_model(store, FitConfig(model="linear", sample_weight="balanced"), models_dir=models_dir)
+        fit_model(store, THESIS(model="linear", sample_weight="balanced"), models_dir=models_dir)
     with pytest.raises(MetapruneError, match="binary objective needs a 0/1 target"):
-        fit_model(store, FitConfig(model="lightgbm", options={"objective": "binary"}), models_dir=models_dir)
+        fit_model(store, THESIS(model="lightgbm", options={"objective": "binary"}), models_dir=models_dir)
     with pytest.raises(MetapruneError, match="bad states 'all'; accepted: dense, trajectory"):
         FitConfig(states="all").validate()
 
 
 def test_a_grid_is_chosen_by_cross_validated_top_k_jaccard(store, models_dir):
-    config = FitConfig(model="lightgbm", features="scores", cv=2, options={"rounds": 5, "jobs": 1},
+    config = THESIS(model="lightgbm", features="scores", cv=2, options={"rounds": 5, "jobs": 1},
                        grid={"num_leaves": (3, 15)})
     res = fit_model(store, config, models_dir=models_dir)
     grid = res.metrics["grid"]

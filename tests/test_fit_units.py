@@ -120,11 +120,21 @@ def test_rank_is_per_layer_with_average_ties():
     np.testing.assert_allclose(out[:, 0], [1.0, 0.0, 0.5, 0.5, 0.5])
 
 
+def test_quantile_is_the_rank_over_the_whole_network_and_rank_the_rank_within_each_layer():
+    x = np.array([[1.0, 5.0], [3.0, 5.0], [2.0, 0.0], [10.0, 1.0]])
+    # column 0 ranks 1, 3, 2, 4 of 4 -> (r - 1) / 3; column 1: the two 5s tie at rank 3.5
+    expected = np.array([[0, 2.5 / 3], [2 / 3, 2.5 / 3], [1 / 3, 0], [1, 1 / 3]], dtype=np.float32)
+    np.testing.assert_allclose(pp.preprocess(x, "quantile"), expected, rtol=0, atol=1e-7)
+    # layers [0] and [1, 2, 3]: a one-weight layer gets 0.5; the rest rank within their layer
+    within = np.array([[0.5, 0.5], [0.5, 1.0], [0.0, 0.0], [1.0, 0.5]], dtype=np.float32)
+    np.testing.assert_array_equal(pp.preprocess(x, "rank", [(0, 1), (1, 3)]), within)
+
+
 def test_preprocess_refuses_non_finite_naming_the_feature():
     x = np.array([[0.0, np.nan], [1.0, 2.0]])
     with pytest.raises(MetapruneError, match="snip"):
         pp.preprocess(x, "minmax", names=["magnitude", "snip"])
-    with pytest.raises(MetapruneError, match="accepted: minmax, rank, none"):
+    with pytest.raises(MetapruneError, match="accepted: minmax, rank, quantile, none"):
         pp.preprocess(x, "zscore")
 
 

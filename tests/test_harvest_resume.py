@@ -24,6 +24,7 @@ METAPRUNE = str(Path(sys.executable).with_name("metaprune"))
 ARGS = [
     "harvest", "-n", "mlp:12-8", "-d", "digits", "--seeds", "0-5", "--sparsity", "0.1", "--levels", "2",
     "--epochs", "3", "--patience", "3", "--rounds", "3", "--seeds-per-task", "2", "--device", "cpu",
+    "--workers", "1",  # in-process, as the reference: a pool's one-thread workers round differently
 ]  # fmt: skip
 CONFIG = HarvestConfig(
     network="mlp:12-8",

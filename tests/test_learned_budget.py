@@ -21,6 +21,11 @@ from metaprune.pruning.method import parse_method
 from tests.test_fit_helpers import DENSITY, NETWORK, tiny_store
 
 
+def THESIS(**fields) -> FitConfig:  # noqa: N802 (reads as the config it builds)
+    """The thesis's single-shot recipe: dense θ0 features, one shot (these tests pin that path)."""
+    return FitConfig.for_recipe("thesis", **fields)
+
+
 @pytest.fixture(scope="session")
 def store(tmp_path_factory):
     return tiny_store(tmp_path_factory, "main", tuple(range(6)))
@@ -28,7 +33,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(store, tmp_path_factory):
-    return fit_model(store, FitConfig(model="linear", features="scores"), models_dir=tmp_path_factory.mktemp("m"))
+    return fit_model(store, THESIS(model="linear", features="scores"), models_dir=tmp_path_factory.mktemp("m"))
 
 
 def test_apportion_is_proportional_sums_exactly_and_respects_caps():

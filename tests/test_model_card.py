@@ -20,6 +20,11 @@ from metaprune.training import TrainConfig
 from tests.conftest import run_main
 from tests.test_fit_helpers import DENSITY, tiny_store
 
+
+def THESIS(**fields) -> FitConfig:  # noqa: N802 (reads as the config it builds)
+    """The thesis's single-shot recipe: dense θ0 features, one shot (these tests pin that path)."""
+    return FitConfig.for_recipe("thesis", **fields)
+
 PACKAGE = Path(__file__).resolve().parents[1] / "metaprune"
 OTHER = "mlp:10-8"  # another network on digits: 64*10 + 10*8 + 8*10 prunable weights
 
@@ -37,7 +42,7 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def plain(store, models):
     """A linear model on the base scores, min-max preprocessed: it fits only mlp:12-8."""
-    return fit_model(store, FitConfig(model="linear", features="scores"), models_dir=models, name="plain")
+    return fit_model(store, THESIS(model="linear", features="scores"), models_dir=models, name="plain")
 
 
 def _evaluate(model: Path, network: str, out: Path, seeds=(1000,)):
@@ -65,7 +70,7 @@ def test_card_reads_what_fit_wrote(plain):
 def test_transferable_model_is_accepted_by_prune_and_evaluate(store, models, tmp_path):
     from metaprune.prune import prune_network
 
-    ranked = fit_model(store, FitConfig(model="linear", preprocess="rank"), models_dir=models, name="ranked")
+    ranked = fit_model(store, THESIS(model="linear", preprocess="rank"), models_dir=models, name="ranked")
     assert ModelCard.read(ranked.path).transferable
     result = prune_network(OTHER, "digits", f"learned:{ranked.path}", DENSITY, 0)
     assert int(result.ticket.mask.sum()) == keep_count(DENSITY, 64 * 10 + 10 * 8 + 8 * 10)
@@ -81,7 +86,7 @@ def test_model_not_fitting_the_network_is_refused_by_evaluate_as_by_prune(plain,
 
 def test_model_fitted_on_two_stores_evaluates_on_both_networks(store, models, tmp_path_factory, tmp_path):
     other = tiny_store(tmp_path_factory, "other-network", (0, 1, 2, 3), network=OTHER)
-    both = fit_model([store, other], FitConfig(model="linear", features="scores"), models_dir=models, name="both")
+    both = fit_model([store, other], THESIS(model="linear", features="scores"), models_dir=models, name="both")
     card = ModelCard.read(both.path)
     assert set(card.networks) == {"mlp:12-8", OTHER} and len(card.layouts) == 2 and not card.transferable
     for network in ("mlp:12-8", OTHER):
@@ -164,7 +169,7 @@ def test_a_transferable_model_prunes_a_conv_net_and_an_untransferable_one_is_ref
     from metaprune.networks import build_network, prunable_layout
     from metaprune.prune import prune_network
 
-    ranked = fit_model(store, FitConfig(model="linear", preprocess="rank"), models_dir=models, name="ranked-conv")
+    ranked = fit_model(store, THESIS(model="linear", preprocess="rank"), models_dir=models, name="ranked-conv")
     result = prune_network("conv2", "digits", f"learned:{ranked.path}", DENSITY, 0)
     total = prunable_layout(build_network("conv2", (1, 8, 8), 10, 0)).total
     assert int(result.ticket.mask.sum()) == keep_count(DENSITY, total)

@@ -3,26 +3,49 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
-from metaprune.errors import MetapruneError
-from metaprune.evaluate.config import BASELINES, CEILINGS, EvaluateConfig, preset_methods
+from metaprune.datasets import DATASETS, dataset_info
+from metaprune.errors import MetapruneError, MetapruneWarning
+from metaprune.evaluate.config import (
+    BASELINES,
+    CEILINGS,
+    COMPOSITE,
+    EvaluateConfig,
+    preset_methods,
+    target_ceilings,
+)
 from metaprune.evaluate.report import Report, build_report, write_plots
 from metaprune.evaluate.results import ResultsDir
 from metaprune.evaluate.run import run_evaluation
-from metaprune.fit.persist import newest_model
-from metaprune.networks import validate_network
+from metaprune.fit.persist import ModelCard, newest_model
+from metaprune.networks import build_network, validate_network
 from metaprune.provenance import config_hash, to_jsonable
 from metaprune.pruning.method import ABLATIONS, parse_method
 from metaprune.pruning.schedules import ScheduleConfig
 
-QUICKSTART_COMPOSITE = "magnitude>synflow~snip"
 
+def quickstart_methods(network: str, dataset: str, models_dir: Path) -> tuple[tuple[str, ...], int | None]:
+    """The default evaluation: the baselines, the composite, the newest model as its card says and its
+    target's own ticket (the ceiling, so the table shows the gap closed), with the target's levels.
 
-def newest_learned_model(models_dir: Path = Path("models")) -> str | None:
+    A newest model that cannot be read or does not fit the network is skipped with a
+    ``MetapruneWarning`` naming it: it must not block the baselines.
+    """
     newest = newest_model(models_dir)
-    return f"learned:{newest}" if newest else None
+    if newest is None:
+        return BASELINES + (COMPOSITE,), None
+    try:
+        card = ModelCard.read(newest)
+        shape, classes = dataset_info(dataset)
+        card.check_fits(build_network(network, shape, classes, 0))
+        ceilings, levels = target_ceilings((newest,))
+    except MetapruneError as exc:
+        warnings.warn(f"skipping the newest model {newest}: {exc}", MetapruneWarning, stacklevel=2)
+        return BASELINES + (COMPOSITE,), None
+    return BASELINES + (COMPOSITE, f"learned:{newest}", *ceilings), levels
 
 
 def build_config(
@@ -42,22 +65,21 @@ def build_config(
     scope: str | None = None,
     **fields,
 ) -> EvaluateConfig:
-    """The evaluation a command line asks for: explicit methods, a preset, or the quick-start defaults.
+    """The evaluation a command line asks for: explicit methods, a preset, or the default evaluation.
 
-    ``rounds``, ``levels`` and ``scope`` override the schedule config (a preset may set its own levels).
+    ``rounds``, ``levels`` and ``scope`` override the schedule config (a preset or the default evaluation
+    takes its levels from the learned models' targets).
     """
-    extra: dict = {}
+    network, dataset = validate_network(network), DATASETS.canonical(dataset)  # argument errors come first
     if models and not preset:
         raise MetapruneError("--model goes with --preset jackpot; accepted: -m learned:DIR for one method")
+    extra: dict = {}
     if preset:
         p_methods, p_densities, extra = preset_methods(preset, models_dir, tuple(models))
         methods = tuple(methods) + p_methods
         densities = tuple(densities) or p_densities
     elif not methods:
-        methods = BASELINES + (QUICKSTART_COMPOSITE,)
-        learned = newest_learned_model(models_dir)
-        if learned:
-            methods += (learned,)
+        methods, extra["levels"] = quickstart_methods(network, dataset, models_dir)
     if ceilings:
         methods = tuple(methods) + CEILINGS
     if sanity:
@@ -65,23 +87,19 @@ def build_config(
         methods = tuple(methods) + tuple(
             replace(m, ablation=a).canonical() for m in base if m.ablation is None for a in ABLATIONS
         )
-    preset_levels = extra.pop("levels", None)
-    if "schedule" not in fields or fields["schedule"] is None:
+    target_levels = extra.pop("levels", None)
+    if fields.get("schedule") is None:
         base = ScheduleConfig()
         fields["schedule"] = ScheduleConfig(
             rounds=base.rounds if rounds is None else rounds,
-            levels=(preset_levels or base.levels) if levels is None else levels,
+            levels=(target_levels or base.levels) if levels is None else levels,
             scope=scope or base.scope,
         )
     cfg_fields = {**extra, **{k: v for k, v in fields.items() if v is not None}}
     if seeds:
         cfg_fields["seeds"] = tuple(seeds)
     config = EvaluateConfig(
-        network=validate_network(network),
-        dataset=dataset,
-        methods=tuple(methods),
-        densities=tuple(densities) or (0.005,),
-        **cfg_fields,
+        network=network, dataset=dataset, methods=tuple(methods), densities=tuple(densities) or (0.005,), **cfg_fields
     )
     return config.validate()
 

@@ -9,14 +9,18 @@ from typing import ClassVar
 from metaprune.config import Config, ScheduleConfig, TrainConfig
 from metaprune.errors import MetapruneError
 from metaprune.fit.learned import with_intended_use
-from metaprune.fit.persist import model_folders, newest_model
+from metaprune.fit.persist import ModelCard, model_folders, newest_model
 from metaprune.pruning.masks import check_density
 from metaprune.pruning.method import Method, parse_method
 
 BASELINES = ("random", "magnitude", "snip", "grasp", "synflow")
+COMPOSITE = "magnitude>synflow~snip"  # the thesis's best at-init composite (stacked scoring on SaW weights)
+# The strongest at-init baseline of the thesis's scorers (SynFlow in 100 UMS rounds): what a learned
+# scorer must beat.
+DEFAULT_REFERENCE = "synflow@ums"
 THESIS_DENSITIES = (0.005, 0.007, 0.01, 0.015, 0.1, 0.2, 0.5)
 CEILINGS = ("imp", "synflow@ims")
-DEFAULT_SEEDS = tuple(range(1000, 1005))  # disjoint from the harvest's default 0-7
+DEFAULT_SEEDS = tuple(range(1000, 1005))  # disjoint from the harvest's default seeds
 DENSE = "dense"
 
 # Thesis figure 5.14's top rows, spelled in our grammar (UMS where the thesis ran UMS).
@@ -50,12 +54,12 @@ class EvaluateConfig(Config):
 
     network: str = "lenet_300_100"
     dataset: str = "mnist5k"
-    methods: tuple[Method | str, ...] = BASELINES + ("magnitude>synflow~snip",)  # parsed by validate
+    methods: tuple[Method | str, ...] = BASELINES + (COMPOSITE,)  # parsed by validate
     densities: tuple[float, ...] = (0.005,)
     seeds: tuple[int, ...] = DEFAULT_SEEDS
     train: TrainConfig = field(default_factory=TrainConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    reference: str = "snip"
+    reference: str = DEFAULT_REFERENCE
     test: str = "ttest"
     per_class: int = 10
     dense_inits: tuple[str, ...] = ()  # extra dense rows trained from these inits (SaW preset)
@@ -65,9 +69,12 @@ class EvaluateConfig(Config):
         range and sorted; below this, methods and densities are trusted."""
         if not self.methods and not self.dense_inits:
             raise MetapruneError("no methods to evaluate; accepted: --method METHOD (repeatable) or --preset NAME")
-        parsed = (with_intended_use(m if isinstance(m, Method) else parse_method(m)) for m in self.methods)
+        parsed = [with_intended_use(m if isinstance(m, Method) else parse_method(m)) for m in self.methods]
+        reference_method = with_intended_use(parse_method(self.reference))
+        if self.methods and reference_method.canonical() not in {m.canonical() for m in parsed}:
+            parsed.append(reference_method)  # every method is compared with it, so it is always evaluated
         methods = tuple({m.canonical(): m for m in parsed}.values())
-        reference = with_intended_use(parse_method(self.reference)).canonical()
+        reference = reference_method.canonical()
         if self.test not in ("ttest", "wilcoxon"):
             raise MetapruneError(f"unknown test {self.test!r}; accepted: ttest, wilcoxon")
         if not self.seeds:
@@ -82,6 +89,17 @@ class EvaluateConfig(Config):
         )
 
 
+def dense_unit(init: str) -> str:
+    return DENSE if init == "standard" else f"{DENSE}~{init}"
+
+
+def planned_units(config: EvaluateConfig) -> list[tuple[Method | str, float]]:
+    """(method, density) of every pruned unit, then (dense unit name, 1.0) of every dense one."""
+    units: list[tuple[Method | str, float]] = [(m, d) for d in config.densities for m in config.methods]
+    units += [(dense_unit(i), 1.0) for i in ("standard", *[i for i in config.dense_inits if i != "standard"])]
+    return units
+
+
 JACKPOT_BASELINES = (
     "random",
     "magnitude",
@@ -93,14 +111,27 @@ JACKPOT_BASELINES = (
 )
 JACKPOT_WARMUP_SCORERS = ("delta", "movement", "magnitude", "snip", "synflow@ums")
 JACKPOT_SEEDS = tuple(range(1000, 1030))
-JACKPOT_LEVELS = 10  # the harvest target's levels
-# the harvest target's own ticket: its 10 levels of 10 SynFlow rounds each (harvest defaults)
-JACKPOT_CEILINGS = ("imp", "synflow@ims10")
+IMP = "imp"
 
 
-def jackpot_methods(models: tuple[str | Path, ...], models_dir: Path) -> tuple[str, ...]:
+def target_ceilings(models: tuple[str | Path, ...]) -> tuple[tuple[str, ...], int | None]:
+    """The ceilings of learned models: each model's harvest target as a method (its own ticket, e.g.
+    ``synflow@ims10``), and the levels those targets trained. Models of targets with different levels
+    cannot share one evaluation's schedule config, which is one-line refused."""
+    tickets = {ModelCard.read(m).target_ticket for m in models}
+    levels = {lv for _, lv in tickets if lv is not None}
+    if len(levels) > 1:
+        raise MetapruneError(
+            f"the models imitate targets of different levels ({', '.join(map(str, sorted(levels)))}); accepted: "
+            "models harvested with one --levels, or --levels and -m for each ceiling"
+        )
+    return tuple(sorted({method for method, _ in tickets})), (levels.pop() if levels else None)
+
+
+def jackpot_methods(models: tuple[str | Path, ...], models_dir: Path) -> tuple[tuple[str, ...], int | None]:
     """Did the learned scorer hit the jackpot: upfront baselines, warm-up baselines of every warm-up the
-    models use (equal compute), each model as its card says and under !shuffle / !reinit, the ceilings."""
+    models use (equal compute), each model as its card says and under !shuffle / !reinit, and the
+    ceilings: ``imp`` and each model's own target ticket. Returns the methods and the targets' levels."""
     from metaprune.fit.learned import with_intended_use
 
     if not models:
@@ -108,7 +139,7 @@ def jackpot_methods(models: tuple[str | Path, ...], models_dir: Path) -> tuple[s
         if newest is None:
             raise MetapruneError(
                 f"preset 'jackpot' needs a fitted model and none is under {models_dir}; accepted: run "
-                "`metaprune harvest` then `metaprune fit --model mlp --features all`, or give --model DIR"
+                "`metaprune harvest` then `metaprune fit --model mlp`, or give --model DIR"
             )
         models = (newest,)
     learned = [with_intended_use(parse_method(f"learned:{m}")) for m in models]
@@ -116,7 +147,8 @@ def jackpot_methods(models: tuple[str | Path, ...], models_dir: Path) -> tuple[s
     warm = tuple(f"{s}+w{w:g}" for w in warmups for s in JACKPOT_WARMUP_SCORERS)
     own = tuple(m.canonical() for m in learned)
     sanity = tuple(f"{m}!{a}" for m in own for a in ("shuffle", "reinit"))
-    return JACKPOT_BASELINES + warm + own + sanity + JACKPOT_CEILINGS
+    ceilings, levels = target_ceilings(models)
+    return JACKPOT_BASELINES + warm + own + sanity + (IMP, *ceilings), levels
 
 
 def preset_methods(
@@ -126,8 +158,9 @@ def preset_methods(
     if models and name != "jackpot":
         raise MetapruneError(f"--model is for preset 'jackpot', not {name!r}; accepted: -m learned:DIR instead")
     if name == "jackpot":
-        extra = {"seeds": JACKPOT_SEEDS, "reference": "synflow@ums", "levels": JACKPOT_LEVELS}
-        return jackpot_methods(models, models_dir), (0.005, 0.01), extra
+        methods, levels = jackpot_methods(models, models_dir)
+        extra = {"seeds": JACKPOT_SEEDS, "reference": DEFAULT_REFERENCE, "levels": levels}
+        return methods, (0.005, 0.01), extra
     scorers4 = ("magnitude", "snip", "grasp", "synflow")
     if name == "baselines":
         return BASELINES, THESIS_DENSITIES, {"seeds": (1000, 1001, 1002)}
@@ -147,8 +180,19 @@ def preset_methods(
             raise MetapruneError(
                 f"preset 'meta' needs fitted models, none found under {models_dir}; accepted: run `metaprune fit` first"
             )
-        return tuple(f"learned:{p}" for p in models) + BASELINES, (0.005, 0.01), {}
+        # thesis 5.9: the learned scorers as the thesis used them, in one shot
+        return tuple(f"learned:{p}@uss" for p in models) + BASELINES, (0.005, 0.01), {}
     raise MetapruneError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
 
 
-PRESETS = ("baselines", "schedules", "stacked", "saw", "combined", "meta", "jackpot")
+PRESET_HELP = {
+    "baselines": "thesis 5.1: random, magnitude, snip, grasp, synflow at 7 densities (0.005-0.5), 3 seeds",
+    "schedules": "thesis 5.1.1: magnitude, snip, grasp, synflow under uss, ums, iss and ims at 0.005 and 0.01",
+    "stacked": "thesis 5.3: every stack A>B of magnitude, snip, grasp, synflow, beside the single scorers",
+    "saw": "thesis 5.4: scores as weight initialisation (standard, snip, bimodal, synflow, grasp) per scorer",
+    "combined": "thesis 5.14: the thesis's best stacked + SaW combinations beside the baselines",
+    "meta": "thesis 5.9: every model under models/ in one shot (as the thesis used them) beside the baselines",
+    "jackpot": "did a learned scorer beat the best at-init and equal-compute warm-up methods: 30 seeds, 0.005 and "
+    "0.01, sanity ablations, ceilings imp and the model's target ticket, against synflow@ums",
+}
+PRESETS = tuple(PRESET_HELP)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from metaprune.evaluate.config import CEILINGS, DENSE
-from metaprune.evaluate.results import ResultsDir
+from metaprune.evaluate.config import CEILINGS, DENSE, EvaluateConfig, planned_units
+from metaprune.evaluate.results import ResultsDir, unit_name
 from metaprune.evaluate.stats import CEILING_COLUMNS, compare
 
 BOOT_SEED = 0  # the gap-closure bootstrap's seed: a report is reproducible
@@ -130,6 +130,51 @@ def _loss_cell(row: pd.Series, ablation: str) -> str:
         return ""
     half = row[f"{ablation}_loss_ci95"]
     return f"{100 * loss:.2f}" + ("" if pd.isna(half) else f" ± {100 * half:.2f}")
+
+
+def dense_cells(report: Report) -> list[tuple[str, str]]:
+    """(method, 'mean ± 95 % CI') of each dense row in %, like the tickets' cells."""
+    from metaprune.evaluate.stats import mean_ci
+
+    rows = []
+    for method, block in report.dense.groupby("method"):
+        mean, half = mean_ci(block["test_acc"].to_numpy(dtype=float))
+        rows.append((method, _pct(mean) + ("" if math.isnan(half) else f" ± {_pct(half)}")))
+    return rows
+
+
+def verdicts(report: Report) -> list[str]:
+    """One sentence per learned method (no ablation) and density: did it beat the reference, by how
+    much, with the paired CI, the Holm-corrected p and the seeds it won."""
+    from metaprune.pruning.method import parse_method
+
+    comp = report.comparison
+    if comp.empty or "diff" not in comp.columns:
+        return []
+    lines = []
+    for _, r in comp.sort_values(["density", "mean"], ascending=[True, False]).iterrows():
+        method = parse_method(r["method"])
+        if not method.learned_models or method.ablation is not None or r["method"] == report.reference:
+            continue
+        if pd.isna(r["diff"]):
+            continue
+        beat = "beat" if r["diff"] > 0 and r["significant"] else (
+            "did not significantly beat" if r["diff"] > 0 else "did not beat"
+        )  # fmt: skip
+        ci = "" if pd.isna(r["diff_ci95"]) else f" ± {100 * r['diff_ci95']:.2f}"
+        lines.append(
+            f"at density {r['density']:g}, {r['method']} {beat} {report.reference}: {100 * r['diff']:+.2f}{ci} "
+            f"points (p = {r['p_holm']:.2g}, Holm-corrected; won {int(r['wins'])} of {int(r['n_pairs'])} seeds)"
+        )
+    return lines
+
+
+def seeds_held(results: ResultsDir) -> tuple[int, int]:
+    """(seeds whose every planned unit is committed, seeds planned) of a results directory."""
+    config = EvaluateConfig.from_dict(results.config())
+    units = [unit_name(str(m), d) for m, d in planned_units(config)]
+    seeds = list(config.seeds)
+    return sum(all(results.done(s, u) for u in units) for s in seeds), len(seeds)
 
 
 def write_plots(report: Report, results: ResultsDir) -> list[Path]:

@@ -17,7 +17,7 @@ from torch import nn
 
 from metaprune.datasets import DataSplits, dataset_info, load_dataset
 from metaprune.errors import MetapruneError
-from metaprune.evaluate.config import DENSE, EvaluateConfig
+from metaprune.evaluate.config import EvaluateConfig, planned_units
 from metaprune.evaluate.results import ResultsDir, unit_name
 from metaprune.fit.persist import ModelCard
 from metaprune.networks import build_network, flat_weights, prunable_layout
@@ -37,17 +37,6 @@ class _Member:
     row: dict
     net: nn.Module
     mask: torch.Tensor | None
-
-
-def dense_unit(init: str) -> str:
-    return DENSE if init == "standard" else f"{DENSE}~{init}"
-
-
-def planned_units(config: EvaluateConfig) -> list[tuple[Method | str, float]]:
-    """(method, density) of every pruned unit, then (dense unit name, 1.0) of every dense one."""
-    units: list[tuple[Method | str, float]] = [(m, d) for d in config.densities for m in config.methods]
-    units += [(dense_unit(i), 1.0) for i in ("standard", *[i for i in config.dense_inits if i != "standard"])]
-    return units
 
 
 def _row_base(config: EvaluateConfig, seed: int, method: Method | str, density: float) -> dict:
@@ -77,6 +66,13 @@ def _report_fields(report: MaskReport) -> dict:
     return out
 
 
+Emit = Callable[[dict], None]
+
+
+def _noop(event: dict) -> None:
+    pass
+
+
 def evaluate_seed(
     out: str | Path,
     config: EvaluateConfig,
@@ -84,8 +80,14 @@ def evaluate_seed(
     device: str | None = None,
     data_root: str | None = None,
     max_population: int = MAX_POPULATION,
+    emit: Emit = _noop,
 ) -> int:
-    """Prune and train every missing unit of ``seed``; returns the number of units committed."""
+    """Prune and train every missing unit of ``seed``; returns the number of units committed.
+
+    ``emit`` receives progress events: ``{"event": "prune", "seed", "done", "total"}`` after each ticket,
+    ``{"event": "epoch", "seed", "epoch", "active", "members", "prune_seconds", "train_seconds"}`` after
+    each training epoch.
+    """
     results = ResultsDir(Path(out))
     dev = resolve_device(device)
     splits = load_dataset(config.dataset, data_root=data_root)
@@ -94,37 +96,26 @@ def evaluate_seed(
         return 0
     # A population's numbers depend (in the last bits) on its size, so a partly committed seed retrains
     # its whole planned population and commits only the missing units: resumed == uninterrupted.
-    members: list[_Member] = []
-    tickets: dict[tuple[str, float], Ticket] = {}
-    for method, density in planned:
-        unit = unit_name(str(method), density)
-        row = _row_base(config, seed, method, density)
-        t0 = time.perf_counter()
-        if not isinstance(method, Method):  # a dense unit
-            init_method = Method(("magnitude",), "uss", row["init"])
-            net = initial_network(init_method, config.network, splits, seed, prune_data_for(splits, seed))
-            mask = None
-            row.update(kept=prunable_layout(net).total, effective_density=1.0, collapsed=False, collapsed_layers="")
-            row["cost_epochs"] = 0.0
-        else:
-            ticket = _ticket(method, density, seed, config, splits, dev, tickets)
-            net, mask = ticket.net, ticket.mask
-            row.update(_report_fields(ticket.report))
-            row["cost_epochs"] = ticket.cost_epochs
-        row["prune_seconds"] = time.perf_counter() - t0
-        members.append(_Member(unit, row, net, mask))
+    t0 = time.perf_counter()
+    tickets: dict[tuple[str, float], Ticket] = {}  # a method's ticket serves its !shuffle and !reinit units
+    members = [_prune_member(config, seed, m, d, splits, dev, tickets) for m, d in _announced(planned, seed, emit)]
+    prune_seconds = time.perf_counter() - t0
     splits_dev = splits.to(dev)
     committed = 0
     for start in range(0, len(members), max_population):
         group = members[start : start + max_population]
+        t_train = time.perf_counter()
+
+        def progress(epoch: int, active: int, total: int, t_train=t_train) -> None:
+            emit({
+                "event": "epoch", "seed": seed, "epoch": epoch, "active": active, "members": total,
+                "prune_seconds": prune_seconds, "train_seconds": time.perf_counter() - t_train,
+            })  # fmt: skip
+
         result = train_population(
-            [m.net for m in group],
-            splits_dev,
-            config.train,
-            data_seed=seed,
-            masks=[m.mask for m in group],
-            device=dev,
-        )
+            [m.net for m in group], splits_dev, config.train, data_seed=seed, masks=[m.mask for m in group],
+            device=dev, progress=progress,
+        )  # fmt: skip
         for i, (member, outcome) in enumerate(zip(group, result.members, strict=True)):
             row = {**member.row, **_member_fields(outcome)}
             row.update(population=len(group), member=i, train_seconds=result.seconds, device=str(dev))
@@ -136,6 +127,40 @@ def evaluate_seed(
             results.commit(seed, member.unit, row, member.mask, kept)
             committed += 1
     return committed
+
+
+def _announced(planned: list, seed: int, emit: Emit):
+    """The planned units, each announced to ``emit`` once it has been pruned."""
+    for i, unit in enumerate(planned):
+        yield unit
+        emit({"event": "prune", "seed": seed, "done": i + 1, "total": len(planned)})
+
+
+def _prune_member(
+    config: EvaluateConfig,
+    seed: int,
+    method: Method | str,
+    density: float,
+    splits: DataSplits,
+    device: torch.device,
+    tickets: dict[tuple[str, float], Ticket],
+) -> _Member:
+    """One planned unit's network and mask: a dense network, or the method's ticket at ``density``."""
+    row = _row_base(config, seed, method, density)
+    t0 = time.perf_counter()
+    if not isinstance(method, Method):  # a dense unit
+        init_method = Method(("magnitude",), "uss", row["init"])
+        net = initial_network(init_method, config.network, splits, seed, prune_data_for(splits, seed))
+        mask = None
+        row.update(kept=prunable_layout(net).total, effective_density=1.0, collapsed=False, collapsed_layers="")
+        row["cost_epochs"] = 0.0
+    else:
+        ticket = _ticket(method, density, seed, config, splits, device, tickets)
+        net, mask = ticket.net, ticket.mask
+        row.update(_report_fields(ticket.report))
+        row["cost_epochs"] = ticket.cost_epochs
+    row["prune_seconds"] = time.perf_counter() - t0
+    return _Member(unit_name(str(method), density), row, net, mask)
 
 
 def _ticket(
@@ -200,6 +225,13 @@ def check_for_network(config: EvaluateConfig, allow_seen_seeds: bool) -> None:
             )
 
 
+def units_committed(config: EvaluateConfig, out: str | Path) -> tuple[int, int]:
+    """(units committed, units planned) of an evaluation in the results directory ``out``."""
+    results = ResultsDir(Path(out))
+    units = [unit_name(str(m), d) for m, d in planned_units(config)]
+    return sum(results.done(s, u) for s in config.seeds for u in units), len(config.seeds) * len(units)
+
+
 def run_evaluation(
     config: EvaluateConfig,
     out: str | Path,
@@ -210,34 +242,38 @@ def run_evaluation(
     scheduler: str | None = None,
     force: bool = False,
     allow_seen_seeds: bool = False,
-    progress: Callable[[int, int, str], None] | None = None,
+    on_event: Emit | None = None,
     preset: str | None = None,
 ) -> ResultsDir:
     """Evaluate every (seed, method, density); resumable; returns the results directory.
 
     ``preset`` (the preset the config was built from, if any) is recorded with the directory: another
     preset, or the same preset for other learned models, is refused there (``ResultsDir.open_or_create``).
-    ``progress(done, total, status)`` is called with ``done = 0`` once every check has passed, then after
-    each seed.
+    ``on_event`` receives ``{"event": "start", "seeds", "units_done", "units_total", "executor"}`` once
+    every check has passed (``units_done > 0``: the run resumes), the seeds' prune and epoch events
+    (``evaluate_seed``), and ``{"event": "seed_done", "seed", "done", "total"}`` after each seed.
     """
+    from metaprune.executor import get_executor
+
     config = config.validate()
     check_for_network(config, allow_seen_seeds)
     results = ResultsDir(Path(out))
     results.open_or_create(to_jsonable(config), force=force, preset=preset)
+    emit = on_event or _noop
     seeds = list(config.seeds)
-    from metaprune.executor import get_executor
-
+    done, total = units_committed(config, out)
     tasks = [(str(out), config, s, device, data_root) for s in seeds]
     with get_executor(workers=workers, scheduler=scheduler) as executor:
-        if progress is not None:  # every check passed and the directory is open: the work starts
-            progress(0, len(seeds), executor.describe())
-        for done, _ in enumerate(executor.map(_seed_task, tasks), start=1):
-            if progress is not None:
-                progress(done, len(seeds), executor.describe())
+        emit({
+            "event": "start", "seeds": len(seeds), "units_done": done, "units_total": total,
+            "executor": executor.describe(),
+        })  # fmt: skip
+        for finished, (index, _) in enumerate(executor.map(_seed_task, tasks, on_event=emit), start=1):
+            emit({"event": "seed_done", "seed": seeds[index], "done": finished, "total": len(seeds)})
     results.consolidate()
     return results
 
 
-def _seed_task(args: tuple, emit=None) -> int:
+def _seed_task(args: tuple, emit: Emit = _noop) -> int:
     out, config, seed, device, data_root = args
-    return evaluate_seed(out, config, seed, device=device, data_root=data_root)
+    return evaluate_seed(out, config, seed, device=device, data_root=data_root, emit=emit)

@@ -196,6 +196,7 @@ def _method_row(table: pd.DataFrame, density: float, m: str, reference: str, tes
         diff = (pair[m] - pair[reference]).to_numpy()
         d_mean, d_half = mean_ci(diff)
         row.update(diff=d_mean, diff_ci95=d_half, p=paired_p(diff, test), n_pairs=int(diff.size))
+        row["wins"] = int((diff > 0).sum())  # seeds on which the method beat the reference
     else:
-        row.update(diff=math.nan, diff_ci95=math.nan, p=math.nan, n_pairs=0)
+        row.update(diff=math.nan, diff_ci95=math.nan, p=math.nan, n_pairs=0, wins=0)
     return row

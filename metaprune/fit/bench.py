@@ -46,7 +46,7 @@ def _bench_one(store: str, model: str, config: dict[str, Any]) -> dict[str, Any]
 
     baseline = _rss_mb()
     t0 = time.perf_counter()
-    res = core.fit_model([store], core.FitConfig(model=model, **config), save=False)
+    res = core.fit_model([store], core.FitConfig.for_recipe("thesis", model=model, **config), save=False)
     total = time.perf_counter() - t0
     m = res.metrics
     return {

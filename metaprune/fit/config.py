@@ -23,14 +23,16 @@ class FitConfig(Config):
 
     kind: ClassVar[str] = "fit"
 
-    model: str = setting("linear", "model: linear, sgd, tree, forest, mlp, lightgbm (see `metaprune list`)")
+    model: str = setting("mlp", "model: linear, sgd, tree, forest, mlp, lightgbm (see `metaprune list`)")
     target: str = setting(
         "round",
         "round (removal level / (levels+1), sparsity-aware; per state: counted from the state), survive "
         "(outlives the next level, 0/1), mask (in the ticket, 0/1) or score (target score min-max per seed)",
     )
     features: str | Sequence[str] = setting(
-        "scores", "feature names or groups joined by + or , : scores, structure, activations, dynamics, all, or names"
+        "static",
+        "feature names or groups joined by + or , : static (every θ0 feature a multi-shot model may read: scores, "
+        "structure and activations without synflow_ums), scores, structure, activations, dynamics, all, or names",
     )
     preprocess: str = setting("minmax", "minmax (per-network min-max, thesis), rank (per-layer rank), none")
     train_seeds: str | Sequence[int] | None = setting(None, "training seeds, e.g. 0-23 (default: the rest)")
@@ -43,7 +45,7 @@ class FitConfig(Config):
     # BLAS/OpenMP/PyTorch threads (and forest/LightGBM jobs unless their option says)
     threads: int = setting(1, "BLAS/PyTorch/LightGBM/forest threads; 1 is fastest on a shared machine, where more spin")
     states: str = setting(
-        "dense",
+        "trajectory",
         "dense (θ0 only) or trajectory (every state of the target's way down: alive weights under its mask after "
         "s levels, the target counted from there; for multi-shot use, e.g. --use @ums10)",
     )
@@ -59,10 +61,18 @@ class FitConfig(Config):
         "cross-validated top-k Jaccard is fitted",
     )
     use: str = setting(
-        "",
+        "@ums10",
         "how the model is meant to prune, a method suffix recorded in its meta and used by a bare learned:DIR, "
-        "e.g. @ums10 or '#from:synflow@ums' (a model reading dynamics features always warms up)",
+        "e.g. @ums10 or '#from:synflow@ums' (a model reading dynamics features always warms up); '' prunes in "
+        "one shot",
     )
+
+    @classmethod
+    def for_recipe(cls, recipe: str = "multishot", **given: Any) -> FitConfig:
+        """The config of a named recipe (``RECIPES``), with the fields ``given`` explicitly on top."""
+        if recipe not in RECIPES:
+            raise MetapruneError(f"unknown recipe {recipe!r}; accepted: {', '.join(RECIPES)}")
+        return cls(**{**RECIPES[recipe], **given})
 
     def validate(self) -> FitConfig:
         import numpy as np
@@ -91,6 +101,21 @@ class FitConfig(Config):
                 raise MetapruneError(f"--grid {key}= names no value; accepted: KEY=V1,V2,...")
         intended_use(self.use, None)
         return self
+
+
+# Named starting points of ``fit``. ``multishot`` (the defaults): every state of the target's way down,
+# the level of removal counted from each state, the static features, pruning in 10 rounds -- the
+# recipe that beats SynFlow. ``thesis``: the thesis's single-shot model (chapter 4.3, figure 5.9) on the
+# dense θ0 features of the base scores, pruning in one shot.
+RECIPES: dict[str, dict[str, Any]] = {
+    "multishot": {},
+    "thesis": {"states": "dense", "features": "scores", "use": ""},
+}
+RECIPE_HELP = {
+    "multishot": "the defaults: every state of the target's way down, the level of removal counted from each "
+    "state, the static features, pruning in 10 rounds (@ums10)",
+    "thesis": "the thesis's single-shot model (4.3, 5.9): dense θ0, the six base scores, pruning in one shot",
+}
 
 
 def intended_use(use: str, warmup: dict[str, Any] | None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from metaprune.errors import MetapruneError
+from metaprune.feature_names import MULTI_SHOT_EXCLUDED
 from metaprune.fit import preprocess as pp
 from metaprune.fit.budget import fit_store_budget
 from metaprune.fit.config import FitConfig, intended_use
@@ -385,9 +386,10 @@ def fit_model(
     complete = sorted({s for v in views for s in v.complete_seeds})
     train_seeds, test_seeds = split_seeds(complete, config.train_seeds, config.test_seeds)
     store_hash = combined_hash(views)
+    name_hash = views[0].config_hash if len(views) == 1 else store_hash
     slug = pp.features_slug(config.features, features)
     suffix = "" if config.preprocess == "minmax" else f"-{config.preprocess}"
-    name = check_name(name or f"{model_name}-{config.target}-{slug}{suffix}-{store_hash}")
+    name = check_name(name or f"{model_name}-{config.target}-{slug}{suffix}-{name_hash}")
     target_dir = Path(models_dir) / name
     if save and target_dir.exists() and not force:
         raise MetapruneError(f"model {str(target_dir)!r} exists; accepted: another --name, or --force to replace it")
@@ -423,9 +425,6 @@ def fit_model(
 
         meta = ModelCard.read(path).meta
     return FitResult(name, path, meta, [str(v.path) for v in views], picked)
-
-
-MULTI_SHOT_EXCLUDED = ("synflow_ums", "rank_synflow_ums")  # each a 100-round UMS of its own
 
 
 def next_level_overlap(
@@ -473,7 +472,9 @@ def check_objective(model: Regressor, config: FitConfig) -> None:
         )
     from metaprune.fit.models import BINARY_TARGETS
 
-    binary = model.options.get("objective") == "binary" or model.options.get("loss") == "bce"
+    # LightGBM's binary objective needs 0/1 labels; cross-entropy (LightGBM cross_entropy, the MLP's bce)
+    # also takes a graded target in [0, 1] as soft labels
+    binary = model.options.get("objective") == "binary"
     if binary and config.target not in BINARY_TARGETS:
         raise MetapruneError(
             f"a binary objective needs a 0/1 target, not --target {config.target}; accepted: "
@@ -647,12 +648,15 @@ def build_meta(
         "feature_version": views[0].feature_version,
         "target_density": views[0].density,
         "levels": views[0].levels,
+        # the target's own ticket, the ceiling a learned scorer is measured against
+        "target_method": {"method": views[0].target_method, "levels": views[0].levels},
         "budget": fit_store_budget(views, train_seeds),  # the target's per-layer split (#learned)
         "stores": [
             {
                 "path": str(v.path),
                 "abs_path": str(Path(v.path).absolute()),
                 "hash": v.content_hash,
+                "config_hash": v.config_hash,
                 "complete_seeds": list(v.complete_seeds),
             }
             for v in views

@@ -580,7 +580,8 @@ def build_mlp(n_features: int, hidden: tuple[int, ...], output: str):
 class MLPModel(Regressor):
     """The thesis's 64-32 ReLU MLP with a sigmoid output and MSE. Defaults differ from the thesis in the
     optimiser: Adam lr 1e-3 (the thesis's SGD lr 0.001 barely moves in a few epochs; ``--option
-    optimizer=sgd --lr 0.001`` reproduces it). ``loss=bce`` fits a 0/1 target (``--target survive``)."""
+    optimizer=sgd --lr 0.001`` reproduces it). ``loss=bce`` is binary cross-entropy: 0/1 targets
+    (``--target survive``) or a graded target in [0, 1] as soft labels (``--target round``)."""
 
     weighted = True
 

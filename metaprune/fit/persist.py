@@ -206,6 +206,13 @@ class ModelCard:
         )
 
     @property
+    def target_ticket(self) -> tuple[str, int | None]:
+        """The harvest target's own ticket as a method and its levels: the ceiling of what the model
+        imitates (cards written before it was recorded: the harvest defaults, 10 rounds per level)."""
+        target = self.meta.get("target_method") or {}
+        return str(target.get("method", "synflow@ims10")), target.get("levels", self.meta.get("levels"))
+
+    @property
     def transferable(self) -> bool:
         """Every input is normalised inside its layer, so the model scores networks it was not fitted on."""
         return per_layer_normalised(self.features, self.preprocess)

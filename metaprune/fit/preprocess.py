@@ -24,6 +24,8 @@ from metaprune.features import SCORE_FEATURES
 PREPROCESSORS = {
     "minmax": "per-network min-max of every feature to [0, 1] (thesis 5.2.1)",
     "rank": "per-layer rank of every feature, scaled to [0, 1] (network-independent)",
+    "quantile": "per-network rank of every feature, scaled to [0, 1]: uniform inputs for an MLP, which min-max "
+    "squeezes where scores are heavy-tailed; the order across layers is kept",
     "none": "raw feature values",
 }
 
@@ -137,23 +139,28 @@ def preprocess(
         out = (x64 - lo) / safe
         out[:, span <= 0] = 0.0
         return out.astype(np.float32)
-    if layers is None:
-        raise MetapruneError("rank preprocessing needs the layer table of the network")
     from scipy.stats import rankdata
 
+    if method == "quantile":
+        return _scaled_ranks(rankdata(x, method="average", axis=0), x.shape[0])
+    if layers is None:
+        raise MetapruneError("rank preprocessing needs the layer table of the network")
     out = np.empty(x.shape, dtype=np.float32)
     covered = 0
     for offset, size in layers:
         block = x[offset : offset + size]
-        if size == 1:
-            out[offset : offset + size] = 0.5
-        else:
-            r = rankdata(block, method="average", axis=0)
-            out[offset : offset + size] = ((r - 1.0) / (size - 1)).astype(np.float32)
+        out[offset : offset + size] = _scaled_ranks(rankdata(block, method="average", axis=0), size)
         covered += size
     if covered != x.shape[0]:
         raise MetapruneError(f"layer table covers {covered} weights but the features have {x.shape[0]} rows")
     return out
+
+
+def _scaled_ranks(ranks: np.ndarray, n: int) -> np.ndarray:
+    """1-based average ranks of ``n`` rows scaled to [0, 1] (0 = lowest); one row gets 0.5."""
+    if n == 1:
+        return np.full(ranks.shape, 0.5, dtype=np.float32)
+    return ((ranks - 1.0) / (n - 1)).astype(np.float32)
 
 
 def alive_bounds(alive: np.ndarray, layers: LayerBounds) -> list[tuple[int, int]]:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from metaprune.errors import MetapruneError, StoreError
+from metaprune.feature_names import FEATURE_GROUPS, FEATURE_SETS
 
 
 @dataclass
@@ -31,6 +32,8 @@ class StoreView:
     feature_config: dict[str, Any]  # what compute_features needs again at prune time (density, ums_rounds)
     feature_version: int | None
     content_hash: str
+    config_hash: str  # the hash in the store's default file name (its harvest config)
+    target_method: str  # the harvest target as a method, e.g. synflow@ims10 (its levels: ``levels``)
     feature_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
@@ -85,12 +88,18 @@ def content_hash(attrs: dict[str, Any], complete: Sequence[int]) -> str:
 
 
 def open_view(path: str | Path) -> StoreView:
-    from metaprune.features import FEATURE_GROUPS
     from metaprune.harvest.store import open_store
 
     path = Path(path)
     if not path.exists():
         raise StoreError(f"store {str(path)!r} not found; accepted: a store written by `metaprune harvest`")
+    if not (path / "zarr.json").is_file():
+        inside = sorted(p.name for p in path.glob("*.zarr")) if path.is_dir() else []
+        hint = f"; it holds the stores {', '.join(inside)}: give one of them" if inside else ""
+        raise StoreError(
+            f"{str(path)!r} is not a harvest store (no zarr.json){hint}; accepted: a store written by "
+            "`metaprune harvest`, e.g. datasets/<network>-<dataset>-<hash>.zarr"
+        )
     store = open_store(path)
     complete = tuple(sorted(int(s) for s in store.complete_seeds))
     if not complete:
@@ -135,7 +144,9 @@ def open_view(path: str | Path) -> StoreView:
         feature_config=fcfg,
         feature_version=int(version) if version is not None else None,
         content_hash=content_hash(attrs, complete),
-        feature_groups={k: tuple(v) for k, v in FEATURE_GROUPS.items()},
+        config_hash=str(attrs.get("config_hash") or content_hash(attrs, ())),
+        target_method=f"synflow@ims{int(cfg.get('rounds') or 10)}",
+        feature_groups={k: tuple(v) for k, v in {**FEATURE_GROUPS, **FEATURE_SETS}.items()},
     )
 
 

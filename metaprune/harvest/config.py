@@ -9,6 +9,7 @@ The identity is hashed (``provenance.config_hash``) into the default store name
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ DEFAULT_STORE_DIR = Path("datasets")
 # rarely binds), and populations of 8 seeds trained together. 8 seeds of LeNet-300-100 / mnist5k take
 # about 1-1.5 minutes on 2 idle CPU cores.
 DEFAULT_TRAIN = TrainConfig(epochs=50, patience=10)
+MAX_WARMUP_EPOCHS = 100.0
 
 
 def _feature(name: str):
@@ -94,9 +96,10 @@ class HarvestConfig(Config):
             )
         train = self.train.validate()
         warmup = float(self.warmup_epochs)
-        if not 0 < warmup <= train.epochs:
+        if not (0 < warmup <= MAX_WARMUP_EPOCHS):
             raise MetapruneError(
-                f"bad warm-up of {self.warmup_epochs!r} epochs; accepted: 0 < warm-up <= {train.epochs} (epochs cap)"
+                f"bad --warmup {self.warmup_epochs!r} (dense epochs behind the dynamics features); accepted: "
+                f"0 < warm-up <= {MAX_WARMUP_EPOCHS:g}"
             )
         ScheduleConfig(rounds=self.rounds, levels=self.levels, scope=self.scope).validate()
         shape, classes = dataset_info(dataset)
@@ -104,6 +107,12 @@ class HarvestConfig(Config):
         check_density_for_network(density, net, self.scope)
         _ = prunable_layout(net)
         return replace(self, network=network, dataset=dataset, density=density, train=train, warmup_epochs=warmup)
+
+    @property
+    def warmup_train(self) -> TrainConfig:
+        """The training config of the dense warm-up behind the dynamics features: the target's, with room
+        for the whole warm-up (the target's per-level epochs cap is not the warm-up's length)."""
+        return replace(self.train, epochs=max(int(self.train.epochs), math.ceil(float(self.warmup_epochs))))
 
     def state_densities(self) -> list[float]:
         """Densities of the trajectory states 1 .. levels - 1 (after that many target levels); [] without one."""

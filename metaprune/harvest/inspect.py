@@ -111,7 +111,11 @@ def schema_note(store) -> str:
         )
     if len(store.states) < 2:
         return "current, harvested without trajectory states"
-    return f"current, with {len(store.states)} trajectory states (0 = dense θ0)"
+    stored = len(store.states) - 1  # state 0 is the dense θ0 of the `features` variable
+    return (
+        f"current, with trajectory states 0-{stored}: state 0 is the dense θ0 (`features`), states 1-{stored} "
+        f"are the `state` dimension of `state_features` ({stored} entries)"
+    )
 
 
 def inspect_store(path: str | Path, max_seeds: int = 20) -> dict:

@@ -154,7 +154,7 @@ def run_task(spec: TaskSpec, emit: Emit | None = None) -> TaskResult:
         if s in done:
             continue
         t = time.perf_counter()
-        record = warm_up(nets[i], splits, cfg.train, cfg.warmup_epochs, s, device=device)
+        record = warm_up(nets[i], splits, cfg.warmup_train, cfg.warmup_epochs, s, device=device)
         x = compute_features(
             nets[i], datas[i], s, density=cfg.density, ums_rounds=cfg.ums_rounds, warmup=record
         ).numpy()
