@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
-from metaprune.config import Config, TrainConfig, setting
+from metaprune.config import PER_CLASS, Config, TrainConfig, setting
 from metaprune.errors import MetapruneError
 from metaprune.provenance import config_hash
 
@@ -54,7 +54,7 @@ class HarvestConfig(Config):
     train: TrainConfig = setting(factory=lambda: DEFAULT_TRAIN)
     data_seed: int = setting(0, "data order of target training")  # never a task's first seed
     seeds_per_task: int = setting(8, "seeds trained together as one population (one task)")
-    per_class: int = setting(10, "pruning batch: examples per class")  # thesis: 10 x classes
+    per_class: int = setting(PER_CLASS, "pruning batch: examples per class")
     ums_rounds: int = setting(factory=_feature("DEFAULT_UMS_ROUNDS"), help="rounds of the synflow_ums feature")
     warmup_epochs: float = setting(3.0, "epochs of the dense warm-up behind the dynamics features")
     scope: str = setting("global", "mask scope: global or layer")
@@ -67,8 +67,8 @@ class HarvestConfig(Config):
         from metaprune.datasets import DATASETS, dataset_info
         from metaprune.features import FEATURE_NAMES, FEATURE_VERSION
         from metaprune.networks import build_network, prunable_layout, validate_network
-        from metaprune.pruning.masks import check_density
-        from metaprune.pruning.schedules import ScheduleConfig, check_density_for_network
+        from metaprune.pruning.masks import check_density, check_density_for_network
+        from metaprune.pruning.schedules import ScheduleConfig
 
         network = validate_network(self.network)
         dataset = DATASETS.canonical(self.dataset)

@@ -183,9 +183,11 @@ def layer_keep_counts(density: float, layout: PrunableLayout) -> list[int]:
     return counts
 
 
-def check_density_for_network(density: float, layout: PrunableLayout, scope: str) -> float:
-    """The boundary check of a density for one network: in range, and keeping at least one weight of
-    the network (global scope) or of every layer (layer scope). Returns the density as a float."""
+def check_density_for_network(density: float, network: nn.Module | PrunableLayout, scope: str) -> float:
+    """The boundary check of a density for one network (a module or its prunable layout): in range, and
+    keeping at least one weight of the network (global scope) or of every layer (layer scope). Returns the
+    density as a float."""
+    layout = network if isinstance(network, PrunableLayout) else prunable_layout(network)
     d = check_density(density)
     keep_count(d, layout.total)
     if scope == "layer":
