@@ -56,6 +56,7 @@ from torch import nn
 
 from metaprune.errors import MetapruneError
 from metaprune.networks import PrunableLayout, prunable_layout, prunable_weights
+from metaprune.pruning.masks import check_mask
 from metaprune.pruning.scorers import CHUNK, PruneData, score
 
 SCORE_FEATURES: tuple[str, ...] = ("magnitude", "snip", "grasp", "grasp_abs", "synflow", "synflow_ums")
@@ -302,9 +303,7 @@ def _columns(net, data, seed, density, ums_rounds, mask, warmup, names):
     if data is None or data.x.shape[0] == 0:
         raise MetapruneError("features need a non-empty pruning batch; accepted: PruneData from pruning_batch")
     if mask is not None:
-        mask = mask.reshape(-1).to("cpu", torch.bool)
-        if mask.numel() != n:
-            raise MetapruneError(f"mask of {mask.numel()} weights does not match the network's {n}")
+        mask = check_mask(mask.to("cpu"), layout)
     needed = wanted | {name[len("rank_") :] for name in wanted if name.startswith("rank_")}
     cols: dict[str, torch.Tensor] = {}
     _score_columns(cols, needed, net, mask, data, seed, density, ums_rounds)

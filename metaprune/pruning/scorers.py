@@ -25,7 +25,7 @@ from torch import nn
 
 from metaprune.errors import MetapruneError
 from metaprune.networks import prunable_layout, prunable_weights
-from metaprune.pruning.masks import check_finite, check_mask, infer_input_shape
+from metaprune.pruning.masks import check_finite, check_mask, check_weight_axis, infer_input_shape
 from metaprune.pruning.scoring import (
     CHUNK,
     SCORERS,
@@ -239,9 +239,7 @@ def _dynamics(net: nn.Module, mask: torch.Tensor, data: PruneData | None, name: 
     record = None if data is None else data.warmup
     if record is None:
         raise MetapruneError(f"scorer {name!r} reads a warm-up; accepted: a method with one, e.g. {name}+w3")
-    values = record.dynamics(name).to(torch.float32)
-    if values.numel() != prunable_layout(net).total:
-        raise MetapruneError(f"warm-up of {values.numel()} weights does not match the network's")
+    values = check_weight_axis(record.dynamics(name), prunable_layout(net).total, "warm-up").to(torch.float32)
     return values * mask.cpu().to(values.dtype)
 
 
