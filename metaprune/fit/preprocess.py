@@ -20,6 +20,7 @@ import numpy as np
 
 from metaprune.errors import MetapruneError
 from metaprune.features import SCORE_FEATURES
+from metaprune.ranking import layer_ranks
 
 PREPROCESSORS = {
     "minmax": "per-network min-max of every feature to [0, 1] (thesis 5.2.1)",
@@ -139,21 +140,7 @@ def preprocess(
         return out.astype(np.float32)
     if layers is None:
         raise MetapruneError("rank preprocessing needs the layer table of the network")
-    from scipy.stats import rankdata
-
-    out = np.empty(x.shape, dtype=np.float32)
-    covered = 0
-    for offset, size in layers:
-        block = x[offset : offset + size]
-        if size == 1:
-            out[offset : offset + size] = 0.5
-        else:
-            r = rankdata(block, method="average", axis=0)
-            out[offset : offset + size] = ((r - 1.0) / (size - 1)).astype(np.float32)
-        covered += size
-    if covered != x.shape[0]:
-        raise MetapruneError(f"layer table covers {covered} weights but the features have {x.shape[0]} rows")
-    return out
+    return layer_ranks(x, layers).astype(np.float32)
 
 
 def alive_bounds(alive: np.ndarray, layers: LayerBounds) -> list[tuple[int, int]]:
