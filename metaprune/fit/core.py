@@ -376,7 +376,7 @@ def fit_model(
     paths, picked = resolve_stores(stores, datasets_dir)
     views = open_stores(paths)
     first = views[0]
-    features = pp.resolve_features(config.features, first.feature_names, first.feature_groups)
+    features = pp.resolve_features(config.features, first.feature_names)
     for v in views[1:]:
         lacking = [f for f in features if f not in v.feature_names]
         if lacking:

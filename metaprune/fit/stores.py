@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ class StoreView:
     feature_config: dict[str, Any]  # what compute_features needs again at prune time (density, ums_rounds)
     feature_version: int | None
     content_hash: str
-    feature_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def n_weights(self) -> int:
@@ -85,7 +84,6 @@ def content_hash(attrs: dict[str, Any], complete: Sequence[int]) -> str:
 
 
 def open_view(path: str | Path) -> StoreView:
-    from metaprune.features import FEATURE_GROUPS
     from metaprune.harvest.store import open_store
 
     path = Path(path)
@@ -135,7 +133,6 @@ def open_view(path: str | Path) -> StoreView:
         feature_config=fcfg,
         feature_version=int(version) if version is not None else None,
         content_hash=content_hash(attrs, complete),
-        feature_groups={k: tuple(v) for k, v in FEATURE_GROUPS.items()},
     )
 
 

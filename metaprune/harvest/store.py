@@ -582,33 +582,11 @@ class HarvestStore:
             yield seed, np.ascontiguousarray(x), target
 
     def select(self, features: Iterable[str] | str | None = None) -> tuple[str, ...]:
-        """Feature names for a selection of feature and group names (the store's own feature spec), in the
-        given order without duplicates; ``None`` or ``"all"``: every stored feature."""
-        stored = self.feature_names
-        spec = self.attrs.get("feature_spec") if isinstance(self.attrs.get("feature_spec"), dict) else {}
-        groups = {str(k): tuple(v) for k, v in (spec.get("groups") or {}).items()}
-        if features is None:
-            return stored
-        items = [s.strip() for s in features.split(",")] if isinstance(features, str) else [str(f) for f in features]
-        out: list[str] = []
-        for item in items:
-            if not item:
-                continue
-            if item == "all":
-                names: tuple[str, ...] = stored
-            elif item in groups:
-                names = groups[item]
-            elif item in stored:
-                names = (item,)
-            else:
-                raise StoreError(
-                    f"unknown feature {item!r} for store {self.path}; accepted: all, {', '.join(groups)}, "
-                    f"or one of {', '.join(stored)}"
-                )
-            out.extend(n for n in names if n not in out)
-        if not out:
-            raise StoreError("empty feature selection; accepted: all, a group name or feature names")
-        return tuple(out)
+        """Feature names for a selection of feature and group names (``features.select_features`` among the
+        stored features), in the given order without duplicates; ``None`` or ``"all"``: every stored one."""
+        from metaprune.features import select_features
+
+        return select_features(features, self.feature_names, owner=f"store {self.path}")
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
