@@ -10,8 +10,6 @@ safetensors file atomically (temp file + rename); ``load_ticket`` reads it back.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ import torch
 
 from metaprune.config import PER_CLASS, require_positive
 from metaprune.errors import MetapruneError
+from metaprune.files import atomic_path
 from metaprune.provenance import package_versions, to_jsonable
 from metaprune.pruning.apply import Ticket
 from metaprune.pruning.method import Method, parse_method
@@ -216,19 +215,11 @@ def save_ticket(result: PruneResult, path: str | Path) -> Path:
     from safetensors.torch import save_file
 
     path = check_ticket_path(path)
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        save_file(ticket_tensors(result), tmp, metadata=ticket_metadata(result))
-        os.replace(tmp, path)
-        tmp = None
+        with atomic_path(path) as tmp:
+            save_file(ticket_tensors(result), str(tmp), metadata=ticket_metadata(result))
     except OSError as exc:
         raise MetapruneError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
     return path
 
 

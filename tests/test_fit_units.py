@@ -238,7 +238,7 @@ def test_models_fit_predict_and_round_trip(name, tmp_path):
     path = save_model(model, meta, tmp_path / name)
     loaded = load_model(path)
     np.testing.assert_array_equal(loaded.model.predict(data.xs[0]), pred)
-    assert not list(tmp_path.glob(".tmp-*"))
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary left beside the model
 
 
 def test_unknown_options_and_objectives():

@@ -61,7 +61,6 @@ import contextlib
 import datetime as _dt
 import json
 import shutil
-import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -71,10 +70,12 @@ from typing import Any
 import numpy as np
 
 from metaprune.errors import RuntimeFailure, StoreError
+from metaprune.files import atomic_path
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: no trajectory states
 MARKER = "harvest"
+CREATING = "creating"  # a store being created is built in .<name>.creating-* beside its path
 SEED_DATA_VARS = ("features", "state_features", "target_round", "target_mask", "target_score", "harvest_seconds")
 SEED_VARS = (*SEED_DATA_VARS, "task", "complete")
 JSON_ATTRS = ("config", "feature_spec", "target_spec", "planned_seeds", "seed_tasks", "package_versions", "runs")
@@ -221,17 +222,13 @@ def create_store(path: str | Path, config, layout) -> None:
     The caller holds the lock. ``path`` must not exist or be an empty folder.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.creating-{uuid.uuid4().hex[:8]}")
     ds, encoding = _skeleton(config, layout)
     try:
-        with _quiet():
-            ds.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=True, encoding=encoding)
-        if path.exists():
-            path.rmdir()  # an empty folder given as --out (rmdir refuses anything else)
-        tmp.rename(path)
+        with _quiet(), atomic_path(path, folder=True, tag=CREATING) as tmp:
+            ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True, encoding=encoding)
+            if path.exists():
+                path.rmdir()  # an empty folder given as --out (rmdir refuses anything else)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise RuntimeFailure(f"could not create the store {path}: {exc}") from None
 
 
@@ -239,7 +236,7 @@ def remove_creation_leftovers(path: str | Path) -> None:
     """Delete ``.<name>.creating-*`` folders a killed creation left beside ``path`` (caller holds the lock)."""
     path = Path(path)
     if path.parent.is_dir():
-        for p in path.parent.glob(f".{path.name}.creating-*"):
+        for p in path.parent.glob(f".{path.name}.{CREATING}-*"):
             shutil.rmtree(p, ignore_errors=True)
 
 
