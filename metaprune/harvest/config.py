@@ -40,6 +40,13 @@ def _feature(name: str):
     return default
 
 
+# Fields added to the config after stores had been written, each with the value that was in force for a
+# store written before it existed (``HarvestConfig.from_stored``): a store without ``warmup_epochs`` (feature
+# version 1) ran no warm-up, one without ``trajectory`` (schema version 1) stored no trajectory states. A
+# field added later goes here with its old meaning, so an old store never reads as today's default.
+ADDED_FIELDS: dict[str, object] = {"warmup_epochs": None, "trajectory": False}
+
+
 @dataclass(frozen=True)
 class HarvestConfig(Config):
     """What a harvest computes. ``density`` is the target density (the CLI's ``--sparsity``)."""
@@ -56,7 +63,8 @@ class HarvestConfig(Config):
     seeds_per_task: int = setting(8, "seeds trained together as one population (one task)")
     per_class: int = setting(PER_CLASS, "pruning batch: examples per class")
     ums_rounds: int = setting(factory=_feature("DEFAULT_UMS_ROUNDS"), help="rounds of the synflow_ums feature")
-    warmup_epochs: float = setting(3.0, "epochs of the dense warm-up behind the dynamics features")
+    # None only in a store harvested before the dynamics features (``ADDED_FIELDS``): no warm-up was run
+    warmup_epochs: float | None = setting(3.0, "epochs of the dense warm-up behind the dynamics features")
     scope: str = setting("global", "mask scope: global or layer")
     trajectory: bool = setting(True, "also store the features in each state of the target's way down")
     feature_version: int = setting(factory=_feature("FEATURE_VERSION"))
@@ -93,8 +101,8 @@ class HarvestConfig(Config):
                 "current feature set (select columns when reading the store instead)"
             )
         train = self.train.validate()
-        warmup = float(self.warmup_epochs)
-        if not 0 < warmup <= train.epochs:
+        warmup = self.warmup_epochs
+        if isinstance(warmup, bool) or not isinstance(warmup, int | float) or not 0 < warmup <= train.epochs:
             raise MetapruneError(
                 f"bad warm-up of {self.warmup_epochs!r} epochs; accepted: 0 < warm-up <= {train.epochs} (epochs cap)"
             )
@@ -103,7 +111,15 @@ class HarvestConfig(Config):
         net = build_network(network, shape, classes, 0)
         check_density_for_network(density, net, self.scope)
         _ = prunable_layout(net)
-        return replace(self, network=network, dataset=dataset, density=density, train=train, warmup_epochs=warmup)
+        return replace(
+            self, network=network, dataset=dataset, density=density, train=train, warmup_epochs=float(warmup)
+        )
+
+    @classmethod
+    def from_stored(cls, stored: dict) -> HarvestConfig:
+        """The config a store was harvested with, from its ``config`` attribute. A field the store predates
+        takes the value that was in force when it was written (``ADDED_FIELDS``), never today's default."""
+        return cls.from_dict({**ADDED_FIELDS, **stored})
 
     def state_densities(self) -> list[float]:
         """Densities of the trajectory states 1 .. levels - 1 (after that many target levels); [] without one."""

@@ -65,12 +65,15 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from metaprune.errors import RuntimeFailure, StoreError
 from metaprune.files import atomic_path
+
+if TYPE_CHECKING:
+    from metaprune.harvest.config import HarvestConfig
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: no trajectory states
@@ -512,10 +515,21 @@ class HarvestStore:
         return alive, np.ascontiguousarray(x), target
 
     @property
-    def config(self):
+    def config(self) -> HarvestConfig:
+        """The harvest config the store was written with (``HarvestConfig.from_stored``: a field the store
+        predates reads as it was then); a one-line StoreError for a store without a readable one."""
+        from metaprune.errors import MetapruneError
         from metaprune.harvest.config import HarvestConfig
 
-        return HarvestConfig.from_dict(self.attrs["config"])
+        stored = self.attrs.get("config")
+        if not isinstance(stored, dict):
+            raise StoreError(
+                f"store {self.path} has no readable harvest config; accepted: a store from `metaprune harvest`"
+            )
+        try:
+            return HarvestConfig.from_stored(stored)
+        except (MetapruneError, TypeError) as exc:
+            raise StoreError(f"store {self.path} holds a harvest config this metaprune cannot read ({exc})") from None
 
     def complete_dataset(self):
         """The xarray Dataset restricted to complete seeds (lazy)."""
