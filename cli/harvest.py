@@ -40,6 +40,7 @@ def _fmt(x: float, digits: int = 3) -> str:
 
 
 def harvest_cmd(
+    ctx: Annotated[typer.Context, "which options were typed (--redo refuses config options)"],
     network: NetworkOpt = default_of(H, "network"),
     dataset: DatasetOpt = default_of(H, "dataset"),
     seeds: Annotated[str, typer.Option("--seeds", help="seeds, e.g. 0-7 or 0,3,9; extends a store's plan")] = "0-7",
@@ -62,6 +63,13 @@ def harvest_cmd(
     ] = default_of(H, "trajectory"),
     out_path: Annotated[
         str | None, typer.Option("--out", help="store path (default datasets/<network>-<dataset>-<hash>.zarr)")
+    ] = None,
+    redo: Annotated[
+        str | None,
+        typer.Option(
+            "--redo",
+            help="seeds of the store --out to compute again in place (a damaged chunk), with the store's own config",
+        ),
     ] = None,
     workers: Annotated[
         int | None,
@@ -93,11 +101,14 @@ def harvest_cmd(
         warmup_epochs=warmup,
         trajectory=trajectory,
     )
+    if redo:
+        config, seed_list = _redo_request(ctx, seed_list)
     with progress_bar("harvest", None) as bar:
         result = harvest(
             config,
             seed_list,
             out=out_path,
+            redo=parse_seeds(redo) if redo else (),
             workers=workers,
             scheduler=scheduler,
             device=device,
@@ -108,6 +119,26 @@ def harvest_cmd(
         out.print_json(json.dumps(result.to_dict()))
         return
     _print_harvest(result)
+
+
+CONFIG_OPTIONS = ("network", "dataset", "sparsity", "levels", "epochs", "patience", "rounds", "seeds_per_task",
+                  "data_seed", "warmup", "trajectory")
+
+
+def _redo_request(ctx: typer.Context, seed_list: tuple[int, ...]) -> tuple[None, tuple[int, ...]]:
+    """--redo takes the store's own config, so a config option typed with it is refused; --seeds adds seeds
+    only when typed (its default does not extend the store)."""
+    from metaprune.errors import MetapruneError
+
+    def typed_here(name: str) -> bool:  # by name: Typer ships its own copy of click's ParameterSource
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name == "COMMANDLINE"
+
+    typed = [name for name in CONFIG_OPTIONS if typed_here(name)]
+    if typed:
+        flag = "--" + typed[0].replace("_", "-")
+        raise MetapruneError(f"{flag} given with --redo, which recomputes seeds with the store's own config; drop it")
+    return None, seed_list if typed_here("seeds") else ()
 
 
 def _harvest_progress(bar):

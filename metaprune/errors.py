@@ -15,3 +15,7 @@ class RuntimeFailure(RuntimeError):
     """Something failed while running (disk full, worker lost); exit code 1."""
 
     exit_code = 1
+
+
+class StoreDamaged(RuntimeFailure):
+    """Part of a store's data on disk cannot be read (a truncated, empty or corrupt chunk); exit code 1."""

@@ -1,4 +1,5 @@
-"""Atomic writes: a file or folder appears whole at its path, or not at all.
+"""Atomic writes (a file or folder appears whole at its path, or not at all), and the check that an output
+folder can be written, made before any work.
 
 Everything that must never be seen half-written (a model folder, a ticket file, a store being created, the
 units and tables of an evaluation) is written to a temporary sibling of its path (a dot name, in the same
@@ -14,6 +15,8 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from metaprune.errors import MetapruneError, RuntimeFailure
 
 
 @contextlib.contextmanager
@@ -67,3 +70,36 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _may_write(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def check_folder_writable(folder: str | Path, what: str, option: str) -> Path:
+    """Refuse, before any work, an output folder that cannot be written or created: one line naming it and
+    what is needed. A file in its way is a bad argument (exit 2); no write permission on the folder, or on
+    the folder it would be created in, is an environment fault (exit 1). ``what`` names the output
+    ("results folder"), ``option`` the argument that chose it (``--out``)."""
+    folder = Path(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise MetapruneError(
+            f"cannot write {what} {folder}: {existing} is a file, not a folder; accepted: another {option}"
+        )
+    if not _may_write(existing):
+        doing = f"write in {folder}" if existing == folder else f"create it in {existing}"
+        raise RuntimeFailure(
+            f"cannot write {what} {folder}: no permission to {doing}; it needs write permission on {existing}, "
+            f"or another {option}"
+        )
+    return folder
+
+
+def write_failed(what: str, path: str | Path, exc: OSError) -> RuntimeFailure:
+    """The one line of a write that failed anyway (permissions, a read-only file system, a full disk)."""
+    where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+    return RuntimeFailure(
+        f"cannot write {what} {path}: {exc.strerror or type(exc).__name__}{where}; it needs a folder you can "
+        "write in, with free space"
+    )

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from metaprune.errors import StoreError
-from metaprune.files import atomic_path, write_bytes
+from metaprune.files import atomic_path, check_folder_writable, write_bytes, write_failed
 from metaprune.provenance import package_versions, to_jsonable
 
 # Fields that define what a results directory measures; methods, densities and seeds may grow.
@@ -60,6 +60,13 @@ class ResultsDir:
         the others grows it). Runs that name their methods (no preset) grow any directory of the same
         identity, so variants can be added beside a preset's.
         """
+        check_folder_writable(self.path, "results folder", "--out")
+        try:
+            self._open_or_create(config_json, force, preset)
+        except OSError as exc:
+            raise write_failed("results folder", self.path, exc) from None
+
+    def _open_or_create(self, config_json: dict, force: bool, preset: str | None) -> None:
         if self.path.exists() and force:
             shutil.rmtree(self.path)
         if self.path.exists() and any(self.path.iterdir()):
@@ -114,6 +121,12 @@ class ResultsDir:
 
     def commit(self, seed: int, name: str, row: dict, mask: torch.Tensor | None, kept_weights: torch.Tensor | None):
         """Write the unit's tensors first, its row last: the row's existence is the commit."""
+        try:
+            self._commit(seed, name, row, mask, kept_weights)
+        except OSError as exc:
+            raise write_failed(f"unit {name} of seed {seed} to the results folder", self.path, exc) from None
+
+    def _commit(self, seed: int, name: str, row: dict, mask: torch.Tensor | None, kept_weights) -> None:
         if mask is not None:
             from safetensors.torch import save as st_save
 

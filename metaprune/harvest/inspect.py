@@ -53,9 +53,8 @@ def target_summary(store, seeds=None) -> dict:
     rounds: dict[int, float] = {}
     densities = []
     for seed in seeds:
-        i = store.planned_seeds.index(seed)
-        mask = np.asarray(ds["target_mask"][i].values, dtype=bool)
-        rnd = np.asarray(ds["target_round"][i].values)
+        target = store.targets(seed)
+        mask, rnd = target["target_mask"], target["target_round"]
         kept.append(np.bincount(layer_index, weights=mask.astype(np.float64), minlength=n_layers))
         densities.append(float(mask.mean()))
         values, counts = np.unique(rnd, return_counts=True)
