@@ -412,7 +412,7 @@ def damaged(path: str | Path, var: str, seed: int | None, exc: BaseException) ->
     _settle_reads()
     detail = f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc) else type(exc).__name__
     if isinstance(exc, OSError):
-        return RuntimeFailure(f"reading {var!r} of seed {seed} of store {path} failed ({detail})")
+        return RuntimeFailure(f"reading {var!r} of seed {seed} of store {path} failed ({detail}); it needs read access")
     where = f"seed {seed}" if seed is not None else "some seed"
     redo = f"--redo {seed}" if seed is not None else "--redo SEEDS"
     return StoreDamaged(
@@ -569,7 +569,6 @@ class HarvestStore:
         (``target_round > state``), ``X`` float32 ``[len(alive), F]`` their features in that state
         (state 0: the dense ``features``), ``target`` the seed's full target arrays (as ``iter_seeds``).
         """
-
         if int(state) not in self.states:
             raise StoreError(
                 f"state {state} is not in store {self.path}; stored states: {', '.join(map(str, self.states))}"
@@ -655,7 +654,6 @@ class HarvestStore:
         (names or groups, default all), ``target`` = {"target_round" int16, "target_mask" bool,
         "target_score" float32} arrays ``[n_weights]``. Default seeds: all complete ones; asking for an
         incomplete or unknown seed is an error."""
-
         names = self.select(features)
         stored = self.feature_names
         idx = [stored.index(n) for n in names]
