@@ -54,7 +54,7 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float | np.ndarray:
         return np.stack([np.asarray(pearson(x, y[:, t])) for t in range(y.shape[1])], axis=-1)
     xc = x - x.mean(axis=0)
     yc = y - y.mean()
-    num = (xc * (yc if x.ndim == 1 else yc[:, None])).sum(axis=0)
+    num = (xc * yc).sum() if x.ndim == 1 else xc.T @ yc
     den = np.sqrt((xc * xc).sum(axis=0) * (yc * yc).sum())
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
