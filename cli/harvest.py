@@ -42,12 +42,28 @@ def _fmt(x: float, digits: int = 3) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+SeedsOpt = Annotated[str, typer.Option("--seeds", help="seeds, e.g. 0-15 or 0,3,9; extends a store's plan")]
+RedoOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--redo",
+        help="seeds of the store --out to compute again in place (a damaged chunk), with the store's own config",
+    ),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers", parser=WORKERS, help="local worker processes (default: one per core, up to the populations)"
+    ),
+]
+SchedulerOpt = Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")]
+
+
 def harvest_cmd(
+    ctx: Annotated[typer.Context, "which options were typed (--redo refuses config options)"],
     network: NetworkOpt = default_of(H, "network"),
     dataset: DatasetOpt = default_of(H, "dataset"),
-    seeds: Annotated[
-        str, typer.Option("--seeds", help="seeds, e.g. 0-15 or 0,3,9; extends a store's plan")
-    ] = DEFAULT_HARVEST_SEEDS,
+    seeds: SeedsOpt = DEFAULT_HARVEST_SEEDS,
     sparsity: Annotated[float, config_option(H, "density", "--sparsity", number=density)] = default_of(H, "density"),
     levels: Annotated[int, config_option(H, "levels", number=positive_int)] = default_of(H, "levels"),
     epochs: Annotated[
@@ -68,15 +84,9 @@ def harvest_cmd(
     out_path: Annotated[
         str | None, typer.Option("--out", help="store path (default datasets/<network>-<dataset>-<hash>.zarr)")
     ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers", parser=WORKERS, help="local worker processes (default: one per core, up to the populations)"
-        ),
-    ] = None,
-    scheduler: Annotated[
-        str | None, typer.Option("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
-    ] = None,
+    redo: RedoOpt = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
     device: DeviceOpt = "auto",
     data_root: DataRootOpt = None,
     json_out: JsonOpt = False,
@@ -101,11 +111,14 @@ def harvest_cmd(
         trajectory=trajectory,
     )
     tasks = math.ceil(len(seed_list) / seeds_per_task)
+    if redo:
+        config, seed_list = _redo_request(ctx, seed_list)
     with resumable(lambda: _committed_seeds(config, out_path)), progress_bar("harvest", None) as bar:
         result = harvest(
             config,
             seed_list,
             out=out_path,
+            redo=parse_seeds(redo) if redo else (),
             workers=workers_for(workers, scheduler, tasks),
             scheduler=scheduler,
             device=device,
@@ -118,7 +131,7 @@ def harvest_cmd(
     _print_harvest(result)
 
 
-def _committed_seeds(config: HarvestConfig, out_path: str | None) -> str:
+def _committed_seeds(config: HarvestConfig | None, out_path: str | None) -> str:
     from pathlib import Path
 
     from metaprune.harvest.config import default_store_path
@@ -127,6 +140,26 @@ def _committed_seeds(config: HarvestConfig, out_path: str | None) -> str:
     path = Path(out_path) if out_path else default_store_path(config.validate())
     planned, _, complete = read_plan(path)
     return f"{sum(map(bool, complete))} of {len(planned)} planned seeds complete in {path}"
+
+
+CONFIG_OPTIONS = ("network", "dataset", "sparsity", "levels", "epochs", "patience", "rounds", "seeds_per_task",
+                  "data_seed", "warmup", "trajectory")  # fmt: skip
+
+
+def _redo_request(ctx: typer.Context, seed_list: tuple[int, ...]) -> tuple[None, tuple[int, ...]]:
+    """--redo takes the store's own config, so a config option typed with it is refused; --seeds adds seeds
+    only when typed (its default does not extend the store)."""
+    from metaprune.errors import MetapruneError
+
+    def typed_here(name: str) -> bool:  # by name: Typer ships its own copy of click's ParameterSource
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name == "COMMANDLINE"
+
+    typed = [name for name in CONFIG_OPTIONS if typed_here(name)]
+    if typed:
+        flag = "--" + typed[0].replace("_", "-")
+        raise MetapruneError(f"{flag} given with --redo, which recomputes seeds with the store's own config; drop it")
+    return None, seed_list if typed_here("seeds") else ()
 
 
 def _harvest_progress(bar):

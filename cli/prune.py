@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from metaprune.config import ScheduleConfig, default_of
+from metaprune.config import PER_CLASS, ScheduleConfig, default_of
 from metaprune.pruning.method import GRAMMAR_HELP, SHORT_HELP
 
 from .common import density, non_negative_int, out, positive_int, progress_bar
@@ -119,7 +119,7 @@ def prune_cmd(
             parser=non_negative_int("--per-class", "0: no pruning batch"),
             help="pruning batch: examples per class (0: none, data-free scorers only)",
         ),
-    ] = 10,
+    ] = PER_CLASS,
     device: DeviceOpt = "auto",
     data_root: DataRootOpt = None,
     out_file: Annotated[

@@ -102,6 +102,11 @@ def require_positive(**values: object) -> None:
             raise MetapruneError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
 
 
+# ------------------------------------------------------------------------------------------- pruning
+
+PER_CLASS = 10  # the pruning batch: examples of every class (the thesis: 10 x classes)
+
+
 # ------------------------------------------------------------------------------------------- training
 
 

@@ -19,3 +19,7 @@ class RuntimeFailure(RuntimeError):
 
 class MetapruneWarning(UserWarning):
     """Something skipped or assumed on the user's behalf; the CLI prints it as one ``warning:`` line."""
+
+
+class StoreDamaged(RuntimeFailure):
+    """Part of a store's data on disk cannot be read (a truncated, empty or corrupt chunk); exit code 1."""

@@ -6,7 +6,8 @@ The fit side (importable without torch) and the harvest's config read these; the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping, Sequence
 
 from metaprune.errors import MetapruneError
 
@@ -51,36 +52,50 @@ def feature_spec() -> dict:
     }
 
 
-def select_features(selection: str | Iterable[str] | None = None) -> tuple[str, ...]:
-    """Expand feature names and group names (``scores``, ``structure``, ``activations``, ``all``).
+def select_features(
+    selection: str | Iterable[str] | None = None,
+    available: Sequence[str] | None = None,
+    groups: Mapping[str, Sequence[str]] | None = None,
+    *,
+    owner: str | None = None,
+) -> tuple[str, ...]:
+    """Feature names from a selection of feature names, group names and ``all``: the one feature selector
+    (``compute_features``' columns, a store's ``select``, ``fit --features``).
 
-    ``None`` or ``"all"`` gives :data:`FEATURE_NAMES`. A comma-separated string is accepted. The result
-    keeps the given order, without duplicates; an unknown name is a one-line error listing the choices.
+    ``available`` are the names that can be chosen (default :data:`FEATURE_NAMES`; a store passes its
+    columns), ``groups`` the group names (default :data:`FEATURE_GROUPS` and the named selections
+    :data:`FEATURE_SETS`); a group takes
+    its available members, and is refused when it has none. A string joins its items with ``+`` or ``,``;
+    an empty item is refused. ``None`` or ``all`` gives every available name. The result keeps the given
+    order, without duplicates; an error names ``owner`` (what holds ``available``, e.g. "the store").
     """
+    available = FEATURE_NAMES if available is None else tuple(available)
+    groups = {**FEATURE_GROUPS, **FEATURE_SETS} if groups is None else groups
     if selection is None:
-        return FEATURE_NAMES
-    items = [s.strip() for s in selection.split(",")] if isinstance(selection, str) else [str(s) for s in selection]
+        return available
+    items = [s.strip() for s in re.split(r"[+,]", selection)] if isinstance(selection, str) else list(selection)
+    choices = f"groups: all, {', '.join(groups)}"
+    if not items or any(not str(item) for item in items):
+        raise MetapruneError(
+            f"bad feature list {selection!r}: empty item; accepted: names or groups joined by '+' or ',', "
+            f"e.g. scores+structure; {choices}"
+        )
     out: list[str] = []
-    for item in items:
-        if not item:
-            continue
+    for item in map(str, items):
         if item == "all":
-            names: tuple[str, ...] = FEATURE_NAMES
-        elif item in FEATURE_GROUPS:
-            names = FEATURE_GROUPS[item]
-        elif item in FEATURE_SETS:
-            names = FEATURE_SETS[item]
-        elif item in FEATURE_NAMES:
+            names: Sequence[str] = available
+        elif item in groups:
+            names = [n for n in groups[item] if n in available]  # a harvest may lack some members
+            if not names:
+                raise MetapruneError(
+                    f"{owner or 'this metaprune'} has no feature of group {item!r} ({', '.join(groups[item])}); "
+                    f"available: {', '.join(available)}"
+                )
+        elif item in available:
             names = (item,)
         else:
             raise MetapruneError(
-                f"unknown feature {item!r}; accepted: all, {', '.join([*FEATURE_GROUPS, *FEATURE_SETS])}, or one of "
-                f"{', '.join(FEATURE_NAMES)}"
+                f"unknown feature {item!r}; {owner or 'this metaprune'} has: {', '.join(available)}; {choices}"
             )
         out.extend(n for n in names if n not in out)
-    if not out:
-        raise MetapruneError("empty feature selection; accepted: all, a group name or feature names")
     return tuple(out)
-
-
-# ------------------------------------------------------------------------------------------- helpers

@@ -2,7 +2,7 @@
 
 ``prune_network`` validates everything it can before loading data (method grammar, network spec,
 density against the network and scope, schedule and training settings, seed), then runs the one path
-from a method to a ticket (``pruning.apply.prune_seeds``) and returns the ticket, its mask report,
+from a method to a ticket (``pruning.apply.prune_in_context``) and returns the ticket, its mask report,
 timing and provenance. ``save_ticket`` writes the mask and the weights the ticket trains from to a
 safetensors file atomically (temp file + rename); ``load_ticket`` reads it back.
 """
@@ -10,16 +10,15 @@ safetensors file atomically (temp file + rename); ``load_ticket`` reads it back.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from metaprune.config import require_positive
+from metaprune.config import PER_CLASS, require_positive
 from metaprune.errors import MetapruneError
+from metaprune.files import atomic_path
 from metaprune.provenance import package_versions, to_jsonable
 from metaprune.pruning.apply import Ticket
 from metaprune.pruning.method import Method, parse_method
@@ -110,7 +109,7 @@ def prune_network(
     rounds: int = 100,
     levels: int = 5,
     train: TrainConfig | None = None,
-    per_class: int = 10,
+    per_class: int = PER_CLASS,
     device: str | None = None,
     data_root: str | None = None,
     progress=None,
@@ -121,40 +120,28 @@ def prune_network(
     is called after each level of an iterative schedule.
     """
     from metaprune.datasets import dataset_info, load_dataset
-    from metaprune.networks import build_network, validate_network
-    from metaprune.pruning.apply import check_method_data, prune_seeds
-    from metaprune.pruning.schedules import check_density_for_network
+    from metaprune.fit.learned import with_intended_use
+    from metaprune.networks import build_network, prunable_layout, validate_network
+    from metaprune.pruning.apply import check_method_data, prune_in_context
+    from metaprune.pruning.context import PruneContext, check_per_class
+    from metaprune.pruning.masks import check_density_for_network
     from metaprune.training import resolve_device
 
     t0 = time.perf_counter()
-    from metaprune.fit.learned import with_intended_use
-
     m = with_intended_use(method if isinstance(method, Method) else parse_method(method))
     seed = _check_seed(seed)
     spec = validate_network(network)
     schedule = ScheduleConfig(rounds=rounds, levels=levels, scope=scope).validate()
     train_cfg = (train or TrainConfig()).validate()
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 0:
-        raise MetapruneError(f"bad examples per class {per_class!r}; accepted: 0 (no pruning batch) or more")
-    if per_class == 0:
+    if check_per_class(per_class) == 0:
         check_method_data(m, None)
     shape, classes = dataset_info(dataset)
-    density = check_density_for_network(density, build_network(spec, shape, classes, seed), schedule.scope)
+    layout = prunable_layout(build_network(spec, shape, classes, seed))
+    density = check_density_for_network(density, layout, schedule.scope)
     dev = resolve_device(device)
     splits = load_dataset(dataset, data_root=data_root)
-    ticket = prune_seeds(
-        m,
-        spec,
-        splits,
-        density,
-        (seed,),
-        schedule=schedule,
-        train=train_cfg,
-        data_seed=seed,
-        per_class=per_class,
-        device=dev,
-        progress=progress,
-    )[0]
+    context = PruneContext(spec, splits, schedule, train_cfg, per_class, dev)
+    ticket = prune_in_context(m, context, density, (seed,), data_seed=seed, progress=progress)[0]
     return PruneResult(
         network=spec,
         dataset=splits.name,
@@ -228,19 +215,11 @@ def save_ticket(result: PruneResult, path: str | Path) -> Path:
     from safetensors.torch import save_file
 
     path = check_ticket_path(path)
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        save_file(ticket_tensors(result), tmp, metadata=ticket_metadata(result))
-        os.replace(tmp, path)
-        tmp = None
+        with atomic_path(path) as tmp:
+            save_file(ticket_tensors(result), str(tmp), metadata=ticket_metadata(result))
     except OSError as exc:
         raise MetapruneError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
     return path
 
 

@@ -27,35 +27,52 @@ def generator(master: int, stream: str, *extra: int, device: str | torch.device 
     return g
 
 
+MAX_SEEDS = 100_000  # seeds one command may name: a larger set is a typo, and would be built before any check
+
+
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """Parse ``"0-7"``, ``"3"``, ``"0,2,5-6"`` into a sorted tuple of distinct non-negative seeds."""
+    """Parse ``"0-7"``, ``"3"``, ``"0,2,5-6"`` into a sorted tuple of distinct non-negative seeds.
+
+    At most :data:`MAX_SEEDS` seeds: a range is measured before it is expanded, so ``0-999999999`` is a
+    one-line error, not a set of a billion integers.
+    """
     from metaprune.errors import MetapruneError
 
-    seeds: set[int] = set()
-    for part in str(text).split(","):
-        part = part.strip()
-        if not part:
-            raise MetapruneError(f"bad seed list {text!r}: empty item; accepted: e.g. 0-7 or 0,2,5-6")
-        try:
-            if "-" in part:
-                lo_s, hi_s = part.split("-", 1)
-                lo, hi = int(lo_s), int(hi_s)
-                if hi < lo:
-                    raise MetapruneError(
-                        f"bad seed range {part!r}: end {hi} is below start {lo}; accepted: START-END with START <= END"
-                    )
-                seeds.update(range(lo, hi + 1))
-            else:
-                seeds.add(int(part))
-        except ValueError as exc:
-            if isinstance(exc, MetapruneError):
-                raise
-            raise MetapruneError(
-                f"bad seed list {text!r}: {part!r} is not a number or range; accepted: e.g. 0-7 or 0,2,5-6"
-            ) from None
-    if any(s < 0 for s in seeds):
+    parts = [part.strip() for part in str(text).split(",")]
+    if not all(parts):
+        raise MetapruneError(f"bad seed list {text!r}: empty item; accepted: e.g. 0-7 or 0,2,5-6")
+    ranges = sorted(_seed_range(part, text) for part in parts)
+    if ranges[0][0] < 0:
         raise MetapruneError(f"bad seed list {text!r}: seeds must be non-negative")
-    return tuple(sorted(seeds))
+    count, end = 0, -1  # distinct seeds of the sorted ranges, counted without expanding them
+    for lo, hi in ranges:
+        count += max(0, hi - max(lo, end + 1) + 1)
+        end = max(end, hi)
+    if count > MAX_SEEDS:
+        raise MetapruneError(
+            f"bad seed list {text!r}: {count:,} seeds; accepted: at most {MAX_SEEDS:,} seeds per command"
+        )
+    return tuple(sorted({s for lo, hi in ranges for s in range(lo, hi + 1)}))
+
+
+def _seed_range(part: str, text: str) -> tuple[int, int]:
+    """(start, end) of one item of a seed list: ``N`` or ``START-END``."""
+    from metaprune.errors import MetapruneError
+
+    try:
+        if "-" not in part:
+            return int(part), int(part)
+        lo_s, hi_s = part.split("-", 1)
+        lo, hi = int(lo_s), int(hi_s)
+    except ValueError:
+        raise MetapruneError(
+            f"bad seed list {text!r}: {part!r} is not a number or range; accepted: e.g. 0-7 or 0,2,5-6"
+        ) from None
+    if hi < lo:
+        raise MetapruneError(
+            f"bad seed range {part!r}: end {hi} is below start {lo}; accepted: START-END with START <= END"
+        )
+    return lo, hi
 
 
 def format_seeds(seeds: tuple[int, ...] | list[int]) -> str:

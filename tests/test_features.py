@@ -161,6 +161,27 @@ def test_select_features():
         select_features(["nope"])
 
 
+def test_one_selector_reads_the_groups_of_this_module_wherever_it_is_used(monkeypatch):
+    """A store's ``select``, ``fit``'s feature list and the feature columns share one selector, and it
+    reads ``FEATURE_GROUPS`` when called: a group added there works everywhere."""
+    import metaprune.features as features
+    from metaprune.fit.preprocess import resolve_features
+    from metaprune.harvest.store import HarvestStore
+
+    monkeypatch.setitem(features.FEATURE_GROUPS, "pair", ("weight", "magnitude"))
+    assert select_features("pair+snip") == ("weight", "magnitude", "snip")
+    stored = ("magnitude", "snip", "weight")
+    assert resolve_features("pair", stored) == ("magnitude", "weight")  # the store's order
+    import xarray as xr
+
+    store = HarvestStore(path="s.zarr", dataset=xr.Dataset(coords={"feature": list(stored)}), attrs={})
+    assert store.select("snip,pair") == ("snip", "weight", "magnitude")
+    with pytest.raises(MetapruneError, match="store s.zarr has no feature of group 'dynamics'"):
+        store.select("dynamics")
+    with pytest.raises(MetapruneError, match="empty item"):
+        store.select("snip,,weight")
+
+
 def test_mask_is_respected(tiny):
     net, data = tiny
     mask = torch.tensor([1, 1, 0, 1, 1, 1, 1, 0, 1, 1], dtype=torch.bool)

@@ -141,6 +141,51 @@ def test_combining_two_stores(store, tmp_path_factory, models_dir):
     assert res.meta["metrics"]["fit"]["rows"] == 6 * 944
 
 
+# ------------------------------------------------------------------------------------ old stores
+
+
+def _aged_copy(store, dest, drop, schema_version):
+    """A copy of ``store`` whose attributes look as an older metaprune wrote them: config fields ``drop``
+    absent (they did not exist yet) and the given schema version."""
+    import shutil
+
+    shutil.copytree(store, dest)
+    meta = json.loads((dest / "zarr.json").read_text())
+    config = json.loads(meta["attributes"]["config"])
+    for key in drop:
+        del config[key]
+    meta["attributes"]["config"] = json.dumps(config)
+    meta["attributes"]["schema_version"] = schema_version
+    (dest / "zarr.json").write_text(json.dumps(meta))
+    return dest
+
+
+def test_the_view_of_a_store_comes_from_its_harvest_config_and_old_stores_read_as_written(
+    store, tmp_path, models_dir
+):
+    """The warm-up and pruning batch a model records are the store's (tiny_config: 1 epoch, lr 0.1, batch 64,
+    sgd; 10 per class); a field a store predates reads as it was then, never as today's default."""
+    current = open_view(store)
+    assert current.config.trajectory is True and current.levels == 2 and current.density == 0.1
+    warmup = {"epochs": 1.0, "lr": 0.1, "batch_size": 64, "optimizer": "sgd"}
+    assert current.feature_config == {"density": 0.1, "ums_rounds": 5, "per_class": 10, "warmup": warmup}
+    # schema version 1 with a warm-up (written between the dynamics features and the trajectory states)
+    no_states = open_view(_aged_copy(store, tmp_path / "v1-warmup.zarr", ["trajectory"], 1))
+    assert no_states.config.trajectory is False and no_states.config.warmup_epochs == 1.0
+    assert no_states.feature_config == current.feature_config
+    # the first stores: no warm-up, so no warm-up is recorded (today's default would claim a 3-epoch one)
+    first = open_view(_aged_copy(store, tmp_path / "v1.zarr", ["trajectory", "warmup_epochs"], 1))
+    assert first.config.warmup_epochs is None and "warmup" not in first.feature_config
+    res = fit_model(first.path, THESIS(model="linear"), models_dir=models_dir)
+    assert res.meta["feature_config"] == {"density": 0.1, "ums_rounds": 5, "per_class": 10}
+    unreadable = _aged_copy(store, tmp_path / "future.zarr", [], 2)
+    meta = json.loads((unreadable / "zarr.json").read_text())
+    meta["attributes"]["config"] = json.dumps({**json.loads(meta["attributes"]["config"]), "colour": "red"})
+    (unreadable / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(MetapruneError, match=r"future.zarr holds a harvest config this metaprune cannot read.*colour"):
+        open_view(unreadable)
+
+
 # ------------------------------------------------------------------------------------------ errors
 
 

@@ -81,12 +81,29 @@ def test_spearman_on_hand_made_arrays():
     a = np.array([1, 2, 3, 4, 5.0])
     assert spearman(a, a**3) == pytest.approx(1.0)
     assert spearman(a, -a) == pytest.approx(-1.0)
-    assert spearman(a, np.ones(5)) == 0.0
+    assert np.isnan(spearman(a, np.ones(5))) and np.isnan(spearman(np.ones(5), a))  # a constant: no correlation
     # ties get average ranks: ranks of b are 1.5, 1.5, 3, 4, 5
     b = np.array([1, 1, 2, 3, 4.0])
     ra, rb = np.array([1, 2, 3, 4, 5.0]), np.array([1.5, 1.5, 3, 4, 5])
     expected = np.corrcoef(ra, rb)[0, 1]
     assert spearman(a, b) == pytest.approx(expected)
+    # columns: every column of x against every column of y, x ranked once; a constant column is NaN
+    x = np.stack([a, -a, np.ones(5)], axis=1)
+    r = spearman(x, np.stack([a, b], axis=1))
+    assert r.shape == (3, 2) and r[0, 0] == pytest.approx(1.0) and r[1, 1] == pytest.approx(-expected)
+    assert np.isnan(r[2]).all()
+
+
+def test_layer_ranks_by_hand():
+    from metaprune.ranking import layer_ranks
+
+    # layers of 1, 3 and 2 values; ties share their average place; a one-value layer ranks 0.5
+    x = np.array([7.0, 3.0, 1.0, 3.0, 5.0, 5.0])
+    assert layer_ranks(x, [(0, 1), (1, 3), (4, 2)]).tolist() == [0.5, 0.75, 0.0, 0.75, 0.5, 0.5]
+    cols = layer_ranks(np.stack([x, -x], axis=1), [(0, 1), (1, 3), (4, 2)])
+    assert cols[:, 1].tolist() == [0.5, 0.25, 1.0, 0.25, 0.5, 0.5]
+    with pytest.raises(MetapruneError, match="covers 4 weights but there are 6"):
+        layer_ranks(x, [(0, 1), (1, 3)])
 
 
 def test_pooled_r2_and_mse_equal_the_concatenated_ones():
@@ -231,7 +248,7 @@ def test_models_fit_predict_and_round_trip(name, tmp_path):
     path = save_model(model, meta, tmp_path / name)
     loaded = load_model(path)
     np.testing.assert_array_equal(loaded.model.predict(data.xs[0]), pred)
-    assert not list(tmp_path.glob(".tmp-*"))
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary left beside the model
 
 
 def test_unknown_options_and_objectives():

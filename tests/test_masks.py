@@ -226,3 +226,20 @@ def test_keep_count_matches_round_on_lenet_size():
     for d in (0.5, 0.1, 0.01, 0.005, 0.001):
         assert keep_count(d, 266200) == int(round(d * 266200))
         assert math.isclose(keep_count(d, 266200) / 266200, d, rel_tol=1e-3)
+
+
+def test_every_length_on_the_weight_axis_is_checked_by_one_rule():
+    """Masks, scores and alive masks of the wrong length: one line naming what and both lengths."""
+    from metaprune.pruning.masks import check_mask
+
+    layout = tiny_layout()  # 18 prunable weights
+    accepted = "does not match the network's 18 prunable weights"
+    with pytest.raises(MetapruneError, match=f"mask of 17 weights {accepted}"):
+        check_mask(torch.ones(17, dtype=torch.bool), layout)
+    with pytest.raises(MetapruneError, match=f"scores of 19 weights {accepted}"):
+        make_mask(torch.rand(19), layout, 0.5, generator=gen())
+    with pytest.raises(MetapruneError, match=f"mask of 3 weights {accepted}"):
+        make_mask(torch.rand(18), layout, 0.5, alive=torch.ones(3, dtype=torch.bool), generator=gen())
+    with pytest.raises(MetapruneError, match="mask of 5 weights does not match the network's 18"):
+        topk_mask(torch.rand(18), 3, torch.ones(5, dtype=torch.bool), gen())
+    assert check_mask(torch.ones(2, 9), layout).shape == (18,)  # any shape with 18 entries, flattened

@@ -233,9 +233,46 @@ def same(a, b):
     )
 
 
-@pytest.mark.parametrize("name", ["random", "magnitude", "snip", "grasp", "grasp_abs", "synflow"])
+@pytest.fixture(scope="module")
+def learned_model(tmp_path_factory):
+    """``learned:DIR`` for the purity test: a fitted model whose features are per-layer ranks, so it scores
+    any network (BNNet included)."""
+    from metaprune.fit.core import FitConfig, fit_model
+    from tests.test_fit_helpers import tiny_store
+
+    store = tiny_store(tmp_path_factory, "main", tuple(range(6)))
+    models = tmp_path_factory.mktemp("purity-models")
+    config = FitConfig.for_recipe("thesis", model="linear", features="scores,structure,activations", preprocess="rank")
+    return f"learned:{fit_model(store, config, models_dir=models).path}"
+
+
+def _pruning_data(net: nn.Module, name: str) -> PruneData:
+    """A pruning batch for BNNet; a scorer that reads a warm-up gets the record of a short one."""
+    data = PruneData(torch.randn(12, 1, 6, 6), torch.arange(12) % 3)
+    if not SCORERS.get(name).needs_warmup:
+        return data
+    from metaprune.pruning.warmup import warm_up
+    from metaprune.training import TrainConfig
+    from tests.conftest import synthetic_splits
+
+    splits = synthetic_splits(n_train=32, shape=(1, 6, 6))
+    return PruneData(data.x, data.y, warm_up(net, splits, TrainConfig(batch_size=8), 0.5, 0))
+
+
+# every registered scorer, and a fitted one: a new scorer is checked without naming it here
+PURITY = [*SCORERS.names(), "learned"]
+
+
+def test_the_purity_test_covers_every_registered_scorer():
+    classic = {"random", "magnitude", "snip", "grasp", "grasp_abs", "synflow"}
+    assert classic | {"prospr", "delta", "movement", "abs_grad", "learned"} <= set(PURITY)
+
+
+@pytest.mark.parametrize("name", PURITY)
 @pytest.mark.parametrize("training", [True, False])
-def test_scorers_are_pure_and_ignore_stale_grads(name, training):
+def test_scorers_are_pure_and_ignore_stale_grads(name, training, request):
+    if name == "learned":
+        name = request.getfixturevalue("learned_model")
     torch.manual_seed(0)
     net = BNNet()
     with torch.no_grad():
@@ -243,7 +280,7 @@ def test_scorers_are_pure_and_ignore_stale_grads(name, training):
         net.bn.running_var.uniform_(0.5, 2.0)
         net.bn.weight.uniform_(0.5, 1.5)
     net.train(training)
-    data = PruneData(torch.randn(12, 1, 6, 6), torch.arange(12) % 3)
+    data = _pruning_data(net, name)
     mask = torch.rand(prunable_layout(net).total) < 0.7
     clean = score(name, net, mask, data, 0)  # no .grad anywhere
     for p in net.parameters():

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
-from metaprune.config import Config, ScheduleConfig, TrainConfig
+from metaprune.config import PER_CLASS, Config, ScheduleConfig, TrainConfig
 from metaprune.errors import MetapruneError
 from metaprune.fit.learned import with_intended_use
 from metaprune.fit.persist import ModelCard, model_folders, newest_model
@@ -61,7 +61,7 @@ class EvaluateConfig(Config):
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     reference: str = DEFAULT_REFERENCE
     test: str = "ttest"
-    per_class: int = 10
+    per_class: int = PER_CLASS
     dense_inits: tuple[str, ...] = ()  # extra dense rows trained from these inits (SaW preset)
 
     def validate(self) -> EvaluateConfig:

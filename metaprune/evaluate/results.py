@@ -14,10 +14,8 @@ where it stopped and never sees half-written work.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import pandas as pd
 import torch
 
 from metaprune.errors import StoreError
+from metaprune.files import atomic_path, check_folder_writable, write_bytes, write_failed
 from metaprune.provenance import package_versions, to_jsonable
 
 # Fields that define what a results directory measures; methods, densities and seeds may grow.
@@ -45,20 +44,6 @@ def unit_name(method: str, density: float) -> str:
     return f"{slug}__d{density:.6g}"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @dataclass
 class ResultsDir:
     path: Path
@@ -75,6 +60,13 @@ class ResultsDir:
         the others grows it). Runs that name their methods (no preset) grow any directory of the same
         identity, so variants can be added beside a preset's.
         """
+        check_folder_writable(self.path, "results folder", "--out")
+        try:
+            self._open_or_create(config_json, force, preset)
+        except OSError as exc:
+            raise write_failed("results folder", self.path, exc) from None
+
+    def _open_or_create(self, config_json: dict, force: bool, preset: str | None) -> None:
         if self.path.exists() and force:
             shutil.rmtree(self.path)
         if self.path.exists() and any(self.path.iterdir()):
@@ -98,7 +90,7 @@ class ResultsDir:
                 merged[key] = list(dict.fromkeys([*old["config"].get(key, []), *config_json.get(key, [])]))
             config_json = {**config_json, **{k: merged[k] for k in ("methods", "densities", "seeds", "dense_inits")}}
         payload = {"config": config_json, "preset": preset, "versions": package_versions()}
-        _atomic_write_bytes(self.config_path, json.dumps(payload, indent=2).encode())
+        write_bytes(self.config_path, json.dumps(payload, indent=2).encode())
 
     def _existing(self, config_json: dict) -> dict:
         """The existing directory's config.json, refused unless it measures what ``config_json`` does."""
@@ -129,6 +121,12 @@ class ResultsDir:
 
     def commit(self, seed: int, name: str, row: dict, mask: torch.Tensor | None, kept_weights: torch.Tensor | None):
         """Write the unit's tensors first, its row last: the row's existence is the commit."""
+        try:
+            self._commit(seed, name, row, mask, kept_weights)
+        except OSError as exc:
+            raise write_failed(f"unit {name} of seed {seed} to the results folder", self.path, exc) from None
+
+    def _commit(self, seed: int, name: str, row: dict, mask: torch.Tensor | None, kept_weights) -> None:
         if mask is not None:
             from safetensors.torch import save as st_save
 
@@ -136,8 +134,8 @@ class ResultsDir:
             tensors = {"mask_bits": torch.from_numpy(bits), "n": torch.tensor([mask.numel()])}
             if kept_weights is not None:
                 tensors["kept_weights"] = kept_weights.detach().float().cpu().contiguous()
-            _atomic_write_bytes(self.unit_path(seed, name).with_suffix(".safetensors"), st_save(tensors))
-        _atomic_write_bytes(self.unit_path(seed, name), json.dumps(to_jsonable(row)).encode())
+            write_bytes(self.unit_path(seed, name).with_suffix(".safetensors"), st_save(tensors))
+        write_bytes(self.unit_path(seed, name), json.dumps(to_jsonable(row)).encode())
 
     def rows(self) -> pd.DataFrame:
         # A killed writer can leave a ``.*.partial`` file behind; only committed ``*.json`` count.
@@ -169,9 +167,8 @@ class ResultsDir:
         if df.empty:
             return df
         df = df.sort_values(["density", "method", "seed"], kind="stable").reset_index(drop=True)
-        csv_tmp = self.path / ".results.csv.tmp"
-        df.to_csv(csv_tmp, index=False)
-        os.replace(csv_tmp, self.path / "results.csv")
+        with atomic_path(self.path / "results.csv") as tmp:
+            df.to_csv(tmp, index=False)
         import xarray as xr
 
         flat = df.copy()
@@ -179,15 +176,10 @@ class ResultsDir:
             if flat[col].dtype == object:
                 flat[col] = flat[col].astype(str)
         ds = xr.Dataset.from_dataframe(flat.rename_axis("row"))
-        tmp = self.path / ".results.zarr.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
         import warnings
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), atomic_path(self.path / "results.zarr", folder=True) as tmp:
             # zarr v3 warns that consolidated metadata is not in its spec; xarray reads it fastest.
             warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
             ds.to_zarr(tmp, mode="w", consolidated=True)
-        final = self.path / "results.zarr"
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
         return df

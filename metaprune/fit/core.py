@@ -21,6 +21,7 @@ import numpy as np
 
 from metaprune.errors import MetapruneError
 from metaprune.feature_names import MULTI_SHOT_EXCLUDED
+from metaprune.files import check_folder_writable
 from metaprune.fit import preprocess as pp
 from metaprune.fit.budget import fit_store_budget
 from metaprune.fit.config import FitConfig, intended_use
@@ -377,7 +378,7 @@ def fit_model(
     paths, picked = resolve_stores(stores, datasets_dir)
     views = open_stores(paths)
     first = views[0]
-    features = pp.resolve_features(config.features, first.feature_names, first.feature_groups)
+    features = pp.resolve_features(config.features, first.feature_names)
     for v in views[1:]:
         lacking = [f for f in features if f not in v.feature_names]
         if lacking:
@@ -393,6 +394,8 @@ def fit_model(
     target_dir = Path(models_dir) / name
     if save and target_dir.exists() and not force:
         raise MetapruneError(f"model {str(target_dir)!r} exists; accepted: another --name, or --force to replace it")
+    if save:
+        check_folder_writable(models_dir, "models folder", "--models-dir")  # before the fit, not after it
     # probe the options before any work: a bad option fails in a second, not after the fit
     probe = make_regressor(model_name, config.options, config.seed, len(features), config.threads)
     check_objective(probe, config)

@@ -72,7 +72,7 @@ def _check_warmup(loaded: LoadedModel, data: Any) -> Any:
     wanted = model_warmup(loaded.card)
     if wanted is None:
         return None
-    record = None if data is None else getattr(data, "warmup", None)
+    record = None if data is None else data.warmup
     spelled = f"learned:{loaded.path}+w{wanted['epochs']:g}"
     if record is None:
         raise MetapruneError(

@@ -13,7 +13,10 @@ import numpy as np
 import torch
 
 from metaprune.pruning.masks import jaccard, topk_mask
+from metaprune.ranking import spearman
 from metaprune.seeds import generator
+
+__all__ = ["RankingAccumulator", "RegressionAccumulator", "spearman", "topk_jaccard"]
 
 
 def topk_jaccard(scores: np.ndarray, target_mask: np.ndarray, seed: int) -> float:
@@ -26,18 +29,6 @@ def topk_jaccard(scores: np.ndarray, target_mask: np.ndarray, seed: int) -> floa
     s = torch.as_tensor(np.ascontiguousarray(scores, dtype=np.float32))
     keep = topk_mask(s, k, None, generator(seed, "tie_break"))
     return jaccard(keep, target)
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (average ranks for ties); 0 when either side is constant."""
-    from scipy.stats import rankdata
-
-    ra = rankdata(np.asarray(a, dtype=np.float64))
-    rb = rankdata(np.asarray(b, dtype=np.float64))
-    ra -= ra.mean()
-    rb -= rb.mean()
-    den = np.sqrt((ra * ra).sum() * (rb * rb).sum())
-    return float((ra * rb).sum() / den) if den > 0 else 0.0
 
 
 @dataclass

@@ -14,8 +14,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from torch import nn
 
 from metaprune import features as feature_module
 from metaprune.errors import MetapruneError
+from metaprune.files import atomic_path, write_failed
 from metaprune.fit.models import REGRESSORS, Regressor
 from metaprune.fit.preprocess import per_layer_normalised
 from metaprune.networks import prunable_layout
@@ -61,9 +60,15 @@ def save_model(model: Regressor, meta: dict[str, Any], directory: str | Path, *,
         raise MetapruneError(f"model {str(target)!r} exists; accepted: another --name, or --force to replace it")
     if target.exists() and not (target / META_FILE).is_file():
         raise MetapruneError(f"{str(target)!r} exists and is not a model folder (no {META_FILE}); not replaced")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
     try:
+        _write_model(model, meta, target)
+    except OSError as exc:
+        raise write_failed("model", target, exc) from None
+    return target
+
+
+def _write_model(model: Regressor, meta: dict[str, Any], target: Path) -> None:
+    with atomic_path(target, folder=True) as tmp:
         extra = model.save(tmp)
         payload_path = tmp / model.payload_file
         meta = dict(meta)
@@ -80,19 +85,6 @@ def save_model(model: Regressor, meta: dict[str, Any], directory: str | Path, *,
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
-        old = None
-        if target.exists():
-            old = target.parent / f".old-{target.name}-{os.getpid()}"
-            if old.exists():
-                shutil.rmtree(old)
-            target.rename(old)
-        tmp.rename(target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
 
 
 def _read_meta(directory: Path) -> dict[str, Any]:

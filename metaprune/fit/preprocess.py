@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from metaprune.errors import MetapruneError
-from metaprune.features import SCORE_FEATURES
+from metaprune.features import SCORE_FEATURES, select_features
+from metaprune.ranking import layer_ranks
 
 PREPROCESSORS = {
     "minmax": "per-network min-max of every feature to [0, 1] (thesis 5.2.1)",
@@ -50,37 +51,9 @@ LayerBounds = Sequence[tuple[int, int]]  # (offset, size) of every layer on the 
 def resolve_features(
     spec: str | Sequence[str], available: Sequence[str], groups: Mapping[str, Sequence[str]] | None = None
 ) -> tuple[str, ...]:
-    """Feature names from ``spec``: names or groups joined by ``+`` or ``,``; ``all`` = every available one.
-
-    The order is the store's order (so a spec's spelling never changes the model's columns). A name or
-    group the store lacks is a one-line error listing what it has.
-    """
-    groups = dict(groups or {})
-    parts = list(spec) if not isinstance(spec, str) else [p.strip() for p in re.split(r"[+,]", spec)]
-    if not parts or any(not p for p in parts):
-        raise MetapruneError(
-            f"bad feature list {spec!r}: empty item; accepted: names or groups joined by '+' or ',', e.g. "
-            f"scores+structure; groups: all, {', '.join(groups)}"
-        )
-    chosen: set[str] = set()
-    for part in parts:
-        if part == "all":
-            chosen.update(available)
-        elif part in groups:
-            # a group takes the members the store has (a harvest may skip some scorers)
-            present = [n for n in groups[part] if n in available]
-            if not present:
-                raise MetapruneError(
-                    f"the store has no feature of group {part!r} ({', '.join(groups[part])}); "
-                    f"available: {', '.join(available)}"
-                )
-            chosen.update(present)
-        elif part in available:
-            chosen.add(part)
-        else:
-            raise MetapruneError(
-                f"unknown feature {part!r}; the store has: {', '.join(available)}; groups: all, {', '.join(groups)}"
-            )
+    """The model's feature columns: ``features.select_features`` of ``spec`` among the store's names, in the
+    store's order (so a spec's spelling never changes the model's columns)."""
+    chosen = select_features(spec, available, groups, owner="the store")
     return tuple(n for n in available if n in chosen)
 
 
@@ -139,28 +112,12 @@ def preprocess(
         out = (x64 - lo) / safe
         out[:, span <= 0] = 0.0
         return out.astype(np.float32)
-    from scipy.stats import rankdata
-
-    if method == "quantile":
-        return _scaled_ranks(rankdata(x, method="average", axis=0), x.shape[0])
+    if method == "quantile":  # the whole network ranked as one layer
+        return layer_ranks(x, [(0, x.shape[0])]).astype(np.float32)
     if layers is None:
         raise MetapruneError("rank preprocessing needs the layer table of the network")
-    out = np.empty(x.shape, dtype=np.float32)
-    covered = 0
-    for offset, size in layers:
-        block = x[offset : offset + size]
-        out[offset : offset + size] = _scaled_ranks(rankdata(block, method="average", axis=0), size)
-        covered += size
-    if covered != x.shape[0]:
-        raise MetapruneError(f"layer table covers {covered} weights but the features have {x.shape[0]} rows")
-    return out
+    return layer_ranks(x, layers).astype(np.float32)
 
-
-def _scaled_ranks(ranks: np.ndarray, n: int) -> np.ndarray:
-    """1-based average ranks of ``n`` rows scaled to [0, 1] (0 = lowest); one row gets 0.5."""
-    if n == 1:
-        return np.full(ranks.shape, 0.5, dtype=np.float32)
-    return ((ranks - 1.0) / (n - 1)).astype(np.float32)
 
 
 def alive_bounds(alive: np.ndarray, layers: LayerBounds) -> list[tuple[int, int]]:

@@ -5,36 +5,77 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from metaprune.errors import MetapruneError, StoreError
-from metaprune.feature_names import FEATURE_GROUPS, FEATURE_SETS
 
 
 @dataclass
 class StoreView:
-    """What fitting needs of one store: features, complete seeds, layer table, target facts, a hash."""
+    """What fitting needs of one store: features, complete seeds, layer table, target facts, a hash.
+
+    Built from the store's ``HarvestConfig`` (``HarvestStore.config``) and, for the warm-up behind its
+    dynamics features, from ``WarmupRecord.setup_of``: never from guesses about the attributes."""
 
     path: Path
     store: Any  # metaprune.harvest.store.HarvestStore
+    config: Any  # metaprune.harvest.config.HarvestConfig: what the harvest computed
     feature_names: tuple[str, ...]
     complete_seeds: tuple[int, ...]
     layout: list[list[Any]]  # [[layer name, size], ...] in flat-axis order
     layer_bounds: list[tuple[int, int]]  # (offset, size) per layer
-    network: str
-    dataset: str
-    levels: int | None
-    density: float | None
-    feature_config: dict[str, Any]  # what compute_features needs again at prune time (density, ums_rounds)
-    feature_version: int | None
     content_hash: str
-    config_hash: str  # the hash in the store's default file name (its harvest config)
-    target_method: str  # the harvest target as a method, e.g. synflow@ims10 (its levels: ``levels``)
-    feature_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def network(self) -> str:
+        return self.config.network
+
+    @property
+    def dataset(self) -> str:
+        return self.config.dataset
+
+    @property
+    def levels(self) -> int:
+        return int(self.config.levels)
+
+    @property
+    def density(self) -> float:
+        return float(self.config.density)
+
+    @property
+    def feature_version(self) -> int:
+        return int(self.config.feature_version)
+
+    @property
+    def feature_config(self) -> dict[str, Any]:
+        """What ``compute_features`` needs again at prune time: the density and SynFlow-UMS rounds of the
+        density-dependent features, the pruning batch, and the warm-up of the dynamics features (absent for
+        a store harvested before them)."""
+        from metaprune.pruning.warmup import WarmupRecord
+
+        cfg = self.config
+        out: dict[str, Any] = {
+            "density": float(cfg.density),
+            "ums_rounds": int(cfg.ums_rounds),
+            "per_class": int(cfg.per_class),
+        }
+        if cfg.warmup_epochs is not None:
+            out["warmup"] = WarmupRecord.setup_of(cfg.warmup_epochs, cfg.train)
+        return out
+
+    @property
+    def config_hash(self) -> str:
+        """The hash in the store's default file name (its harvest config's, as written)."""
+        return str(self.store.attrs.get("config_hash") or self.config.short_hash())
+
+    @property
+    def target_method(self) -> str:
+        """The harvest target as a method, e.g. ``synflow@ims10`` (its levels: ``levels``)."""
+        return f"synflow@ims{int(self.config.rounds)}"
 
     @property
     def n_weights(self) -> int:
@@ -52,29 +93,6 @@ class StoreView:
                 raise StoreError(f"store {self.path} returned seed {s} when asked for {seed}")
             return np.asarray(x, dtype=np.float32), {k: np.asarray(v) for k, v in targets.items()}
         raise StoreError(f"store {self.path} has no seed {seed}")  # pragma: no cover
-
-
-def _config(attrs: dict[str, Any]) -> dict[str, Any]:
-    cfg = attrs.get("config")
-    if isinstance(cfg, str):
-        try:
-            cfg = json.loads(cfg)
-        except ValueError:
-            cfg = {}
-    return cfg if isinstance(cfg, dict) else {}
-
-
-def _find(cfg: dict[str, Any], *keys: str) -> Any:
-    """First of ``keys`` found at the top level of ``cfg`` or one level down."""
-    for key in keys:
-        if key in cfg:
-            return cfg[key]
-    for value in cfg.values():
-        if isinstance(value, dict):
-            for key in keys:
-                if key in value:
-                    return value[key]
-    return None
 
 
 VOLATILE_ATTRS = ("runs", "planned_seeds", "seed_tasks", "created")  # bookkeeping, not content
@@ -104,65 +122,17 @@ def open_view(path: str | Path) -> StoreView:
     complete = tuple(sorted(int(s) for s in store.complete_seeds))
     if not complete:
         raise StoreError(f"store {str(path)!r} has no complete seeds; accepted: a store whose harvest finished a seed")
-    attrs = dict(store.attrs)
-    cfg = _config(attrs)
-    spec = attrs.get("feature_spec")
-    if isinstance(spec, str):
-        try:
-            spec = json.loads(spec)
-        except ValueError:
-            spec = {}
-    spec = spec if isinstance(spec, dict) else {}
-    names, offsets, sizes = _layer_columns(store.layer_table())
-    levels = _find(cfg, "levels")
-    density = attrs.get("density", _find(cfg, "density"))
-    fcfg: dict[str, Any] = {"density": float(density) if density is not None else None}
-    for key in ("ums_rounds", "per_class"):
-        value = spec.get(key, cfg.get(key))
-        if value is not None:
-            fcfg[key] = int(value)
-    if cfg.get("warmup_epochs") is not None:
-        train = cfg.get("train") or {}
-        fcfg["warmup"] = {
-            "epochs": float(cfg["warmup_epochs"]),
-            "lr": float(train.get("lr", 0.1)),
-            "batch_size": int(train.get("batch_size", 64)),
-            "optimizer": str(train.get("optimizer", "sgd")),
-        }
-    version = spec.get("version", cfg.get("feature_version"))
+    table = store.layer_table()
     return StoreView(
         path=path,
         store=store,
+        config=store.config,
         feature_names=tuple(store.feature_names),
         complete_seeds=complete,
-        layout=[[str(n), int(s)] for n, s in zip(names, sizes, strict=True)],
-        layer_bounds=[(int(o), int(s)) for o, s in zip(offsets, sizes, strict=True)],
-        network=str(attrs.get("network", cfg.get("network", "?"))),
-        dataset=str(attrs.get("dataset", cfg.get("dataset", "?"))),
-        levels=int(levels) if levels is not None else None,
-        density=float(density) if density is not None else None,
-        feature_config=fcfg,
-        feature_version=int(version) if version is not None else None,
-        content_hash=content_hash(attrs, complete),
-        config_hash=str(attrs.get("config_hash") or content_hash(attrs, ())),
-        target_method=f"synflow@ims{int(cfg.get('rounds') or 10)}",
-        feature_groups={k: tuple(v) for k, v in {**FEATURE_GROUPS, **FEATURE_SETS}.items()},
+        layout=[[str(n), int(s)] for n, s in zip(table["name"], table["size"], strict=True)],
+        layer_bounds=[(int(o), int(s)) for o, s in zip(table["offset"], table["size"], strict=True)],
+        content_hash=content_hash(dict(store.attrs), complete),
     )
-
-
-def _layer_columns(table: Any) -> tuple[list[str], list[int], list[int]]:
-    """(names, offsets, sizes) from the store's layer table (a DataFrame, a dict of columns or a list)."""
-    if hasattr(table, "to_dict") and hasattr(table, "columns"):
-        cols = {c: list(table[c]) for c in table.columns}
-    elif isinstance(table, dict):
-        cols = {k: list(v) for k, v in table.items()}
-    else:
-        rows = list(table)
-        cols = {k: [r[k] for r in rows] for k in (rows[0] if rows else {})}
-    name_key = "layer_name" if "layer_name" in cols else "name"
-    off_key = "layer_offset" if "layer_offset" in cols else "offset"
-    size_key = "layer_size" if "layer_size" in cols else "size"
-    return [str(v) for v in cols[name_key]], [int(v) for v in cols[off_key]], [int(v) for v in cols[size_key]]
 
 
 def open_stores(paths: Sequence[str | Path]) -> list[StoreView]:

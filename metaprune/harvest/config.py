@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
-from metaprune.config import Config, TrainConfig, setting
+from metaprune.config import PER_CLASS, Config, TrainConfig, setting
 from metaprune.errors import MetapruneError
 from metaprune.provenance import config_hash
 
@@ -42,6 +42,13 @@ def _feature(name: str):
     return default
 
 
+# Fields added to the config after stores had been written, each with the value that was in force for a
+# store written before it existed (``HarvestConfig.from_stored``): a store without ``warmup_epochs`` (feature
+# version 1) ran no warm-up, one without ``trajectory`` (schema version 1) stored no trajectory states. A
+# field added later goes here with its old meaning, so an old store never reads as today's default.
+ADDED_FIELDS: dict[str, object] = {"warmup_epochs": None, "trajectory": False}
+
+
 @dataclass(frozen=True)
 class HarvestConfig(Config):
     """What a harvest computes. ``density`` is the target density (the CLI's ``--sparsity``)."""
@@ -56,9 +63,10 @@ class HarvestConfig(Config):
     train: TrainConfig = setting(factory=lambda: DEFAULT_TRAIN)
     data_seed: int = setting(0, "data order of target training")  # never a task's first seed
     seeds_per_task: int = setting(8, "seeds trained together as one population (one task)")
-    per_class: int = setting(10, "pruning batch: examples per class")  # thesis: 10 x classes
+    per_class: int = setting(PER_CLASS, "pruning batch: examples per class")
     ums_rounds: int = setting(factory=_feature("DEFAULT_UMS_ROUNDS"), help="rounds of the synflow_ums feature")
-    warmup_epochs: float = setting(3.0, "epochs of the dense warm-up behind the dynamics features")
+    # None only in a store harvested before the dynamics features (``ADDED_FIELDS``): no warm-up was run
+    warmup_epochs: float | None = setting(3.0, "epochs of the dense warm-up behind the dynamics features")
     scope: str = setting("global", "mask scope: global or layer")
     trajectory: bool = setting(True, "also store the features in each state of the target's way down")
     feature_version: int = setting(factory=_feature("FEATURE_VERSION"))
@@ -69,8 +77,8 @@ class HarvestConfig(Config):
         from metaprune.datasets import DATASETS, dataset_info
         from metaprune.features import FEATURE_NAMES, FEATURE_VERSION
         from metaprune.networks import build_network, prunable_layout, validate_network
-        from metaprune.pruning.masks import check_density
-        from metaprune.pruning.schedules import ScheduleConfig, check_density_for_network
+        from metaprune.pruning.masks import check_density, check_density_for_network
+        from metaprune.pruning.schedules import ScheduleConfig
 
         network = validate_network(self.network)
         dataset = DATASETS.canonical(self.dataset)
@@ -95,8 +103,8 @@ class HarvestConfig(Config):
                 "current feature set (select columns when reading the store instead)"
             )
         train = self.train.validate()
-        warmup = float(self.warmup_epochs)
-        if not (0 < warmup <= MAX_WARMUP_EPOCHS):
+        warmup = self.warmup_epochs
+        if isinstance(warmup, bool) or not isinstance(warmup, int | float) or not 0 < warmup <= MAX_WARMUP_EPOCHS:
             raise MetapruneError(
                 f"bad --warmup {self.warmup_epochs!r} (dense epochs behind the dynamics features); accepted: "
                 f"0 < warm-up <= {MAX_WARMUP_EPOCHS:g}"
@@ -106,7 +114,15 @@ class HarvestConfig(Config):
         net = build_network(network, shape, classes, 0)
         check_density_for_network(density, net, self.scope)
         _ = prunable_layout(net)
-        return replace(self, network=network, dataset=dataset, density=density, train=train, warmup_epochs=warmup)
+        return replace(
+            self, network=network, dataset=dataset, density=density, train=train, warmup_epochs=float(warmup)
+        )
+
+    @classmethod
+    def from_stored(cls, stored: dict) -> HarvestConfig:
+        """The config a store was harvested with, from its ``config`` attribute. A field the store predates
+        takes the value that was in force when it was written (``ADDED_FIELDS``), never today's default."""
+        return cls.from_dict({**ADDED_FIELDS, **stored})
 
     @property
     def warmup_train(self) -> TrainConfig:

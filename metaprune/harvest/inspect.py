@@ -13,23 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from metaprune.harvest.store import open_store
-
-
-def _pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Column-wise Pearson r of x [n, F] with y [n]; NaN for constant columns."""
-    xc = x - x.mean(axis=0)
-    yc = y - y.mean()
-    den = np.sqrt((xc * xc).sum(axis=0) * float((yc * yc).sum()))
-    num = xc.T @ yc
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
-    return r
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
-    return rankdata(x, axis=0, method="average").astype(np.float64)
+from metaprune.ranking import pearson, spearman
 
 
 def store_bytes(path: str | Path) -> int:
@@ -43,13 +27,12 @@ def correlations(store, seeds=None, max_seeds: int = 20) -> dict:
     acc = {k: [] for k in ("pearson_round", "spearman_round", "pearson_mask", "spearman_mask")}
     for _, x, target in store.iter_seeds(seeds):
         x = x.astype(np.float64)
-        rnd = target["target_round"].astype(np.float64)
-        msk = target["target_mask"].astype(np.float64)
-        xr_ = _ranks(x)
-        acc["pearson_round"].append(_pearson(x, rnd))
-        acc["pearson_mask"].append(_pearson(x, msk))
-        acc["spearman_round"].append(_pearson(xr_, _ranks(rnd[:, None])[:, 0]))
-        acc["spearman_mask"].append(_pearson(xr_, _ranks(msk[:, None])[:, 0]))
+        targets = np.stack([target["target_round"], target["target_mask"]], axis=1).astype(np.float64)
+        pr, sp = pearson(x, targets), spearman(x, targets)  # [F, 2]: round, mask
+        acc["pearson_round"].append(pr[:, 0])
+        acc["pearson_mask"].append(pr[:, 1])
+        acc["spearman_round"].append(sp[:, 0])
+        acc["spearman_mask"].append(sp[:, 1])
     rows = []
     for j, name in enumerate(names):
         row = {"feature": name}
@@ -70,9 +53,8 @@ def target_summary(store, seeds=None) -> dict:
     rounds: dict[int, float] = {}
     densities = []
     for seed in seeds:
-        i = store.planned_seeds.index(seed)
-        mask = np.asarray(ds["target_mask"][i].values, dtype=bool)
-        rnd = np.asarray(ds["target_round"][i].values)
+        target = store.targets(seed)
+        mask, rnd = target["target_mask"], target["target_round"]
         kept.append(np.bincount(layer_index, weights=mask.astype(np.float64), minlength=n_layers))
         densities.append(float(mask.mean()))
         values, counts = np.unique(rnd, return_counts=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from metaprune.errors import StoreError
+from metaprune.files import check_folder_writable
 from metaprune.harvest.config import HarvestConfig, default_store_path, diff_configs
 from metaprune.harvest.task import SeedStats, TaskResult, TaskSpec, run_task
 
@@ -76,8 +77,11 @@ class HarvestResult:
         }
 
 
-def prepare_store(path: Path, config: HarvestConfig, seeds: Iterable[int], notes: list[str]) -> None:
-    """Create the store or check it against ``config``; extend its plan by ``seeds`` (caller holds the lock)."""
+def prepare_store(
+    path: Path, config: HarvestConfig, seeds: Iterable[int], notes: list[str], redone: Iterable[int] = ()
+) -> None:
+    """Create the store or check it against ``config``; extend its plan by ``seeds`` (caller holds the lock).
+    The run is recorded in the store (``runs``), with the seeds it recomputes (``redone``) if any."""
     from metaprune.harvest.store import (
         append_run,
         apply_plan,
@@ -109,10 +113,8 @@ def prepare_store(path: Path, config: HarvestConfig, seeds: Iterable[int], notes
     all_seeds, all_tasks, fresh = plan_groups(existing, tasks, seeds, config.seeds_per_task)
     if fresh or not existing:
         apply_plan(path, all_seeds, all_tasks)
-    append_run(
-        path,
-        {"time": _now(), "host": socket.gethostname(), "pid": os.getpid(), "added": fresh},
-    )
+    record = {"time": _now(), "host": socket.gethostname(), "pid": os.getpid(), "added": fresh}
+    append_run(path, {**record, "redone": list(redone)} if redone else record)
 
 
 def _now() -> str:
@@ -148,6 +150,7 @@ def harvest(
     seeds: Iterable[int] = tuple(range(8)),
     *,
     out: str | Path | None = None,
+    redo: Iterable[int] = (),
     workers: int | None = None,
     scheduler: str | None = None,
     device: str | None = None,
@@ -157,31 +160,19 @@ def harvest(
 ) -> HarvestResult:
     """Harvest ``seeds`` under ``config`` into ``out`` (default ``datasets/<net>-<data>-<hash>.zarr``).
 
-    Complete seeds are skipped; incomplete ones (new, or interrupted) are computed. ``progress`` receives
-    event dicts: ``{"event": "plan", ...}`` once, then ``task_start``/``level``/``seed`` events
-    (``level`` events only in-process and with a process pool) and ``task_done``.
+    Complete seeds are skipped; incomplete ones (new, or interrupted) are computed. ``redo`` names planned
+    seeds of the existing store ``out`` to compute again in place (a damaged chunk): each is withdrawn from
+    the complete ones first, then recomputed with its population exactly as the first time, and committed
+    again; ``config`` may then be None (the store's own). ``progress`` receives event dicts:
+    ``{"event": "plan", ...}`` once, then ``task_start``/``level``/``seed`` events (``level`` events only
+    in-process and with a process pool) and ``task_done``.
     """
     from metaprune.executor import get_executor
     from metaprune.harvest.lock import StoreLock
-    from metaprune.harvest.store import read_plan
-    from metaprune.training import resolve_device
+    from metaprune.harvest.store import mark_incomplete, read_plan
 
     t0 = time.perf_counter()
-    config = (config or HarvestConfig()).validate()
-    requested = tuple(sorted({int(s) for s in seeds}))
-    if not requested:
-        from metaprune.errors import MetapruneError
-
-        raise MetapruneError("no seeds to harvest; accepted: e.g. --seeds 0-7")
-    if any(s < 0 for s in requested):
-        from metaprune.errors import MetapruneError
-
-        raise MetapruneError("seeds must be non-negative")
-    if device not in (None, "", "auto"):
-        resolve_device(device)
-    path = Path(out) if out is not None else default_store_path(config)
-    path = path.expanduser().absolute()
-    preflight(path, config)
+    config, path, requested, redone = _request(config, seeds, out, redo, device)
     emit = progress or (lambda event: None)
     notes: list[str] = []
     # The lock is taken first and released last: no worker of ours writes after another harvest may start.
@@ -190,26 +181,9 @@ def harvest(
         notes.extend(lock.notes)
         for note in lock.notes:
             emit({"event": "note", "text": note})
-        prepare_store(path, config, requested, notes)
-        planned, task_ids, complete = read_plan(path)
-        done = {s for s, c in zip(planned, complete, strict=True) if c}
-        wanted = [s for s in requested if s not in done]
-        groups: dict[int, list[int]] = {}
-        for s, t in zip(planned, task_ids, strict=True):
-            groups.setdefault(t, []).append(s)
-        run_ids = sorted({task_ids[planned.index(s)] for s in wanted})
-        specs = [
-            TaskSpec(
-                store=str(path),
-                seeds=tuple(groups[t]),
-                config=config.identity(),
-                task_id=t,
-                device=device,
-                data_root=str(data_root) if data_root is not None else None,
-            )
-            for t in run_ids
-        ]
-        todo = sorted({s for spec in specs for s in spec.seeds if s not in done})
+        mark_incomplete(path, redone)  # before anything reads the plan: a damaged 'complete' flag is rewritten
+        prepare_store(path, config, requested, notes, redone)
+        specs, done, todo = _tasks(path, config, requested, device, data_root)
         if workers and workers > 1 and len(specs) < workers:
             note = (
                 f"{workers} workers but only {len(specs)} task(s) of up to {config.seeds_per_task} seeds; "
@@ -217,6 +191,7 @@ def harvest(
             )
             notes.append(note)
             emit({"event": "note", "text": note})
+        planned, _, _ = read_plan(path)
         emit(
             {
                 "event": "plan",
@@ -234,13 +209,12 @@ def harvest(
             results.append(res)
             emit({"event": "task_done", "task": res.task_id, "written": list(res.written)})
         planned, _, complete = read_plan(path)
-    written = tuple(sorted(s for r in results for s in r.written))
     return HarvestResult(
         store=path,
         config=config,
         planned=tuple(planned),
         requested=requested,
-        written=written,
+        written=tuple(sorted(s for r in results for s in r.written)),
         skipped=tuple(s for s in requested if s in done),
         complete=tuple(s for s, c in zip(planned, complete, strict=True) if c),
         executor=described,
@@ -248,3 +222,76 @@ def harvest(
         notes=notes,
         tasks=sorted(results, key=lambda r: r.task_id),
     )
+
+
+def _request(config, seeds, out, redo, device) -> tuple[HarvestConfig, Path, tuple[int, ...], tuple[int, ...]]:
+    """The checked request, before anything is locked: (config, store path, seeds to have, seeds to redo)."""
+    from metaprune.errors import MetapruneError
+    from metaprune.training import resolve_device
+
+    redone = tuple(sorted({int(s) for s in redo}))
+    if redone:
+        if out is None:
+            raise MetapruneError("--redo recomputes seeds of a store; accepted: --redo SEEDS with --out STORE")
+        stored = _redo_config(Path(out).expanduser().absolute(), redone)
+        config = stored if config is None else config
+    config = (config or HarvestConfig()).validate()
+    requested = tuple(sorted({int(s) for s in seeds} | set(redone)))
+    if not requested:
+        raise MetapruneError("no seeds to harvest; accepted: e.g. --seeds 0-7")
+    if any(s < 0 for s in requested):
+        raise MetapruneError("seeds must be non-negative")
+    if device not in (None, "", "auto"):
+        resolve_device(device)
+    path = (Path(out) if out is not None else default_store_path(config)).expanduser().absolute()
+    preflight(path, config)
+    # the lock file and a new store's temporary folder go beside the store; its seeds go inside it
+    check_folder_writable(path.parent, "datasets folder" if out is None else "the store's folder", "--out")
+    if path.is_dir():
+        check_folder_writable(path, "store", "--out")
+    return config, path, requested, redone
+
+
+def _redo_config(path: Path, redo: tuple[int, ...]) -> HarvestConfig:
+    """The config of the store whose seeds ``redo`` recomputes; every one of them must be planned there."""
+    from metaprune.harvest.store import check_store
+    from metaprune.seeds import format_seeds
+
+    attrs = check_store(path, write=True)
+    planned = [int(s) for s in attrs.get("planned_seeds") or []]
+    missing = [s for s in redo if s not in planned]
+    if missing:
+        raise StoreError(
+            f"cannot redo seed(s) {format_seeds(missing)}: not in store {path}; accepted: its planned seeds "
+            f"{format_seeds(planned) or 'none'}"
+        )
+    stored = attrs.get("config")
+    if not isinstance(stored, dict):
+        raise StoreError(f"store {path} has no readable harvest config; accepted: a store from `metaprune harvest`")
+    return HarvestConfig.from_stored(stored)
+
+
+def _tasks(path: Path, config: HarvestConfig, requested, device, data_root) -> tuple[list[TaskSpec], set, list]:
+    """The tasks that hold an incomplete requested seed, the complete seeds, and the seeds they will write."""
+    from metaprune.harvest.store import read_plan
+
+    planned, task_ids, complete = read_plan(path)
+    done = {s for s, c in zip(planned, complete, strict=True) if c}
+    wanted = [s for s in requested if s not in done]
+    groups: dict[int, list[int]] = {}
+    for s, t in zip(planned, task_ids, strict=True):
+        groups.setdefault(t, []).append(s)
+    run_ids = sorted({task_ids[planned.index(s)] for s in wanted})
+    specs = [
+        TaskSpec(
+            store=str(path),
+            seeds=tuple(groups[t]),
+            config=config.identity(),
+            task_id=t,
+            device=device,
+            data_root=str(data_root) if data_root is not None else None,
+        )
+        for t in run_ids
+    ]
+    todo = sorted({s for spec in specs for s in spec.seeds if s not in done})
+    return specs, done, todo

@@ -61,20 +61,24 @@ import contextlib
 import datetime as _dt
 import json
 import shutil
-import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from metaprune.errors import RuntimeFailure, StoreError
+from metaprune.errors import RuntimeFailure, StoreDamaged, StoreError
+from metaprune.files import atomic_path
+
+if TYPE_CHECKING:
+    from metaprune.harvest.config import HarvestConfig
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: no trajectory states
 MARKER = "harvest"
+CREATING = "creating"  # a store being created is built in .<name>.creating-* beside its path
 SEED_DATA_VARS = ("features", "state_features", "target_round", "target_mask", "target_score", "harvest_seconds")
 SEED_VARS = (*SEED_DATA_VARS, "task", "complete")
 JSON_ATTRS = ("config", "feature_spec", "target_spec", "planned_seeds", "seed_tasks", "package_versions", "runs")
@@ -221,17 +225,13 @@ def create_store(path: str | Path, config, layout) -> None:
     The caller holds the lock. ``path`` must not exist or be an empty folder.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.creating-{uuid.uuid4().hex[:8]}")
     ds, encoding = _skeleton(config, layout)
     try:
-        with _quiet():
-            ds.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=True, encoding=encoding)
-        if path.exists():
-            path.rmdir()  # an empty folder given as --out (rmdir refuses anything else)
-        tmp.rename(path)
+        with _quiet(), atomic_path(path, folder=True, tag=CREATING) as tmp:
+            ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True, encoding=encoding)
+            if path.exists():
+                path.rmdir()  # an empty folder given as --out (rmdir refuses anything else)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise RuntimeFailure(f"could not create the store {path}: {exc}") from None
 
 
@@ -239,7 +239,7 @@ def remove_creation_leftovers(path: str | Path) -> None:
     """Delete ``.<name>.creating-*`` folders a killed creation left beside ``path`` (caller holds the lock)."""
     path = Path(path)
     if path.parent.is_dir():
-        for p in path.parent.glob(f".{path.name}.creating-*"):
+        for p in path.parent.glob(f".{path.name}.{CREATING}-*"):
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -388,11 +388,77 @@ def read_plan(path: str | Path) -> tuple[list[int], list[int], np.ndarray]:
         g = zarr.open_group(Path(path), mode="r", zarr_format=3, use_consolidated=False)
         seeds = [int(x) for x in g["seed"][:]]
         tasks = [int(x) for x in g["task"][:]]
-        complete = np.asarray(g["complete"][:], dtype=bool)
-    return seeds, tasks, complete
+        flags = g["complete"]
+        complete = read_per_seed(path, seeds, "complete", lambda i: flags[:] if i is None else flags[i])
+    return seeds, tasks, np.asarray(complete, dtype=bool)
+
+
+def read_per_seed(path: str | Path, seeds: Sequence[int], var: str, read: Callable[[int | None], Any]) -> Any:
+    """``read(None)`` (all seeds of ``var`` at once), or, when a chunk cannot be read, a one-line
+    ``StoreDamaged`` naming the store, the variable and the first seed whose chunk is damaged."""
+    try:
+        return read(None)
+    except Exception as exc:  # numcodecs and zarr raise RuntimeError, ValueError, ... for a damaged chunk
+        for i, seed in enumerate(seeds):
+            try:
+                read(i)
+            except Exception as bad:
+                raise damaged(path, var, seed, bad) from None
+        raise damaged(path, var, None, exc) from None
+
+
+def damaged(path: str | Path, var: str, seed: int | None, exc: BaseException) -> RuntimeFailure:
+    """The one-line error of a chunk that cannot be read, saying how to recover: re-harvest that seed."""
+    _settle_reads()
+    detail = f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc) else type(exc).__name__
+    if isinstance(exc, OSError):
+        return RuntimeFailure(f"reading {var!r} of seed {seed} of store {path} failed ({detail}); it needs read access")
+    where = f"seed {seed}" if seed is not None else "some seed"
+    redo = f"--redo {seed}" if seed is not None else "--redo SEEDS"
+    return StoreDamaged(
+        f"store {path} is damaged: variable {var!r} of {where} cannot be read ({detail}); recover by "
+        f"re-harvesting it in place: metaprune harvest --out {path} {redo}"
+    )
+
+
+def _settle_reads() -> None:
+    """Let zarr finish the chunk reads it started beside the one that failed: left pending, they are torn
+    down at exit, each printing 'Task was destroyed but it is pending!' after the error's one line."""
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def settle() -> None:
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if others:
+            await asyncio.wait(others, timeout=5.0)
+
+    with contextlib.suppress(Exception):
+        sync(settle())
 
 
 # -------------------------------------------------------------------------------------- seed writes
+
+
+def mark_incomplete(path: str | Path, seeds: Iterable[int]) -> None:
+    """Withdraw planned ``seeds`` from the complete ones (``harvest --redo``): their ``complete`` flags are
+    written False first, so their data can be written again without a half-written seed ever counting as
+    complete; ``write_seed`` commits each again. A flag's chunk is rewritten whole, so a damaged one is
+    replaced without being read."""
+    import zarr
+
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        return
+    path = Path(path)
+    planned = [int(s) for s in (read_attrs(path) or {}).get("planned_seeds") or []]
+    try:
+        with _quiet():
+            flags = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)["complete"]
+            for seed in seeds:
+                flags[planned.index(seed)] = False
+    except OSError as exc:
+        raise RuntimeFailure(f"could not withdraw seeds from {path} for --redo: {exc}") from None
 
 
 def write_seed(path: str | Path, seed: int, data: dict[str, np.ndarray], seconds: float) -> None:
@@ -458,8 +524,22 @@ class HarvestStore:
 
     @property
     def complete_seeds(self) -> tuple[int, ...]:
-        flags = np.asarray(self.dataset["complete"].values, dtype=bool)
+        flags = self._complete_flags()
         return tuple(int(s) for s, ok in zip(self.dataset["seed"].values, flags, strict=True) if ok)
+
+    def _complete_flags(self) -> np.ndarray:
+        def read(i: int | None) -> np.ndarray:
+            return (self.dataset["complete"] if i is None else self.dataset["complete"][i]).values
+
+        return np.asarray(read_per_seed(self.path, self.planned_seeds, "complete", read), dtype=bool)
+
+    def _read(self, var: str, i: int, *index: Any) -> np.ndarray:
+        """``dataset[var][i, *index]`` loaded; a chunk that cannot be read is one line naming the store, the
+        variable and the seed, and how to recover (``damaged``)."""
+        try:
+            return np.asarray(self.dataset[var][(i, *index)].values)
+        except Exception as exc:  # numcodecs and zarr raise RuntimeError, ValueError, ... for a damaged chunk
+            raise damaged(self.path, var, self.planned_seeds[i], exc) from None
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -489,8 +569,6 @@ class HarvestStore:
         (``target_round > state``), ``X`` float32 ``[len(alive), F]`` their features in that state
         (state 0: the dense ``features``), ``target`` the seed's full target arrays (as ``iter_seeds``).
         """
-        from metaprune.errors import MetapruneError
-
         if int(state) not in self.states:
             raise StoreError(
                 f"state {state} is not in store {self.path}; stored states: {', '.join(map(str, self.states))}"
@@ -505,24 +583,32 @@ class HarvestStore:
         idx = [stored.index(n) for n in names]
         i = self._position(seed)
         j = self.states.index(int(state)) - 1
-        try:
-            target = self._targets(i)
-            alive = np.flatnonzero(target["target_round"] > int(state))
-            block = self.dataset["state_features"][i, j, : alive.size]
-            x = np.stack([np.asarray(block[:, k].values, dtype=np.float32) for k in idx], axis=1)
-        except OSError as exc:
-            raise MetapruneError(f"reading seed {seed}, state {state} of {self.path} failed: {exc}") from None
+        target = self._targets(i)
+        alive = np.flatnonzero(target["target_round"] > int(state))
+        rows = slice(0, alive.size)
+        x = np.stack([self._read("state_features", i, j, rows, k).astype(np.float32) for k in idx], axis=1)
         return alive, np.ascontiguousarray(x), target
 
     @property
-    def config(self):
+    def config(self) -> HarvestConfig:
+        """The harvest config the store was written with (``HarvestConfig.from_stored``: a field the store
+        predates reads as it was then); a one-line StoreError for a store without a readable one."""
+        from metaprune.errors import MetapruneError
         from metaprune.harvest.config import HarvestConfig
 
-        return HarvestConfig.from_dict(self.attrs["config"])
+        stored = self.attrs.get("config")
+        if not isinstance(stored, dict):
+            raise StoreError(
+                f"store {self.path} has no readable harvest config; accepted: a store from `metaprune harvest`"
+            )
+        try:
+            return HarvestConfig.from_stored(stored)
+        except (MetapruneError, TypeError) as exc:
+            raise StoreError(f"store {self.path} holds a harvest config this metaprune cannot read ({exc})") from None
 
     def complete_dataset(self):
         """The xarray Dataset restricted to complete seeds (lazy)."""
-        flags = np.asarray(self.dataset["complete"].values, dtype=bool)
+        flags = self._complete_flags()
         return self.dataset.isel(seed=np.flatnonzero(flags))
 
     def layer_table(self):
@@ -539,7 +625,7 @@ class HarvestStore:
         if int(seed) not in seeds:
             raise StoreError(f"seed {seed} is not in store {self.path}; complete seeds: {_fmt(self.complete_seeds)}")
         i = seeds.index(int(seed))
-        if not bool(self.dataset["complete"].values[i]):
+        if not bool(self._read("complete", i)):
             raise StoreError(
                 f"seed {seed} of store {self.path} is not complete (still being harvested or interrupted); "
                 f"complete seeds: {_fmt(self.complete_seeds)}"
@@ -548,14 +634,18 @@ class HarvestStore:
 
     def _targets(self, i: int) -> dict[str, np.ndarray]:
         return {
-            "target_round": np.asarray(self.dataset["target_round"][i].values, dtype=np.int16),
-            "target_mask": np.asarray(self.dataset["target_mask"][i].values, dtype=bool),
-            "target_score": np.asarray(self.dataset["target_score"][i].values, dtype=np.float32),
+            "target_round": self._read("target_round", i).astype(np.int16, copy=False),
+            "target_mask": self._read("target_mask", i).astype(bool, copy=False),
+            "target_score": self._read("target_score", i).astype(np.float32, copy=False),
         }
+
+    def targets(self, seed: int) -> dict[str, np.ndarray]:
+        """The target arrays of a complete ``seed`` (as ``iter_seeds`` yields them)."""
+        return self._targets(self._position(seed))
 
     def target_round(self, seed: int) -> np.ndarray:
         """The level at which the target removed each weight of a complete ``seed`` (int16 [n_weights])."""
-        return self._targets(self._position(seed))["target_round"]
+        return self.targets(seed)["target_round"]
 
     def iter_seeds(
         self, seeds: Iterable[int] | None = None, features: Iterable[str] | str | None = None
@@ -564,8 +654,6 @@ class HarvestStore:
         (names or groups, default all), ``target`` = {"target_round" int16, "target_mask" bool,
         "target_score" float32} arrays ``[n_weights]``. Default seeds: all complete ones; asking for an
         incomplete or unknown seed is an error."""
-        from metaprune.errors import MetapruneError
-
         names = self.select(features)
         stored = self.feature_names
         idx = [stored.index(n) for n in names]
@@ -574,41 +662,15 @@ class HarvestStore:
         seed_list = self.complete_seeds if seeds is None else tuple(int(s) for s in seeds)
         positions = [self._position(s) for s in seed_list]
         for seed, i in zip(seed_list, positions, strict=True):
-            try:
-                x = np.asarray(self.dataset["features"][i, :, fsel].values, dtype=np.float32)
-                target = self._targets(i)
-            except OSError as exc:
-                raise MetapruneError(f"reading seed {seed} of {self.path} failed: {exc}") from None
-            yield seed, np.ascontiguousarray(x), target
+            x = self._read("features", i, slice(None), fsel).astype(np.float32, copy=False)
+            yield seed, np.ascontiguousarray(x), self._targets(i)
 
     def select(self, features: Iterable[str] | str | None = None) -> tuple[str, ...]:
-        """Feature names for a selection of feature and group names (the store's own feature spec), in the
-        given order without duplicates; ``None`` or ``"all"``: every stored feature."""
-        stored = self.feature_names
-        spec = self.attrs.get("feature_spec") if isinstance(self.attrs.get("feature_spec"), dict) else {}
-        groups = {str(k): tuple(v) for k, v in (spec.get("groups") or {}).items()}
-        if features is None:
-            return stored
-        items = [s.strip() for s in features.split(",")] if isinstance(features, str) else [str(f) for f in features]
-        out: list[str] = []
-        for item in items:
-            if not item:
-                continue
-            if item == "all":
-                names: tuple[str, ...] = stored
-            elif item in groups:
-                names = groups[item]
-            elif item in stored:
-                names = (item,)
-            else:
-                raise StoreError(
-                    f"unknown feature {item!r} for store {self.path}; accepted: all, {', '.join(groups)}, "
-                    f"or one of {', '.join(stored)}"
-                )
-            out.extend(n for n in names if n not in out)
-        if not out:
-            raise StoreError("empty feature selection; accepted: all, a group name or feature names")
-        return tuple(out)
+        """Feature names for a selection of feature and group names (``features.select_features`` among the
+        stored features), in the given order without duplicates; ``None`` or ``"all"``: every stored one."""
+        from metaprune.features import select_features
+
+        return select_features(features, self.feature_names, owner=f"store {self.path}")
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

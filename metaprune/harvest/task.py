@@ -77,16 +77,20 @@ def trajectory_features(net, data, seed: int, cfg, removed_at: torch.Tensor, war
     return out
 
 
+def target_context(cfg, splits, device):
+    """The harvest target's ``PruneContext``: the store's network, schedule, training and pruning batch."""
+    from metaprune.pruning.context import PruneContext
+    from metaprune.pruning.schedules import ScheduleConfig
+
+    schedule = ScheduleConfig(rounds=cfg.rounds, levels=cfg.levels, scope=cfg.scope)
+    return PruneContext(cfg.network, splits, schedule, cfg.train, cfg.per_class, device)
+
+
 def run_task(spec: TaskSpec, emit: Emit | None = None) -> TaskResult:
     from metaprune.datasets import load_dataset
-    from metaprune.features import compute_features
     from metaprune.harvest.config import HarvestConfig
-    from metaprune.harvest.store import read_plan, write_seed
+    from metaprune.harvest.store import read_plan
     from metaprune.networks import build_network
-    from metaprune.pruning.apply import prune_data_for
-    from metaprune.pruning.schedules import ScheduleConfig, prune_iterative
-    from metaprune.pruning.scorers import score
-    from metaprune.pruning.warmup import warm_up
     from metaprune.training import resolve_device
 
     emit = emit or (lambda event: None)
@@ -95,15 +99,46 @@ def run_task(spec: TaskSpec, emit: Emit | None = None) -> TaskResult:
     seeds = tuple(int(s) for s in spec.seeds)
     planned, _, complete = read_plan(spec.store)
     done = {s for s, c in zip(planned, complete, strict=True) if c}
-    todo = [s for s in seeds if s not in done]
-    if not todo:
+    if not any(s not in done for s in seeds):
         return TaskResult(spec.task_id, seeds, (), seeds, time.perf_counter() - t0)
-    device = resolve_device(spec.device)
-    splits = load_dataset(cfg.dataset, data_root=spec.data_root)
-    datas = [prune_data_for(splits, s, cfg.per_class) for s in seeds]
-    nets = [build_network(cfg.network, splits.input_shape, splits.num_classes, s) for s in seeds]
+    context = target_context(cfg, load_dataset(cfg.dataset, data_root=spec.data_root), resolve_device(spec.device))
+    datas = [context.prune_data(s) for s in seeds]
+    nets = [build_network(cfg.network, context.splits.input_shape, context.splits.num_classes, s) for s in seeds]
     setup_s = time.perf_counter() - t0
     emit({"event": "task_start", "task": spec.task_id, "seeds": list(seeds), "levels": cfg.levels})
+    outcomes, target_s, prune_s = _target(context, cfg, nets, datas, seeds, spec.task_id, emit)
+    k = len(seeds)
+    result = TaskResult(
+        spec.task_id,
+        seeds,
+        (),
+        tuple(s for s in seeds if s in done),
+        0.0,
+        target_s=target_s,
+        train_s=target_s - prune_s,
+        prune_s=prune_s,
+        setup_s=setup_s,
+    )
+    written = []
+    share = (target_s + setup_s) / k  # the population's setup and target time, per seed
+    for i, s in enumerate(seeds):
+        if s in done:
+            continue
+        features_s, write_s = _write_seed(spec.store, context, cfg, nets[i], datas[i], s, outcomes[i], share)
+        written.append(s)
+        result.stats.append(
+            SeedStats(s, features_s, target_s / k, (target_s - prune_s) / k, write_s, features_s + share + write_s)
+        )
+        emit({"event": "seed", "task": spec.task_id, "seed": s})
+    result.written = tuple(written)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _target(context, cfg, nets, datas, seeds, task_id: int, emit: Emit):
+    """SynFlow-IMS of the whole population: (outcomes, seconds, of which SynFlow scoring seconds)."""
+    from metaprune.pruning.schedules import prune_iterative
+    from metaprune.pruning.scorers import score
 
     prune_time = [0.0]
 
@@ -118,72 +153,52 @@ def run_task(spec: TaskSpec, emit: Emit | None = None) -> TaskResult:
         return fn
 
     def level_done(level: int, levels: int) -> None:
-        emit({"event": "level", "task": spec.task_id, "level": level, "levels": levels, "seeds": list(seeds)})
+        emit({"event": "level", "task": task_id, "level": level, "levels": levels, "seeds": list(seeds)})
 
     t_target = time.perf_counter()
     outcomes = prune_iterative(
         [synflow_fn(d, s) for d, s in zip(datas, seeds, strict=True)],
         nets,
-        splits,
+        context.splits,
         cfg.density,
         list(seeds),
-        cfg.train,
+        context.train,
         cfg.data_seed,
         multi_shot=True,
-        config=ScheduleConfig(rounds=cfg.rounds, levels=cfg.levels, scope=cfg.scope),
+        config=context.schedule,
         name="synflow@ims",
-        device=device,
+        device=context.device,
         progress=level_done,
     )
-    target_s = time.perf_counter() - t_target
-    prune_s = prune_time[0]
-    k = len(seeds)
-    result = TaskResult(
-        spec.task_id,
-        seeds,
-        (),
-        tuple(s for s in seeds if s in done),
-        0.0,
-        target_s=target_s,
-        train_s=target_s - prune_s,
-        prune_s=prune_s,
-        setup_s=setup_s,
+    return outcomes, time.perf_counter() - t_target, prune_time[0]
+
+
+def _write_seed(store, context, cfg, net, data, seed: int, outcome, share: float) -> tuple[float, float]:
+    """Features (θ0 and the trajectory states) and targets of one seed, written and committed to the store:
+    (features seconds, write seconds)."""
+    from metaprune.features import compute_features
+    from metaprune.harvest.store import write_seed
+    from metaprune.pruning.warmup import warm_up
+
+    t = time.perf_counter()
+    record = warm_up(net, context.splits, cfg.warmup_train, cfg.warmup_epochs, seed, device=context.device)
+    x = compute_features(net, data, seed, density=cfg.density, ums_rounds=cfg.ums_rounds, warmup=record).numpy()
+    states = trajectory_features(net, data, seed, cfg, outcome.removed_at, record)
+    features_s = time.perf_counter() - t
+    raw = outcome.scores.detach().to(torch.float64).cpu()
+    total = raw.sum()
+    target_score = (raw / total if total > 0 else raw).to(torch.float32).numpy()
+    t = time.perf_counter()
+    write_seed(
+        store,
+        seed,
+        {
+            "features": x,
+            "state_features": states,
+            "target_round": outcome.removed_at.numpy().astype(np.int16),
+            "target_mask": outcome.mask.numpy().astype(bool),
+            "target_score": target_score,
+        },
+        seconds=features_s + share,
     )
-    written = []
-    for i, s in enumerate(seeds):
-        if s in done:
-            continue
-        t = time.perf_counter()
-        record = warm_up(nets[i], splits, cfg.warmup_train, cfg.warmup_epochs, s, device=device)
-        x = compute_features(
-            nets[i], datas[i], s, density=cfg.density, ums_rounds=cfg.ums_rounds, warmup=record
-        ).numpy()
-        outcome = outcomes[i]
-        states = trajectory_features(nets[i], datas[i], s, cfg, outcome.removed_at, record)
-        features_s = time.perf_counter() - t
-        raw = outcome.scores.detach().to(torch.float64).cpu()
-        total = raw.sum()
-        target_score = (raw / total if total > 0 else raw).to(torch.float32).numpy()
-        share = (target_s + setup_s) / k
-        t = time.perf_counter()
-        write_seed(
-            spec.store,
-            s,
-            {
-                "features": x,
-                "state_features": states,
-                "target_round": outcome.removed_at.numpy().astype(np.int16),
-                "target_mask": outcome.mask.numpy().astype(bool),
-                "target_score": target_score,
-            },
-            seconds=features_s + share,
-        )
-        write_s = time.perf_counter() - t
-        written.append(s)
-        result.stats.append(
-            SeedStats(s, features_s, target_s / k, (target_s - prune_s) / k, write_s, features_s + share + write_s)
-        )
-        emit({"event": "seed", "task": spec.task_id, "seed": s})
-    result.written = tuple(written)
-    result.seconds = time.perf_counter() - t0
-    return result
+    return features_s, time.perf_counter() - t

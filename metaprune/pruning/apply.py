@@ -1,22 +1,25 @@
 """Apply a parsed method to a network: initialise, score (stacked or not) under its schedule, mask.
 
 This is the one path from a parsed method to a ticket; ``prune`` and ``evaluate`` use it (the harvest's
-target runs ``schedules.prune_iterative`` directly, and takes its pruning batch from ``prune_data_for``).
+target runs ``schedules.prune_iterative`` directly, on the pruning batches of its ``PruneContext``).
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
+from metaprune.config import PER_CLASS
 from metaprune.datasets import DataSplits
 from metaprune.errors import MetapruneError
 from metaprune.networks import build_network, prunable_layout
 from metaprune.pruning.ablations import invert_scores, reinit_kept, shuffle_within_layers
+from metaprune.pruning.context import PruneContext
 from metaprune.pruning.inits import INITS, saw_init
 from metaprune.pruning.masks import MaskReport, layer_counts_of, layer_keep_counts, mask_report
 from metaprune.pruning.method import Method
@@ -63,7 +66,7 @@ class Cost:
         self.epochs += passes * batch / max(n_train, 1)
 
 
-def prune_data_for(splits: DataSplits, seed: int, per_class: int = 10) -> PruneData:
+def prune_data_for(splits: DataSplits, seed: int, per_class: int = PER_CLASS) -> PruneData:
     return pruning_batch(splits.train_x, splits.train_y, splits.num_classes, seed, per_class)
 
 
@@ -151,49 +154,62 @@ def prune_seeds(
     schedule: ScheduleConfig = ScheduleConfig(),
     train: TrainConfig = TrainConfig(),
     data_seed: int | None = None,
-    per_class: int = 10,
+    per_class: int = PER_CLASS,
     device: torch.device | str | None = None,
+    progress=None,
+    dtype: torch.dtype = torch.float32,
+) -> list[Ticket]:
+    """``prune_in_context`` with the context spelled out: network ``spec``, ``splits``, the ``schedule``
+    settings, the ``train`` config of iterative schedules and warm-ups, ``per_class`` and ``device``."""
+    context = PruneContext(spec, splits, schedule, train, per_class, device)
+    return prune_in_context(method, context, density, seeds, data_seed=data_seed, progress=progress, dtype=dtype)
+
+
+def prune_in_context(
+    method: Method,
+    context: PruneContext,
+    density: float,
+    seeds: Sequence[int],
+    *,
+    data_seed: int | None = None,
     progress=None,
     dtype: torch.dtype = torch.float32,
 ) -> list[Ticket]:
     """Tickets of ``method`` at ``density`` for each seed (iterative schedules train the seeds together).
 
-    ``per_class`` examples of every class form each seed's pruning batch; ``per_class=0`` means no
+    ``context.per_class`` examples of every class form each seed's pruning batch; ``per_class=0`` means no
     pruning batch at all, so only data-free scorers (magnitude, random) are accepted. Everything that can
     be checked cheaply (data needs) is checked before any scoring. ``density`` is trusted: callers check it
-    against the network and scope at their boundary (``schedules.check_density_for_network``).
+    against the network and scope at their boundary (``masks.check_density_for_network``).
     ``dtype`` is the training dtype of iterative schedules; ``progress(level, levels)`` follows their levels.
     """
     t0 = time.perf_counter()
     seeds = tuple(int(s) for s in seeds)
     if not seeds:
         raise MetapruneError("no seeds given; accepted: one or more non-negative seeds")
-    if int(per_class) < 0:
-        raise MetapruneError(f"bad examples per class {per_class!r}; accepted: 0 (no pruning batch) or more")
-    schedule = schedule.validate()
+    schedule = context.schedule.validate()
     if method.rounds is not None:  # the method's own number of multi-shot rounds (ums20)
         schedule = replace(schedule, rounds=method.rounds)
-    if int(per_class) == 0:
-        datas: list[PruneData | None] = [None] * len(seeds)
+    context = replace(context, schedule=schedule)
+    datas = [context.prune_data(s) for s in seeds]
+    if context.per_class == 0:
         check_method_data(method, None)
-    else:
-        datas = [prune_data_for(splits, s, per_class) for s in seeds]
-    nets = [initial_network(method, spec, splits, s, d) for s, d in zip(seeds, datas, strict=True)]
+    splits = context.splits
+    nets = [initial_network(method, context.network, splits, s, d) for s, d in zip(seeds, datas, strict=True)]
     costs = [Cost() for _ in seeds]
-    n_train = int(splits.train_x.shape[0])
     if method.iterative:
         outcomes = prune_iterative(
-            [score_function(method, d, s, c, n_train) for d, s, c in zip(datas, seeds, costs, strict=True)],
+            [score_function(method, d, s, c, context.n_train) for d, s, c in zip(datas, seeds, costs, strict=True)],
             nets,
             splits,
             density,
             list(seeds),
-            train,
+            context.train,
             seeds[0] if data_seed is None else data_seed,
             multi_shot=method.multi_shot,
             config=schedule,
             name=str(method),
-            device=device,
+            device=context.device,
             progress=progress,
             dtype=dtype,
         )
@@ -201,7 +217,7 @@ def prune_seeds(
             cost.epochs += sum(r.epochs_trained for r in outcome.level_results)
     else:
         outcomes = [
-            _prune_upfront_seed(method, net, d, s, cost, spec, splits, density, schedule, train, per_class, device)
+            _prune_upfront_seed(method, context, net, d, density, s, cost)
             for net, d, s, cost in zip(nets, datas, seeds, costs, strict=True)
         ]
     finished = [finish(method, net, outcome, s) for net, outcome, s in zip(nets, outcomes, seeds, strict=True)]
@@ -225,71 +241,53 @@ def prune_seeds(
 
 def _prune_upfront_seed(
     method: Method,
+    context: PruneContext,
     net: nn.Module,
     data: PruneData | None,
+    density: float,
     seed: int,
     cost: Cost,
-    spec: str,
-    splits: DataSplits,
-    density: float,
-    schedule: ScheduleConfig,
-    train: TrainConfig,
-    per_class: int,
-    device: torch.device | str | None,
 ) -> PruneOutcome:
     """USS/UMS for one seed: the warm-up (scores read θ_E, the ticket keeps θ0) and the budget."""
-    n_train = int(splits.train_x.shape[0])
     scoring_net = net
     if method.warmup is not None:
         if data is None:
             raise MetapruneError(f"method {method} warms up, which needs the training data; accepted: per_class >= 1")
-        record = warm_up(net, splits, train, method.warmup, seed, device=device)
+        record = warm_up(net, context.splits, context.train, method.warmup, seed, device=context.device)
         cost.epochs += record.cost_epochs
         cost.warmup += record.cost_epochs
         data = replace(data, warmup=record)
         scoring_net = record.network
-    counts = budget_counts(method, net, spec, splits, density, seed, schedule, train, per_class, device, cost)
+    counts = budget_counts(method, context, net, density, seed, cost)
     return prune_upfront(
-        score_function(method, data, seed, cost, n_train),
+        score_function(method, data, seed, cost, context.n_train),
         scoring_net,
         density,
         seed,
         multi_shot=method.multi_shot,
-        config=schedule,
+        config=context.schedule,
         name=str(method),
         layer_counts=counts,
     )
 
 
 def budget_counts(
-    method: Method,
-    net: nn.Module,
-    spec: str,
-    splits: DataSplits,
-    density: float,
-    seed: int,
-    schedule: ScheduleConfig,
-    train: TrainConfig,
-    per_class: int,
-    device: torch.device | str | None,
-    cost: Cost,
+    method: Method, context: PruneContext, net: nn.Module, density: float, seed: int, cost: Cost
 ) -> list[int] | None:
     """Per-layer kept counts of the method's budget, or None for one global top-k."""
-    budget = method.budget or schedule.scope
+    budget = method.budget or context.schedule.scope
     if budget == "global":
         return None
     layout = prunable_layout(net)
     if budget == "learned":  # the split the learned scorer's own budget model predicts
-        spec = SCORERS.get(method.scorers[-1])
-        if spec.layer_budget is None:  # pragma: no cover - parse_method refuses it
+        scorer = SCORERS.get(method.scorers[-1])
+        if scorer.layer_budget is None:  # pragma: no cover - parse_method refuses it
             raise MetapruneError(f"scorer {method.scorers[-1]!r} has no learned budget")
-        return spec.layer_budget(layout, density)
+        return scorer.layer_budget(layout, density)
     inner = method.budget_method
     if inner is None:  # 'layer': the same fraction in every layer
         return layer_keep_counts(density, layout)
-    ticket = prune_seeds(
-        inner, spec, splits, density, (seed,), schedule=schedule, train=train, per_class=per_class, device=device
-    )[0]
+    ticket = prune_in_context(inner, context, density, (seed,))[0]
     shared = inner.warmup == method.warmup and method.warmup is not None
     # a budget method warming up as this one does follows the same trajectory (same θ0, seed and stream):
     # its warm-up is paid once

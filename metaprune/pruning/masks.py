@@ -36,9 +36,7 @@ def topk_mask(scores: torch.Tensor, k: int, alive: torch.Tensor | None, generato
     if alive is None:
         alive = torch.ones(n, dtype=torch.bool, device=scores.device)
     else:
-        alive = alive.reshape(-1).to(device=scores.device, dtype=torch.bool)
-        if alive.numel() != n:
-            raise MetapruneError(f"mask of {alive.numel()} weights does not match {n} scores")
+        alive = check_weight_axis(alive, n).to(device=scores.device, dtype=torch.bool)
     alive_scores = scores[alive]
     m = alive_scores.numel()
     k = int(k)
@@ -97,12 +95,18 @@ def keep_count(density: float, n: int) -> int:
     return k
 
 
+def check_weight_axis(values: torch.Tensor, n: int, what: str = "mask") -> torch.Tensor:
+    """``values`` flattened, refused unless it holds one entry per prunable weight (``n`` of them): the one
+    length check of masks, scores and per-weight records on the flat weight axis."""
+    flat = values.reshape(-1)
+    if flat.numel() != n:
+        raise MetapruneError(f"{what} of {flat.numel()} weights does not match the network's {n} prunable weights")
+    return flat
+
+
 def check_mask(mask: torch.Tensor, layout: PrunableLayout) -> torch.Tensor:
     """``mask`` as a flat bool tensor, refused unless it has one entry per prunable weight of ``layout``."""
-    mask = mask.reshape(-1).bool()
-    if mask.numel() != layout.total:
-        raise MetapruneError(f"mask of {mask.numel()} weights does not match the network's {layout.total}")
-    return mask
+    return check_weight_axis(mask, layout.total).bool()
 
 
 def check_finite(scores: torch.Tensor, layout: PrunableLayout, scorer: str, alive: torch.Tensor | None = None) -> None:
@@ -140,11 +144,9 @@ def make_mask(
     ``global`` ranks all weights together; ``layer`` keeps ``round(density * size)`` in every layer;
     ``layer_counts`` (a budget) keeps exactly that many weights in each layer, whatever the density.
     """
-    scores = scores.reshape(-1)
-    if scores.numel() != layout.total:
-        raise MetapruneError(f"{scores.numel()} scores do not match the network's {layout.total} prunable weights")
+    scores = check_weight_axis(scores, layout.total, "scores")
     if alive is not None:
-        alive = alive.reshape(-1).to(device=scores.device, dtype=torch.bool)
+        alive = check_weight_axis(alive, layout.total).to(device=scores.device, dtype=torch.bool)
     check_finite(scores, layout, scorer, alive)
     if layer_counts is None:
         if scope == "global":
@@ -183,9 +185,11 @@ def layer_keep_counts(density: float, layout: PrunableLayout) -> list[int]:
     return counts
 
 
-def check_density_for_network(density: float, layout: PrunableLayout, scope: str) -> float:
-    """The boundary check of a density for one network: in range, and keeping at least one weight of
-    the network (global scope) or of every layer (layer scope). Returns the density as a float."""
+def check_density_for_network(density: float, network: nn.Module | PrunableLayout, scope: str) -> float:
+    """The boundary check of a density for one network (a module or its prunable layout): in range, and
+    keeping at least one weight of the network (global scope) or of every layer (layer scope). Returns the
+    density as a float."""
+    layout = network if isinstance(network, PrunableLayout) else prunable_layout(network)
     d = check_density(density)
     keep_count(d, layout.total)
     if scope == "layer":

@@ -135,8 +135,9 @@ def _canonical_scorer(token: str, text: str, pos: int) -> str:
     raise _fail(text, pos, f"unknown scorer {token!r}, accepted: {accepted}, imp (= magnitude@iss) or learned:DIR")
 
 
-# a model directory may hold '+' (e.g. scores+structure), but not '+w<number>', which starts a warm-up
-_TOKEN = re.compile(r"learned:(?:[^@~!>#+]|\+(?!w[0-9.]))*|[A-Za-z_][A-Za-z0-9_]*")
+# a model directory may hold '+' (e.g. scores+structure), but not '+w<number>', which starts a warm-up; a name
+# is any word (letters of every script included), so an unknown one is echoed whole ('snïp', not 'sn')
+_TOKEN = re.compile(r"learned:(?:[^@~!>#+]|\+(?!w[0-9.]))*|[^\W\d]\w*")
 _SCHEDULE = re.compile(r"(uss|ums|iss|ims)([0-9]+)?")
 _EPOCHS = re.compile(r"w([0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _BUDGET_FROM = re.compile(r"from:[^~!]*")

@@ -44,7 +44,7 @@ from torch import nn
 from torch.func import functional_call
 
 from metaprune.networks import prunable_layout
-from metaprune.pruning.scorers import CHUNK, SCORING_MODE, PruneData, _need_data, _register
+from metaprune.pruning.scoring import CHUNK, SCORING_MODE, PruneData, need_data, register_scorer
 
 PROSPR_STEPS = 3  # M: inner SGD steps (reference code: --inner-steps 3)
 PROSPR_LR = 0.1  # α: inner learning rate (reference code: --inner-lr 0.1; also the thesis training lr)
@@ -122,7 +122,7 @@ def prospr_meta_gradient(
     return meta.detach() * keep.to(meta.dtype)
 
 
-@_register(
+@register_scorer(
     "prospr",
     True,
     f"ProsPr |dL(w'_M)/dc| through M={PROSPR_STEPS} SGD steps (lr {PROSPR_LR:g}) from c*theta0 "
@@ -130,7 +130,7 @@ def prospr_meta_gradient(
     passes=2.0 * PROSPR_STEPS + 1.0,
 )
 def prospr_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
-    data = _need_data(data, "prospr")
+    data = need_data(data, "prospr")
     s = prospr_meta_gradient(net, mask, data).abs()
     total = s.sum()
     if total > 0:

@@ -35,8 +35,10 @@ from metaprune.config import ScheduleConfig  # noqa: F401 (its home; re-exported
 from metaprune.datasets import DataSplits
 from metaprune.errors import MetapruneError
 from metaprune.networks import prunable_layout
-from metaprune.pruning import masks
-from metaprune.pruning.masks import make_mask
+from metaprune.pruning.masks import (
+    check_density_for_network,  # noqa: F401 (its home is masks; re-exported)
+    make_mask,
+)
 from metaprune.registry import Registry
 from metaprune.seeds import generator
 from metaprune.training import MemberResult, ProgressFn, TrainConfig, load_member_state, train_population
@@ -260,8 +262,3 @@ def check_trained(member: MemberResult, seed: int, level: int, levels: int, name
         "trained weights to score; accepted: training that converges, e.g. a lower learning rate"
     )
 
-
-def check_density_for_network(density: float, net: nn.Module, scope: str) -> float:
-    """Fail early (one line) if ``density`` is out of range or keeps no weight globally or, under layer
-    scope, in some layer (``masks.check_density_for_network``). Returns the density as a float."""
-    return masks.check_density_for_network(density, prunable_layout(net), scope)

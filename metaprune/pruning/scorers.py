@@ -18,9 +18,6 @@ Conventions every scorer follows:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,93 +25,43 @@ from torch import nn
 
 from metaprune.errors import MetapruneError
 from metaprune.networks import prunable_layout, prunable_weights
-from metaprune.pruning.masks import check_finite, check_mask, infer_input_shape
-from metaprune.registry import Registry
+from metaprune.pruning.masks import check_finite, check_mask, check_weight_axis, infer_input_shape
+from metaprune.pruning.scoring import (
+    CHUNK,
+    SCORERS,
+    SCORING_MODE,
+    PruneData,
+    Scorer,
+    ScorerSpec,
+    full_mask,
+    need_data,
+    pruning_batch,
+    register_scorer,
+)
 from metaprune.seeds import generator
 
-SCORING_MODE = "eval"
-CHUNK = 256
+__all__ = [
+    "CHUNK",
+    "GRASP_EPS",
+    "GRASP_TEMPERATURE",
+    "SCORERS",
+    "SCORING_MODE",
+    "PruneData",
+    "Scorer",
+    "ScorerSpec",
+    "full_mask",
+    "need_data",
+    "pruning_batch",
+    "register_scorer",
+    "score",
+]
+
 GRASP_TEMPERATURE = 200.0
 GRASP_EPS = 1e-10
 
-
-@dataclass(frozen=True)
-class PruneData:
-    """The pruning batch: inputs ``x`` [N, ...] and integer labels ``y`` [N].
-
-    ``warmup`` carries the record of a method's warm-up (``pruning.warmup.WarmupRecord``) to the scorers
-    that read a trajectory (``delta``, ``movement``, ``abs_grad``); None when the method has none.
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-    warmup: Any = None
-
-
-def pruning_batch(
-    x_train: torch.Tensor, y_train: torch.Tensor, num_classes: int, seed: int, per_class: int = 10
-) -> PruneData:
-    """A class-balanced sample of ``per_class`` examples of every class (thesis: 10 x classes).
-
-    Drawn from the ``prune_batch`` stream of ``seed`` so that it is independent of the init and data order.
-    """
-    y_all = torch.as_tensor(y_train).reshape(-1)
-    if int(per_class) < 1:
-        raise MetapruneError(f"bad examples per class {per_class!r}; accepted: a positive integer")
-    g = generator(seed, "prune_batch")
-    chosen = []
-    for c in range(int(num_classes)):
-        idx = torch.nonzero(y_all.cpu() == c).squeeze(1)
-        if idx.numel() < per_class:
-            raise MetapruneError(
-                f"class {c} has {idx.numel()} training examples, fewer than the {per_class} per class the "
-                "pruning batch needs; accepted: a smaller per-class count or a larger training set"
-            )
-        chosen.append(idx[torch.randperm(idx.numel(), generator=g)[:per_class]])
-    sel = torch.cat(chosen).to(y_all.device)
-    return PruneData(torch.as_tensor(x_train)[sel], y_all[sel])
-
-
-# ----------------------------------------------------------------------------------------- registry
-
-Scorer = Callable[[nn.Module, torch.Tensor, "PruneData | None", int], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class ScorerSpec:
-    fn: Scorer
-    needs_data: bool
-    description: str
-    passes: float = 0.0  # forward+backward passes over the pruning batch per call (compute accounting)
-    reads_weights: bool = True  # False: a warm-up cannot change the scores (random)
-    needs_warmup: bool = False  # True: scores a warm-up's trajectory, so the method must have one
-    # (layout, density) -> per-layer kept counts: the scorer's own learned budget (``#learned``), if any
-    layer_budget: Callable[[Any, float], list[int]] | None = None
-
-
-SCORERS: Registry[ScorerSpec] = Registry("scorer")
-
-
-def _register(
-    name: str,
-    needs_data: bool,
-    description: str,
-    aliases: tuple[str, ...] = (),
-    *,
-    passes: float = 0.0,
-    reads_weights: bool = True,
-    needs_warmup: bool = False,
-):
-    def wrap(fn: Scorer) -> Scorer:
-        spec = ScorerSpec(fn, needs_data, description, passes, reads_weights, needs_warmup)
-        SCORERS.register(name, spec, description, aliases)
-        return fn
-
-    return wrap
-
-
-def full_mask(net: nn.Module) -> torch.Tensor:
-    return torch.ones(prunable_layout(net).total, dtype=torch.bool)
+# Registration and the pruning batch live in ``pruning.scoring`` (scorer modules import them from there);
+# they are re-exported here, the module whose import registers every built-in scorer.
+_register = register_scorer  # the name scorer modules used before ``scoring`` existed
 
 
 def score(name: str, net: nn.Module, mask: torch.Tensor | None, data: PruneData | None, seed: int) -> torch.Tensor:
@@ -157,12 +104,6 @@ def _flat(tensors) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
-def _need_data(data: PruneData | None, name: str) -> PruneData:
-    if data is None:
-        raise MetapruneError(f"scorer {name!r} needs a pruning batch (data); accepted: PruneData from pruning_batch")
-    return data
-
-
 def _chunks(data: PruneData, device: torch.device, dtype: torch.dtype):
     n = data.x.shape[0]
     for i in range(0, n, CHUNK):
@@ -185,24 +126,24 @@ def _grads(net, weights, data, create_graph=False, temperature=1.0):
 # ------------------------------------------------------------------------------------------ scorers
 
 
-@_register("random", False, "uniform noise from the random_scorer stream (a control)", reads_weights=False)
+@register_scorer("random", False, "uniform noise from the random_scorer stream (a control)", reads_weights=False)
 def random_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
     n = prunable_layout(net).total
     noise = torch.rand(n, generator=generator(seed, "random_scorer"))
     return noise * mask.cpu().to(noise.dtype)
 
 
-@_register("magnitude", False, "|theta| (the basis of IMP)", aliases=("mag",))
+@register_scorer("magnitude", False, "|theta| (the basis of IMP)", aliases=("mag",))
 def magnitude_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
     w = torch.cat([p.detach().reshape(-1) for p in prunable_weights(net)])
     return (w.abs() * mask.to(w.device).to(w.dtype)).float()
 
 
-@_register(
+@register_scorer(
     "snip", True, "SNIP connection sensitivity |dL/dc| = |g * theta| (Lee et al. 2019), sum-normalised", passes=1.0
 )
 def snip_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
-    data = _need_data(data, "snip")
+    data = need_data(data, "snip")
     with torch.enable_grad():
         cnet, weights = _masked_copy(net, mask)
         grads = _grads(cnet, weights, data)
@@ -215,7 +156,7 @@ def snip_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed
 
 def _grasp_raw(net: nn.Module, mask: torch.Tensor, data: PruneData | None, name: str) -> torch.Tensor:
     """theta * Hg / (|sum| + eps) with Hg = d/dtheta (g_stop . g) on logits / 200 (SynFlow code)."""
-    data = _need_data(data, name)
+    data = need_data(data, name)
     with torch.enable_grad():
         cnet, weights = _masked_copy(net, mask)
         masks = prunable_layout(cnet).split(mask.to(weights[0].device))
@@ -238,7 +179,7 @@ def _grasp_raw(net: nn.Module, mask: torch.Tensor, data: PruneData | None, name:
     return (s / (s.sum().abs() + GRASP_EPS)).float()
 
 
-@_register(
+@register_scorer(
     "grasp",
     True,
     "GraSP theta * Hg, keep the highest (Wang et al. 2020; = remove the highest -theta*Hg)",
@@ -248,7 +189,7 @@ def grasp_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, see
     return _grasp_raw(net, mask, data, "grasp")
 
 
-@_register(
+@register_scorer(
     "grasp_abs", True, "|GraSP| = |theta * Hg| (the thesis found it much stronger than signed GraSP)", passes=3.0
 )
 def grasp_abs_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
@@ -256,7 +197,7 @@ def grasp_abs_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None,
     return _grasp_raw(net, mask, data, "grasp_abs").abs()
 
 
-@_register(
+@register_scorer(
     "synflow",
     True,
     "SynFlow |theta * dR/dtheta|, R = sum of the |theta| network on all-ones input",
@@ -298,18 +239,16 @@ def _dynamics(net: nn.Module, mask: torch.Tensor, data: PruneData | None, name: 
     record = None if data is None else data.warmup
     if record is None:
         raise MetapruneError(f"scorer {name!r} reads a warm-up; accepted: a method with one, e.g. {name}+w3")
-    values = record.dynamics(name).to(torch.float32)
-    if values.numel() != prunable_layout(net).total:
-        raise MetapruneError(f"warm-up of {values.numel()} weights does not match the network's")
+    values = check_weight_axis(record.dynamics(name), prunable_layout(net).total, "warm-up").to(torch.float32)
     return values * mask.cpu().to(values.dtype)
 
 
-@_register("delta", True, "|theta_E - theta0| after a warm-up of E epochs (write delta+wE)", needs_warmup=True)
+@register_scorer("delta", True, "|theta_E - theta0| after a warm-up of E epochs (write delta+wE)", needs_warmup=True)
 def delta_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
     return _dynamics(net, mask, data, "delta")
 
 
-@_register(
+@register_scorer(
     "movement",
     True,
     "movement pruning -sum_t g_t * theta_t over a warm-up (Sanh et al. 2020; write movement+wE)",
@@ -319,7 +258,7 @@ def movement_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, 
     return _dynamics(net, mask, data, "movement")
 
 
-@_register("abs_grad", True, "accumulated |g_t| over a warm-up (write abs_grad+wE)", needs_warmup=True)
+@register_scorer("abs_grad", True, "accumulated |g_t| over a warm-up (write abs_grad+wE)", needs_warmup=True)
 def abs_grad_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
     return _dynamics(net, mask, data, "abs_grad")
 

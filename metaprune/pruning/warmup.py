@@ -32,6 +32,7 @@ from metaprune.networks import prunable_layout
 from metaprune.training import TrainConfig, train_population
 
 ORDER_STREAM = "warmup_order"
+SETUP = ("epochs", "lr", "batch_size", "optimizer")  # WarmupRecord.setup(): what decides the trajectory
 DYNAMICS = ("delta", "movement", "abs_grad", "sign_flips")
 
 
@@ -57,7 +58,18 @@ class WarmupRecord:
 
     def setup(self) -> dict:
         """What decides the trajectory besides θ0 and the data (compared with a learned model's record)."""
-        return {"epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size, "optimizer": self.optimizer}
+        return {key: getattr(self, key) for key in SETUP}
+
+    @staticmethod
+    def setup_of(epochs: float, train: TrainConfig) -> dict:
+        """``setup()`` of a warm-up of ``epochs`` under ``train``, without running it (what a harvest's
+        dynamics features were computed with, from its config)."""
+        return {
+            "epochs": float(epochs),
+            "lr": float(train.lr),
+            "batch_size": int(train.batch_size),
+            "optimizer": str(train.optimizer),
+        }
 
 
 def warmup_steps(epochs: float, splits: DataSplits, train: TrainConfig) -> int:
@@ -154,11 +166,8 @@ def warm_up(
     theta0 = torch.cat([p.detach().reshape(-1).to("cpu", torch.float64) for p in _prunable(net, names)])
     theta_e = trajectory.flat(trajectory.prev)
     return WarmupRecord(
-        epochs=float(epochs),
+        **WarmupRecord.setup_of(epochs, train),
         steps=steps,
-        lr=float(train.lr),
-        batch_size=int(train.batch_size),
-        optimizer=str(train.optimizer),
         cost_epochs=steps / per_epoch,
         network=warmed,
         initial=net,

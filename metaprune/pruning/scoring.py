@@ -1,0 +1,117 @@
+"""What every scorer shares: the registry, the pruning batch, and the conventions of ``pruning.scorers``.
+
+A scorer module imports its registration (``register_scorer``), the pruning batch (``PruneData``) and the
+constants of the scoring conventions from here, never from ``pruning.scorers``, which imports the scorer
+modules to register them: that keeps the scorer modules and the registry's home free of import cycles.
+The registry is complete once ``pruning.scorers`` is imported (``scorers.score`` and every caller of it do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from metaprune.config import PER_CLASS
+from metaprune.errors import MetapruneError
+from metaprune.networks import prunable_layout
+from metaprune.registry import Registry
+from metaprune.seeds import generator
+
+if TYPE_CHECKING:
+    from metaprune.pruning.warmup import WarmupRecord
+
+SCORING_MODE = "eval"
+CHUNK = 256
+
+
+@dataclass(frozen=True)
+class PruneData:
+    """The pruning batch: inputs ``x`` [N, ...] and integer labels ``y`` [N].
+
+    ``warmup`` carries the record of a method's warm-up to the scorers that read a trajectory (``delta``,
+    ``movement``, ``abs_grad``) and to a learned scorer reading dynamics features; None when the method
+    has none.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    warmup: WarmupRecord | None = None
+
+
+def pruning_batch(
+    x_train: torch.Tensor, y_train: torch.Tensor, num_classes: int, seed: int, per_class: int = PER_CLASS
+) -> PruneData:
+    """A class-balanced sample of ``per_class`` examples of every class (thesis: 10 x classes).
+
+    Drawn from the ``prune_batch`` stream of ``seed`` so that it is independent of the init and data order.
+    """
+    y_all = torch.as_tensor(y_train).reshape(-1)
+    if int(per_class) < 1:
+        raise MetapruneError(f"bad examples per class {per_class!r}; accepted: a positive integer")
+    g = generator(seed, "prune_batch")
+    chosen = []
+    for c in range(int(num_classes)):
+        idx = torch.nonzero(y_all.cpu() == c).squeeze(1)
+        if idx.numel() < per_class:
+            raise MetapruneError(
+                f"class {c} has {idx.numel()} training examples, fewer than the {per_class} per class the "
+                "pruning batch needs; accepted: a smaller per-class count or a larger training set"
+            )
+        chosen.append(idx[torch.randperm(idx.numel(), generator=g)[:per_class]])
+    sel = torch.cat(chosen).to(y_all.device)
+    return PruneData(torch.as_tensor(x_train)[sel], y_all[sel])
+
+
+# ----------------------------------------------------------------------------------------- registry
+
+Scorer = Callable[[nn.Module, torch.Tensor, "PruneData | None", int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    fn: Scorer
+    needs_data: bool
+    description: str
+    passes: float = 0.0  # forward+backward passes over the pruning batch per call (compute accounting)
+    reads_weights: bool = True  # False: a warm-up cannot change the scores (random)
+    needs_warmup: bool = False  # True: scores a warm-up's trajectory, so the method must have one
+    # (layout, density) -> per-layer kept counts: the scorer's own learned budget (``#learned``), if any
+    layer_budget: Callable[[Any, float], list[int]] | None = None
+
+
+SCORERS: Registry[ScorerSpec] = Registry("scorer")
+
+
+def register_scorer(
+    name: str,
+    needs_data: bool,
+    description: str,
+    aliases: tuple[str, ...] = (),
+    *,
+    passes: float = 0.0,
+    reads_weights: bool = True,
+    needs_warmup: bool = False,
+):
+    """Decorator: register a scorer function under ``name`` in :data:`SCORERS`."""
+
+    def wrap(fn: Scorer) -> Scorer:
+        spec = ScorerSpec(fn, needs_data, description, passes, reads_weights, needs_warmup)
+        SCORERS.register(name, spec, description, aliases)
+        return fn
+
+    return wrap
+
+
+def full_mask(net: nn.Module) -> torch.Tensor:
+    return torch.ones(prunable_layout(net).total, dtype=torch.bool)
+
+
+def need_data(data: PruneData | None, name: str) -> PruneData:
+    """The pruning batch of a scorer that needs one; a one-line error naming the scorer without it."""
+    if data is None:
+        raise MetapruneError(f"scorer {name!r} needs a pruning batch (data); accepted: PruneData from pruning_batch")
+    return data
