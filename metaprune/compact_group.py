@@ -66,7 +66,7 @@ class CompactGroup:
         return len(self.stepper)
 
     def step(self, idx: torch.Tensor) -> None:
-        self.stepper.step(self.x.index_select(0, idx), self.y.index_select(0, idx))
+        self.stepper.step(self.x, self.y, idx)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.stepper.logits(x)

@@ -4,22 +4,23 @@ Decided from the masks alone (live widths and kept counts of each member's compa
 never from a timing, so a population's numbers do not depend on the machine's load.
 
 Each member's layers are first judged alone: a layer goes to a CSR kernel when its kept weights cost less
-there than the dense block of its live units does (the per-weight costs below). Members with the same
-verdicts form a group (a CSR layer does not care how wide the members are; a dense one pads them to the
-widest). A group then fixes its layers' kernels on the group's own sizes, per-call overheads included, and
-a group whose kernels are all dense and whose padded widths are the full network's trains on the dense
-path (``mlp_step``): compaction would save nothing there. Members without masks (or fully dense ones)
-therefore train exactly as before.
+there than the dense block of its live units does. Members with the same verdicts start as one group (a
+CSR layer does not care how wide its members are; a dense one pads them to the widest). Groups are then
+merged while a merge costs less than the two groups apart — every group pays fixed costs per step, a
+merge may pad dense layers — and each group takes, per layer, the kernel that costs less on its own
+sizes. A group whose kernels are all dense and whose padded widths are the full network's trains on the
+dense path (``mlp_step``): compaction would save nothing there, so members without masks (or fully dense
+ones) train exactly as before.
 
-The costs are microseconds per step at batch 64, float32, one thread, measured on the project's CPU
-(Xeon, AVX-512; README "Training"): a dense layer costs ``c + e·entries`` (its padded block: ``K·out·in``,
-the first layer over the group's input pixels), a CSR layer ``c + e·kept``. The first layer has no input
-gradient, so its per-entry costs are lower. Only CPUs use CSR kernels; elsewhere groups are compacted
-and dense (the constants were not measured on a GPU).
+The costs (``COSTS``) were fitted to the CPU time of each layer's kernels (forward, input gradient, update)
+at batch 64, float32, one thread, on the project's 2-core Xeon (AVX-512, MKL): README "Training". The first
+layer has no input gradient, so it costs less per entry. Only CPUs use CSR kernels; elsewhere groups are
+compacted and dense (the constants were not measured on a GPU).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,13 +29,17 @@ import torch
 from metaprune.compaction import CompactMember
 from metaprune.config import TrainConfig
 
-# (fixed µs, µs per entry or kept weight) per kernel and layer position, from the calibration in README
+# Microseconds per step (batch 64, float32, one thread; README "Training"): a dense layer costs
+# ``fixed + per · entries`` of its padded block, a CSR layer ``fixed + per · kept + ROW · rows`` (rows of W,
+# and of Wᵀ after the first layer: every output row is written, whatever it keeps).
 COSTS = {
-    ("dense", True): (10.0, 0.0020),
-    ("dense", False): (10.0, 0.0033),
-    ("csr", True): (20.0, 0.0090),
-    ("csr", False): (25.0, 0.0140),
+    ("dense", True): (3.0, 0.0015),
+    ("dense", False): (9.0, 0.0023),
+    ("csr", True): (18.0, 0.0075),
+    ("csr", False): (20.0, 0.0105),
 }
+CSR_ROW = 0.012
+GROUP_FIXED = 55.0  # the rest of a group's step: batch gather, softmax, activations' element-wise passes
 
 
 @dataclass(frozen=True)
@@ -67,9 +72,16 @@ def unsupported(config: TrainConfig) -> str | None:
     return None
 
 
-def layer_cost(kind: str, first: bool, entries: int, kept: int) -> float:
+def layer_cost(kind: str, first: bool, entries: int, kept: int, rows: int) -> float:
+    """Modelled µs per step of one layer: ``entries`` in its dense block, ``kept`` weights, ``rows`` to write."""
     fixed, per = COSTS[(kind, first)]
-    return fixed + per * (kept if kind == "csr" else entries)
+    if kind == "csr":
+        return fixed + per * kept + CSR_ROW * rows
+    return fixed + per * entries
+
+
+def _rows(first: bool, n_out: int, n_in: int) -> int:
+    return n_out if first else n_out + n_in
 
 
 def member_kinds(member: CompactMember) -> tuple[str, ...]:
@@ -78,10 +90,10 @@ def member_kinds(member: CompactMember) -> tuple[str, ...]:
     widths = member.widths
     kinds = []
     for layer, kept in enumerate(member.kept):
-        entries = widths[layer] * widths[layer + 1]
-        first = layer == 0
-        csr = COSTS[("csr", first)][1] * kept < COSTS[("dense", first)][1] * entries
-        kinds.append("csr" if csr else "dense")
+        n_out, n_in, first = widths[layer + 1], widths[layer], layer == 0
+        dense = layer_cost("dense", first, n_out * n_in, kept, 0) - COSTS[("dense", first)][0]
+        csr = layer_cost("csr", first, n_out * n_in, kept, _rows(first, n_out, n_in)) - COSTS[("csr", first)][0]
+        kinds.append("csr" if csr < dense else "dense")
     return tuple(kinds)
 
 
@@ -93,31 +105,58 @@ def padded_widths(members: Sequence[CompactMember]) -> list[int]:
 
 def group_kinds(members: Sequence[CompactMember]) -> tuple[str, ...]:
     """The group's kernels: per layer the cheaper one on the group's sizes (a dense block is padded)."""
+    return _choose(members)[0]
+
+
+def group_cost(members: Sequence[CompactMember]) -> float:
+    """Modelled µs per step of training ``members`` as one group, each layer on its cheaper kernel."""
+    return _choose(members)[1]
+
+
+def _choose(members: Sequence[CompactMember]) -> tuple[tuple[str, ...], float]:
     widths = padded_widths(members)
-    kinds = []
+    kinds, total = [], GROUP_FIXED
     for layer in range(len(widths) - 1):
+        first = layer == 0
         entries = len(members) * widths[layer + 1] * widths[layer]
         kept = sum(m.kept[layer] for m in members)
-        dense = layer_cost("dense", layer == 0, entries, kept)
-        csr = layer_cost("csr", layer == 0, entries, kept)
+        n_out = sum(m.widths[layer + 1] for m in members)
+        n_in = sum(m.widths[layer] for m in members)
+        dense = layer_cost("dense", first, entries, kept, 0)
+        csr = layer_cost("csr", first, entries, kept, _rows(first, n_out, n_in))
         kinds.append("csr" if csr < dense else "dense")
-    return tuple(kinds)
+        total += min(csr, dense)
+    return tuple(kinds), total
 
 
 def plan(members: Sequence[CompactMember], full_widths: Sequence[int], sparse_kernels: bool = True) -> list[Group]:
-    """Groups of the population (in order of their first member); ``full_widths``: the network's sizes."""
+    """Groups of the population (in order of their first member); ``full_widths``: the network's sizes.
+
+    Members start in groups of equal verdicts (``member_kinds``); then, while some merge of two groups
+    costs less than the two apart (a group's fixed costs against padding), the best such merge is made.
+    """
     if not sparse_kernels:
         return [_group(range(len(members)), ("dense",) * len(members[0].kept), members, full_widths)]
     by_verdict: dict[tuple[str, ...], list[int]] = {}
     for i, m in enumerate(members):
         by_verdict.setdefault(member_kinds(m), []).append(i)
-    # Members whose groups chose the same kernels train together: fewer groups, fewer kernel calls.
-    by_kinds: dict[tuple[str, ...], list[int]] = {}
-    for rows in by_verdict.values():
-        by_kinds.setdefault(group_kinds([members[i] for i in rows]), []).extend(rows)
-    merged = [sorted(rows) for rows in by_kinds.values()]
-    merged.sort(key=lambda rows: rows[0])
-    return [_group(rows, group_kinds([members[i] for i in rows]), members, full_widths) for rows in merged]
+    groups = [sorted(rows) for rows in by_verdict.values()]
+    costs = [group_cost([members[i] for i in rows]) for rows in groups]
+    while len(groups) > 1:
+        best = None
+        for a, b in itertools.combinations(range(len(groups)), 2):
+            merged = sorted(groups[a] + groups[b])
+            cost = group_cost([members[i] for i in merged])
+            saving = costs[a] + costs[b] - cost
+            if saving > 0 and (best is None or saving > best[0]):
+                best = (saving, a, b, merged, cost)
+        if best is None:
+            break
+        _, a, b, merged, cost = best
+        groups = [g for i, g in enumerate(groups) if i not in (a, b)] + [merged]
+        costs = [c for i, c in enumerate(costs) if i not in (a, b)] + [cost]
+    groups.sort(key=lambda rows: rows[0])
+    return [_group(rows, group_kinds([members[i] for i in rows]), members, full_widths) for rows in groups]
 
 
 def _group(rows, kinds: tuple[str, ...], members: Sequence[CompactMember], full_widths: Sequence[int]) -> Group:

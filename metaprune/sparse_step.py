@@ -54,12 +54,13 @@ class _Boundary:
 
 
 def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """A CSR matrix from entries sorted by row then column; 32-bit indices, which MKL reads without a copy."""
     counts = torch.bincount(rows, minlength=shape[0])
-    crow = torch.zeros(shape[0] + 1, dtype=torch.long, device=rows.device)
+    crow = torch.zeros(shape[0] + 1, dtype=torch.int32, device=rows.device)
     torch.cumsum(counts, 0, out=crow[1:])
     with warnings.catch_warnings():  # torch says once per process that CSR support is "beta"
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-        return torch.sparse_csr_tensor(crow, cols, values, size=shape, check_invariants=False)
+        return torch.sparse_csr_tensor(crow, cols.to(torch.int32), values, size=shape, check_invariants=False)
 
 
 class _Layer:
@@ -97,25 +98,24 @@ class _Layer:
             self.weight = torch.stack([dense[j * o : (j + 1) * o, j * i : (j + 1) * i] for j in range(k)])
             self.mask = torch.stack([mask[j * o : (j + 1) * o, j * i : (j + 1) * i] for j in range(k)])
 
-    def forward(self, a: torch.Tensor) -> torch.Tensor:
-        """``W a + b`` for ``a`` of shape ``[in, batch]``."""
-        if self.kind == "csr":
-            return torch.addmm(self.bias, self.weight, a)  # MKL wants ``a`` contiguous: it is
-        if self.first:
-            return torch.addmm(self.bias, self.weight, a)
+    def forward(self, a: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``W a + b`` for a contiguous ``a`` of shape ``[in, batch]`` (into ``out`` when given)."""
+        if self.kind == "csr" or self.first:
+            return torch.addmm(self.bias, self.weight, a, out=out)
         k, batch = self.weight.shape[0], a.shape[1]
-        out = torch.baddbmm(self.bias.view(k, -1, 1), self.weight, a.view(k, -1, batch))
-        return out.view(-1, batch)
+        out3 = None if out is None else out.view(k, -1, batch)
+        return torch.baddbmm(self.bias.view(k, -1, 1), self.weight, a.view(k, -1, batch), out=out3).view(-1, batch)
 
-    def input_grad(self, g: torch.Tensor) -> torch.Tensor:
-        """``Wᵀ g`` with the weights before this step's update."""
+    def input_grad(self, g: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``Wᵀ g`` into ``out``, with the weights before this step's update."""
         if self.kind == "csr":
             torch.index_select(self.weight.values(), 0, self.perm, out=self.weight_t.values())
-            return torch.mm(self.weight_t, g)
+            return torch.mm(self.weight_t, g, out=out)
         k, batch = self.weight.shape[0], g.shape[1]
-        return torch.bmm(self.weight.transpose(1, 2), g.view(k, -1, batch)).view(-1, batch)
+        torch.bmm(self.weight.transpose(1, 2), g.view(k, -1, batch), out=out.view(k, -1, batch))
+        return out
 
-    def update(self, g: torch.Tensor, a_in: torch.Tensor, lr: float) -> None:
+    def update(self, g: torch.Tensor, a_in: torch.Tensor, lr: float, bias_grad: torch.Tensor) -> None:
         """SGD on the kept weights and the biases; ``g`` and the layer input ``a_in`` are ``[·, batch]``."""
         if self.kind == "csr":
             torch.sparse.sampled_addmm(self.weight, g, a_in.t(), beta=1.0, alpha=-lr, out=self.weight)
@@ -126,7 +126,7 @@ class _Layer:
             k, batch = self.weight.shape[0], g.shape[1]
             self.weight.baddbmm_(g.view(k, -1, batch), a_in.view(k, -1, batch).transpose(1, 2), alpha=-lr)
             self.weight.mul_(self.mask)
-        self.bias.sub_(g.sum(1, keepdim=True), alpha=lr)
+        self.bias.sub_(torch.sum(g, 1, keepdim=True, out=bias_grad), alpha=lr)
 
     def member(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Member k's kept weights and biases (copies)."""
@@ -140,6 +140,20 @@ class _Layer:
             values = self.weight[k][self.rows[lo:hi] - k * o, self.cols[lo:hi] - k * i]
         start = self.b_out.offsets[k]
         return values, self.bias[start : start + self.b_out.widths[k], 0].clone()
+
+
+class _Workspace:
+    """Every intermediate of one step for a batch of ``batch``: reused, as ``mlp_step``'s (fresh large
+    temporaries cost page faults on every step)."""
+
+    def __init__(self, pixels: int, layers: Sequence[_Layer], batch: int, ref: torch.Tensor) -> None:
+        opts = {"dtype": ref.dtype, "device": ref.device}
+        self.x = torch.empty(batch, pixels, **opts)
+        self.y = torch.empty(batch, dtype=torch.long, device=ref.device)
+        self.x_t = torch.empty(pixels, batch, **opts)
+        self.acts = [torch.empty(layer.b_out.size, batch, **opts) for layer in layers]
+        self.grads = [torch.empty(layer.b_in.size, batch, **opts) for layer in layers[1:]]
+        self.bias_grads = [torch.empty(layer.b_out.size, 1, **opts) for layer in layers]
 
 
 class CompactStep:
@@ -164,6 +178,7 @@ class CompactStep:
         ]
         ref = self.members[0].values[0]
         self._minus_one = torch.full((1, 1, 1), -1.0, dtype=ref.dtype, device=ref.device)
+        self._spaces: dict[int, _Workspace] = {}
 
     def __len__(self) -> int:
         return len(self.members)
@@ -179,13 +194,17 @@ class CompactStep:
         return a.view(len(self.members), self.classes, -1).transpose(1, 2).contiguous()
 
     @torch.no_grad()
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """One SGD step on the batch ``x`` (rows, columns :attr:`pixels`), labels ``y``."""
-        batch, k = x.shape[0], len(self.members)
-        a = x.t().contiguous()
+    def step(self, x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor) -> None:
+        """One SGD step on the rows ``idx`` of ``x_all`` (columns :attr:`pixels`) and labels ``y_all``."""
+        batch, k = idx.shape[0], len(self.members)
+        ws = self._spaces.get(batch)
+        if ws is None:
+            ws = self._spaces[batch] = _Workspace(len(self.pixels), self.layers, batch, self._minus_one)
+        y = torch.index_select(y_all, 0, idx, out=ws.y)
+        a = ws.x_t.copy_(torch.index_select(x_all, 0, idx, out=ws.x).t())
         inputs = [a]
         for i, layer in enumerate(self.layers):
-            a = layer.forward(a)
+            a = layer.forward(a, out=ws.acts[i])
             if i < len(self.layers) - 1:
                 a.clamp_min_(0)  # ReLU in place: its output also marks where the unit was active
                 inputs.append(a)
@@ -194,8 +213,8 @@ class CompactStep:
         g = g.div_(batch).view(k * self.classes, batch)
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
-            g_in = layer.input_grad(g) if i > 0 else None
-            layer.update(g, inputs[i], self.lr)
+            g_in = layer.input_grad(g, out=ws.grads[i - 1]) if i > 0 else None
+            layer.update(g, inputs[i], self.lr, ws.bias_grads[i])
             if g_in is not None:
                 g = _relu_backward(g_in, inputs[i], 0.0, grad_input=g_in)
 

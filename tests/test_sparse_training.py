@@ -99,7 +99,7 @@ def test_every_kernel_combination_is_masked_gradient_sgd(kinds):
     assert [m.collapsed for m in members] == [False, True, True, True]
     step = CompactStep(members, kinds, 0.3)
     for idx in batches:
-        step.step(x[idx][:, step.pixels], y[idx])
+        step.step(x[:, step.pixels], y, idx)
     for k in range(len(members)):
         got_w, got_b = expand(step.current(k), weights[k], biases[k])
         want_w, want_b = _textbook(weights[k], biases[k], masks[k], x, y, batches, 0.3)
