@@ -63,6 +63,7 @@ class MaskedPopulation:
 
 def bench_sparse_train(
     densities: Sequence[float] | None = None,
+    methods: Sequence[str] = BENCH_METHODS,
     seeds: int = 4,
     epochs: int = 3,
     repeats: int = 5,
@@ -78,8 +79,8 @@ def bench_sparse_train(
     data = load_dataset("mnist5k", device="cpu")
     rows = {}
     for density in chosen:
-        say(f"density {density:g}: pruning {len(BENCH_METHODS)} methods x {seeds} seeds")
-        pop = MaskedPopulation(data, dev, density, BENCH_METHODS, tuple(range(seeds)), epochs)
+        say(f"density {density:g}: pruning {len(methods)} methods x {seeds} seeds")
+        pop = MaskedPopulation(data, dev, density, methods, tuple(range(seeds)), epochs)
         say(f"density {density:g}: {repeats} pairs, dense run then compacted run")
         dense, compact = interleaved(lambda p=pop: p.run(True), lambda p=pop: p.run(False), repeats)
         rows[f"{density:g}"] = {
@@ -99,7 +100,7 @@ def bench_sparse_train(
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (OpenMP default)"),
         "network": "lenet_300_100",
         "dataset": "mnist5k",
-        "methods": list(BENCH_METHODS),
+        "methods": list(methods),
         "seeds": list(range(seeds)),
         "epochs_per_run": epochs,
         "repeats": repeats,

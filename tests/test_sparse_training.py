@@ -14,9 +14,16 @@ from metaprune.provenance import config_hash, to_jsonable
 from metaprune.sparse_plan import Group, member_kinds, plan
 from metaprune.sparse_step import CompactStep
 from metaprune.training import DenseTrainingFallback, TrainConfig, train_population
-from tests.conftest import synthetic_splits
+from tests.conftest import synthetic_splits, torch_threads
 
 F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Every comparison here runs on one thread: fast on a loaded machine, and BLAS rounds per thread count."""
+    with torch_threads(1):
+        yield
 
 
 def _t(rows):
