@@ -58,7 +58,13 @@ class CompactGroup:
         self.n_layers = len(kinds)
         device = self.stepper.pixels.device
         self.members = torch.tensor(list(rows), dtype=torch.long, device=device)
-        x_train, self.y, x_val, x_test = data
+        self.data = data
+        self.y = data[1]
+        self._gather()
+
+    def _gather(self) -> None:
+        """The columns of the data the members read (after a member leaves, perhaps fewer)."""
+        x_train, _, x_val, x_test = self.data
         pixels = self.stepper.pixels
         self.x, self.x_val, self.x_test = (_columns(x, pixels) for x in (x_train, x_val, x_test))
 
@@ -86,5 +92,8 @@ class CompactGroup:
         return {name: state[name].detach().to("cpu") for name in self.start}
 
     def select(self, keep: torch.Tensor) -> None:
+        before = self.stepper.pixels
         self.stepper = self.stepper.select(keep)
         self.members = self.members[keep]
+        if not torch.equal(before, self.stepper.pixels):
+            self._gather()

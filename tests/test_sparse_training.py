@@ -219,6 +219,30 @@ def test_members_of_different_live_widths_train_as_they_would_alone(mnist_like):
             torch.testing.assert_close(pop.states[i][name], value, rtol=1e-11, atol=1e-12)
 
 
+def test_a_member_leaving_its_group_leaves_the_others_reading_their_own_pixels(mnist_like):
+    """Two members on disjoint halves of the image share a group; when one stops, the group reads fewer
+    columns, and the other trains on as it would alone."""
+    nets = [build_network("mlp:300-100", (1, 28, 28), 10, s) for s in (7, 8)]
+    layout = prunable_layout(nets[0])
+    g = torch.Generator().manual_seed(5)
+    masks = []
+    for half in (slice(0, 392), slice(392, 784)):
+        mask = torch.rand(layout.total, generator=g) < 0.03
+        first = mask[: layout.layers[0].size].view(300, 784)
+        first[:, [i for i in range(784) if not half.start <= i < half.stop]] = False
+        masks.append(mask)
+    cfg = TrainConfig(lr=0.01, batch_size=32, epochs=15, patience=2)
+    pop = train_population(nets, mnist_like, cfg, 3, masks=masks, keep_states=True, dtype=F64)
+    assert [g["members"] for g in pop.extra["training_paths"]["groups"]] == [[0, 1]]
+    assert pop.members[0].epochs_trained != pop.members[1].epochs_trained
+    for i in range(2):
+        solo = train_population([nets[i]], mnist_like, cfg, 3, masks=[masks[i]], keep_states=True, dtype=F64)
+        assert pop.members[i].epochs_trained == solo.members[0].epochs_trained
+        assert pop.members[i].test_acc == solo.members[0].test_acc
+        for name, value in solo.states[0].items():
+            torch.testing.assert_close(pop.states[i][name], value, rtol=1e-11, atol=1e-12)
+
+
 def test_a_collapsed_member_trains_its_biases_and_reads_no_input(mnist_like):
     nets, masks = _lenet_like()
     cfg = TrainConfig(lr=0.1, batch_size=32, epochs=2, early_stopping=False)
