@@ -6,6 +6,12 @@ through a hand-written batched-matmul step (``metaprune.mlp_step``: one GEMM for
 ``vmap(functional_call)`` and autograd. One element-wise optimiser (SGD or Adam) updates the stacked
 tensors, which is the same as K separate optimisers because neither mixes entries.
 
+Masked MLPs under plain SGD train compacted unless ``TrainConfig.dense_training``: each member reduced to
+its live subnetwork (``compaction``), the population split into groups whose layers run dense or CSR
+kernels (``sparse_plan``, ``sparse_step``, ``compact_group``), the rest on the dense path above. The loop
+below sees groups only: each steps on the same batch, evaluates its members and hands out checkpoints,
+expanded to full size at the end.
+
 Members share the data order (a paired design): every epoch is a permutation drawn from the
 ``data_order`` stream of ``data_seed``. Pruned weights are exactly zero and never influence training:
 ``mask_mode="grad"`` zeroes them once and masks their gradients (cheapest; under plain SGD the MLP step
@@ -386,7 +392,9 @@ def _dense_reason(template: nn.Module, masks: dict, config: TrainConfig, hooked:
     return None
 
 
-def _build_groups(template, params, buffers, masks, config, data, hooked) -> tuple[list, dict]:
+def _build_groups(
+    template: nn.Module, params: dict, buffers: dict, masks: dict, config: TrainConfig, data: tuple, hooked: bool
+) -> tuple[list, dict]:
     """The population's groups (dense path, compacted groups) and a record of the paths taken."""
     k = next(iter(params.values())).shape[0]
     device = next(iter(params.values())).device
