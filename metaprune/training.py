@@ -44,7 +44,7 @@ from metaprune.compact_group import CompactGroup, compact_population
 from metaprune.compaction import has_path
 from metaprune.config import OPTIMIZERS, TRAIN_PRESETS, TrainConfig, train_preset  # noqa: F401 (their home)
 from metaprune.datasets import DataSplits
-from metaprune.errors import MetapruneError
+from metaprune.errors import MetapruneError, MetapruneWarning
 from metaprune.mlp_step import MLPStep
 from metaprune.networks import MLP, prunable_layout
 from metaprune.seeds import generator
@@ -92,7 +92,7 @@ class PopulationResult:
     extra: dict = field(default_factory=dict)
 
 
-class DenseTrainingFallback(UserWarning):
+class DenseTrainingFallback(MetapruneWarning):
     """A masked MLP population trains on the dense path because the compacted path cannot reproduce its
     optimiser exactly (momentum, weight decay, Adam)."""
 
