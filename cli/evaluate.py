@@ -202,6 +202,9 @@ def evaluate_cmd(
     rounds: RoundsOpt = None,
     levels: LevelsOpt = None,
     scope: Annotated[str, config_option(ScheduleConfig, "scope")] = default_of(ScheduleConfig, "scope"),
+    dense_training: Annotated[bool, config_option(TrainConfig, "dense_training")] = default_of(
+        TrainConfig, "dense_training"
+    ),
     device: DeviceOpt = "auto",
     data_root: DataRootOpt = None,
 ) -> None:
@@ -215,7 +218,8 @@ def evaluate_cmd(
     if workers is not None and scheduler:
         raise typer.BadParameter("give --workers or --scheduler, not both")
     overrides = {"epochs": epochs, "patience": patience}
-    train = replace(TrainConfig(), **{k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    train = replace(TrainConfig(), **given, dense_training=dense_training)
     with warnings_as_lines():
         config = build_config(
             network=network, dataset=dataset, methods=tuple(method or ()), densities=tuple(sparsity or ()),

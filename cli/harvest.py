@@ -81,6 +81,7 @@ def harvest_cmd(
     trajectory: Annotated[
         bool, config_option(H, "trajectory", "--trajectory/--no-trajectory")
     ] = default_of(H, "trajectory"),
+    dense_training: Annotated[bool, config_option(H, "train.dense_training")] = _TRAIN.dense_training,
     out_path: Annotated[
         str | None, typer.Option("--out", help="store path (default datasets/<network>-<dataset>-<hash>.zarr)")
     ] = None,
@@ -104,7 +105,7 @@ def harvest_cmd(
         density=sparsity,
         levels=levels,
         rounds=rounds,
-        train=replace(_TRAIN, epochs=epochs, patience=patience),
+        train=replace(_TRAIN, epochs=epochs, patience=patience, dense_training=dense_training),
         seeds_per_task=seeds_per_task,
         data_seed=data_seed,
         warmup_epochs=warmup,

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from metaprune.config import PER_CLASS, ScheduleConfig, default_of
+from metaprune.config import PER_CLASS, ScheduleConfig, TrainConfig, default_of
 from metaprune.pruning.method import GRAMMAR_HELP, SHORT_HELP
 
 from .common import density, non_negative_int, out, positive_int, progress_bar
@@ -112,6 +112,9 @@ def prune_cmd(
         str, typer.Option("--preset", help="training preset of iterative schedules: thesis or openlth")
     ] = "thesis",
     epochs: Annotated[int | None, preset_override("epochs", positive_int, " per level")] = None,
+    dense_training: Annotated[bool, config_option(TrainConfig, "dense_training")] = default_of(
+        TrainConfig, "dense_training"
+    ),
     per_class: Annotated[
         int,
         typer.Option(
@@ -128,9 +131,11 @@ def prune_cmd(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
+    from dataclasses import replace
+
     from metaprune.prune import check_ticket_path, prune_network, save_ticket
 
-    cfg = training_options(preset, epochs, None, None, None)
+    cfg = replace(training_options(preset, epochs, None, None, None), dense_training=dense_training)
     if out_file:
         check_ticket_path(out_file)  # before the work, not after it
     with progress_bar("pruning", None) as bar:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from metaprune.config import TrainConfig, help_of
 
-from .common import err, out, passive_openmp, positive_float, positive_int, progress_bar
+from .common import density, err, out, passive_openmp, positive_float, positive_int, progress_bar
 from .options import DataRootOpt, DatasetOpt, DeviceOpt, JsonOpt, NetworkOpt
 
 
@@ -81,9 +81,22 @@ def bench_train_cmd(
         ),
     ] = 3,
     populations: Annotated[str, typer.Option(help="population sizes K, comma-separated")] = "1,4,16,64",
+    densities: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--density",
+            parser=density("--density"),
+            help="instead: the compacted/sparse population loop vs the dense one on real tickets at this "
+            "density (repeatable; e.g. 0.005, 0.01, 0.05, 0.2)",
+        ),
+    ] = None,
 ) -> None:
-    """Samples/s of the population loop vs a DataLoader research loop, K = 1, 4, 16, 64, GEMM fraction."""
+    """Samples/s of the population loop vs a DataLoader research loop, K = 1, 4, 16, 64, GEMM fraction;
+    with --density, the compacted/sparse population loop vs the dense one at each density."""
     passive_openmp()  # as harvest: spinning OpenMP threads make figures swing on a shared machine
+    if densities:
+        _bench_sparse(densities, device, epochs, repeats, json_out)
+        return
     from metaprune.bench import bench_train, parse_populations
 
     ks = parse_populations(populations)  # before the status line
@@ -140,6 +153,52 @@ def _print_bench_train(result: dict) -> None:
         unit = "" if name == "gemm_fraction" else "x"
         targets.add_row(name, f"{t['value']:{fmt}}{unit}", f">= {t['target']:{fmt}}{unit}", "yes" if t["met"] else "NO")
     out.print(targets)
+
+
+def _bench_sparse(densities: list[float], device: str, epochs: int, repeats: int, json_out: bool) -> None:
+    from metaprune.bench_sparse import bench_sparse_train
+
+    with err.status("bench train") as status:
+        result = bench_sparse_train(
+            densities,
+            epochs=epochs,
+            repeats=repeats,
+            device=device,
+            progress=lambda what: status.update(f"bench train: {what}"),
+        )
+    if json_out:
+        out.print_json(json.dumps(result))
+        return
+    load = result["load_average"]
+    table = Table(
+        title=f"bench train: compacted/sparse vs dense population loop ({result['device']}, "
+        f"{result['threads']} threads, OMP_WAIT_POLICY {result['omp_wait_policy']})"
+    )
+    for col in ("density", "members", "dense samples/s", "compacted samples/s", "speed-up: median [min, max]"):
+        table.add_column(col, justify="right")
+    table.add_column("groups: members, kernels")
+    for d, row in result["densities"].items():
+        paths = row["training_paths"].get("groups", [])
+        kinds = "; ".join(f"{len(g['members'])}: {g['kernels']}" for g in paths) or "dense path"
+        table.add_row(
+            d,
+            str(row["population"]),
+            f"{row['dense_samples_per_s']:,.0f}",
+            f"{row['compact_samples_per_s']:,.0f}",
+            _ratio(row["speedup"]),
+            kinds,
+        )
+    out.print(table)
+    target_text = ", ".join(
+        f"{d}: {t['value']:.1f}x (>= {t['target']:g}x {'met' if t['met'] else 'NOT met'})"
+        for d, t in result["targets"].items()
+    )
+    out.print(
+        f"{', '.join(result['methods'])} x seeds {result['seeds']}; {result['repeats']} pairs of "
+        f"{result['epochs_per_run']}-epoch runs per density, dense run first; targets {target_text}; load "
+        f"average (1/5/15 min) before {load['before']}, after {load['after']} on {load['cpus']} CPUs",
+        highlight=False,
+    )
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:

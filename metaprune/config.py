@@ -20,11 +20,17 @@ from typing import Any, ClassVar, Self
 from metaprune.errors import MetapruneError
 
 
-def setting(default: Any = MISSING, help: str = "", *, factory: Any = MISSING) -> Any:
-    """A dataclass field with its help text (``metadata["help"]``), read by the CLI's options."""
+def setting(default: Any = MISSING, help: str = "", *, factory: Any = MISSING, recorded_when_set: bool = False) -> Any:
+    """A dataclass field with its help text (``metadata["help"]``), read by the CLI's options.
+
+    ``recorded_when_set``: the field is left out of ``to_dict`` (and so of config hashes) while it holds
+    its default (``provenance.to_jsonable``), for a field added after configs were recorded whose default
+    does not change what they mean.
+    """
+    metadata = {"help": help, "recorded_when_set": True} if recorded_when_set else {"help": help}
     if factory is not MISSING:
-        return field(default_factory=factory, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 class Config:
@@ -131,6 +137,13 @@ class TrainConfig(Config):
     mask_mode: str = setting("grad", "how pruned weights stay zero: grad (mask the gradients) or forward")
     # True: MLPs also use autograd instead of the hand-written backward
     autograd: bool = setting(False, "MLPs use autograd instead of the hand-written backward")
+    # Recorded (and hashed) only when set: the default path changes the last bits only, like a thread count,
+    # so results and stores made before the compacted path existed stay the same config (README "Training").
+    dense_training: bool = setting(
+        False,
+        "train masked MLPs on the dense path instead of the compacted/sparse one (for comparison)",
+        recorded_when_set=True,
+    )
 
     def validate(self) -> TrainConfig:
         if self.optimizer not in OPTIMIZERS:
@@ -143,6 +156,8 @@ class TrainConfig(Config):
             raise MetapruneError(f"lr must be positive, got {self.lr!r}")
         if self.mask_mode not in ("grad", "forward"):
             raise MetapruneError(f"unknown mask mode {self.mask_mode!r}; accepted: grad, forward")
+        if not isinstance(self.dense_training, bool):
+            raise MetapruneError(f"dense-training must be true or false, got {self.dense_training!r}")
         return self
 
 

@@ -24,12 +24,18 @@ def package_versions() -> dict[str, str]:
 
 def to_jsonable(obj: Any) -> Any:
     """Dataclasses as dicts, tuples as lists; a value that spells itself as text (a parsed ``Method``:
-    ``canonical()``) as that text, so a config of parsed values records what was typed."""
+    ``canonical()``) as that text, so a config of parsed values records what was typed. A field marked
+    ``recorded_when_set`` in its metadata is left out while it holds its default, so adding such a field
+    keeps the records (and hashes) of configs made before it existed."""
     spell = getattr(obj, "canonical", None)
     if callable(spell) and not isinstance(obj, type):
         return spell()
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {
+            f.name: to_jsonable(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not (f.metadata.get("recorded_when_set") and getattr(obj, f.name) == f.default)
+        }
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

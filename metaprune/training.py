@@ -6,6 +6,12 @@ through a hand-written batched-matmul step (``metaprune.mlp_step``: one GEMM for
 ``vmap(functional_call)`` and autograd. One element-wise optimiser (SGD or Adam) updates the stacked
 tensors, which is the same as K separate optimisers because neither mixes entries.
 
+Masked MLPs under plain SGD train compacted unless ``TrainConfig.dense_training``: each member reduced to
+its live subnetwork (``compaction``), the population split into groups whose layers run dense or CSR
+kernels (``sparse_plan``, ``sparse_step``, ``compact_group``), the rest on the dense path above. The loop
+below sees groups only: each steps on the same batch, evaluates its members and hands out checkpoints,
+expanded to full size at the end.
+
 Members share the data order (a paired design): every epoch is a permutation drawn from the
 ``data_order`` stream of ``data_seed``. Pruned weights are exactly zero and never influence training:
 ``mask_mode="grad"`` zeroes them once and masks their gradients (cheapest; under plain SGD the MLP step
@@ -23,6 +29,8 @@ The test accuracy reported for a member is the one at its checkpoint.
 from __future__ import annotations
 
 import copy
+import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -31,9 +39,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from metaprune import sparse_plan
+from metaprune.compact_group import CompactGroup, compact_population
+from metaprune.compaction import has_path
 from metaprune.config import OPTIMIZERS, TRAIN_PRESETS, TrainConfig, train_preset  # noqa: F401 (their home)
 from metaprune.datasets import DataSplits
-from metaprune.errors import MetapruneError
+from metaprune.errors import MetapruneError, MetapruneWarning
 from metaprune.mlp_step import MLPStep
 from metaprune.networks import MLP, prunable_layout
 from metaprune.seeds import generator
@@ -68,6 +79,7 @@ class MemberResult:
     best_iteration: int
     best_epoch: int
     epochs_trained: int
+    collapsed: bool = False  # an MLP mask with no path of kept weights from input to output
 
 
 @dataclass
@@ -78,6 +90,11 @@ class PopulationResult:
     samples: int = 0  # network-samples processed in training steps
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+
+
+class DenseTrainingFallback(MetapruneWarning):
+    """A masked MLP population trains on the dense path because the compacted path cannot reproduce its
+    optimiser exactly (momentum, weight decay, Adam)."""
 
 
 StepHook = Callable[[dict, dict], None]
@@ -159,13 +176,15 @@ def _compact_optimizer(
 
 
 @torch.no_grad()
-def _evaluate(stack: _Stack, x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-member mean loss and accuracy on (x, y)."""
+def _evaluate(
+    logits_of: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, batch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-member mean loss and accuracy on (x, y); ``logits_of(xb)`` is ``[K, B, C]``."""
     loss_sum = None
     correct = None
     for start in range(0, x.shape[0], batch):
         xb, yb = x[start : start + batch], y[start : start + batch]
-        logits = stack.logits(xb)  # [K, B, C]
+        logits = logits_of(xb)
         k = logits.shape[0]
         losses = (
             F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.repeat(k), reduction="none").view(k, -1).sum(1)
@@ -209,9 +228,13 @@ def _stack_masks(
 
 
 class _Checkpoints:
-    """Per-member early-stopping state: the best validation loss so far and what was measured there."""
+    """Per-member early-stopping state: the best validation loss so far and what was measured there.
 
-    def __init__(self, k: int, device: torch.device, stack: _Stack | None) -> None:
+    With ``keep_states`` each member's checkpoint is its group's snapshot, expanded to a full-size state
+    dict only at the end (``states``).
+    """
+
+    def __init__(self, k: int, device: torch.device, keep_states: bool) -> None:
         def zeros(dtype):
             return torch.zeros(k, dtype=dtype, device=device)
 
@@ -219,28 +242,34 @@ class _Checkpoints:
         self.best_acc, self.test_loss, self.test_acc = zeros(torch.float64), zeros(torch.float64), zeros(torch.float64)
         self.best_iter, self.best_epoch = zeros(torch.long), zeros(torch.long)
         self.epochs_trained, self.since_best = zeros(torch.long), zeros(torch.long)
-        self.state = None if stack is None else {k_: v.detach().clone() for k_, v in stack.state().items()}
+        self.saved: list | None = [None] * k if keep_states else None
 
-    def update(self, stack: _Stack, members: torch.Tensor, data: tuple, config: TrainConfig, it: int, epoch: int):
+    def start(self, group) -> None:
+        """The starting state is every member's checkpoint until one improves on it."""
+        if self.saved is not None:
+            for row, member in enumerate(group.members.tolist()):
+                self.saved[member] = (group, group.snapshot(row))
+
+    def update(self, group, labels: tuple, config: TrainConfig, it: int, epoch: int) -> None:
         """Evaluate on validation; members that improved take a checkpoint (test metrics, weights)."""
-        x_val, y_val, x_test, y_test = data
-        v_loss, v_acc = _evaluate(stack, x_val, y_val, config.eval_batch_size)
+        y_val, y_test = labels
+        members = group.members
+        v_loss, v_acc = _evaluate(group.logits, group.x_val, y_val, config.eval_batch_size)
         improved = (
             v_loss < self.best_loss[members] if config.early_stopping else torch.ones_like(v_loss, dtype=torch.bool)
         )
         if bool(improved.any()):
-            t_loss, t_acc = _evaluate(stack, x_test, y_test, config.eval_batch_size)
+            t_loss, t_acc = _evaluate(group.logits, group.x_test, y_test, config.eval_batch_size)
             rows = members[improved]
             self.best_loss[rows], self.best_acc[rows] = v_loss[improved], v_acc[improved]
             self.test_loss[rows], self.test_acc[rows] = t_loss[improved], t_acc[improved]
             self.best_iter[rows], self.best_epoch[rows] = it, epoch
-            if self.state is not None:
-                with torch.no_grad():
-                    for name, value in stack.state().items():
-                        self.state[name][rows] = value.detach()[improved]
+            if self.saved is not None:
+                for row in torch.nonzero(improved).squeeze(1).tolist():
+                    self.saved[int(members[row])] = (group, group.snapshot(row))
         self.since_best[members] = torch.where(improved, 0, self.since_best[members] + 1)
 
-    def results(self) -> list[MemberResult]:
+    def results(self, collapsed: Sequence[bool]) -> list[MemberResult]:
         return [
             MemberResult(
                 test_acc=float(self.test_acc[i]),
@@ -250,15 +279,15 @@ class _Checkpoints:
                 best_iteration=int(self.best_iter[i]),
                 best_epoch=int(self.best_epoch[i]),
                 epochs_trained=int(self.epochs_trained[i]),
+                collapsed=bool(collapsed[i]),
             )
             for i in range(self.best_loss.shape[0])
         ]
 
     def states(self) -> list[dict[str, torch.Tensor]] | None:
-        if self.state is None:
+        if self.saved is None:
             return None
-        k = self.best_loss.shape[0]
-        return [{key: v[i].detach().to("cpu").clone() for key, v in self.state.items()} for i in range(k)]
+        return [group.expand(snapshot) for group, snapshot in self.saved]
 
 
 class _Stepper:
@@ -302,6 +331,107 @@ class _Stepper:
             self.mlp_step.select(keep)
 
 
+class _DenseGroup:
+    """Members on the dense path: full-size stacked parameters through ``mlp_step`` or vmap + autograd."""
+
+    def __init__(self, rows: torch.Tensor, stack: _Stack, config: TrainConfig, data: tuple) -> None:
+        self.members = rows
+        self.stack = stack
+        self.stepper = _Stepper(stack, config, stack.masks)
+        self.x, self.y, self.x_val, self.x_test = data
+
+    def __len__(self) -> int:
+        return int(self.members.shape[0])
+
+    def step(self, idx: torch.Tensor) -> None:
+        self.stepper(self.x, self.y, idx, len(self))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stack.logits(x)
+
+    def snapshot(self, row: int) -> dict[str, torch.Tensor]:
+        return {name: value.detach()[row].clone() for name, value in self.stack.state().items()}
+
+    def expand(self, snapshot: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: value.to("cpu") for name, value in snapshot.items()}
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.stepper.select(keep, len(self))
+        self.members = self.members[keep]
+
+
+def _collapsed(template: nn.Module, masks: dict[str, torch.Tensor], k: int) -> list[bool]:
+    """Per member: its MLP mask leaves no path from input to output (False for other networks)."""
+    if not isinstance(template, MLP) or not masks:
+        return [False] * k
+    names = [f"layers.{i}.weight" for i in range(len(template.layers))]
+    return [not has_path([masks[n][i].bool() for n in names]) for i in range(k)]
+
+
+def _dense_reason(template: nn.Module, masks: dict, config: TrainConfig, hooked: bool) -> str | None:
+    """Why the whole population trains on the dense path (None: compaction is planned per member)."""
+    if not isinstance(template, MLP):
+        return "not an MLP"
+    if not masks:
+        return "no masks"
+    if config.dense_training:
+        return "dense training asked for"
+    if config.autograd:
+        return "autograd asked for"
+    if hooked:
+        return "a step hook reads the full-size parameters"
+    reason = sparse_plan.unsupported(config)
+    if reason is not None:
+        warnings.warn(
+            f"compacted/sparse MLP training runs plain SGD only; with {reason} masked MLPs train on the dense "
+            "path (same numbers, dense cost)",
+            DenseTrainingFallback,
+            stacklevel=4,
+        )
+        return f"{reason}: the compacted path runs plain SGD only"
+    return None
+
+
+def _build_groups(
+    template: nn.Module, params: dict, buffers: dict, masks: dict, config: TrainConfig, data: tuple, hooked: bool
+) -> tuple[list, dict]:
+    """The population's groups (dense path, compacted groups) and a record of the paths taken."""
+    k = next(iter(params.values())).shape[0]
+    device = next(iter(params.values())).device
+    reason = _dense_reason(template, masks, config, hooked)
+    if reason is not None:
+        stack = _Stack(template, params, buffers, masks, config.mask_mode)
+        return [_DenseGroup(torch.arange(k, device=device), stack, config, data)], {"dense_path": reason}
+    n_layers = len(template.layers)
+    compact = compact_population(params, masks, n_layers)
+    full = [template.layers[0].in_features] + [layer.out_features for layer in template.layers]
+    plan = sparse_plan.plan(compact, full, sparse_kernels=device.type == "cpu")
+    groups: list = []
+    for g in plan:
+        rows = torch.tensor(g.members, dtype=torch.long, device=device)
+        if g.kinds is None:
+            sub = {name: value.detach()[rows].clone().requires_grad_(True) for name, value in params.items()}
+            sub_masks = {name: m[rows] for name, m in masks.items()}
+            stack = _Stack(template, sub, {n: b[rows] for n, b in buffers.items()}, sub_masks, config.mask_mode)
+            groups.append(_DenseGroup(rows, stack, config, data))
+        else:
+            groups.append(CompactGroup(g.members, compact, g.kinds, config.lr, params, data))
+    return groups, {"groups": [g.describe(compact) for g in plan]}
+
+
+def _stop_members(groups: list, checkpoints: _Checkpoints, patience: int) -> list:
+    """Early stopping: members out of patience leave their group; empty groups leave the population."""
+    remaining = []
+    for group in groups:
+        stop = checkpoints.since_best[group.members] >= patience
+        if bool(stop.all()):
+            continue
+        if bool(stop.any()):
+            group.select(~stop)
+        remaining.append(group)
+    return remaining
+
+
 def train_population(
     nets: Sequence[nn.Module],
     data: DataSplits,
@@ -320,15 +450,14 @@ def train_population(
 
     ``masks``: None (dense), a bool tensor ``[K, n]`` on the flat prunable-weight axis, or a list with
     one flat mask (or None) per member. Returns one ``MemberResult`` per member in input order and,
-    with ``keep_states``, each member's checkpoint weights as a state dict on the CPU.
+    with ``keep_states``, each member's checkpoint weights as a state dict on the CPU. Masked MLPs train
+    compacted (``sparse_plan``) unless ``config.dense_training``; ``extra["training_paths"]`` says how.
 
     A warm-up uses three more knobs: ``max_steps`` stops after that many SGD steps (no evaluation after
     a partial epoch), ``step_hook(params, buffers)`` sees the stacked state before the first step and
     after every step, and ``order_stream`` names the seed stream of the data order (a warm-up draws its
     own, so the ticket's later training order is independent of it).
     """
-    import time
-
     config = config.validate()
     if not nets:
         raise MetapruneError("a population needs at least one network")
@@ -338,59 +467,77 @@ def train_population(
     template, params, buffers = stack_members(nets, device, dtype)
     mask_dict = _stack_masks(masks, k_total, prunable_layout(nets[0]), params, device, dtype)
     data = data.to(device)
-    x_train, y_train = data.train_x.to(dtype), data.train_y
-    eval_data = (data.val_x.to(dtype), data.val_y, data.test_x.to(dtype), data.test_y)
-    stack = _Stack(template, params, buffers, mask_dict, config.mask_mode)
-    step = _Stepper(stack, config, mask_dict)
-    checkpoints = _Checkpoints(k_total, device, stack if keep_states else None)
-    members = torch.arange(k_total, device=device)  # original index of each active row
-
-    n_train, bs = x_train.shape[0], config.batch_size
-    iteration = samples = 0
-    gen = generator(data_seed, order_stream)
-    if step_hook is not None:
-        step_hook(stack.params, stack.buffers)
-    for epoch in range(1, config.epochs + 1):
-        template.train()
-        perm = torch.randperm(n_train, generator=gen).to(device)
-        k_active = members.shape[0]
-        for start in range(0, n_train, bs):
-            idx = perm[start : start + bs]
-            step(x_train, y_train, idx, k_active)
-            iteration += 1
-            samples += idx.shape[0] * k_active
-            if step_hook is not None:
-                step_hook(stack.params, stack.buffers)
-            if max_steps is not None and iteration >= max_steps:
-                break
-        checkpoints.epochs_trained[members] = epoch
-        if max_steps is not None and iteration >= max_steps:
-            break
-        template.eval()
-        if not config.early_stopping and epoch < config.epochs:
-            if progress is not None:
-                progress(epoch, k_active, k_total)
-            continue  # without early stopping only the final state counts
-        checkpoints.update(stack, members, eval_data, config, iteration, epoch)
-        if progress is not None:
-            progress(epoch, k_active, k_total)
-        if config.early_stopping:
-            stop = checkpoints.since_best[members] >= config.patience
-            if bool(stop.all()):
-                break
-            if bool(stop.any()):
-                step.select(~stop, k_active)
-                members = members[~stop]
-
+    tensors = (data.train_x.to(dtype), data.train_y, data.val_x.to(dtype), data.test_x.to(dtype))
+    groups, paths = _build_groups(template, params, buffers, mask_dict, config, tensors, step_hook is not None)
+    checkpoints = _Checkpoints(k_total, device, keep_states)
+    for group in groups:
+        checkpoints.start(group)
+    loop = _Loop(config, data_seed, order_stream, max_steps, step_hook, progress)
+    iterations, samples = loop.run(template, groups, checkpoints, (data.val_y, data.test_y), k_total)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return PopulationResult(
-        members=checkpoints.results(),
+        members=checkpoints.results(_collapsed(template, mask_dict, k_total)),
         states=checkpoints.states(),
-        iterations=iteration,
+        iterations=iterations,
         samples=samples,
         seconds=time.perf_counter() - t_start,
+        extra={"training_paths": paths},
     )
+
+
+@dataclass
+class _Loop:
+    """The epochs of a population: shared data order, steps of every group, evaluation, early stopping."""
+
+    config: TrainConfig
+    data_seed: int
+    order_stream: str
+    max_steps: int | None
+    step_hook: StepHook | None
+    progress: ProgressFn | None
+
+    def run(self, template: nn.Module, groups: list, checkpoints: _Checkpoints, labels: tuple, k_total: int):
+        config, max_steps = self.config, self.max_steps
+        n_train, bs = int(groups[0].y.shape[0]), config.batch_size
+        iteration = samples = 0
+        gen = generator(self.data_seed, self.order_stream)
+        self._hook(groups)
+        for epoch in range(1, config.epochs + 1):
+            template.train()
+            perm = torch.randperm(n_train, generator=gen).to(groups[0].members.device)
+            k_active = sum(len(g) for g in groups)
+            for start in range(0, n_train, bs):
+                idx = perm[start : start + bs]
+                for group in groups:
+                    group.step(idx)
+                iteration += 1
+                samples += idx.shape[0] * k_active
+                self._hook(groups)
+                if max_steps is not None and iteration >= max_steps:
+                    break
+            for group in groups:
+                checkpoints.epochs_trained[group.members] = epoch
+            if max_steps is not None and iteration >= max_steps:
+                break
+            template.eval()
+            if not config.early_stopping and epoch < config.epochs:
+                if self.progress is not None:
+                    self.progress(epoch, k_active, k_total)
+                continue  # without early stopping only the final state counts
+            for group in groups:
+                checkpoints.update(group, labels, config, iteration, epoch)
+            if self.progress is not None:
+                self.progress(epoch, k_active, k_total)
+            if config.early_stopping:
+                groups = _stop_members(groups, checkpoints, config.patience)
+                if not groups:
+                    break
+        return iteration, samples
+
+    def _hook(self, groups: list) -> None:
+        if self.step_hook is not None:
+            self.step_hook(groups[0].stack.params, groups[0].stack.buffers)
 
 
 def load_member_state(net: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:

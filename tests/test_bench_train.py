@@ -134,3 +134,38 @@ def test_cli_uses_the_harvest_openmp_wait_policy(monkeypatch, capsys):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     run_main(monkeypatch, capsys, "bench", "train", "--json")
     assert seen["policy"] == "ACTIVE"
+
+
+def test_density_bench_pairs_the_dense_and_the_compacted_loop_on_real_tickets():
+    from metaprune.bench_sparse import TARGETS, bench_sparse_train
+    from tests.conftest import torch_threads
+
+    with torch_threads(1):  # two spinning threads on a loaded machine only make the test slow
+        r = bench_sparse_train([0.05], methods=("random", "magnitude"), seeds=1, epochs=1, repeats=1, device="cpu")
+    (row,) = r["densities"].values()
+    assert list(r["densities"]) == ["0.05"] and row["population"] == 2 and r["methods"] == ["random", "magnitude"]
+    ratio = row["speedup"]
+    assert ratio["pairs"] == [row["compact_samples_per_s"] / row["dense_samples_per_s"]] == [ratio["median"]]
+    assert row["training_paths"]["groups"] and all(g["path"] == "compact" for g in row["training_paths"]["groups"])
+    assert r["targets"]["0.05"] == {"value": ratio["median"], "target": TARGETS[0.05], "met": ratio["median"] >= 2.0}
+    assert set(r["load_average"]) == {"before", "after", "cpus"}
+    json.dumps(r)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--density", "0"], "bad --density '0'; accepted: a number with 0 < sparsity <= 1"),
+        (["--density", "0.01", "--density", "lots"], "bad --density 'lots'"),
+    ],
+)
+def test_bad_densities_are_one_line_errors(monkeypatch, capsys, args, message):
+    import metaprune.cli.app as app_module
+
+    from tests.conftest import run_main
+
+    if "train" not in {c.name for c in app_module.bench_app.registered_commands}:
+        app_module._register_commands()
+    code, _, err = run_main(monkeypatch, capsys, "bench", "train", *args)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -30,6 +30,7 @@ def _assert_same(a, b):
     assert a.val_loss == pytest.approx(b.val_loss, rel=1e-10, abs=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore::metaprune.training.DenseTrainingFallback")
 @pytest.mark.parametrize("optimizer,momentum", [("sgd", 0.0), ("sgd", 0.9), ("adam", 0.0)])
 def test_population_equals_separate_runs(tiny_data, optimizer, momentum):
     cfg = TrainConfig(
@@ -108,6 +109,7 @@ def test_early_stopping_is_per_member(tiny_data):
         _assert_same(pop.members[i], solo.members[0])
 
 
+@pytest.mark.filterwarnings("ignore::metaprune.training.DenseTrainingFallback")
 @pytest.mark.parametrize(
     "optimizer,momentum,weight_decay", [("sgd", 0.0, 0.0), ("sgd", 0.9, 1e-3), ("adam", 0.0, 1e-3)]
 )
