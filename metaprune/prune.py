@@ -123,6 +123,7 @@ def prune_network(
     from metaprune.datasets import dataset_info, load_dataset
     from metaprune.networks import build_network, validate_network
     from metaprune.pruning.apply import check_method_data, prune_seeds
+    from metaprune.pruning.fits import check_method_for_network
     from metaprune.pruning.schedules import check_density_for_network
     from metaprune.training import resolve_device
 
@@ -139,7 +140,9 @@ def prune_network(
     if per_class == 0:
         check_method_data(m, None)
     shape, classes = dataset_info(dataset)
-    density = check_density_for_network(density, build_network(spec, shape, classes, seed), schedule.scope)
+    net0 = build_network(spec, shape, classes, seed)
+    density = check_density_for_network(density, net0, schedule.scope)
+    check_method_for_network(m, net0, density)
     dev = resolve_device(device)
     splits = load_dataset(dataset, data_root=data_root)
     ticket = prune_seeds(

@@ -90,6 +90,15 @@ class ScorerSpec:
     needs_warmup: bool = False  # True: scores a warm-up's trajectory, so the method must have one
     # (layout, density) -> per-layer kept counts: the scorer's own learned budget (``#learned``), if any
     layer_budget: Callable[[Any, float], list[int]] | None = None
+    default_schedule: str = "uss"  # the schedule a bare name means (``synflow`` = ``synflow@ums``)
+    default_rounds: int | None = None  # its multi-shot rounds (None: the schedule config's)
+    # True: each prune ranks every weight, pruned ones included, so a pruned weight can come back (FORCE);
+    # the scores of pruned weights are then not 0
+    revives: bool = False
+    # True: the scorer ranks only as many weights as the prune keeps (PHEW's walks stop there); ``fn`` takes
+    # the keyword ``keep`` (a total, or per-layer counts), which only a method's last scorer is given
+    sized: bool = False
+    fits: Callable[[nn.Module], None] | None = None  # refuses a network the scorer cannot score (one line)
 
 
 SCORERS: Registry[ScorerSpec] = Registry("scorer")
@@ -104,9 +113,13 @@ def _register(
     passes: float = 0.0,
     reads_weights: bool = True,
     needs_warmup: bool = False,
+    **behaviour: Any,
 ):
+    """Register ``fn`` under ``name``; ``behaviour`` sets the spec's other fields (``default_schedule``,
+    ``default_rounds``, ``revives``, ``sized``, ``fits``)."""
+
     def wrap(fn: Scorer) -> Scorer:
-        spec = ScorerSpec(fn, needs_data, description, passes, reads_weights, needs_warmup)
+        spec = ScorerSpec(fn, needs_data, description, passes, reads_weights, needs_warmup, **behaviour)
         SCORERS.register(name, spec, description, aliases)
         return fn
 
@@ -117,10 +130,18 @@ def full_mask(net: nn.Module) -> torch.Tensor:
     return torch.ones(prunable_layout(net).total, dtype=torch.bool)
 
 
-def score(name: str, net: nn.Module, mask: torch.Tensor | None, data: PruneData | None, seed: int) -> torch.Tensor:
+def score(
+    name: str,
+    net: nn.Module,
+    mask: torch.Tensor | None,
+    data: PruneData | None,
+    seed: int,
+    keep: int | list[int] | None = None,
+) -> torch.Tensor:
     """Scores of ``name`` on the masked ``net`` (``mask=None``: nothing pruned), checked to be finite.
 
     ``name`` is a registered scorer or a prefixed one (``learned:DIR``) that the registry resolves.
+    ``keep`` (the prune's kept total, or per-layer counts) reaches a sized scorer (PHEW) only.
     """
     canonical = SCORERS.canonical(name)
     spec = SCORERS.get(canonical)
@@ -128,7 +149,7 @@ def score(name: str, net: nn.Module, mask: torch.Tensor | None, data: PruneData 
         mask = full_mask(net)
     layout = prunable_layout(net)
     mask = check_mask(mask, layout)
-    scores = spec.fn(net, mask, data, seed)
+    scores = spec.fn(net, mask, data, seed, keep=keep) if spec.sized else spec.fn(net, mask, data, seed)
     check_finite(scores, layout, canonical)
     return scores
 
@@ -261,6 +282,7 @@ def grasp_abs_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None,
     True,
     "SynFlow |theta * dR/dtheta|, R = sum of the |theta| network on all-ones input",
     passes=0.01,  # one all-ones example, not the batch
+    default_schedule="ums",  # its paper's 100-round upfront multi-shot
 )
 def synflow_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
     """In float64 (products over depth underflow float32); uses ``data`` only for the input shape.
@@ -326,5 +348,9 @@ def abs_grad_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, 
 
 # ------------------------------------------------------------------------------- in modules of their own
 
-# ProsPr (meta-gradient through M SGD steps) lives in its own module; importing it registers it.
+# ProsPr (meta-gradient through M SGD steps) and the later peers live in modules of their own; importing
+# them registers them.
+import metaprune.pruning.force  # noqa: E402, F401
+import metaprune.pruning.ntksap  # noqa: E402, F401
+import metaprune.pruning.phew  # noqa: E402, F401
 import metaprune.pruning.prospr  # noqa: E402, F401
