@@ -140,3 +140,13 @@ def test_method_defaults_budgets_and_cost():
     assert ticket.cost_epochs == pytest.approx(5 * 1 * 12 / 96)  # 5 rounds, one pass over 12 examples
     result = invoke("list")
     assert all(name in result.stdout for name in ("force", "ntksap", "phew"))
+
+
+def test_force_on_a_data_free_path_is_refused(monkeypatch, capsys, tmp_path):
+    from tests.conftest import run_main
+
+    monkeypatch.chdir(tmp_path)
+    args = ("prune", "--network", "mlp:20-10", "--dataset", "digits", "--method", "force", "--sparsity", "0.1")
+    code, out, err = run_main(monkeypatch, capsys, *args, "--per-class", "0")
+    assert code == 2 and err.strip().count("\n") == 0 and "needs a pruning batch" in err
+    assert list(tmp_path.iterdir()) == []

@@ -55,7 +55,13 @@ class ScheduleSpec:
 SCHEDULES: Registry[ScheduleSpec] = Registry("schedule")
 SCHEDULES.register("uss", ScheduleSpec(False, False, "upfront single-shot: score θ0 once, keep the top k"))
 SCHEDULES.register(
-    "ums", ScheduleSpec(False, True, "upfront multi-shot: N score/prune rounds without training (exponential)")
+    "ums",
+    ScheduleSpec(
+        False,
+        True,
+        "upfront multi-shot: N score/prune rounds without training (exponential); snip@ums60 is iterative SNIP "
+        "(de Jorge et al. 2021)",
+    ),
 )
 SCHEDULES.register(
     "iss", ScheduleSpec(True, False, "iterative single-shot: train, prune, rewind to θ0, over k levels (IMP)")
