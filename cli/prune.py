@@ -51,6 +51,7 @@ def _print_report(result) -> None:
     table.add_column("effective", f"{report.effective:,}", justify="right")
     table.add_column("dead in", str(sum(r.dead_in for r in report.layers)), justify="right")
     table.add_column("dead out", str(sum(r.dead_out for r in report.layers)), justify="right")
+    table.add_column("live", str(sum(r.live for r in report.layers)), justify="right")
     table.add_column("collapsed", str(len(report.collapsed_layers)), justify="right")
     for r in report.layers:
         table.add_row(
@@ -62,6 +63,7 @@ def _print_report(result) -> None:
             f"{r.effective:,}",
             f"{r.dead_in}/{r.units}",
             f"{r.dead_out}/{r.units}",
+            f"{r.live}/{r.units}",
             "[bold red]yes[/]" if r.collapsed else "no",
         )
     _print_wide(table)

@@ -121,9 +121,10 @@ def prune_network(
     """
     from metaprune.datasets import dataset_info, load_dataset
     from metaprune.fit.learned import with_intended_use
-    from metaprune.networks import build_network, prunable_layout, validate_network
+    from metaprune.networks import build_network, validate_network
     from metaprune.pruning.apply import check_method_data, prune_in_context
     from metaprune.pruning.context import PruneContext, check_per_class
+    from metaprune.pruning.fits import check_method_for_network
     from metaprune.pruning.masks import check_density_for_network
     from metaprune.training import resolve_device
 
@@ -136,8 +137,9 @@ def prune_network(
     if check_per_class(per_class) == 0:
         check_method_data(m, None)
     shape, classes = dataset_info(dataset)
-    layout = prunable_layout(build_network(spec, shape, classes, seed))
-    density = check_density_for_network(density, layout, schedule.scope)
+    net0 = build_network(spec, shape, classes, seed)
+    density = check_density_for_network(density, net0, schedule.scope)
+    check_method_for_network(m, net0, density)
     dev = resolve_device(device)
     splits = load_dataset(dataset, data_root=data_root)
     context = PruneContext(spec, splits, schedule, train_cfg, per_class, dev)

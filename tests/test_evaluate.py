@@ -50,6 +50,7 @@ def test_rows_per_seed_method_density_and_dense_reference(tmp_path):
     n = 64 * 20 + 20 * 10 + 10 * 10
     for _, row in pruned.iterrows():
         assert row["kept"] == round(row["density"] * n)
+        assert 0 < row["live_l0"] <= 20 and 0 < row["live_l1"] <= 10 and 0 < row["live_l2"] <= 10
     csv = pd.read_csv(out / "results.csv")
     assert len(csv) == len(df)
     table, caught = plain_open(out / "results.zarr")  # a user's xarray.open_zarr: consolidated, quiet

@@ -160,8 +160,11 @@ def test_mask_report_hand_built_mlp():
     assert r.kept == 6 and r.effective == 2
     assert r.density == pytest.approx(6 / 18) and r.effective_density == pytest.approx(2 / 18)
     assert r.collapsed_layers == ()
+    # live: a kept incoming and a kept outgoing weight -- hidden 2 only (hidden 0 has no input, hidden 1 no
+    # output); the outputs need only an input: both have one
+    assert (l1.live, l2.live) == (1, 2)
     d = json.loads(json.dumps(r.to_dict()))
-    assert d["layers"][0]["effective"] == 1 and d["collapsed_layers"] == []
+    assert d["layers"][0]["effective"] == 1 and d["collapsed_layers"] == [] and d["layers"][0]["live"] == 1
 
 
 def test_mask_report_empty_layer_collapses_everything():
@@ -196,6 +199,9 @@ def test_mask_report_matches_boolean_reachability(seed):
         assert rep.effective == int(eff.sum())
         assert rep.dead_in == int((~fwd[i + 1]).sum())
         assert rep.dead_out == int((~bwd[i + 1]).sum())
+        incoming = m.any(1)
+        outgoing = ms[i + 1].any(0) if i + 1 < len(ms) else np.ones_like(incoming)
+        assert rep.live == int((incoming & outgoing).sum())
 
 
 class TinyConv(nn.Module):
@@ -218,6 +224,10 @@ def test_mask_report_conv_channel_without_input():
     assert (conv.kept, conv.effective, conv.units, conv.dead_in, conv.dead_out) == (9, 9, 2, 1, 0)
     assert (fc.kept, fc.effective, fc.dead_in) == (16, 8, 0)  # the 4 features of channel 1 carry nothing
     assert r.effective_density == pytest.approx(17 / 34)
+    assert (conv.live, fc.live) == (1, 2)  # channel 1 has no input; channel 0 feeds the fc through the pool
+    mask[18 + 4 * 0 : 18 + 4 * 0 + 4] = False  # fc row 0, features 0-3: channel 0's whole map, output 0
+    mask[18 + 8 : 18 + 8 + 4] = False  # fc row 1, channel 0's map: nothing reads channel 0 any more
+    assert mask_report(net, mask, input_shape=(1, 4, 4)).layers[0].live == 0
     with pytest.raises(MetapruneError, match="input shape"):
         mask_report(net, mask)
 

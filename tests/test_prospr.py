@@ -207,3 +207,24 @@ def test_held_weights_stay_pruned_during_the_inner_steps():
     with torch.no_grad():
         prunable_weights(other)[0].view(-1)[3] = 123.0  # θ0 of a pruned weight does not matter
     torch.testing.assert_close(prospr_meta_gradient(net, mask, data), prospr_meta_gradient(other, mask, data))
+
+
+def test_scores_equal_the_reference_code_bit_for_bit():
+    """mil-ad/prospr's prune(..., return_scores=True), method 'full', the same batch in the inner steps, on an
+    MLP 6-5-4-3 for (M, α) = (3, 0.1) (its CLI defaults), (1, 0.5) and (0, 0.1) (= SNIP's |g ⊙ θ|)
+    (tests/fixtures/prospr_reference.json)."""
+    from pathlib import Path
+
+    ref = json.loads((Path(__file__).parent / "fixtures" / "prospr_reference.json").read_text())
+    sizes = ref["sizes"]
+    net = MLP(sizes[0], tuple(sizes[1:-1]), sizes[-1])
+    with torch.no_grad():
+        for layer, w, b in zip(net.layers, ref["weights"], ref["biases"], strict=True):
+            layer.weight.copy_(torch.tensor(w).reshape(layer.weight.shape))
+            layer.bias.copy_(torch.tensor(b))
+    data = PruneData(torch.tensor(ref["x"]).reshape(-1, sizes[0]), torch.tensor(ref["y"]))
+    dense = torch.ones(prunable_layout(net).total, dtype=torch.bool)
+    assert (ref["runs"][0]["steps"], ref["runs"][0]["lr"]) == (PROSPR_STEPS, PROSPR_LR)
+    for run in ref["runs"]:
+        ours = prospr_meta_gradient(net, dense, data, steps=run["steps"], lr=run["lr"]).abs()
+        assert torch.equal(ours, torch.cat([torch.tensor(s) for s in run["scores"]])), run

@@ -23,6 +23,7 @@ from metaprune.fit.persist import ModelCard
 from metaprune.networks import build_network, flat_weights, prunable_layout
 from metaprune.provenance import to_jsonable
 from metaprune.pruning.apply import MASK_ABLATIONS, Ticket, ablated, initial_network, prune_data_for, prune_seeds
+from metaprune.pruning.fits import check_method_for_network
 from metaprune.pruning.masks import MaskReport
 from metaprune.pruning.method import Method
 from metaprune.pruning.schedules import check_density_for_network
@@ -63,6 +64,7 @@ def _report_fields(report: MaskReport) -> dict:
     for i, layer in enumerate(report.layers):
         out[f"kept_l{i}"] = layer.kept
         out[f"effective_l{i}"] = layer.effective
+        out[f"live_l{i}"] = layer.live
     return out
 
 
@@ -214,6 +216,8 @@ def check_for_network(config: EvaluateConfig, allow_seen_seeds: bool) -> None:
     net = build_network(config.network, shape, classes, 0)
     for density in config.densities:
         check_density_for_network(density, net, config.schedule.scope)
+        for method in config.methods:
+            check_method_for_network(method, net, density)
     for model_dir in [d for m in config.methods for d in m.learned_models]:
         card = ModelCard.read(model_dir)
         card.check_fits(net)

@@ -19,6 +19,7 @@ from metaprune.datasets import DataSplits
 from metaprune.errors import MetapruneError
 from metaprune.networks import build_network, prunable_layout
 from metaprune.pruning.ablations import invert_scores, reinit_kept, shuffle_within_layers
+from metaprune.pruning.budgets import erk_counts
 from metaprune.pruning.context import PruneContext
 from metaprune.pruning.inits import INITS, saw_init
 from metaprune.pruning.masks import MaskReport, layer_counts_of, layer_keep_counts, mask_report
@@ -95,16 +96,17 @@ def score_function(
     passes = sum(scorer_passes(s) for s in method.scorers)
     batch = 0 if data is None else int(data.x.shape[0])
 
-    def fn(net: nn.Module, mask: torch.Tensor) -> torch.Tensor:
+    def fn(net: nn.Module, mask: torch.Tensor, keep: int | list[int] | None = None) -> torch.Tensor:
         if cost is not None:
             cost.add_scoring(passes, batch, n_train)
         if method.stacked:
             a, b = method.scorers
-            s = stacked_scores(a, b, net, mask, data, seed)
+            s = stacked_scores(a, b, net, mask, data, seed, keep=keep)
         else:
-            s = score(method.scorers[0], net, mask, data, seed)
+            s = score(method.scorers[0], net, mask, data, seed, keep=keep)
         return invert_scores(s) if inverted else s
 
+    fn.sized = SCORERS.get(method.scorers[-1]).sized  # type: ignore[attr-defined]  # schedules pass it keep
     return fn
 
 
@@ -268,6 +270,7 @@ def _prune_upfront_seed(
         config=context.schedule,
         name=str(method),
         layer_counts=counts,
+        revive=SCORERS.get(method.scorers[-1]).revives,
     )
 
 
@@ -284,6 +287,8 @@ def budget_counts(
         if scorer.layer_budget is None:  # pragma: no cover - parse_method refuses it
             raise MetapruneError(f"scorer {method.scorers[-1]!r} has no learned budget")
         return scorer.layer_budget(layout, density)
+    if budget == "erk":  # RigL's Erdős–Rényi-kernel split
+        return erk_counts(layout, density, str(method))
     inner = method.budget_method
     if inner is None:  # 'layer': the same fraction in every layer
         return layer_keep_counts(density, layout)

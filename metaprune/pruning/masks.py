@@ -218,6 +218,9 @@ class LayerReport:
     dead_in: int  # output units no path from the input reaches
     dead_out: int  # output units with no path to the output
     collapsed: bool  # nothing kept, or nothing kept on a path
+    # output units with a kept incoming weight and a kept outgoing weight (the last layer's units: a kept
+    # incoming weight); the width a mask leaves a layer (``live_units``)
+    live: int
 
 
 @dataclass(frozen=True)
@@ -331,6 +334,7 @@ def mask_report(net: nn.Module, mask: torch.Tensor, *, input_shape: tuple[int, .
         for h in handles:
             h.remove()
     wgrads, agrads = grads[: len(weights)], grads[len(weights) :]
+    live = live_units(net, mask, input_shape=shape)
     layers = []
     for i, (layer, module) in enumerate(zip(layout.layers, modules, strict=True)):
         m = mask[layer.offset : layer.offset + layer.size]
@@ -351,6 +355,7 @@ def mask_report(net: nn.Module, mask: torch.Tensor, *, input_shape: tuple[int, .
                 dead_in=int((fwd <= 0).sum()),
                 dead_out=int((bwd <= 0).sum()),
                 collapsed=kept == 0 or effective == 0,
+                live=live[i],
             )
         )
     kept = sum(r.kept for r in layers)
@@ -364,3 +369,51 @@ def mask_report(net: nn.Module, mask: torch.Tensor, *, input_shape: tuple[int, .
         effective_density=effective / layout.total,
         collapsed_layers=tuple(r.name for r in layers if r.collapsed),
     )
+
+
+def live_units(net: nn.Module, mask: torch.Tensor, *, input_shape: tuple[int, ...] | None = None) -> list[int]:
+    """Per prunable layer, its output units with at least one kept incoming and one kept outgoing weight.
+
+    A unit's outgoing weights are the weights of every prunable layer that reads the unit's output with no
+    other prunable layer in between (through activations, pooling, normalisation, reshapes and residual
+    additions); the last layer's units feed the output, so for them a kept incoming weight suffices. The
+    local definition, unlike ``dead_in``/``dead_out``, which follow whole paths: a live unit may still be cut
+    off further away. Computed on the path network (weights = mask, ReLU as the identity, every other
+    operation positive), with each layer's output detached before the next layer reads it, so the gradient
+    of the sum of all layers' outputs w.r.t. a layer's output counts only its direct readers' kept weights.
+    """
+    layout = prunable_layout(net)
+    mask = check_mask(mask, layout).cpu()
+    shape = tuple(input_shape) if input_shape is not None else infer_input_shape(net)
+    pnet = _path_network(net, mask)
+    modules = [m for m in pnet.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+    produced: list[torch.Tensor] = []
+    read: list[torch.Tensor] = []
+
+    def cut(module, inputs, output):
+        produced.append(output)
+        leaf = output.detach().requires_grad_(True)
+        read.append(leaf)
+        return leaf
+
+    handles = [m.register_forward_hook(cut) for m in modules]
+    try:
+        with torch.enable_grad(), _ReluAsIdentity():
+            pnet(torch.ones(1, *shape, dtype=torch.float64, device=weights_device(pnet)))
+            total = sum(p.sum() for p in produced)
+            grads = torch.autograd.grad(total, read, allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+    out = []
+    last = len(modules) - 1
+    for i, (layer, module) in enumerate(zip(layout.layers, modules, strict=True)):
+        incoming = mask[layer.offset : layer.offset + layer.size].reshape(layer.shape[0], -1).any(1)
+        if i == last:
+            out.append(int(incoming.sum()))
+            continue
+        dim = -1 if isinstance(module, nn.Linear) else 1
+        g = grads[i]
+        readers = torch.zeros_like(incoming) if g is None else g.movedim(dim, 0).reshape(layer.shape[0], -1).sum(1) > 0
+        out.append(int((incoming & readers.cpu()).sum()))
+    return out

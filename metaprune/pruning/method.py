@@ -3,20 +3,22 @@
     method    := 'imp' | scorers ['@' schedule] ['+w' EPOCHS] ['#' budget] ['~' init] ['!' ablation]
     scorers   := scorer ['>' scorer]          A>B: stacked scoring (thesis algorithm 1)
     scorer    := a registered scorer or alias (mag, snip, grasp, grasp_abs, synflow, random,
-                 delta, movement, abs_grad, prospr)
+                 delta, movement, abs_grad, prospr, ntksap, force, phew)
                  | 'learned:' MODEL_DIR       a fitted scorer (``metaprune fit``)
-    schedule  := (uss | ums | iss | ims)[N]   default: ums for synflow (its paper), uss otherwise;
+    schedule  := (uss | ums | iss | ims)[N]   default: the scorer's own (its paper's: ums for synflow,
+                                              ums20 for ntksap, ums60 for force), uss otherwise;
                                               N: rounds of a multi-shot schedule (ums20: 20 rounds; default:
                                               the schedule config's, 100);
                                               a stack takes the default of its second scorer
     EPOCHS    := a positive number            warm-up: score after EPOCHS dense epochs from θ0 (fractions
                                               are whole SGD steps); the ticket still trains from θ0
-    budget    := global | layer | learned | from:M
+    budget    := global | layer | learned | erk | from:M
                                               how the kept count is split over layers: one global top-k
                                               (default), the same fraction per layer, the per-layer counts
                                               the learned scorer's budget model predicts (learned:DIR only),
-                                              or the per-layer counts of method M (no budget, init or
-                                              ablation of its own) on the same θ0
+                                              RigL's Erdős–Rényi-kernel split (erk), or the per-layer counts
+                                              of method M (no budget, init or ablation of its own) on the
+                                              same θ0
     init      := standard | bimodal | scorer  a scorer here means SaW: its scores on θ0 as weights
     ablation  := shuffle | reinit | invert    sanity checks (Frankle et al. 2021, Su et al. 2020)
 
@@ -35,16 +37,17 @@ from metaprune.errors import MetapruneError
 SCHEDULE_NAMES = ("uss", "ums", "iss", "ims")
 ABLATIONS = ("shuffle", "reinit", "invert")
 BASE_INITS = ("standard", "bimodal")
-BUDGETS = ("global", "layer", "learned")  # plus from:METHOD
+BUDGETS = ("global", "layer", "learned", "erk")  # plus from:METHOD
 FROM = "from:"
 IMP = "imp"  # = magnitude@iss (iterative magnitude pruning)
 LEARNED = "learned:"
 
 GRAMMAR_HELP = (
     "METHOD = [A>]B[@schedule][+wE][#budget][~init][!ablation]; A>B stacks scorer B on scorer A's scores; "
-    "schedule: uss, ums, iss, ims (default ums for synflow, uss otherwise), umsN/imsN for N rounds; +wE: "
-    "score after E dense warm-up epochs (the ticket still trains from θ0); budget: global, layer, learned "
-    "(a learned scorer's own split) or from:METHOD (that method's per-layer counts); init: standard, bimodal, "
+    "schedule: uss, ums, iss, ims (default: the scorer's paper's, e.g. ums for synflow; uss otherwise), "
+    "umsN/imsN for N rounds; +wE: score after E dense warm-up epochs (the ticket still trains from θ0); budget: "
+    "global, layer, learned (a learned scorer's own split), erk (RigL's Erdős–Rényi-kernel split) or "
+    "from:METHOD (that method's per-layer counts); init: standard, bimodal, "
     "or a scorer for SaW (scores as weights); ablation: shuffle, reinit, invert; 'imp' = magnitude@iss; "
     "learned:MODEL_DIR is a fitted scorer. Examples: snip, synflow@ums, mag>synflow, mag>synflow~snip, imp, "
     "delta+w3, snip#from:synflow@ums"
@@ -62,7 +65,7 @@ class Method:
     init: str = "standard"  # standard | bimodal | a scorer name (SaW)
     ablation: str | None = None
     warmup: float | None = None  # dense epochs from θ0 before scoring (None: score θ0 itself)
-    budget: str | None = None  # global | layer | learned | from:METHOD (None: the schedule config's scope)
+    budget: str | None = None  # global | layer | learned | erk | from:METHOD (None: the schedule config's scope)
     rounds: int | None = None  # multi-shot rounds (``ums20``); None: the schedule config's
 
     @property
@@ -167,7 +170,7 @@ def parse_method(text: str) -> Method:
     if "@" in parts:
         schedule, rounds = parts["@"]  # type: ignore[misc]
     if schedule is None:
-        schedule = "ums" if scorers[-1] == "synflow" else "uss"
+        schedule, rounds = _default_schedule(scorers[-1])
     method = Method(
         tuple(scorers),
         str(schedule),
@@ -179,6 +182,16 @@ def parse_method(text: str) -> Method:
     )
     _check_meaning(method, text)
     return method
+
+
+def _default_schedule(scorer: str) -> tuple[str, int | None]:
+    """The schedule (and rounds) a bare scorer name means: its paper's (synflow: ums, ntksap: ums20)."""
+    from metaprune.pruning.scorers import SCORERS
+
+    if scorer.startswith(LEARNED):  # a model card's intended use is merged later (fit.learned)
+        return "uss", None
+    spec = SCORERS.get(scorer)
+    return spec.default_schedule, spec.default_rounds
 
 
 def _parse_scorers(text: str) -> tuple[list[str], str | None, int]:
@@ -240,7 +253,7 @@ def _parse_part(sep: str, text: str, pos: int) -> tuple[object, int]:
         return (name, None if count is None else int(count)), m.end()
     if sep == "#":
         if word not in BUDGETS:
-            raise _fail(text, pos, f"unknown budget {word!r}, accepted: global, layer, learned, from:METHOD")
+            raise _fail(text, pos, f"unknown budget {word!r}, accepted: global, layer, learned, erk, from:METHOD")
         return word, m.end()
     if sep == "~":
         return _init_name(word, text, pos), m.end()
@@ -294,11 +307,24 @@ def _check_meaning(method: Method, text: str) -> None:
             f"method {text!r}: the budget 'learned' is the per-layer split a learned scorer's model predicts, and "
             f"{method.scorers[-1]!r} has none; accepted: learned:DIR#learned, or #from:learned:DIR for any scorer"
         )
+    sized = [s for s in (*method.scorers[:-1], *((method.init,) if method.saw else ())) if _sized(s)]
+    if sized:
+        raise MetapruneError(
+            f"method {text!r}: scorer {sized[0]!r} ranks only as many weights as a prune keeps, so it cannot "
+            f"score for a stack's first scorer or an init; accepted: {sized[0]!r} as the method's last scorer, "
+            f"e.g. {sized[0]}, magnitude>{sized[0]}, {sized[0]}#erk"
+        )
     if method.budget is not None and method.iterative:
         raise MetapruneError(
             f"method {text!r}: a budget (#) applies to the upfront schedules uss and ums; accepted: "
             f"drop '#{method.budget}' or use --scope with {method.schedule}"
         )
+
+
+def _sized(name: str) -> bool:
+    from metaprune.pruning.scorers import SCORERS
+
+    return not name.startswith(LEARNED) and name in SCORERS and SCORERS.get(name).sized
 
 
 def _init_name(word: str, text: str, pos: int) -> str:

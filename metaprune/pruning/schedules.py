@@ -12,7 +12,8 @@ density (fraction of ALL prunable weights kept):
   density to the level's density (the SynFlow code restarted each level from density 1.0).
 
 Level densities are exponential: level l of L keeps ``density ** (l / L)``. Pruned weights never come
-back (every top-k is taken among the alive weights). Rewinding is exact by construction: training works
+back (every top-k is taken among the alive weights), except under a scorer that revives them (FORCE ranks
+every weight at each UMS round). Rewinding is exact by construction: training works
 on copies, so θ0 is never written to.
 
 A member whose training diverges (validation loss never finite, or not finite at its checkpoint) is an
@@ -35,6 +36,7 @@ from metaprune.config import ScheduleConfig  # noqa: F401 (its home; re-exported
 from metaprune.datasets import DataSplits
 from metaprune.errors import MetapruneError
 from metaprune.networks import prunable_layout
+from metaprune.pruning import masks
 from metaprune.pruning.masks import (
     check_density_for_network,  # noqa: F401 (its home is masks; re-exported)
     make_mask,
@@ -56,7 +58,13 @@ class ScheduleSpec:
 SCHEDULES: Registry[ScheduleSpec] = Registry("schedule")
 SCHEDULES.register("uss", ScheduleSpec(False, False, "upfront single-shot: score θ0 once, keep the top k"))
 SCHEDULES.register(
-    "ums", ScheduleSpec(False, True, "upfront multi-shot: N score/prune rounds without training (exponential)")
+    "ums",
+    ScheduleSpec(
+        False,
+        True,
+        "upfront multi-shot: N score/prune rounds without training (exponential); snip@ums60 is iterative SNIP "
+        "(de Jorge et al. 2021)",
+    ),
 )
 SCHEDULES.register(
     "iss", ScheduleSpec(True, False, "iterative single-shot: train, prune, rewind to θ0, over k levels (IMP)")
@@ -96,19 +104,34 @@ def _prune_step(
     tie_gen: torch.Generator,
     name: str,
     layer_counts: Sequence[int] | None = None,
+    revive: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    scores = score_fn(net, alive)
+    """One prune: score the alive network, keep the top of the ranking (of every weight when ``revive``)."""
+    layout = prunable_layout(net)
+    if getattr(score_fn, "sized", False):  # PHEW: its walks stop once this step's count is reached
+        scores = score_fn(net, alive, keep=step_keep(layout, density, scope, layer_counts))
+    else:
+        scores = score_fn(net, alive)
     mask = make_mask(
         scores.detach().cpu(),
-        prunable_layout(net),
+        layout,
         density,
         scope=scope,
-        alive=alive,
+        alive=None if revive else alive,
         generator=tie_gen,
         scorer=name,
         layer_counts=layer_counts,
     )
     return mask, scores.detach().cpu()
+
+
+def step_keep(layout, density: float, scope: str, layer_counts: Sequence[int] | None) -> int | list[int]:
+    """What a prune step keeps: per-layer counts under a budget or layer scope, else one global count."""
+    if layer_counts is not None:
+        return [int(c) for c in layer_counts]
+    if scope == "layer":
+        return masks.layer_keep_counts(density, layout)
+    return masks.keep_count(density, layout.total)
 
 
 def budget_steps(start: Sequence[int], end: Sequence[int], steps: int) -> list[list[int]]:
@@ -137,11 +160,13 @@ def prune_upfront(
     step_offset: int = 0,
     removed_at: torch.Tensor | None = None,
     layer_counts: Sequence[int] | None = None,
+    revive: bool = False,
 ) -> PruneOutcome:
     """USS or UMS from the current mask ``alive`` (default: dense) down to ``density``.
 
     ``layer_counts`` (a budget) fixes how many weights each layer keeps at the end; multi-shot rounds
-    then shrink every layer geometrically towards its count (``budget_steps``).
+    then shrink every layer geometrically towards its count (``budget_steps``). ``revive`` (FORCE) ranks
+    every weight at each round, so a weight pruned in one round can come back in a later one.
     """
     config = config.validate()
     layout = prunable_layout(net)
@@ -157,7 +182,7 @@ def prune_upfront(
     tie_gen = generator(seed, "tie_break", step_offset)
     scores = torch.zeros(n)
     for i, (d, c) in enumerate(zip(steps, counts, strict=True), start=1):
-        new, scores = _prune_step(score_fn, net, mask, d, config.scope, tie_gen, name, c)
+        new, scores = _prune_step(score_fn, net, mask, d, config.scope, tie_gen, name, c, revive)
         removed[mask & ~new] = step_offset + i
         mask = new
     survivors_step = step_offset + len(steps) + 1

@@ -17,8 +17,6 @@ Conventions every scorer follows:
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,7 +31,11 @@ from metaprune.pruning.scoring import (
     PruneData,
     Scorer,
     ScorerSpec,
+    chunks,
+    flat,
     full_mask,
+    loss_grads,
+    masked_copy,
     need_data,
     pruning_batch,
     register_scorer,
@@ -59,15 +61,22 @@ __all__ = [
 GRASP_TEMPERATURE = 200.0
 GRASP_EPS = 1e-10
 
-# Registration and the pruning batch live in ``pruning.scoring`` (scorer modules import them from there);
-# they are re-exported here, the module whose import registers every built-in scorer.
-_register = register_scorer  # the name scorer modules used before ``scoring`` existed
+# Registration, the pruning batch and the gradient helpers live in ``pruning.scoring`` (scorer modules
+# import them from there); this module's import registers every built-in scorer.
 
 
-def score(name: str, net: nn.Module, mask: torch.Tensor | None, data: PruneData | None, seed: int) -> torch.Tensor:
+def score(
+    name: str,
+    net: nn.Module,
+    mask: torch.Tensor | None,
+    data: PruneData | None,
+    seed: int,
+    keep: int | list[int] | None = None,
+) -> torch.Tensor:
     """Scores of ``name`` on the masked ``net`` (``mask=None``: nothing pruned), checked to be finite.
 
     ``name`` is a registered scorer or a prefixed one (``learned:DIR``) that the registry resolves.
+    ``keep`` (the prune's kept total, or per-layer counts) reaches a sized scorer (PHEW) only.
     """
     canonical = SCORERS.canonical(name)
     spec = SCORERS.get(canonical)
@@ -75,52 +84,12 @@ def score(name: str, net: nn.Module, mask: torch.Tensor | None, data: PruneData 
         mask = full_mask(net)
     layout = prunable_layout(net)
     mask = check_mask(mask, layout)
-    scores = spec.fn(net, mask, data, seed)
+    scores = spec.fn(net, mask, data, seed, keep=keep) if spec.sized else spec.fn(net, mask, data, seed)
     check_finite(scores, layout, canonical)
     return scores
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def _masked_copy(net: nn.Module, mask: torch.Tensor, dtype: torch.dtype | None = None):
-    """Deep copy in eval mode with prunable weights = weight * mask, requiring grad, no stale grads."""
-    net = copy.deepcopy(net)
-    if dtype is not None:
-        net = net.to(dtype)
-    net.train(SCORING_MODE == "train")
-    weights = prunable_weights(net)
-    layout = prunable_layout(net)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.grad = None
-        for w, m in zip(weights, layout.split(mask.to(weights[0].device)), strict=True):
-            w.mul_(m.to(w.dtype))
-            w.requires_grad_(True)
-    return net, weights
-
-
-def _flat(tensors) -> torch.Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors])
-
-
-def _chunks(data: PruneData, device: torch.device, dtype: torch.dtype):
-    n = data.x.shape[0]
-    for i in range(0, n, CHUNK):
-        x = data.x[i : i + CHUNK].to(device=device, dtype=dtype)
-        y = data.y[i : i + CHUNK].to(device=device, dtype=torch.long)
-        yield x, y, x.shape[0] / n
-
-
-def _grads(net, weights, data, create_graph=False, temperature=1.0):
-    """Gradient of the mean cross-entropy (logits / temperature) w.r.t. the prunable weights."""
-    w0 = weights[0]
-    total = [torch.zeros_like(w) for w in weights]
-    for x, y, frac in _chunks(data, w0.device, w0.dtype):
-        loss = F.cross_entropy(net(x) / temperature, y) * frac
-        gs = torch.autograd.grad(loss, weights, create_graph=create_graph, allow_unused=True)
-        total = [t + (torch.zeros_like(w) if g is None else g) for t, g, w in zip(total, gs, weights, strict=True)]
-    return total
 
 
 # ------------------------------------------------------------------------------------------ scorers
@@ -145,9 +114,9 @@ def magnitude_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None,
 def snip_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
     data = need_data(data, "snip")
     with torch.enable_grad():
-        cnet, weights = _masked_copy(net, mask)
-        grads = _grads(cnet, weights, data)
-        s = _flat([(g * w).detach().abs() for g, w in zip(grads, weights, strict=True)])
+        cnet, weights = masked_copy(net, mask)
+        grads = loss_grads(cnet, weights, data)
+        s = flat([(g * w).detach().abs() for g, w in zip(grads, weights, strict=True)])
     total = s.sum()
     if total > 0:
         s = s / total
@@ -158,16 +127,16 @@ def _grasp_raw(net: nn.Module, mask: torch.Tensor, data: PruneData | None, name:
     """theta * Hg / (|sum| + eps) with Hg = d/dtheta (g_stop . g) on logits / 200 (SynFlow code)."""
     data = need_data(data, name)
     with torch.enable_grad():
-        cnet, weights = _masked_copy(net, mask)
+        cnet, weights = masked_copy(net, mask)
         masks = prunable_layout(cnet).split(mask.to(weights[0].device))
         # the masked network's gradient w.r.t. the kept weights only (pruned directions are fixed at 0)
         stop = [
             g.detach() * m.to(g.dtype)
-            for g, m in zip(_grads(cnet, weights, data, temperature=GRASP_TEMPERATURE), masks, strict=True)
+            for g, m in zip(loss_grads(cnet, weights, data, temperature=GRASP_TEMPERATURE), masks, strict=True)
         ]
         hg = [torch.zeros_like(w) for w in weights]
         w0 = weights[0]
-        for x, y, frac in _chunks(data, w0.device, w0.dtype):
+        for x, y, frac in chunks(data, w0.device, w0.dtype):
             loss = F.cross_entropy(cnet(x) / GRASP_TEMPERATURE, y) * frac
             gs = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
             z = sum((s * g).sum() for s, g in zip(stop, gs, strict=True) if g is not None)
@@ -175,7 +144,7 @@ def _grasp_raw(net: nn.Module, mask: torch.Tensor, data: PruneData | None, name:
                 continue
             hs = torch.autograd.grad(z, weights, allow_unused=True)
             hg = [a if h is None else a + h for a, h in zip(hg, hs, strict=True)]
-        s = _flat([(w * h).detach() for w, h in zip(weights, hg, strict=True)])
+        s = flat([(w * h).detach() for w, h in zip(weights, hg, strict=True)])
     return (s / (s.sum().abs() + GRASP_EPS)).float()
 
 
@@ -202,6 +171,7 @@ def grasp_abs_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None,
     True,
     "SynFlow |theta * dR/dtheta|, R = sum of the |theta| network on all-ones input",
     passes=0.01,  # one all-ones example, not the batch
+    default_schedule="ums",  # its paper's 100-round upfront multi-shot
 )
 def synflow_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
     """In float64 (products over depth underflow float32); uses ``data`` only for the input shape.
@@ -215,7 +185,7 @@ def synflow_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, s
     """
     shape = tuple(data.x.shape[1:]) if data is not None else infer_input_shape(net)
     with torch.enable_grad():
-        cnet, weights = _masked_copy(net, mask, torch.float64)
+        cnet, weights = masked_copy(net, mask, torch.float64)
         cnet.eval()
         with torch.no_grad():
             for t in list(cnet.parameters()) + list(cnet.buffers()):
@@ -223,7 +193,7 @@ def synflow_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, s
                     t.abs_()
         x = torch.ones(1, *shape, dtype=torch.float64, device=weights[0].device)
         grads = torch.autograd.grad(cnet(x).sum(), weights, allow_unused=True)
-        s = _flat(
+        s = flat(
             [
                 (w * (torch.zeros_like(w) if g is None else g)).detach().abs()
                 for w, g in zip(weights, grads, strict=True)
@@ -265,5 +235,9 @@ def abs_grad_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, 
 
 # ------------------------------------------------------------------------------- in modules of their own
 
-# ProsPr (meta-gradient through M SGD steps) lives in its own module; importing it registers it.
+# ProsPr (meta-gradient through M SGD steps) and the later peers live in modules of their own; importing
+# them registers them.
+import metaprune.pruning.force  # noqa: E402, F401
+import metaprune.pruning.ntksap  # noqa: E402, F401
+import metaprune.pruning.phew  # noqa: E402, F401
 import metaprune.pruning.prospr  # noqa: E402, F401

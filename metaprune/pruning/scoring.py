@@ -8,16 +8,18 @@ The registry is complete once ``pruning.scorers`` is imported (``scorers.score``
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from metaprune.config import PER_CLASS
 from metaprune.errors import MetapruneError
-from metaprune.networks import prunable_layout
+from metaprune.networks import prunable_layout, prunable_weights
 from metaprune.registry import Registry
 from metaprune.seeds import generator
 
@@ -81,6 +83,15 @@ class ScorerSpec:
     needs_warmup: bool = False  # True: scores a warm-up's trajectory, so the method must have one
     # (layout, density) -> per-layer kept counts: the scorer's own learned budget (``#learned``), if any
     layer_budget: Callable[[Any, float], list[int]] | None = None
+    default_schedule: str = "uss"  # the schedule a bare name means (``synflow`` = ``synflow@ums``)
+    default_rounds: int | None = None  # its multi-shot rounds (None: the schedule config's)
+    # True: each prune ranks every weight, pruned ones included, so a pruned weight can come back (FORCE);
+    # the scores of pruned weights are then not 0
+    revives: bool = False
+    # True: the scorer ranks only as many weights as the prune keeps (PHEW's walks stop there); ``fn`` takes
+    # the keyword ``keep`` (a total, or per-layer counts), which only a method's last scorer is given
+    sized: bool = False
+    fits: Callable[[nn.Module], None] | None = None  # refuses a network the scorer cannot score (one line)
 
 
 SCORERS: Registry[ScorerSpec] = Registry("scorer")
@@ -95,11 +106,13 @@ def register_scorer(
     passes: float = 0.0,
     reads_weights: bool = True,
     needs_warmup: bool = False,
+    **behaviour: Any,
 ):
-    """Decorator: register a scorer function under ``name`` in :data:`SCORERS`."""
+    """Decorator: register a scorer function under ``name`` in :data:`SCORERS`; ``behaviour`` sets the spec's
+    other fields (``default_schedule``, ``default_rounds``, ``revives``, ``sized``, ``fits``)."""
 
     def wrap(fn: Scorer) -> Scorer:
-        spec = ScorerSpec(fn, needs_data, description, passes, reads_weights, needs_warmup)
+        spec = ScorerSpec(fn, needs_data, description, passes, reads_weights, needs_warmup, **behaviour)
         SCORERS.register(name, spec, description, aliases)
         return fn
 
@@ -115,3 +128,46 @@ def need_data(data: PruneData | None, name: str) -> PruneData:
     if data is None:
         raise MetapruneError(f"scorer {name!r} needs a pruning batch (data); accepted: PruneData from pruning_batch")
     return data
+
+
+# ------------------------------------------------------------------ helpers shared by gradient scorers
+
+
+def masked_copy(net: nn.Module, mask: torch.Tensor, dtype: torch.dtype | None = None):
+    """Deep copy in eval mode with prunable weights = weight * mask, requiring grad, no stale grads."""
+    net = copy.deepcopy(net)
+    if dtype is not None:
+        net = net.to(dtype)
+    net.train(SCORING_MODE == "train")
+    weights = prunable_weights(net)
+    layout = prunable_layout(net)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.grad = None
+        for w, m in zip(weights, layout.split(mask.to(weights[0].device)), strict=True):
+            w.mul_(m.to(w.dtype))
+            w.requires_grad_(True)
+    return net, weights
+
+
+def flat(tensors) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def chunks(data: PruneData, device: torch.device, dtype: torch.dtype):
+    n = data.x.shape[0]
+    for i in range(0, n, CHUNK):
+        x = data.x[i : i + CHUNK].to(device=device, dtype=dtype)
+        y = data.y[i : i + CHUNK].to(device=device, dtype=torch.long)
+        yield x, y, x.shape[0] / n
+
+
+def loss_grads(net, weights, data, create_graph=False, temperature=1.0):
+    """Gradient of the mean cross-entropy (logits / temperature) w.r.t. the prunable weights."""
+    w0 = weights[0]
+    total = [torch.zeros_like(w) for w in weights]
+    for x, y, frac in chunks(data, w0.device, w0.dtype):
+        loss = F.cross_entropy(net(x) / temperature, y) * frac
+        gs = torch.autograd.grad(loss, weights, create_graph=create_graph, allow_unused=True)
+        total = [t + (torch.zeros_like(w) if g is None else g) for t, g, w in zip(total, gs, weights, strict=True)]
+    return total
