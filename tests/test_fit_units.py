@@ -354,3 +354,25 @@ def test_lightgbm_ranks_probability_objectives_by_their_log_odds():
     model.fit(data)
     p = model.predict(data.xs[0]).astype(np.float64)
     np.testing.assert_allclose(model.rank_scores(data.xs[0]), np.log(p / (1 - p)), rtol=1e-3, atol=1e-3)
+
+
+def test_an_mlp_ensemble_is_its_members_trained_apart_and_predicts_their_mean():
+    """Members share the batches but not the loss: member 0 of an ensemble is the one-member MLP of the same
+    seed (Adam is element-wise on the stacked weights); the ensemble predicts the members' mean output and
+    ranks by their mean logit."""
+    import torch
+
+    data = SynthData()
+    one = make_regressor("mlp", {"epochs": 2, "device": "cpu", "members": 1, "max_rows": 5000}, 7, data.n_features)
+    three = make_regressor("mlp", {"epochs": 2, "device": "cpu", "members": 3, "max_rows": 5000}, 7, data.n_features)
+    one.fit(data)
+    three.fit(data)
+    for w1, w3 in zip([*one.net.weights, *one.net.biases], [*three.net.weights, *three.net.biases], strict=True):
+        torch.testing.assert_close(w3[0], w1[0], rtol=1e-5, atol=1e-6)  # bmm vs a 1-member bmm: rounding only
+    assert not torch.equal(three.net.weights[0][0], three.net.weights[0][1])  # the other inits differ
+    x = data.xs[0][:50]
+    with torch.no_grad():
+        logits = three.net.member_logits(torch.from_numpy(x))
+    np.testing.assert_allclose(three.predict(x), torch.sigmoid(logits).mean(0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(three.rank_scores(x), logits.mean(0).numpy(), rtol=1e-6)
+    assert three.rows_used == 5000

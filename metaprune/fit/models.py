@@ -563,6 +563,7 @@ def _parse_hidden(text: str) -> tuple[int, ...]:
 
 
 def build_mlp(n_features: int, hidden: tuple[int, ...], output: str):
+    """The single MLP of models fitted before ensembles (their payload's keys are this Sequential's)."""
     from torch import nn
 
     layers: list[nn.Module] = []
@@ -578,24 +579,29 @@ def build_mlp(n_features: int, hidden: tuple[int, ...], output: str):
 
 @register
 class MLPModel(Regressor):
-    """The thesis's 64-32 ReLU MLP with a sigmoid output and MSE. Defaults differ from the thesis in the
-    optimiser: Adam lr 1e-3 (the thesis's SGD lr 0.001 barely moves in a few epochs; ``--option
-    optimizer=sgd --lr 0.001`` reproduces it). ``loss=bce`` is binary cross-entropy: 0/1 targets
-    (``--target survive``) or a graded target in [0, 1] as soft labels (``--target round``)."""
+    """ReLU MLPs with a sigmoid output (``metaprune.fit.mlp_net``): ``members`` of them trained together on
+    the same batches from their own seeded inits, predicting their mean. ``members=1, hidden=64-32,
+    max_rows=0`` is the thesis's 64-32 net (its SGD lr 0.001 is ``optimizer=sgd, lr=0.001``; Adam lr 1e-3
+    by default, as the thesis's SGD barely moves in a few epochs). ``loss=bce`` is binary cross-entropy:
+    0/1 targets (``--target survive``) or a graded target in [0, 1] as soft labels (``--target round``).
+    ``max_rows`` > 0 trains on a seeded subsample of that many rows held in memory (0: every row, streamed
+    seed by seed)."""
 
     weighted = True
 
     name = "mlp"
-    summary = "PyTorch MLP F-64-32-1, ReLU, sigmoid output, MSE, Adam lr 1e-3, mini-batches seed by seed"
+    summary = "PyTorch ReLU MLP ensemble, F-64-32-1 per member, sigmoid output, MSE, Adam lr 1e-3"
     payload_file = "model.safetensors"
     payload_format = "safetensors"
     libraries = ("torch", "safetensors.torch")
     defaults: ClassVar[dict[str, Any]] = {
         "hidden": "64-32",
+        "members": 1,
         "output": "sigmoid",
         "loss": "mse",
         "epochs": 5,
         "batch_size": 2048,
+        "max_rows": 2_000_000,
         "lr": 1e-3,
         "optimizer": "adam",
         "device": "auto",
@@ -612,23 +618,16 @@ class MLPModel(Regressor):
             raise MetapruneError(f"bad mlp loss {self.options['loss']!r}; accepted: mse, bce (binary cross-entropy)")
         if self.options["loss"] == "bce" and self.options["output"] != "sigmoid":
             raise MetapruneError("mlp loss bce needs output=sigmoid (it scores probabilities)")
+        if int(self.options["members"]) < 1:
+            raise MetapruneError(f"bad mlp members {self.options['members']!r}; accepted: a positive integer")
         self.net: Any = None
         self.device_used = "cpu"
 
     def _net(self):
-        import torch
+        from metaprune.fit.mlp_net import MLPEnsemble
 
-        from metaprune.seeds import generator
-
-        net = build_mlp(self.n_features, self.hidden, self.options["output"])
-        g = generator(self.seed, "fit", 1)
-        with torch.no_grad():  # seeded init: PyTorch's default (Kaiming-uniform) drawn from our stream
-            for m in net:
-                if isinstance(m, torch.nn.Linear):
-                    bound = 1.0 / math.sqrt(m.in_features)
-                    m.weight.uniform_(-bound, bound, generator=g)
-                    m.bias.uniform_(-bound, bound, generator=g)
-        return net
+        net = MLPEnsemble(self.n_features, self.hidden, int(self.options["members"]), self.options["output"])
+        return net.init_seeded(self.seed)
 
     def fit(self, data: TrainData) -> None:
         import torch
@@ -640,29 +639,19 @@ class MLPModel(Regressor):
         device = resolve_device(o["device"])
         self.device_used = str(device)
         net = self._net().to(device)
-        opt = (
-            torch.optim.Adam(net.parameters(), lr=o["lr"])
-            if o["optimizer"] == "adam"
-            else torch.optim.SGD(net.parameters(), lr=o["lr"])
-        )
+        opt = (torch.optim.Adam if o["optimizer"] == "adam" else torch.optim.SGD)(net.parameters(), lr=o["lr"])
         g = generator(self.seed, "fit", 2)
-        bs = o["batch_size"]
+        bs = int(o["batch_size"])
         net.train()
         last = 0.0
-        loss_fn = torch.nn.functional.binary_cross_entropy if o["loss"] == "bce" else torch.nn.functional.mse_loss
-        for _, x, y, w in data.weighted_passes(o["epochs"]):
-            xt = torch.from_numpy(x).to(device)
-            yt = torch.from_numpy(y).to(device)
-            wt = None if w is None else torch.from_numpy(w).to(device)
+        x, y, w = data.weighted_sample(int(o["max_rows"]))
+        xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        wt = None if w is None else torch.from_numpy(w).to(device)
+        for _ in range(int(o["epochs"])):
             perm = torch.randperm(xt.shape[0], generator=g).to(device)
             for start in range(0, xt.shape[0], bs):
                 idx = perm[start : start + bs]
-                pred = net(xt[idx]).squeeze(1)
-                if wt is None:
-                    loss = loss_fn(pred, yt[idx])
-                else:  # weighted mean of the per-row losses
-                    rows = loss_fn(pred, yt[idx], reduction="none")
-                    loss = (rows * wt[idx]).sum() / wt[idx].sum()
+                loss = self._loss(net.member_outputs(xt[idx]), yt[idx], None if wt is None else wt[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -670,40 +659,45 @@ class MLPModel(Regressor):
             self.rows_seen += x.shape[0]
         if not math.isfinite(last):
             raise MetapruneError("mlp diverged (non-finite loss); accepted: a smaller --lr")
-        self.rows_used = data.rows
+        self.rows_used = x.shape[0]
         self.net = net.to("cpu").eval()
+
+    def _loss(self, pred, y, w):
+        """Every member's mean loss, summed: each member's gradient is that of its own loss."""
+        import torch.nn.functional as F
+
+        loss_fn = F.binary_cross_entropy if self.options["loss"] == "bce" else F.mse_loss
+        rows = loss_fn(pred, y.expand_as(pred), reduction="none")  # [members, batch]
+        if w is None:
+            return rows.mean(1).sum()
+        return ((rows * w).sum(1) / w.sum()).sum()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self._forward(x, self.net)
 
     def rank_scores(self, x: np.ndarray) -> np.ndarray:
-        # the logit: the network without its final sigmoid
-        body = self.net[:-1] if self.options["output"] == "sigmoid" else self.net
-        return self._forward(x, body)
+        if not hasattr(self.net, "rank"):  # a single MLP of an older fit: the network without its sigmoid
+            return self._forward(x, self.net[:-1] if self.options["output"] == "sigmoid" else self.net)
+        return self._forward(x, self.net.rank)
 
     def predict_and_rank(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.options["output"] != "sigmoid":
-            pred = self.predict(x)
-            return pred, pred
-        import torch
+        return self.predict(x), self.rank_scores(x)
 
-        logits = self.rank_scores(x)
-        return torch.sigmoid(torch.from_numpy(logits)).numpy(), logits  # the net's own last layer, one pass
-
-    def _forward(self, x: np.ndarray, net) -> np.ndarray:
+    def _forward(self, x: np.ndarray, fn) -> np.ndarray:
         import torch
 
         x = self._check_x(x)
         out = np.empty(x.shape[0], dtype=np.float32)
         with torch.no_grad():
             for start in range(0, x.shape[0], 65536):
-                out[start : start + 65536] = net(torch.from_numpy(x[start : start + 65536])).squeeze(1).numpy()
+                out[start : start + 65536] = fn(torch.from_numpy(x[start : start + 65536])).reshape(-1).numpy()
         return out
 
     def architecture(self) -> dict[str, Any]:
         return {
             "inputs": self.n_features,
             "hidden": list(self.hidden),
+            "members": int(self.options["members"]),
             "activation": "relu",
             "output": self.options["output"],
         }
@@ -724,13 +718,16 @@ class MLPModel(Regressor):
         opts = dict(options)
         opts["hidden"] = "-".join(str(h) for h in arch.get("hidden", []))
         opts["output"] = arch.get("output", "sigmoid")
+        opts["members"] = int(arch.get("members", 1))
         model = cls(opts, 0, n_features)
         if int(arch.get("inputs", -1)) != n_features:
             raise MetapruneError(f"mlp architecture in meta.json takes {arch.get('inputs')} inputs, not {n_features}")
-        model.net = build_mlp(n_features, model.hidden, model.options["output"])
+        if "members" in arch:
+            model.net = model._net()
+        else:  # fitted before ensembles: one nn.Sequential
+            model.net = build_mlp(n_features, model.hidden, model.options["output"])
         try:
-            state = load_file(str(path))
-            model.net.load_state_dict(state, strict=True)
+            model.net.load_state_dict(load_file(str(path)), strict=True)
         except (SafetensorError, RuntimeError, OSError) as exc:
             raise MetapruneError(f"cannot load mlp payload {path}: {exc}") from None
         model.net.eval()
