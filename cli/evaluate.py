@@ -32,9 +32,13 @@ def _display(method: str, legend: dict[str, str]) -> str:
 
 
 def _print_report(rep, title: str) -> None:
-    from metaprune.evaluate.report import dense_cells, table_cells, verdicts
+    from metaprune.evaluate.report import dense_cells, live_cells, table_cells, verdicts
 
     densities, gap_headers, rows = table_cells(rep)
+    live_header, live = live_cells(rep)
+    if live_header:
+        gap_headers = [*gap_headers, live_header]
+        rows = [(method, cells, [*gaps, live.get(method, "")]) for method, cells, gaps in rows]
     table = Table(title=title, title_justify="left")
     table.add_column("method", style="bold", overflow="fold")  # wrapped, not cut: variants differ at the end
     for d in densities:

@@ -108,6 +108,14 @@ JACKPOT_BASELINES = (
     "synflow@ums",
     "magnitude>synflow~snip",
     "prospr",  # the strongest published scorer that looks a few steps ahead
+    # the peers since SynFlow (each checked against its authors' code)
+    "ntksap",
+    "force",
+    "snip@ums60",  # iterative SNIP, FORCE's own baseline
+    "phew",
+    # allocation-only controls: which weights vs how many per layer
+    "random#from:synflow@ums",
+    "random#erk",
 )
 JACKPOT_WARMUP_SCORERS = ("delta", "movement", "magnitude", "snip", "synflow@ums")
 JACKPOT_SEEDS = tuple(range(1000, 1030))
@@ -129,9 +137,10 @@ def target_ceilings(models: tuple[str | Path, ...]) -> tuple[tuple[str, ...], in
 
 
 def jackpot_methods(models: tuple[str | Path, ...], models_dir: Path) -> tuple[tuple[str, ...], int | None]:
-    """Did the learned scorer hit the jackpot: upfront baselines, warm-up baselines of every warm-up the
-    models use (equal compute), each model as its card says and under !shuffle / !reinit, and the
-    ceilings: ``imp`` and each model's own target ticket. Returns the methods and the targets' levels."""
+    """Did the learned scorer hit the jackpot: upfront baselines and peers, allocation-only controls,
+    warm-up baselines of every warm-up the models use (equal compute), each model as its card says, under
+    !shuffle / !reinit and with its per-layer counts filled at random or by magnitude, and the ceilings:
+    ``imp`` and each model's own target ticket. Returns the methods and the targets' levels."""
     from metaprune.fit.learned import with_intended_use
 
     if not models:
@@ -147,8 +156,10 @@ def jackpot_methods(models: tuple[str | Path, ...], models_dir: Path) -> tuple[t
     warm = tuple(f"{s}+w{w:g}" for w in warmups for s in JACKPOT_WARMUP_SCORERS)
     own = tuple(m.canonical() for m in learned)
     sanity = tuple(f"{m}!{a}" for m in own for a in ("shuffle", "reinit"))
+    # the model's per-layer counts filled at random or by magnitude: does its choice within layers matter?
+    controls = tuple(f"{s}#from:{m}" for m in own for s in ("random", "magnitude") if "#" not in m)
     ceilings, levels = target_ceilings(models)
-    return JACKPOT_BASELINES + warm + own + sanity + (IMP, *ceilings), levels
+    return JACKPOT_BASELINES + warm + own + sanity + controls + (IMP, *ceilings), levels
 
 
 def preset_methods(
