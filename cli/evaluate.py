@@ -129,6 +129,7 @@ class EvaluationProgress:
             f"evaluating {len(c.methods)} methods x {len(c.densities)} densities x {len(c.seeds)} seeds "
             f"(reference {c.reference}) into {self.target} ({event['executor']})",
             highlight=False,
+            soft_wrap=True,
         )
         if event["units_done"]:
             out.print(f"resuming: {event['units_done']} of {event['units_total']} units done", highlight=False)
@@ -248,6 +249,7 @@ def evaluate_cmd(
         f"results: {target}/results.csv (tidy table), {target}/results.zarr, "
         f"{target}/comparison.csv (the table's statistics)",
         highlight=False,
+        soft_wrap=True,
     )
 
 
