@@ -28,6 +28,15 @@ def generator(master: int, stream: str, *extra: int, device: str | torch.device 
     return g
 
 
+def check_seed(seed: int) -> int:
+    """A master seed as a library call takes it: a non-negative integer (bools refused), or a one-line error."""
+    from metaprune.errors import MetapruneError
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise MetapruneError(f"bad seed {seed!r}; accepted: a non-negative integer")
+    return seed
+
+
 MAX_SEEDS = 100_000  # seeds one command may name: a larger set is a typo, and would be built before any check
 
 

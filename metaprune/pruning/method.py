@@ -81,6 +81,12 @@ class Method:
         return self.schedule in ("ums", "ims")
 
     @property
+    def trains(self) -> bool:
+        """It trains a network: an iterative schedule or a warm-up, its own or its budget method's."""
+        inner = self.budget_method
+        return self.iterative or self.warmup is not None or (inner is not None and inner.trains)
+
+    @property
     def saw(self) -> bool:
         return self.init not in BASE_INITS
 
