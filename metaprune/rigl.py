@@ -48,6 +48,13 @@ UPDATE_EVERY = 100  # ΔT, weight steps between mask updates
 END_FRACTION = 0.75  # T_end as a fraction of the training's steps
 NOISE_STD = 1e-5  # the drop scores' tie-breaking noise
 
+HELP = (
+    "RigL (Evci et al. 2020), dynamic sparse training, not pruning at init: METHOD@rigl trains the method's "
+    "single-shot mask from θ0 and every 100 steps drops the smallest kept weights of each layer and grows as many "
+    "where the gradient is largest (cosine-decayed fraction from 0.3, none after 75 % of the steps); 'rigl' = "
+    "random@rigl#erk, its paper's random ERK mask; cost: one training"
+)
+
 
 @dataclass(frozen=True)
 class RigL:

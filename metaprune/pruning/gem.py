@@ -183,12 +183,11 @@ def gem_scores(
 ) -> torch.Tensor:
     """GEM-MINER's ranking of the weights of ``net`` under ``mask`` for a prune keeping ``keep``."""
     data = need_data(data, f"{PREFIX}{settings.epochs}")
-    if data.train is None:
-        raise MetapruneError("GEM-MINER learns its scores on the training split; accepted: PruneData with train")
     layout = prunable_layout(net)
     net = _frozen_copy(net)
     device = next(net.parameters()).device
-    x, y = (t.to(device) for t in data.train)
+    # the training split (a method attaches it: ``PruneData.train``); a bare pruning batch otherwise
+    x, y = (t.to(device) for t in (data.train if data.train is not None else (data.x, data.y)))
     x = x.to(next(net.parameters()).dtype)
     flags = [m.to(device) for m in layout.split(mask.bool())]
     g = generator(seed, "gem", 0)

@@ -72,16 +72,6 @@ SCHEDULES.register(
 SCHEDULES.register(
     "ims", ScheduleSpec(True, True, "iterative multi-shot: ISS with a UMS prune at each level (thesis target)")
 )
-SCHEDULES.register(
-    "rigl",
-    ScheduleSpec(
-        False,
-        False,
-        "dynamic sparse training (RigL, Evci et al. 2020): the scorer's single-shot mask at θ0, then every 100 "
-        "steps the smallest kept weights dropped and as many grown by gradient while the ticket trains "
-        "(metaprune.rigl); 'rigl' = random@rigl#erk",
-    ),
-)
 
 
 @dataclass
