@@ -93,10 +93,19 @@ def drop_count(n_kept: int, fraction: float) -> int:
 
 
 def _top(scores: torch.Tensor, count: int) -> torch.Tensor:
-    """A bool mask of the ``count`` highest scores; equal scores keep the lower index first (TF ``top_k``)."""
-    out = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
-    order = torch.sort(scores.reshape(-1), descending=True, stable=True).indices
-    out[order[:count]] = True
+    """A bool mask of the ``count`` highest scores; equal scores keep the lower index first (TF ``top_k``).
+
+    The same set as the first ``count`` of a stable descending sort, found from the ``count``-th score alone.
+    """
+    flat = scores.reshape(-1)
+    if count <= 0:
+        return torch.zeros_like(flat, dtype=torch.bool).view(scores.shape)
+    if count >= flat.numel():
+        return torch.ones_like(flat, dtype=torch.bool).view(scores.shape)
+    threshold = torch.topk(flat, count, sorted=False).values.min()
+    out = flat > threshold
+    tied = torch.nonzero(flat == threshold).squeeze(1)  # ascending index
+    out[tied[: count - int(out.sum())]] = True
     return out.view(scores.shape)
 
 

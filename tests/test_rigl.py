@@ -50,6 +50,21 @@ def test_update_by_hand():
     assert rigl_update(mask, w, g, 0.5).tolist() == [True, True, True, False, False, True]
 
 
+def test_top_keeps_the_lower_index_among_equal_scores():
+    """TF's top_k order: of equal scores the lower index comes first, i.e. a stable descending sort's first k."""
+    from metaprune.rigl import _top
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        n = int(torch.randint(1, 40, (1,), generator=g))
+        scores = torch.randint(0, 4, (n,), generator=g).float()
+        k = int(torch.randint(0, n + 1, (1,), generator=g))
+        expected = torch.zeros(n, dtype=torch.bool)
+        expected[torch.sort(scores, descending=True, stable=True).indices[:k]] = True
+        assert torch.equal(_top(scores, k), expected)
+    assert _top(torch.tensor([1.0, 2.0, 1.0, 1.0]), 2).tolist() == [True, True, False, False]
+
+
 def test_schedule_by_hand():
     r = RigL(seed=0)
     assert (r.drop_fraction, r.update_every, r.end_fraction) == (0.3, 100, 0.75)

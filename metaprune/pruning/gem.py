@@ -42,6 +42,9 @@ Deviations:
 - No validation pass per epoch (the reference evaluates the rounded network; it does not change the scores).
 - Score init and data order from the ``gem`` seed stream; mask learning runs in eval mode (no BatchNorm in
   the MLPs; the reference trains the scores in train mode).
+
+A method attaches the training split to its pruning batch (``PruneData.train``); a library call with a bare
+pruning batch learns on that batch.
 """
 
 from __future__ import annotations
