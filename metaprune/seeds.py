@@ -1,7 +1,8 @@
 """Independent random streams derived from one master seed.
 
 Each stream (init, data order, pruning batch, random scorer, tie-breaking, NTK-SAP's random weights and
-inputs ``ntksap``, PHEW's walks ``phew``, ...) gets its own seed from
+inputs ``ntksap``, PHEW's walks ``phew``, GEM-MINER's score init and data order ``gem``, RigL's drop noise
+``rigl``, ...) gets its own seed from
 ``numpy.random.SeedSequence(master, spawn_key=stream)``; streams never share state, so adding a new
 consumer of randomness never shifts the numbers another consumer sees.
 """

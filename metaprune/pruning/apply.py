@@ -100,11 +100,13 @@ def score_function(
 ) -> ScoreFn:
     inverted = method.ablation == "invert"
     passes = sum(scorer_passes(s) for s in method.scorers)
+    epochs = sum(SCORERS.get(s).epochs for s in method.scorers)  # a scorer that learns (GEM-MINER)
     batch = 0 if data is None else int(data.x.shape[0])
 
     def fn(net: nn.Module, mask: torch.Tensor, keep: int | list[int] | None = None) -> torch.Tensor:
         if cost is not None:
             cost.add_scoring(passes, batch, n_train)
+            cost.epochs += epochs
         if method.stacked:
             a, b = method.scorers
             s = stacked_scores(a, b, net, mask, data, seed, keep=keep)
@@ -205,6 +207,9 @@ def prune_in_context(
     datas = [context.prune_data(s) for s in seeds]
     if datas[0] is None:
         check_method_data(method, None)
+    if any(SCORERS.get(s).epochs for s in (*method.scorers, *((method.init,) if method.saw else ()))):
+        train = (context.splits.train_x, context.splits.train_y)  # a scorer learns on the training split
+        datas = [None if d is None else replace(d, train=train) for d in datas]
     splits = context.splits
     nets = [with_init(method, context.theta0(s), s, d) for s, d in zip(seeds, datas, strict=True)]
     costs = [Cost() for _ in seeds]
