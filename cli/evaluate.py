@@ -32,7 +32,7 @@ def _display(method: str, legend: dict[str, str]) -> str:
 
 
 def _print_report(rep, title: str) -> None:
-    from metaprune.evaluate.report import dense_cells, live_cells, table_cells, verdicts
+    from metaprune.evaluate.report import dense_cells, dynamic_methods, live_cells, table_cells, verdicts
 
     densities, gap_headers, rows = table_cells(rep)
     live_header, live = live_cells(rep)
@@ -49,9 +49,16 @@ def _print_report(rep, title: str) -> None:
     for method, cell in dense_cells(rep):
         table.add_row(f"{method} (density 1)", cell, *blanks)
     legend: dict[str, str] = {}
-    for method, cells, gaps in rows:
+    dynamic = dynamic_methods(rep)
+    for method, cells, gaps in [r for r in rows if r[0] not in dynamic]:
         mark = " (ref)" if method == rep.reference else ""
         table.add_row(_display(method, legend) + mark, *cells, *gaps)
+    if dynamic:
+        table.add_section()
+        blank = [""] * (len(densities) + len(gap_headers))
+        table.add_row("[italic]dynamic sparse training (not pruning at init):[/]", *blank)
+        for method, cells, gaps in [r for r in rows if r[0] in dynamic]:
+            table.add_row(_display(method, legend), *cells, *gaps)
     out.print(table)
     for line in verdicts(rep):
         out.print(_display(line, legend), highlight=False)

@@ -169,3 +169,12 @@ def test_live_units_are_the_mean_per_hidden_layer_at_the_lowest_density():
     assert header == "live units @0.01"
     assert cells["snip@uss"] == "10/40" and cells["magnitude@iss"] == "120/90"
     assert live_cells(_report(ACC)) == ("", {})  # rows without live units: no column
+
+
+def test_dynamic_sparse_training_rows_are_named_for_a_section_of_their_own():
+    from metaprune.evaluate.report import dynamic_methods
+
+    rep = _report(ACC)
+    assert dynamic_methods(rep) == set()  # rows written before the field: no section
+    rep.rows["dynamic_sparse"] = rep.rows["method"] == "synflow@ims"
+    assert dynamic_methods(rep) == {"synflow@ims"}

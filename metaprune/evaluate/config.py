@@ -113,11 +113,14 @@ JACKPOT_BASELINES = (
     "force",
     "snip@ums60",  # iterative SNIP, FORCE's own baseline
     "phew",
+    "gem",  # GEM-MINER: mask scores learned with θ0 frozen (20 epochs)
     # allocation-only controls: which weights vs how many per layer
     "random#from:synflow@ums",
     "random#erk",
 )
 JACKPOT_WARMUP_SCORERS = ("delta", "movement", "magnitude", "snip", "synflow@ums")
+# not pruning at init: dynamic sparse training at the ticket's density (a section of its own in the table)
+JACKPOT_DYNAMIC = ("rigl",)
 JACKPOT_SEEDS = tuple(range(1000, 1030))
 IMP = "imp"
 
@@ -139,8 +142,9 @@ def target_ceilings(models: tuple[str | Path, ...]) -> tuple[tuple[str, ...], in
 def jackpot_methods(models: tuple[str | Path, ...], models_dir: Path) -> tuple[tuple[str, ...], int | None]:
     """Did the learned scorer hit the jackpot: upfront baselines and peers, allocation-only controls,
     warm-up baselines of every warm-up the models use (equal compute), each model as its card says, under
-    !shuffle / !reinit and with its per-layer counts filled at random or by magnitude, and the ceilings:
-    ``imp`` and each model's own target ticket. Returns the methods and the targets' levels."""
+    !shuffle / !reinit and with its per-layer counts filled at random or by magnitude, the ceilings:
+    ``imp`` and each model's own target ticket, and RigL (dynamic sparse training, not pruning at init).
+    Returns the methods and the targets' levels."""
     from metaprune.fit.learned import with_intended_use
 
     if not models:
@@ -159,7 +163,7 @@ def jackpot_methods(models: tuple[str | Path, ...], models_dir: Path) -> tuple[t
     # the model's per-layer counts filled at random or by magnitude: does its choice within layers matter?
     controls = tuple(f"{s}#from:{m}" for m in own for s in ("random", "magnitude") if "#" not in m)
     ceilings, levels = target_ceilings(models)
-    return JACKPOT_BASELINES + warm + own + sanity + controls + (IMP, *ceilings), levels
+    return JACKPOT_BASELINES + warm + own + sanity + controls + (IMP, *ceilings) + JACKPOT_DYNAMIC, levels
 
 
 def preset_methods(

@@ -107,6 +107,14 @@ def table_cells(report: Report) -> tuple[list[float], list[str], list[tuple[str,
     return densities, headers, rows
 
 
+def dynamic_methods(report: Report) -> set[str]:
+    """The methods whose rows are dynamic sparse training (RigL), not pruning at init: their own section."""
+    rows = report.rows
+    if rows.empty or "dynamic_sparse" not in rows.columns:
+        return set()
+    return set(rows.loc[rows["dynamic_sparse"].fillna(False).astype(bool), "method"])
+
+
 def live_cells(report: Report) -> tuple[str, dict[str, str]]:
     """(header, {method: cell}) of the live units of each method's tickets at the lowest density: per hidden
     layer (every prunable layer but the last), the mean over seeds of its units with at least one kept
