@@ -6,8 +6,10 @@ train/eval loop (populations of K networks at once), ``pruning`` holds scorers, 
 around a function of this package.
 """
 
+from metaprune.pruning.method import LEARNED
+
 __version__ = "0.1.0"
 
 # Names an upper layer resolves for a registry of a lower one: (registry kind, prefix) -> the module whose
 # import registers the resolver (``Registry.register_prefix``). ``learned:DIR`` scorers are fitted models.
-PREFIX_PROVIDERS = {("scorer", "learned:"): "metaprune.fit.learned"}
+PREFIX_PROVIDERS = {("scorer", LEARNED): "metaprune.fit.learned"}

@@ -21,7 +21,7 @@ from metaprune.errors import MetapruneError
 from metaprune.files import atomic_path
 from metaprune.provenance import package_versions, to_jsonable
 from metaprune.pruning.apply import Ticket
-from metaprune.pruning.method import Method, parse_method
+from metaprune.pruning.method import Method, learned_method, parse_method
 from metaprune.pruning.schedules import ScheduleConfig
 from metaprune.training import TrainConfig
 
@@ -267,7 +267,7 @@ def bench_prune_report(repeats: int = 5, model: str | None = None) -> dict:
     from metaprune.pruning.bench import bench_prune
 
     require_positive(repeats=repeats)
-    learned = None if model is None else with_intended_use(parse_method(f"learned:{model}@ums"))
+    learned = None if model is None else with_intended_use(learned_method(model, "ums"))
     seconds = bench_prune(repeats=repeats, learned=learned)
     items = []
     for key, value in seconds.items():

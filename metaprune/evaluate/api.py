@@ -14,6 +14,7 @@ from metaprune.evaluate.config import (
     CEILINGS,
     COMPOSITE,
     EvaluateConfig,
+    Spelled,
     preset_methods,
     target_ceilings,
 )
@@ -23,11 +24,11 @@ from metaprune.evaluate.run import run_evaluation
 from metaprune.fit.persist import ModelCard, newest_model
 from metaprune.networks import build_network, validate_network
 from metaprune.provenance import config_hash, to_jsonable
-from metaprune.pruning.method import ABLATIONS, parse_method
+from metaprune.pruning.method import ABLATIONS, learned_name
 from metaprune.pruning.schedules import ScheduleConfig
 
 
-def quickstart_methods(network: str, dataset: str, models_dir: Path) -> tuple[tuple[str, ...], int | None]:
+def quickstart_methods(network: str, dataset: str, models_dir: Path) -> tuple[tuple[Spelled, ...], int | None]:
     """The default evaluation: the baselines, the composite, the newest model as its card says and its
     target's own ticket (the ceiling, so the table shows the gap closed), with the target's levels.
 
@@ -45,14 +46,14 @@ def quickstart_methods(network: str, dataset: str, models_dir: Path) -> tuple[tu
     except MetapruneError as exc:
         warnings.warn(f"skipping the newest model {newest}: {exc}", MetapruneWarning, stacklevel=2)
         return BASELINES + (COMPOSITE,), None
-    return BASELINES + (COMPOSITE, f"learned:{newest}", *ceilings), levels
+    return BASELINES + (COMPOSITE, learned_name(newest), *ceilings), levels
 
 
 def build_config(
     *,
     network: str = "lenet_300_100",
     dataset: str = "mnist5k",
-    methods: tuple[str, ...] = (),
+    methods: tuple[Spelled, ...] = (),
     densities: tuple[float, ...] = (),
     seeds: tuple[int, ...] = (),
     preset: str | None = None,
@@ -81,12 +82,7 @@ def build_config(
     elif not methods:
         methods, extra["levels"] = quickstart_methods(network, dataset, models_dir)
     if ceilings:
-        methods = tuple(methods) + CEILINGS
-    if sanity:
-        base = [parse_method(m) for m in methods]
-        methods = tuple(methods) + tuple(
-            replace(m, ablation=a).canonical() for m in base if m.ablation is None for a in ABLATIONS
-        )
+        methods = tuple(methods) + tuple(c.method for c in CEILINGS)
     target_levels = extra.pop("levels", None)
     if fields.get("schedule") is None:
         base = ScheduleConfig()
@@ -101,6 +97,9 @@ def build_config(
     config = EvaluateConfig(
         network=network, dataset=dataset, methods=tuple(methods), densities=tuple(densities) or (0.005,), **cfg_fields
     )
+    if sanity:
+        variants = [m.variant(ablation=a) for m in config.methods if m.ablation is None for a in ABLATIONS]
+        config = replace(config, methods=config.methods + tuple(variants))
     return config.validate()
 
 

@@ -24,7 +24,7 @@ from metaprune.feature_names import MULTI_SHOT_EXCLUDED
 from metaprune.files import check_folder_writable
 from metaprune.fit import preprocess as pp
 from metaprune.fit.budget import fit_store_budget
-from metaprune.fit.config import FitConfig, intended_use
+from metaprune.fit.config import FitConfig
 from metaprune.fit.metrics import RankingAccumulator, RegressionAccumulator
 from metaprune.fit.models import REGRESSORS, Regressor, limited_threads, make_regressor
 from metaprune.fit.persist import check_name, save_model
@@ -455,7 +455,9 @@ def next_level_overlap(
 def check_multi_shot_features(use: str, features: Sequence[str]) -> None:
     """A model meant for multi-shot use recomputes its features every round; ``synflow_ums`` is itself a
     100-round UMS, so N outer rounds would cost 100·N SynFlow rounds. Such models leave it out."""
-    if intended_use(use, None)["schedule"] != "ums":
+    from metaprune.pruning.method import parse_use
+
+    if parse_use(use).schedule != "ums":
         return
     quadratic = [f for f in features if f in MULTI_SHOT_EXCLUDED]
     if quadratic:
@@ -608,12 +610,13 @@ def combined_hash(views: Sequence[StoreView]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def _dynamics_warmup(features: Sequence[str], feature_config: dict[str, Any]) -> dict[str, Any] | None:
+def _dynamics_warmup(features: Sequence[str], feature_config: dict[str, Any]) -> float | None:
     from metaprune.features import DYNAMICS_FEATURES
 
     if not any(f.removeprefix("rank_") in DYNAMICS_FEATURES for f in features):
         return None
-    return feature_config.get("warmup")
+    warmup = feature_config.get("warmup")
+    return None if warmup is None else float(warmup["epochs"])
 
 
 def build_meta(
@@ -647,12 +650,12 @@ def build_meta(
         "dataset": datasets[0] if len(datasets) == 1 else datasets,
         "layouts": [json.loads(t) for t in sorted({json.dumps(v.layout) for v in views})],
         "feature_config": views[0].feature_config,
-        "intended_use": intended_use(config.use, _dynamics_warmup(features, views[0].feature_config)),
+        "intended_use": config.intended_use(_dynamics_warmup(features, views[0].feature_config)).to_meta(),
         "feature_version": views[0].feature_version,
         "target_density": views[0].density,
         "levels": views[0].levels,
         # the target's own ticket, the ceiling a learned scorer is measured against
-        "target_method": {"method": views[0].target_method, "levels": views[0].levels},
+        "target_method": {"method": views[0].target_method.canonical(), "levels": views[0].levels},
         "budget": fit_store_budget(views, train_seeds),  # the target's per-layer split (#learned)
         "stores": [
             {

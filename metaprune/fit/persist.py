@@ -26,6 +26,8 @@ from metaprune.files import atomic_path, write_failed
 from metaprune.fit.models import REGRESSORS, Regressor
 from metaprune.fit.preprocess import per_layer_normalised
 from metaprune.networks import prunable_layout
+from metaprune.harvest.config import HarvestConfig
+from metaprune.pruning.method import IntendedUse, Method, parse_method
 
 META_FILE = "meta.json"
 META_VERSION = 1
@@ -121,28 +123,6 @@ def _describe(layout: Layout) -> str:
 
 
 @dataclass(frozen=True)
-class IntendedUse:
-    """How the model is meant to prune; None where the model does not record it."""
-
-    schedule: str | None = None
-    rounds: int | None = None
-    budget: str | None = None
-    warmup: float | None = None
-
-    @classmethod
-    def from_meta(cls, entry: Any) -> IntendedUse:
-        entry = entry if isinstance(entry, dict) else {}
-        return cls(**{k: entry.get(k) for k in ("schedule", "rounds", "budget", "warmup")})
-
-    def suffix(self) -> str:
-        """The method suffix a bare ``learned:DIR`` takes from the model, e.g. ``@ums10+w3#learned``."""
-        text = f"@{self.schedule or 'uss'}{'' if self.rounds is None else self.rounds}"
-        if self.warmup is not None:
-            text += f"+w{float(self.warmup):g}"
-        return text + ("" if self.budget is None else f"#{self.budget}")
-
-
-@dataclass(frozen=True)
 class ModelCard:
     """What a saved model is and where it applies: the one reader of ``meta.json``.
 
@@ -198,11 +178,12 @@ class ModelCard:
         )
 
     @property
-    def target_ticket(self) -> tuple[str, int | None]:
+    def target_ticket(self) -> tuple[Method, int | None]:
         """The harvest target's own ticket as a method and its levels: the ceiling of what the model
-        imitates (cards written before it was recorded: the harvest defaults, 10 rounds per level)."""
+        imitates (cards written before it was recorded: the harvest default's, 10 rounds per level)."""
         target = self.meta.get("target_method") or {}
-        return str(target.get("method", "synflow@ims10")), target.get("levels", self.meta.get("levels"))
+        method = parse_method(target["method"]) if "method" in target else HarvestConfig().target_method()
+        return method, target.get("levels", self.meta.get("levels"))
 
     @property
     def transferable(self) -> bool:
