@@ -163,7 +163,7 @@ class HarvestConfig(Config):
 
     def target_spec(self) -> dict:
         return {
-            "method": "synflow@ims",
+            "method": self.target_method().canonical(),
             "density": self.density,
             "levels": self.levels,
             "rounds_per_level": self.rounds,
