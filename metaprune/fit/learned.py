@@ -22,7 +22,7 @@ from torch import nn
 from metaprune import features as feature_module
 from metaprune.errors import MetapruneError
 from metaprune.fit.models import limited_threads
-from metaprune.fit.persist import LoadedModel, ModelCard, load_model
+from metaprune.fit.persist import LoadedModel, ModelCard, dynamics_features, load_model
 from metaprune.fit.preprocess import alive_bounds, preprocess
 from metaprune.networks import prunable_layout
 from metaprune.pruning.masks import check_mask
@@ -58,10 +58,10 @@ def cached_model(model_dir: str | Path) -> LoadedModel:
 
 def model_warmup(card: ModelCard) -> dict[str, Any] | None:
     """The warm-up a model's dynamics features were harvested with, or None if it reads none."""
-    uses = [f for f in card.features if f.removeprefix("rank_") in feature_module.DYNAMICS_FEATURES]
+    uses = dynamics_features(card.features)
     if not uses:
         return None
-    warmup = (card.meta.get("feature_config") or {}).get("warmup")
+    warmup = card.feature_config.get("warmup")
     if not warmup:
         raise MetapruneError(f"model {card.name!r} reads {uses[0]} but records no warm-up; refit it")
     return dict(warmup)

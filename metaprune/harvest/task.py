@@ -120,7 +120,8 @@ def run_task(spec: TaskSpec, emit: Emit | None = None) -> TaskResult:
     for i, s in enumerate(seeds):
         if s in done:
             continue
-        features_s, write_s = _write_seed(spec.store, context, cfg, tickets[i].net, datas[i], s, tickets[i].outcome, share)
+        ticket = tickets[i]
+        features_s, write_s = _write_seed(spec.store, context, cfg, ticket.net, datas[i], s, ticket.outcome, share)
         written.append(s)
         result.stats.append(
             SeedStats(s, features_s, target_s / k, (target_s - prune_s) / k, write_s, features_s + share + write_s)
