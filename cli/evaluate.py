@@ -276,7 +276,7 @@ def bench_evaluate_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Wall time and tickets/minute of the quick-start evaluation (or --preset baselines)."""
-    from metaprune.evaluate.api import bench_evaluate
+    from metaprune.bench.evaluate import bench_evaluate
 
     result = bench_evaluate(preset, device=device)
     if json_out:

@@ -275,7 +275,7 @@ def test_cli_default_store_is_the_newest_and_said(store, tmp_path, monkeypatch, 
 
 
 def test_bench_fit_measures_in_a_fresh_process(store):
-    from metaprune.fit.bench import bench_fit
+    from metaprune.bench.fit import bench_fit
 
     result = bench_fit(store, ["linear"], features="scores")
     (r,) = result["results"]

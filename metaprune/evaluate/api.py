@@ -1,8 +1,7 @@
-"""``metaprune evaluate`` / ``report`` / ``bench evaluate`` as library functions."""
+"""``metaprune evaluate`` and ``report`` as library functions."""
 
 from __future__ import annotations
 
-import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -126,30 +125,3 @@ def report(path: Path, reference: str | None = None, test: str | None = None, pl
     if plots:
         write_plots(rep, results)
     return rep
-
-
-def bench_evaluate(preset: str | None = None, out_root: Path | None = None, device: str | None = None) -> dict:
-    """Wall time and tickets/minute of the quick-start evaluation (or a preset) in a fresh directory."""
-    import tempfile
-
-    from metaprune.provenance import package_versions
-
-    config = build_config(preset=preset, models_dir=Path("models"))
-    with tempfile.TemporaryDirectory(dir=out_root) as tmp:
-        t0 = time.perf_counter()
-        results = run_evaluation(config, Path(tmp) / "bench", device=device)
-        seconds = time.perf_counter() - t0
-        rows = results.rows()
-    tickets = int((~rows["method"].str.startswith("dense")).sum())
-    return {
-        "preset": preset or "quickstart",
-        "methods": [str(m) for m in config.methods],
-        "densities": list(config.densities),
-        "seeds": list(config.seeds),
-        "tickets": tickets,
-        "trained_networks": len(rows),
-        "seconds": seconds,
-        "tickets_per_minute": 60 * tickets / seconds,
-        "device": str(rows["device"].iloc[0]) if "device" in rows else "",
-        "versions": package_versions(),
-    }

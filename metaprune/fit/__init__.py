@@ -4,7 +4,6 @@ Library entry points (each CLI command is one of them):
 
 - ``fit_model(stores, FitConfig(...), name=, models_dir=, force=)`` → ``FitResult`` (``metaprune fit``)
 - ``list_models(models_dir)`` (``metaprune models``), ``load_model(dir)`` → ``LoadedModel``
-- ``bench_fit(store, models)`` (``metaprune bench fit``)
 - ``ModelCard``: what a saved model is and where it applies; ``from_fit`` and ``to_meta`` write
   ``meta.json``, ``read`` reads it (records of older versions included)
 - ``learned_scores(model_dir, net, mask, data, seed)``: the ``learned:DIR`` scorer of method strings; the
