@@ -26,7 +26,7 @@ from metaprune.fit.persist import LoadedModel, ModelCard, dynamics_features, loa
 from metaprune.fit.preprocess import alive_bounds, preprocess
 from metaprune.networks import prunable_layout
 from metaprune.pruning.masks import check_mask
-from metaprune.pruning.method import LEARNED, Method, learned_name
+from metaprune.pruning.method import LEARNED, Method, learned_method
 from metaprune.pruning.scorers import SCORERS, ScorerSpec
 
 LEARNED_PASSES = 5.5  # compute accounting: snip (1), grasp (3), 101 SynFlow passes on one example, activations
@@ -72,7 +72,7 @@ def _check_warmup(loaded: LoadedModel, data: Any) -> Any:
     if wanted is None:
         return None
     record = None if data is None else data.warmup
-    spelled = f"{learned_name(loaded.path)}+w{wanted['epochs']:g}"
+    spelled = learned_method(loaded.path).variant(warmup=float(wanted["epochs"])).canonical()
     if record is None:
         raise MetapruneError(
             f"model {loaded.path} reads features of a {wanted['epochs']:g}-epoch warm-up; accepted: {spelled}"
