@@ -35,9 +35,13 @@ def _labeller(rep, legend: dict[str, str]) -> Callable[[str], str]:
 
 
 def _print_report(rep, title: str) -> None:
-    from metaprune.evaluate.report import dense_cells, table_cells, verdicts
+    from metaprune.evaluate.report import dense_cells, dynamic_methods, live_cells, table_cells, verdicts
 
     densities, gap_headers, rows = table_cells(rep)
+    live_header, live = live_cells(rep)
+    if live_header:
+        gap_headers = [*gap_headers, live_header]
+        rows = [(method, cells, [*gaps, live.get(method, "")]) for method, cells, gaps in rows]
     table = Table(title=title, title_justify="left")
     table.add_column("method", style="bold", overflow="fold")  # wrapped, not cut: variants differ at the end
     for d in densities:
@@ -49,9 +53,16 @@ def _print_report(rep, title: str) -> None:
         table.add_row(f"{method} (density 1)", cell, *blanks)
     legend: dict[str, str] = {}
     label = _labeller(rep, legend)
-    for method, cells, gaps in rows:
+    dynamic = dynamic_methods(rep)
+    for method, cells, gaps in [r for r in rows if r[0] not in dynamic]:
         mark = " (ref)" if method == rep.reference else ""
         table.add_row(label(method) + mark, *cells, *gaps)
+    if dynamic:
+        table.add_section()
+        blank = [""] * (len(densities) + len(gap_headers))
+        table.add_row("[italic]dynamic sparse training (not pruning at init):[/]", *blank)
+        for method, cells, gaps in [r for r in rows if r[0] in dynamic]:
+            table.add_row(label(method), *cells, *gaps)
     out.print(table)
     for line in verdicts(rep, label):
         out.print(line, highlight=False)
@@ -129,6 +140,7 @@ class EvaluationProgress:
             f"evaluating {len(c.methods)} methods x {len(c.densities)} densities x {len(c.seeds)} seeds "
             f"(reference {c.reference}) into {self.target} ({event['executor']})",
             highlight=False,
+            soft_wrap=True,
         )
         if event["units_done"]:
             out.print(f"resuming: {event['units_done']} of {event['units_total']} units done", highlight=False)
@@ -248,6 +260,7 @@ def evaluate_cmd(
         f"results: {target}/results.csv (tidy table), {target}/results.zarr, "
         f"{target}/comparison.csv (the table's statistics)",
         highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -165,7 +165,7 @@ def fit_cmd(
     config = F.for_recipe(recipe, **given).validate()  # a bad option is named before any store is opened
     stores, picked = resolve_stores(data, datasets_dir)
     if picked:
-        err.print(f"using store {stores[0]} (the newest with complete seeds)", highlight=False)
+        err.print(f"using store {stores[0]} (the newest with complete seeds)", highlight=False, soft_wrap=True)
     nothing = "no model saved (a model folder appears only once its fit is complete)"
     with resumable(lambda: nothing), progress_bar(f"fit {config.model}", None) as bar:
         res = fit_model(

@@ -27,7 +27,10 @@ def sections(models_dir: str = "models") -> list[tuple[str, list[tuple[str, tupl
         except ModuleNotFoundError:
             continue
         out.append((title, [(e.name, e.aliases, _help(e)) for e in registry]))
+    from metaprune.rigl import HELP as RIGL_HELP
     from metaprune.training import TRAIN_PRESETS
+
+    out.append(("dynamic sparse training (METHOD@rigl)", [("rigl", (), RIGL_HELP)]))
 
     out.append(
         (

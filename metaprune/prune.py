@@ -23,6 +23,7 @@ from metaprune.provenance import package_versions, to_jsonable
 from metaprune.pruning.apply import Ticket
 from metaprune.pruning.method import Method, parse_method
 from metaprune.pruning.schedules import ScheduleConfig
+from metaprune.seeds import check_seed
 from metaprune.training import TrainConfig
 
 TICKET_FORMAT = "metaprune-ticket/1"
@@ -72,12 +73,6 @@ class PruneResult:
         }
 
 
-def _check_seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise MetapruneError(f"bad seed {seed!r}; accepted: a non-negative integer")
-    return seed
-
-
 def prune_network(
     network: str,
     dataset: str,
@@ -110,7 +105,7 @@ def prune_network(
 
     t0 = time.perf_counter()
     m = with_intended_use(method if isinstance(method, Method) else parse_method(method))
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     spec = validate_network(network)
     schedule = ScheduleConfig(rounds=rounds, levels=levels, scope=scope).validate()
     train_cfg = (train or TrainConfig()).validate()

@@ -1,7 +1,8 @@
 """Independent random streams derived from one master seed.
 
 Each stream (init, data order, pruning batch, random scorer, tie-breaking, NTK-SAP's random weights and
-inputs ``ntksap``, PHEW's walks ``phew``, ...) gets its own seed from
+inputs ``ntksap``, PHEW's walks ``phew``, GEM-MINER's score init and data order ``gem``, RigL's drop noise
+``rigl``, ...) gets its own seed from
 ``numpy.random.SeedSequence(master, spawn_key=stream)``; streams never share state, so adding a new
 consumer of randomness never shifts the numbers another consumer sees.
 """
@@ -26,6 +27,15 @@ def generator(master: int, stream: str, *extra: int, device: str | torch.device 
     g = torch.Generator(device=device)
     g.manual_seed(stream_seed(master, stream, *extra))
     return g
+
+
+def check_seed(seed: int) -> int:
+    """A master seed as a library call takes it: a non-negative integer (bools refused), or a one-line error."""
+    from metaprune.errors import MetapruneError
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise MetapruneError(f"bad seed {seed!r}; accepted: a non-negative integer")
+    return seed
 
 
 MAX_SEEDS = 100_000  # seeds one command may name: a larger set is a typo, and would be built before any check

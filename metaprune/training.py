@@ -47,6 +47,7 @@ from metaprune.datasets import DataSplits
 from metaprune.errors import MetapruneError, MetapruneWarning
 from metaprune.mlp_step import MLPStep
 from metaprune.networks import MLP, prunable_layout
+from metaprune.rigl import RigL, rigl_update
 from metaprune.seeds import generator
 
 
@@ -90,6 +91,8 @@ class PopulationResult:
     samples: int = 0  # network-samples processed in training steps
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    # the mask at each member's checkpoint where training changed it (``dynamic`` members); None elsewhere
+    masks: list[torch.Tensor | None] | None = None
 
 
 class DenseTrainingFallback(MetapruneWarning):
@@ -120,8 +123,8 @@ class _Stack:
             out[name] = self.params[name] * m
         return out
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        params = self.effective()
+    def logits(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        params = self.effective() if params is None else params
         if self.mlp_layers:
             return _mlp_forward(params, self.mlp_layers, x)
         meta = self.template
@@ -243,12 +246,15 @@ class _Checkpoints:
         self.best_iter, self.best_epoch = zeros(torch.long), zeros(torch.long)
         self.epochs_trained, self.since_best = zeros(torch.long), zeros(torch.long)
         self.saved: list | None = [None] * k if keep_states else None
+        self.masks: list[torch.Tensor | None] = [None] * k  # a dynamic member's mask at its checkpoint
 
     def start(self, group) -> None:
         """The starting state is every member's checkpoint until one improves on it."""
-        if self.saved is not None:
-            for row, member in enumerate(group.members.tolist()):
+        for row, member in enumerate(group.members.tolist()):
+            if self.saved is not None:
                 self.saved[member] = (group, group.snapshot(row))
+            if isinstance(group, _DynamicGroup):
+                self.masks[member] = group.flat_mask(row)
 
     def update(self, group, labels: tuple, config: TrainConfig, it: int, epoch: int) -> None:
         """Evaluate on validation; members that improved take a checkpoint (test metrics, weights)."""
@@ -264,9 +270,11 @@ class _Checkpoints:
             self.best_loss[rows], self.best_acc[rows] = v_loss[improved], v_acc[improved]
             self.test_loss[rows], self.test_acc[rows] = t_loss[improved], t_acc[improved]
             self.best_iter[rows], self.best_epoch[rows] = it, epoch
-            if self.saved is not None:
-                for row in torch.nonzero(improved).squeeze(1).tolist():
+            for row in torch.nonzero(improved).squeeze(1).tolist():
+                if self.saved is not None:
                     self.saved[int(members[row])] = (group, group.snapshot(row))
+                if isinstance(group, _DynamicGroup):
+                    self.masks[int(members[row])] = group.flat_mask(row)
         self.since_best[members] = torch.where(improved, 0, self.since_best[members] + 1)
 
     def results(self, collapsed: Sequence[bool]) -> list[MemberResult]:
@@ -330,6 +338,16 @@ class _Stepper:
         if self.mlp_step is not None:
             self.mlp_step.select(keep)
 
+    def masks_changed(self, changed: dict[str, torch.Tensor]) -> None:
+        """The stack's masks were rewritten in place (RigL): the MLP step reads them again, and the optimiser
+        state of every weight whose mask changed (``changed[name]``, bool ``[K, …]``) restarts at 0."""
+        if self.mlp_step is not None:
+            self.mlp_step.masks = {name: self.stack.masks[name] for name in self.mlp_step.masks}
+        for name, where in changed.items():
+            for value in self.opt.state.get(self.stack.params[name], {}).values():
+                if torch.is_tensor(value) and value.shape == where.shape:
+                    value.masked_fill_(where, 0)
+
 
 class _DenseGroup:
     """Members on the dense path: full-size stacked parameters through ``mlp_step`` or vmap + autograd."""
@@ -358,6 +376,65 @@ class _DenseGroup:
     def select(self, keep: torch.Tensor) -> None:
         self.stepper.select(keep, len(self))
         self.members = self.members[keep]
+
+
+class _DynamicGroup(_DenseGroup):
+    """Members whose masks change while they train (RigL, ``metaprune.rigl``), on the dense path, where their
+    full-size weights, masks and optimiser state live. Before weight step t, when a mask update is due, the
+    batch goes to the update instead of a weight step (RigL's algorithm 1): the dense gradient of each member's
+    loss w.r.t. its masked weights, then ``rigl_update`` per layer and member."""
+
+    def __init__(self, rows: torch.Tensor, stack: _Stack, config: TrainConfig, data: tuple, rigl: list, total: int):
+        super().__init__(rows, stack, config, data)
+        self.rigl = list(rigl)  # per member: its RigL settings and noise seed
+        self.end = rigl[0].end_step(total)
+        self.t = 0  # weight steps taken (the reference's global step)
+        self.updated_at = -1
+
+    def step(self, idx: torch.Tensor) -> None:
+        if self.t != self.updated_at and self.rigl[0].due(self.t, self.end):
+            self._update_masks(idx)
+            self.updated_at = self.t
+            return
+        super().step(idx)
+        self.t += 1
+
+    def _update_masks(self, idx: torch.Tensor) -> None:
+        stack = self.stack
+        grads = _masked_weight_grads(stack, self.x[idx], self.y[idx])
+        fraction = self.rigl[0].fraction(self.t, self.end)
+        changed = {}
+        with torch.no_grad():
+            for layer, (name, grad) in enumerate(grads.items()):
+                mask, weight = stack.masks[name], stack.params[name]
+                new = torch.stack([
+                    rigl_update(mask[row], weight[row], grad[row], fraction,
+                                r.noise(self.t, layer, mask[row].shape, mask.device))
+                    for row, r in enumerate(self.rigl)
+                ])  # fmt: skip
+                changed[name] = new != mask.bool()
+                mask.copy_(new)
+                weight.mul_(mask)  # dropped weights are 0 like every pruned one; grown ones start at 0
+        self.stepper.masks_changed(changed)
+
+    def flat_mask(self, row: int) -> torch.Tensor:
+        """Member ``row``'s current mask on the flat prunable-weight axis (CPU)."""
+        return torch.cat([m[row].reshape(-1) for m in self.stack.masks.values()]).bool().cpu()
+
+    def select(self, keep: torch.Tensor) -> None:
+        super().select(keep)
+        self.rigl = [r for r, k in zip(self.rigl, keep.tolist(), strict=True) if k]
+
+
+def _masked_weight_grads(stack: _Stack, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per member, the gradient of its mean loss on (x, y) w.r.t. its masked weights m ⊙ w, at every position."""
+    params = {name: value.detach().requires_grad_(name in stack.masks) for name, value in stack.effective().items()}
+    with torch.enable_grad():
+        logits = stack.logits(x, params)
+        k = logits.shape[0]
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat(k), reduction="sum") / y.shape[0]
+        grads = torch.autograd.grad(loss, [params[name] for name in stack.masks])
+    return dict(zip(stack.masks, grads, strict=True))
 
 
 def _collapsed(template: nn.Module, masks: dict[str, torch.Tensor], k: int) -> list[bool]:
@@ -393,30 +470,76 @@ def _dense_reason(template: nn.Module, masks: dict, config: TrainConfig, hooked:
 
 
 def _build_groups(
-    template: nn.Module, params: dict, buffers: dict, masks: dict, config: TrainConfig, data: tuple, hooked: bool
+    template: nn.Module,
+    params: dict,
+    buffers: dict,
+    masks: dict,
+    config: TrainConfig,
+    data: tuple,
+    hooked: bool,
+    dynamic: Sequence[RigL | None] | None = None,
 ) -> tuple[list, dict]:
-    """The population's groups (dense path, compacted groups) and a record of the paths taken."""
+    """The population's groups (dense path, compacted groups, dynamic groups) and a record of the paths."""
+    k = next(iter(params.values())).shape[0]
+    if dynamic is None or all(d is None for d in dynamic):
+        return _static_groups(template, params, buffers, masks, config, data, hooked, list(range(k)))
+    if hooked or not masks or len(dynamic) != k:
+        raise MetapruneError(
+            "dynamic sparse training needs one mask and one entry of `dynamic` (RigL or None) per member, "
+            "and no step hook"
+        )
+    static = [i for i, d in enumerate(dynamic) if d is None]
+    groups, paths = (
+        _static_groups(template, params, buffers, masks, config, data, hooked, static) if static else ([], {})
+    )
+    n_batches = -(-int(data[1].shape[0]) // config.batch_size)
+    by_settings: dict[tuple, list[int]] = {}
+    for i, d in enumerate(dynamic):
+        if d is not None:
+            by_settings.setdefault(d.settings(), []).append(i)
+    for rows in by_settings.values():
+        stack = _Stack(template, *_rows_of(params, buffers, masks, rows), config.mask_mode)
+        index = torch.tensor(rows, dtype=torch.long, device=next(iter(params.values())).device)
+        rigl = [dynamic[i] for i in rows]
+        groups.append(_DynamicGroup(index, stack, config, data, rigl, config.epochs * n_batches))  # type: ignore[arg-type]
+    paths["dynamic"] = {"members": [i for rows in by_settings.values() for i in rows], "path": "dense (RigL)"}
+    return groups, paths
+
+
+def _rows_of(params: dict, buffers: dict, masks: dict, rows: list[int]) -> tuple[dict, dict, dict]:
+    """The stacked parameters, buffers and masks of members ``rows`` (copies; parameters require grad)."""
+    index = torch.tensor(rows, dtype=torch.long, device=next(iter(params.values())).device)
+    sub = {name: value.detach()[index].clone().requires_grad_(True) for name, value in params.items()}
+    return sub, {n: b[index].clone() for n, b in buffers.items()}, {n: m[index].clone() for n, m in masks.items()}
+
+
+def _static_groups(
+    template: nn.Module, params: dict, buffers: dict, masks: dict, config: TrainConfig, data: tuple, hooked: bool,
+    rows: list[int],
+) -> tuple[list, dict]:  # fmt: skip
+    """The groups of members ``rows``, whose masks stay fixed: the dense path, or compacted groups."""
     k = next(iter(params.values())).shape[0]
     device = next(iter(params.values())).device
     reason = _dense_reason(template, masks, config, hooked)
     if reason is not None:
-        stack = _Stack(template, params, buffers, masks, config.mask_mode)
-        return [_DenseGroup(torch.arange(k, device=device), stack, config, data)], {"dense_path": reason}
+        if len(rows) == k:
+            stack = _Stack(template, params, buffers, masks, config.mask_mode)
+        else:
+            stack = _Stack(template, *_rows_of(params, buffers, masks, rows), config.mask_mode)
+        return [_DenseGroup(torch.tensor(rows, device=device), stack, config, data)], {"dense_path": reason}
     n_layers = len(template.layers)
     compact = compact_population(params, masks, n_layers)
     full = [template.layers[0].in_features] + [layer.out_features for layer in template.layers]
-    plan = sparse_plan.plan(compact, full, sparse_kernels=device.type == "cpu")
+    plan = sparse_plan.plan([compact[i] for i in rows], full, sparse_kernels=device.type == "cpu")
     groups: list = []
     for g in plan:
-        rows = torch.tensor(g.members, dtype=torch.long, device=device)
+        members = [rows[i] for i in g.members]
         if g.kinds is None:
-            sub = {name: value.detach()[rows].clone().requires_grad_(True) for name, value in params.items()}
-            sub_masks = {name: m[rows] for name, m in masks.items()}
-            stack = _Stack(template, sub, {n: b[rows] for n, b in buffers.items()}, sub_masks, config.mask_mode)
-            groups.append(_DenseGroup(rows, stack, config, data))
+            stack = _Stack(template, *_rows_of(params, buffers, masks, members), config.mask_mode)
+            groups.append(_DenseGroup(torch.tensor(members, dtype=torch.long, device=device), stack, config, data))
         else:
-            groups.append(CompactGroup(g.members, compact, g.kinds, config.lr, params, data))
-    return groups, {"groups": [g.describe(compact) for g in plan]}
+            groups.append(CompactGroup(members, compact, g.kinds, config.lr, params, data))
+    return groups, {"groups": [g.describe([compact[i] for i in rows]) for g in plan]}
 
 
 def _stop_members(groups: list, checkpoints: _Checkpoints, patience: int) -> list:
@@ -445,6 +568,7 @@ def train_population(
     max_steps: int | None = None,
     step_hook: StepHook | None = None,
     order_stream: str = "data_order",
+    dynamic: Sequence[RigL | None] | None = None,
 ) -> PopulationResult:
     """Train K networks of one architecture together; the given networks are not modified.
 
@@ -457,6 +581,10 @@ def train_population(
     a partial epoch), ``step_hook(params, buffers)`` sees the stacked state before the first step and
     after every step, and ``order_stream`` names the seed stream of the data order (a warm-up draws its
     own, so the ticket's later training order is independent of it).
+
+    ``dynamic`` (one entry per member) makes the members with a ``rigl.RigL`` entry train under RigL: their
+    masks change during training (on the dense path, in groups of their own; the others train as they would
+    without them), and ``PopulationResult.masks`` holds each one's mask at its checkpoint.
     """
     config = config.validate()
     if not nets:
@@ -468,7 +596,7 @@ def train_population(
     mask_dict = _stack_masks(masks, k_total, prunable_layout(nets[0]), params, device, dtype)
     data = data.to(device)
     tensors = (data.train_x.to(dtype), data.train_y, data.val_x.to(dtype), data.test_x.to(dtype))
-    groups, paths = _build_groups(template, params, buffers, mask_dict, config, tensors, step_hook is not None)
+    groups, paths = _build_groups(template, params, buffers, mask_dict, config, tensors, step_hook is not None, dynamic)
     checkpoints = _Checkpoints(k_total, device, keep_states)
     for group in groups:
         checkpoints.start(group)
@@ -483,6 +611,7 @@ def train_population(
         samples=samples,
         seconds=time.perf_counter() - t_start,
         extra={"training_paths": paths},
+        masks=checkpoints.masks if dynamic is not None and any(d is not None for d in dynamic) else None,
     )
 
 

@@ -163,3 +163,27 @@ def test_the_printed_table_names_learned_models_by_their_folder_with_a_legend():
         "L:lgb-traj-round": "learned:models/lgb-traj-round",
         "L:a": "learned:models/a",
     }
+
+
+def test_live_units_are_the_mean_per_hidden_layer_at_the_lowest_density():
+    from metaprune.evaluate.report import live_cells
+
+    rep = _report(ACC, densities=(0.01, 0.1))
+    live = {"snip@uss": (10, 40, 10), "magnitude@iss": (120, 90, 10)}
+    for col, i in (("live_l0", 0), ("live_l1", 1), ("live_l2", 2)):
+        pairs = zip(rep.rows["method"], rep.rows["seed"], strict=True)
+        rep.rows[col] = [live.get(m, (0, 0, 0))[i] + (s - 2) * 2 * (i < 2) for m, s in pairs]
+    header, cells = live_cells(rep)
+    # seeds 1-3 add -2, 0, +2 to the hidden layers: the mean is the middle seed's; the output layer is left out
+    assert header == "live units @0.01"
+    assert cells["snip@uss"] == "10/40" and cells["magnitude@iss"] == "120/90"
+    assert live_cells(_report(ACC)) == ("", {})  # rows without live units: no column
+
+
+def test_dynamic_sparse_training_rows_are_named_for_a_section_of_their_own():
+    from metaprune.evaluate.report import dynamic_methods
+
+    rep = _report(ACC)
+    assert dynamic_methods(rep) == set()  # rows written before the field: no section
+    rep.rows["dynamic_sparse"] = rep.rows["method"] == "synflow@ims"
+    assert dynamic_methods(rep) == {"synflow@ims"}

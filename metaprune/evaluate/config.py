@@ -15,7 +15,7 @@ from metaprune.errors import MetapruneError
 from metaprune.fit.learned import with_intended_use
 from metaprune.fit.persist import ModelCard, model_folders, newest_model
 from metaprune.pruning.masks import check_density
-from metaprune.pruning.method import DenseUnit, Method, Unit, learned_method, parse_method
+from metaprune.pruning.method import DenseUnit, Method, Unit, budget_from, learned_method, parse_method
 
 BASELINES = ("random", "magnitude", "snip", "grasp", "synflow")
 COMPOSITE = "magnitude>synflow~snip"  # the thesis's best at-init composite (stacked scoring on SaW weights)
@@ -130,8 +130,19 @@ JACKPOT_BASELINES = (
     "synflow@ums",
     "magnitude>synflow~snip",
     "prospr",  # the strongest published scorer that looks a few steps ahead
+    # the peers since SynFlow (each checked against its authors' code)
+    "ntksap",
+    "force",
+    "snip@ums60",  # iterative SNIP, FORCE's own baseline
+    "phew",
+    "gem",  # GEM-MINER: mask scores learned with θ0 frozen (20 epochs)
+    # allocation-only controls: which weights vs how many per layer
+    "random#from:synflow@ums",
+    "random#erk",
 )
 JACKPOT_WARMUP_SCORERS = ("delta", "movement", "magnitude", "snip", "synflow@ums")
+# not pruning at init: dynamic sparse training at the ticket's density (a section of its own in the table)
+JACKPOT_DYNAMIC = ("rigl",)
 JACKPOT_SEEDS = tuple(range(1000, 1030))
 IMP = "imp"
 
@@ -155,9 +166,11 @@ Spelled = str | Method  # a method as typed, or parsed already
 
 
 def jackpot_methods(models: tuple[str | Path, ...], models_dir: Path) -> tuple[tuple[Spelled, ...], int | None]:
-    """Did the learned scorer hit the jackpot: upfront baselines, warm-up baselines of every warm-up the
-    models use (equal compute), each model as its card says and under !shuffle / !reinit, and the
-    ceilings: ``imp`` and each model's own target ticket. Returns the methods and the targets' levels."""
+    """Did the learned scorer hit the jackpot: upfront baselines and peers, allocation-only controls,
+    warm-up baselines of every warm-up the models use (equal compute), each model as its card says, under
+    !shuffle / !reinit and with its per-layer counts filled at random or by magnitude, the ceilings:
+    ``imp`` and each model's own target ticket, and RigL (dynamic sparse training, not pruning at init).
+    Returns the methods and the targets' levels."""
     if not models:
         newest = newest_model(models_dir)
         if newest is None:
@@ -170,8 +183,12 @@ def jackpot_methods(models: tuple[str | Path, ...], models_dir: Path) -> tuple[t
     warmups = sorted({m.warmup for m in own if m.warmup is not None})
     warm = tuple(parse_method(s, warmup=w) for w in warmups for s in JACKPOT_WARMUP_SCORERS)
     sanity = tuple(m.variant(ablation=a) for m in own for a in ("shuffle", "reinit"))
+    # the model's per-layer counts filled at random or by magnitude: does its choice within layers matter?
+    controls = tuple(
+        parse_method(s, budget=budget_from(m)) for m in own for s in ("random", "magnitude") if m.budget is None
+    )
     ceilings, levels = target_ceilings(models)
-    return JACKPOT_BASELINES + warm + own + sanity + (IMP, *ceilings), levels
+    return JACKPOT_BASELINES + warm + own + sanity + controls + (IMP, *ceilings) + JACKPOT_DYNAMIC, levels
 
 
 def preset_methods(

@@ -117,6 +117,32 @@ def table_cells(report: Report) -> tuple[list[float], list[str], list[tuple[str,
     return densities, headers, rows
 
 
+def dynamic_methods(report: Report) -> set[str]:
+    """The methods whose rows are dynamic sparse training (RigL), not pruning at init: their own section."""
+    rows = report.rows
+    if rows.empty or "dynamic_sparse" not in rows.columns:
+        return set()
+    return set(rows.loc[rows["dynamic_sparse"].fillna(False).astype(bool), "method"])
+
+
+def live_cells(report: Report) -> tuple[str, dict[str, str]]:
+    """(header, {method: cell}) of the live units of each method's tickets at the lowest density: per hidden
+    layer (every prunable layer but the last), the mean over seeds of its units with at least one kept
+    incoming and one kept outgoing weight, e.g. '17/57' -- which methods starve a layer. Empty without them."""
+    rows = report.rows
+    if rows.empty or "live_l0" not in rows.columns or report.comparison.empty:
+        return "", {}
+    lowest = min(report.comparison["density"])
+    layers = sorted(
+        (c for c in rows.columns if c.startswith("live_l") and rows[c].notna().any()), key=lambda c: int(c[6:])
+    )[:-1]
+    if not layers:
+        return "", {}
+    block = rows[rows["density"] == lowest].groupby("method")[layers].mean()
+    cells = {m: "/".join(f"{v:.0f}" for v in r) for m, r in block.iterrows()}
+    return f"live units @{lowest:g}", cells
+
+
 def sanity_cells(report: Report) -> list[tuple[str, float, str, str, str]]:
     """(method, density, shuffle loss, reinit loss, verdict) for each method with an evaluated ablation.
 

@@ -24,9 +24,10 @@ from metaprune.networks import build_network, flat_weights, prunable_layout
 from metaprune.provenance import to_jsonable
 from metaprune.pruning.apply import MASK_ABLATIONS, Ticket, ablated, initial_network, prune_data_for, prune_seeds
 from metaprune.pruning.fits import check_method_for_network
-from metaprune.pruning.masks import MaskReport
+from metaprune.pruning.masks import MaskReport, mask_report
 from metaprune.pruning.method import Method, Unit
 from metaprune.pruning.schedules import check_density_for_network
+from metaprune.rigl import RigL
 from metaprune.training import MemberResult, resolve_device, train_population
 
 MAX_POPULATION = 48  # members per trained population; larger populations fall out of cache on CPUs
@@ -38,6 +39,7 @@ class _Member:
     row: dict
     net: nn.Module
     mask: torch.Tensor | None
+    dynamic: RigL | None = None  # dynamic sparse training (RigL): the mask changes while it trains
 
 
 def _row_base(config: EvaluateConfig, seed: int, unit: Unit, density: float) -> dict:
@@ -47,6 +49,7 @@ def _row_base(config: EvaluateConfig, seed: int, unit: Unit, density: float) -> 
         m = unit
         row.update(scorers=">".join(m.scorers), schedule=m.schedule, init=m.init, ablation=m.ablation or "")
         row.update(warmup=m.warmup or 0.0, budget=m.budget or config.schedule.scope)
+        row["dynamic_sparse"] = m.dynamic  # RigL: not pruning at init; a report gives it a section of its own
     else:
         row.update(scorers="", schedule="", init=unit.init, ablation="", warmup=0.0, budget="")
     return row
@@ -113,19 +116,22 @@ def evaluate_seed(
                 "prune_seconds": prune_seconds, "train_seconds": time.perf_counter() - t_train,
             })  # fmt: skip
 
+        dynamic = [m.dynamic for m in group] if any(m.dynamic for m in group) else None
         result = train_population(
             [m.net for m in group], splits_dev, config.train, data_seed=seed, masks=[m.mask for m in group],
-            device=dev, progress=progress,
+            device=dev, progress=progress, dynamic=dynamic,
         )  # fmt: skip
         for i, (member, outcome) in enumerate(zip(group, result.members, strict=True)):
             row = {**member.row, **_member_fields(outcome)}
             row.update(population=len(group), member=i, train_seconds=result.seconds, device=str(dev))
             if results.done(seed, member.unit):
                 continue
-            kept = None
-            if member.mask is not None:
-                kept = flat_weights(member.net)[member.mask]
-            results.commit(seed, member.unit, row, member.mask, kept)
+            mask = member.mask
+            if member.dynamic is not None and result.masks is not None:  # the mask RigL trained to
+                mask = result.masks[i]
+                row.update(_report_fields(mask_report(member.net, mask, input_shape=splits.input_shape)))
+            kept = None if mask is None else flat_weights(member.net)[mask]
+            results.commit(seed, member.unit, row, mask, kept)
             committed += 1
     return committed
 
@@ -160,7 +166,8 @@ def _prune_member(
         row.update(_report_fields(ticket.report))
         row["cost_epochs"] = ticket.cost_epochs
     row["prune_seconds"] = time.perf_counter() - t0
-    return _Member(unit_name(method, density), row, net, mask)
+    dynamic = RigL(seed) if isinstance(method, Method) and method.dynamic else None
+    return _Member(unit_name(method, density), row, net, mask, dynamic)
 
 
 def _ticket(

@@ -590,7 +590,7 @@ class MLPModel(Regressor):
     weighted = True
 
     name = "mlp"
-    summary = "PyTorch ReLU MLP ensemble, F-64-32-1 per member, sigmoid output, MSE, Adam lr 1e-3"
+    summary = "PyTorch ReLU MLP F-64-32-1 (members > 1: an ensemble), sigmoid output, MSE, Adam lr 1e-3"
     payload_file = "model.safetensors"
     payload_format = "safetensors"
     libraries = ("torch", "safetensors.torch")
@@ -601,7 +601,7 @@ class MLPModel(Regressor):
         "loss": "mse",
         "epochs": 5,
         "batch_size": 2048,
-        "max_rows": 2_000_000,
+        "max_rows": 4_000_000,
         "lr": 1e-3,
         "optimizer": "adam",
         "device": "auto",

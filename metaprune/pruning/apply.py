@@ -66,7 +66,8 @@ class Cost:
     score_seconds: float = 0.0  # wall time, not compute: what a caller reports as time spent scoring
 
     def add_scoring(self, passes: float, batch: int, n_train: int, seconds: float = 0.0) -> None:
-        self.epochs += passes * batch / max(n_train, 1)
+        if n_train > 0:  # without a training split (a user's module and batch) there is no epoch to count in
+            self.epochs += passes * batch / n_train
         self.score_seconds += seconds
 
 
@@ -81,6 +82,11 @@ def needs_data(name: str) -> bool:
 def initial_network(method: Method, spec: str, splits: DataSplits, seed: int, data: PruneData | None) -> nn.Module:
     """θ0 of ``seed`` with the method's initialisation: standard, bimodal, or SaW from a scorer."""
     net = build_network(spec, splits.input_shape, splits.num_classes, seed)
+    return with_init(method, net, seed, data)
+
+
+def with_init(method: Method, net: nn.Module, seed: int, data: PruneData | None) -> nn.Module:
+    """``net`` (θ0, written in place) under the method's initialisation: as it is, bimodal, or SaW."""
     if method.init == "bimodal":
         INITS.get("bimodal")(net, seed)
     elif method.saw:
@@ -97,6 +103,7 @@ def score_function(
 ) -> ScoreFn:
     inverted = method.ablation == "invert"
     passes = sum(scorer_passes(s) for s in method.scorers)
+    epochs = sum(SCORERS.get(s).epochs for s in method.scorers)  # a scorer that learns (GEM-MINER)
     batch = 0 if data is None else int(data.x.shape[0])
 
     def fn(net: nn.Module, mask: torch.Tensor, keep: int | list[int] | None = None) -> torch.Tensor:
@@ -108,6 +115,7 @@ def score_function(
             s = score(method.scorers[0], net, mask, data, seed, keep=keep)
         if cost is not None:
             cost.add_scoring(passes, batch, n_train, time.perf_counter() - t0)
+            cost.epochs += epochs
         return invert_scores(s) if inverted else s
 
     fn.sized = SCORERS.get(method.scorers[-1]).sized  # type: ignore[attr-defined]  # schedules pass it keep
@@ -184,8 +192,10 @@ def prune_in_context(
     """Tickets of ``method`` at ``density`` for each seed (iterative schedules train the seeds together).
 
     ``context.per_class`` examples of every class form each seed's pruning batch; ``per_class=0`` means no
-    pruning batch at all, so only data-free scorers (magnitude, random) are accepted. Everything that can
-    be checked cheaply (data needs) is checked before any scoring. ``density`` is trusted: callers check it
+    pruning batch at all, so only data-free scorers (magnitude, random) are accepted. A context around a
+    user's module gives its θ0 and its one batch instead (``PruneContext.theta0``, ``batch``). Everything
+    that can be checked cheaply (data needs, a training set for a method that trains) is checked before any
+    scoring. ``density`` is trusted: callers check it
     against the network and scope at their boundary (``masks.check_density_for_network``).
     ``dtype`` is the training dtype of iterative schedules; ``progress(level, levels)`` follows their levels.
     """
@@ -197,11 +207,15 @@ def prune_in_context(
     if method.rounds is not None:  # the method's own number of multi-shot rounds (ums20)
         schedule = replace(schedule, rounds=method.rounds)
     context = replace(context, schedule=schedule)
+    context.check_trains(method)
     datas = [context.prune_data(s) for s in seeds]
-    if context.per_class == 0:
+    if datas[0] is None:
         check_method_data(method, None)
+    if any(SCORERS.get(s).epochs for s in (*method.scorers, *((method.init,) if method.saw else ()))):
+        train = (context.splits.train_x, context.splits.train_y)  # a scorer learns on the training split
+        datas = [None if d is None else replace(d, train=train) for d in datas]
     splits = context.splits
-    nets = [initial_network(method, context.network, splits, s, d) for s, d in zip(seeds, datas, strict=True)]
+    nets = [with_init(method, context.theta0(s), s, d) for s, d in zip(seeds, datas, strict=True)]
     costs = [Cost() for _ in seeds]
     if method.iterative:
         outcomes = prune_iterative(
@@ -236,7 +250,7 @@ def prune_in_context(
             net,
             mask,
             outcome,
-            mask_report(net, mask, input_shape=splits.input_shape),
+            mask_report(net, mask, input_shape=context.input_shape),
             seconds,
             cost.epochs,
             cost.warmup,

@@ -263,7 +263,7 @@ def _path_network(net: nn.Module, mask: torch.Tensor) -> nn.Module:
             avg = nn.AvgPool2d(module.kernel_size, module.stride, module.padding, module.ceil_mode, False)
             parent_name, _, child = module_name.rpartition(".")
             setattr(net.get_submodule(parent_name) if parent_name else net, child, avg)
-        elif isinstance(module, nn.ReLU):
+        elif getattr(module, "inplace", False):  # ReLU and its kind: the hooks read outputs they would overwrite
             module.inplace = False
     with torch.no_grad():
         for name, p in net.named_parameters():

@@ -1,11 +1,15 @@
 """One grammar names a pruning method; it is parsed here and nowhere else.
 
-    method    := 'imp' | scorers ['@' schedule] ['+w' EPOCHS] ['#' budget] ['~' init] ['!' ablation]
+    method    := ('imp' | 'rigl' | scorers ['@' schedule]) ['+w' EPOCHS] ['#' budget] ['~' init] ['!' ablation]
     scorers   := scorer ['>' scorer]          A>B: stacked scoring (thesis algorithm 1)
     scorer    := a registered scorer or alias (mag, snip, grasp, grasp_abs, synflow, random,
-                 delta, movement, abs_grad, prospr, ntksap, force, phew)
+                 delta, movement, abs_grad, prospr, ntksap, force, phew, gem)
+                 | 'gem' E                    GEM-MINER with E epochs of mask learning (gem20; gem: its default)
                  | 'learned:' MODEL_DIR       a fitted scorer (``metaprune fit``)
     schedule  := (uss | ums | iss | ims)[N]   default: the scorer's own (its paper's: ums for synflow,
+                 | rigl                       rigl: the scorer's single-shot mask at θ0, then dynamic sparse
+                                              training (RigL: the mask changes while the ticket trains);
+                                              'rigl' alone = random@rigl#erk, RigL as its paper runs it
                                               ums20 for ntksap, ums60 for force), uss otherwise;
                                               N: rounds of a multi-shot schedule (ums20: 20 rounds; default:
                                               the schedule config's, 100);
@@ -42,24 +46,27 @@ from typing import Any
 
 from metaprune.errors import MetapruneError
 
-SCHEDULE_NAMES = ("uss", "ums", "iss", "ims")
+SCHEDULE_NAMES = ("uss", "ums", "iss", "ims", "rigl")
 ABLATIONS = ("shuffle", "reinit", "invert")
 BASE_INITS = ("standard", "bimodal")
 BUDGETS = ("global", "layer", "learned", "erk")  # plus from:METHOD
 FROM = "from:"
 IMP = "imp"  # = magnitude@iss (iterative magnitude pruning)
+RIGL = "rigl"  # = random@rigl#erk (RigL: a random ERK mask, then dynamic sparse training)
+DYNAMIC = "rigl"  # the schedule whose mask changes while the ticket trains
 LEARNED = "learned:"  # the prefix of a fitted scorer's name: learned:MODEL_DIR
 DENSE = "dense"  # an evaluation's unpruned unit: dense[~init]
 
 GRAMMAR_HELP = (
     "METHOD = [A>]B[@schedule][+wE][#budget][~init][!ablation]; A>B stacks scorer B on scorer A's scores; "
     "schedule: uss, ums, iss, ims (default: the scorer's paper's, e.g. ums for synflow; uss otherwise), "
-    "umsN/imsN for N rounds; +wE: score after E dense warm-up epochs (the ticket still trains from θ0); budget: "
+    "umsN/imsN for N rounds, rigl (dynamic sparse training from the scorer's mask; 'rigl' = random@rigl#erk); "
+    "+wE: score after E dense warm-up epochs (the ticket still trains from θ0); budget: "
     "global, layer, learned (a learned scorer's own split), erk (RigL's Erdős–Rényi-kernel split) or "
     "from:METHOD (that method's per-layer counts); init: standard, bimodal, "
     "or a scorer for SaW (scores as weights); ablation: shuffle, reinit, invert; 'imp' = magnitude@iss; "
-    "learned:MODEL_DIR is a fitted scorer. Examples: snip, synflow@ums, mag>synflow, mag>synflow~snip, imp, "
-    "delta+w3, snip#from:synflow@ums"
+    "gemE is GEM-MINER with E epochs of mask learning; learned:MODEL_DIR is a fitted scorer. "
+    "Examples: snip, synflow@ums, mag>synflow, mag>synflow~snip, imp, delta+w3, snip#from:synflow@ums"
 )
 SHORT_HELP = (
     "grammar [A>]B[@schedule][+wE][#budget][~init][!ablation], e.g. snip, synflow@ums, mag>synflow~snip, imp, "
@@ -88,6 +95,17 @@ class Method:
     @property
     def multi_shot(self) -> bool:
         return self.schedule in ("ums", "ims")
+
+    @property
+    def trains(self) -> bool:
+        """It trains a network: an iterative schedule or a warm-up, its own or its budget method's."""
+        inner = self.budget_method
+        return self.iterative or self.warmup is not None or (inner is not None and inner.trains)
+
+    @property
+    def dynamic(self) -> bool:
+        """The ticket's mask changes while it trains (RigL): dynamic sparse training, not pruning at init."""
+        return self.schedule == DYNAMIC
 
     @property
     def saw(self) -> bool:
@@ -208,6 +226,11 @@ def learned_method(model_dir: str | Path, schedule: str | None = None) -> Method
     return parse_method(learned_name(model_dir) + ("" if schedule is None else "@" + schedule))
 
 
+def budget_from(method: Method) -> str:
+    """The budget that keeps ``method``'s per-layer counts (``#from:M``)."""
+    return FROM + method.canonical()
+
+
 def slug(text: str) -> str:
     """A spelling of the grammar as a file-name part: ``>`` as ``+``, ``~`` as ``-on-``, ``@`` as ``-``, any
     other character outside ``[A-Za-z0-9_.+-]`` as ``_``."""
@@ -247,7 +270,7 @@ def parse_use(text: str, warmup: float | None = None) -> IntendedUse:
             f"bad use {text!r}; accepted: a method suffix such as @ums, #layer or #from:synflow@ums"
         )
     try:
-        parts = _parse_parts(spelled, 0, imp=False)
+        parts = _parse_parts(spelled, 0, None)
     except MetapruneError as exc:
         raise MetapruneError(f"bad use {text!r}: {exc}") from None
     other = [sep for sep in parts if sep not in "@#"]
@@ -335,13 +358,18 @@ def _canonical_scorer(token: str, text: str, pos: int) -> str:
     if token in SCORERS:
         return SCORERS.canonical(token)
     accepted = ", ".join(f"{e.name} (alias {', '.join(e.aliases)})" if e.aliases else e.name for e in SCORERS)
-    raise _fail(text, pos, f"unknown scorer {token!r}, accepted: {accepted}, imp (= magnitude@iss) or learned:DIR")
+    raise _fail(
+        text,
+        pos,
+        f"unknown scorer {token!r}, accepted: {accepted}, gemE (GEM-MINER, E epochs), imp (= magnitude@iss), "
+        "rigl (= random@rigl#erk) or learned:DIR",
+    )
 
 
 # a model directory may hold '+' (e.g. scores+structure), but not '+w<number>', which starts a warm-up; a name
 # is any word (letters of every script included), so an unknown one is echoed whole ('snïp', not 'sn')
 _TOKEN = re.compile(re.escape(LEARNED) + r"(?:[^@~!>#+]|\+(?!w[0-9.]))*|[^\W\d]\w*")
-_SCHEDULE = re.compile(r"(uss|ums|iss|ims)([0-9]+)?")
+_SCHEDULE = re.compile(r"(uss|ums|iss|ims|rigl)([0-9]+)?")
 _EPOCHS = re.compile(r"w([0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _BUDGET_FROM = re.compile(r"from:[^~!]*")
 
@@ -353,12 +381,15 @@ def parse_method(text: str, **overrides: Any) -> Method:
     if not text:
         raise MetapruneError(f"empty method; {SHORT_HELP}")
     scorers, schedule, pos = _parse_scorers(text)
-    parts = _parse_parts(text, pos, imp=schedule is not None)
+    fixed = {"iss": IMP, DYNAMIC: RIGL}.get(schedule or "")  # 'imp' or 'rigl' fixed the schedule
+    parts = _parse_parts(text, pos, fixed)
     rounds = None
     if "@" in parts:
         schedule, rounds = parts["@"]  # type: ignore[misc]
     if schedule is None:
         schedule, rounds = _default_schedule(scorers[-1])
+    if fixed == RIGL and "#" not in parts:
+        parts["#"] = "erk"  # RigL's paper distributes its density over layers by ERK
     method = Method(
         tuple(scorers),
         str(schedule),
@@ -375,9 +406,9 @@ def parse_method(text: str, **overrides: Any) -> Method:
     return method
 
 
-def _parse_parts(text: str, pos: int, imp: bool) -> dict[str, object]:
+def _parse_parts(text: str, pos: int, fixed: str | None) -> dict[str, object]:
     """The parts after the scorers (from ``pos``), by separator: ``{'@': (schedule, rounds), '+': epochs,
-    '#': budget, '~': init, '!': ablation}``; ``imp``: the schedule is fixed already."""
+    '#': budget, '~': init, '!': ablation}``; ``fixed``: 'imp' or 'rigl', which fixed the schedule already."""
     parts: dict[str, object] = {}
     order = "@+#~!"
     while pos < len(text):
@@ -388,8 +419,9 @@ def _parse_parts(text: str, pos: int, imp: bool) -> dict[str, object]:
             raise _fail(text, pos, f"{sep!r} given twice")
         if any(order.index(s) > order.index(sep) for s in parts):
             raise _fail(text, pos, "parts must come in the order @schedule +wE #budget ~init !ablation")
-        if sep == "@" and imp:
-            raise _fail(text, pos, "'imp' already fixes the schedule (magnitude@iss); write magnitude@SCHEDULE")
+        if sep == "@" and fixed:
+            spelled = "magnitude@iss" if fixed == IMP else "random@rigl#erk"
+            raise _fail(text, pos, f"{fixed!r} already fixes the schedule ({spelled}); write SCORER@SCHEDULE")
         parts[sep], pos = _parse_part(sep, text, pos + 1)
     return parts
 
@@ -413,12 +445,13 @@ def _parse_scorers(text: str) -> tuple[list[str], str | None, int]:
         if not m:
             raise _fail(text, pos, "expected a scorer name")
         token = m.group(0)
-        if token == IMP:
-            # 'imp' is magnitude@iss: a whole scorer + schedule, so it cannot be stacked
+        if token in (IMP, RIGL):
+            # 'imp' is magnitude@iss, 'rigl' random@rigl: a whole scorer + schedule, so neither can be stacked
             if scorers or text[m.end() : m.end() + 1] == ">":
-                raise _fail(text, pos, "'imp' (= magnitude@iss) cannot be part of a stack; write e.g. mag>snip@iss")
-            scorers.append("magnitude")
-            schedule = "iss"
+                spelled, example = ("magnitude@iss", "mag>snip@iss") if token == IMP else ("random@rigl", "snip@rigl")
+                raise _fail(text, pos, f"{token!r} (= {spelled}) cannot be part of a stack; write e.g. {example}")
+            scorers.append("magnitude" if token == IMP else "random")
+            schedule = "iss" if token == IMP else DYNAMIC
         else:
             scorers.append(_canonical_scorer(token, text, pos))
         pos = m.end()
@@ -452,8 +485,10 @@ def _parse_part(sep: str, text: str, pos: int) -> tuple[object, int]:
         sm = _SCHEDULE.fullmatch(word)
         if not sm:
             raise _fail(
-                text, pos, f"unknown schedule {word!r}, accepted: {', '.join(SCHEDULE_NAMES)}, optionally with "
-                "a number of multi-shot rounds (ums20)"
+                text,
+                pos,
+                f"unknown schedule {word!r}, accepted: {', '.join(SCHEDULE_NAMES)}, optionally with "
+                "a number of multi-shot rounds (ums20)",
             )
         name, count = sm.group(1), sm.group(2)
         if count is not None and name not in ("ums", "ims"):

@@ -286,4 +286,3 @@ def check_trained(member: MemberResult, seed: int, level: int, levels: int, name
         f"{name}: seed {seed} diverged in training at level {level} of {levels} ({what}), so there are no "
         "trained weights to score; accepted: training that converges, e.g. a lower learning rate"
     )
-

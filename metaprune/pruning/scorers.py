@@ -238,6 +238,7 @@ def abs_grad_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, 
 # ProsPr (meta-gradient through M SGD steps) and the later peers live in modules of their own; importing
 # them registers them.
 import metaprune.pruning.force  # noqa: E402, F401
+import metaprune.pruning.gem  # noqa: E402, F401
 import metaprune.pruning.ntksap  # noqa: E402, F401
 import metaprune.pruning.phew  # noqa: E402, F401
 import metaprune.pruning.prospr  # noqa: E402, F401

@@ -42,6 +42,8 @@ class PruneData:
     x: torch.Tensor
     y: torch.Tensor
     warmup: WarmupRecord | None = None
+    # the training split (x, y), for a scorer that learns from it (``ScorerSpec.epochs``: GEM-MINER); else None
+    train: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def pruning_batch(
@@ -92,6 +94,9 @@ class ScorerSpec:
     # the keyword ``keep`` (a total, or per-layer counts), which only a method's last scorer is given
     sized: bool = False
     fits: Callable[[nn.Module], None] | None = None  # refuses a network the scorer cannot score (one line)
+    # epochs over the training split (``PruneData.train``) per call: the scorer learns (GEM-MINER's mask
+    # learning); its cost in dense epochs, beside ``passes`` over the pruning batch
+    epochs: float = 0.0
 
 
 SCORERS: Registry[ScorerSpec] = Registry("scorer")
@@ -109,7 +114,7 @@ def register_scorer(
     **behaviour: Any,
 ):
     """Decorator: register a scorer function under ``name`` in :data:`SCORERS`; ``behaviour`` sets the spec's
-    other fields (``default_schedule``, ``default_rounds``, ``revives``, ``sized``, ``fits``)."""
+    other fields (``default_schedule``, ``default_rounds``, ``revives``, ``sized``, ``fits``, ``epochs``)."""
 
     def wrap(fn: Scorer) -> Scorer:
         spec = ScorerSpec(fn, needs_data, description, passes, reads_weights, needs_warmup, **behaviour)
