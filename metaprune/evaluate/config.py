@@ -72,12 +72,12 @@ class EvaluateConfig(Config):
     network: str = "lenet_300_100"
     dataset: str = "mnist5k"
     # spellings given here (a preset's, a user's, a results directory's config.json) are parsed on construction
-    methods: tuple[Method, ...] = BASELINES + (COMPOSITE,)  # type: ignore[assignment]
+    methods: tuple[Method, ...] = tuple(parse_method(m) for m in (*BASELINES, COMPOSITE))
     densities: tuple[float, ...] = (0.005,)
     seeds: tuple[int, ...] = DEFAULT_SEEDS
     train: TrainConfig = field(default_factory=TrainConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    reference: Method = DEFAULT_REFERENCE  # type: ignore[assignment]
+    reference: Method = parse_method(DEFAULT_REFERENCE)
     test: str = "ttest"
     per_class: int = PER_CLASS
     dense_inits: tuple[str, ...] = ()  # extra dense rows trained from these inits (SaW preset)
