@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -15,20 +15,23 @@ from metaprune.config import ScheduleConfig, TrainConfig, default_of
 from .common import WORKERS, density, out, positive_int, progress_bar, resumable, warnings_as_lines, workers_for
 from .options import DataRootOpt, DatasetOpt, DeviceOpt, JsonOpt, NetworkOpt, config_option
 
-LEARNED_PART = re.compile(r"learned:(.+?)(?=[@#~!>]|\+w|$)")
+
+def _display(method, legend: dict[str, str]) -> str:
+    """A parsed method as the table prints it: ``learned:models/NAME@ums10`` as ``L:NAME@ums10`` (a narrow
+    terminal cut the long spelling of every model to the same ``learned:models…``); ``legend`` collects
+    what each ``L:NAME`` stands for, and a second folder of the same name keeps its full spelling."""
+    from metaprune.pruning.method import folder_label, learned_name
+
+    def model(model_dir: str) -> str:
+        full, label = learned_name(model_dir), folder_label(model_dir)
+        return label if legend.setdefault(label, full) == full else full
+
+    return method.label(model)
 
 
-def _display(method: str, legend: dict[str, str]) -> str:
-    """``learned:models/NAME@ums10`` as ``L:NAME@ums10`` (a narrow terminal cut the long spelling of
-    every model to the same ``learned:models…``); ``legend`` collects what each ``L:NAME`` stands for."""
-
-    def short(match: re.Match) -> str:
-        label = "L:" + Path(match.group(1)).name
-        if legend.setdefault(label, match.group(0)) != match.group(0):  # two folders of one name
-            return match.group(0)
-        return label
-
-    return LEARNED_PART.sub(short, method)
+def _labeller(rep, legend: dict[str, str]) -> Callable[[str], str]:
+    """How the report's method spellings print (``_display``); a spelling it did not parse prints as is."""
+    return lambda text: _display(rep.units[text], legend) if text in rep.units else text
 
 
 def _print_report(rep, title: str) -> None:
@@ -49,19 +52,20 @@ def _print_report(rep, title: str) -> None:
     for method, cell in dense_cells(rep):
         table.add_row(f"{method} (density 1)", cell, *blanks)
     legend: dict[str, str] = {}
+    label = _labeller(rep, legend)
     dynamic = dynamic_methods(rep)
     for method, cells, gaps in [r for r in rows if r[0] not in dynamic]:
         mark = " (ref)" if method == rep.reference else ""
-        table.add_row(_display(method, legend) + mark, *cells, *gaps)
+        table.add_row(label(method) + mark, *cells, *gaps)
     if dynamic:
         table.add_section()
         blank = [""] * (len(densities) + len(gap_headers))
         table.add_row("[italic]dynamic sparse training (not pruning at init):[/]", *blank)
         for method, cells, gaps in [r for r in rows if r[0] in dynamic]:
-            table.add_row(_display(method, legend), *cells, *gaps)
+            table.add_row(label(method), *cells, *gaps)
     out.print(table)
-    for line in verdicts(rep):
-        out.print(_display(line, legend), highlight=False)
+    for line in verdicts(rep, label):
+        out.print(line, highlight=False)
     if legend:
         out.print("; ".join(f"{label} = {full}" for label, full in sorted(legend.items())))
     test = "paired t-test" if rep.test == "ttest" else "Wilcoxon signed-rank"
@@ -89,9 +93,9 @@ def _print_sanity(rep) -> None:
     table = Table(title="sanity checks", title_justify="left")
     for name in ("method", "density", "!shuffle", "!reinit", "verdict"):
         table.add_column(name, justify="left" if name == "method" else "right", overflow="fold")
-    legend: dict[str, str] = {}
+    label = _labeller(rep, {})
     for method, dens, shuffle, reinit, verdict in rows:
-        method = _display(method, legend)
+        method = label(method)
         style = {"pass": "green", "fail": "bold red"}.get(verdict, "")
         table.add_row(method, f"{dens:g}", shuffle, reinit, f"[{style}]{verdict}[/]" if style else verdict)
     out.print(table)
@@ -285,7 +289,7 @@ def bench_evaluate_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Wall time and tickets/minute of the quick-start evaluation (or --preset baselines)."""
-    from metaprune.evaluate.api import bench_evaluate
+    from metaprune.bench.evaluate import bench_evaluate
 
     result = bench_evaluate(preset, device=device)
     if json_out:

@@ -310,7 +310,7 @@ def bench_fit_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Rows/s and peak RSS of every model, each fitted in a fresh process (nothing is saved)."""
-    from metaprune.fit.bench import bench_fit, model_options
+    from metaprune.bench.fit import bench_fit, model_options
 
     names = [m.strip() for m in models.split(",") if m.strip()] or None
     per_model = model_options(option or ())

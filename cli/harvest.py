@@ -278,7 +278,7 @@ def bench_harvest_cmd(
 ) -> None:
     """Seconds per seed, time split (training vs features/writing), store size vs raw, reader memory."""
     passive_openmp()
-    from metaprune.harvest.bench import bench_harvest
+    from metaprune.bench.harvest import bench_harvest
 
     result = bench_harvest(seeds=seeds, iterate_seeds=iterate_seeds, device=device)
     if json_out:

@@ -182,7 +182,7 @@ def bench_prune_cmd(
 ) -> None:
     """Seconds of SNIP, GraSP, SynFlow (1 and 100 rounds) and exact top-k on LeNet-300-100, one CPU thread,
     next to the planning targets x 1.5."""
-    from metaprune.prune import bench_prune_report
+    from metaprune.bench.prune import bench_prune_report
 
     result = bench_prune_report(repeats, model)
     if json_out:

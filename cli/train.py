@@ -97,7 +97,7 @@ def bench_train_cmd(
     if densities:
         _bench_sparse(densities, device, epochs, repeats, json_out)
         return
-    from metaprune.bench import bench_train, parse_populations
+    from metaprune.bench.train import bench_train, parse_populations
 
     ks = parse_populations(populations)  # before the status line
     with err.status("bench train") as status:
@@ -156,7 +156,7 @@ def _print_bench_train(result: dict) -> None:
 
 
 def _bench_sparse(densities: list[float], device: str, epochs: int, repeats: int, json_out: bool) -> None:
-    from metaprune.bench_sparse import bench_sparse_train
+    from metaprune.bench.sparse import bench_sparse_train
 
     with err.status("bench train") as status:
         result = bench_sparse_train(

@@ -7,11 +7,13 @@ around a function of this package. ``metaprune.prune_module`` prunes a user's ow
 (``metaprune.user_module``); it is imported on first use, so ``import metaprune`` stays light.
 """
 
+from metaprune.pruning.method import LEARNED
+
 __version__ = "0.1.0"
 
 # Names an upper layer resolves for a registry of a lower one: (registry kind, prefix) -> the module whose
 # import registers the resolver (``Registry.register_prefix``). ``learned:DIR`` scorers are fitted models.
-PREFIX_PROVIDERS = {("scorer", "learned:"): "metaprune.fit.learned"}
+PREFIX_PROVIDERS = {("scorer", LEARNED): "metaprune.fit.learned"}
 
 
 def __getattr__(name: str):

@@ -49,6 +49,7 @@ def sections(models_dir: str = "models") -> list[tuple[str, list[tuple[str, tupl
 
 def _models(models_dir: str) -> list[tuple[str, tuple[str, ...], str]]:
     from metaprune.fit.persist import list_models
+    from metaprune.pruning.method import learned_name
 
     rows = []
     for r in list_models(models_dir):
@@ -56,7 +57,7 @@ def _models(models_dir: str) -> list[tuple[str, tuple[str, ...], str]]:
             rows.append((r["name"], (), f"unreadable: {r['error']}"))
             continue
         rows.append((
-            f"learned:{r['path']}",
+            learned_name(r["path"]),
             (),
             f"{r['model']} on {r['n_features']} features ({r['features']}), target {r['target']}, states "
             f"{r['states']}, prunes as {r['use']}"

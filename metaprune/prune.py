@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from metaprune.config import PER_CLASS, require_positive
+from metaprune.config import PER_CLASS
 from metaprune.errors import MetapruneError
 from metaprune.files import atomic_path
 from metaprune.provenance import package_versions, to_jsonable
@@ -30,26 +30,6 @@ TICKET_FORMAT = "metaprune-ticket/1"
 MASK_KEY = "mask"  # the flat bool mask on the prunable-weight axis
 LAYER_MASK_PREFIX = "mask/"  # mask/<prunable layer name>: that layer's bool mask in the weight's shape
 INIT_PREFIX = "init/"  # init/<state-dict key>: the (unmasked) weights and buffers the ticket trains from
-
-# `metaprune bench prune`: the planning targets x 1.5, seconds on one CPU thread (LeNet-300-100)
-BENCH_TARGETS: dict[str, float] = {
-    "snip": 0.075,
-    "grasp": 0.225,
-    "synflow_100_rounds": 0.54,
-    "topk_266200": 0.010,
-    "warmup_3_epochs_dynamics": 1.0,  # issue targets, not plan x 1.5
-    "learned_ums_20_rounds": 5.0,
-}
-BENCH_LABELS: dict[str, str] = {
-    "snip": "snip (one scoring)",
-    "grasp": "grasp (one scoring)",
-    "synflow": "synflow, one round",
-    "synflow_100_rounds": "synflow, 100 rounds (UMS to 0.005)",
-    "topk_266200": "exact top-k, 266,200 weights, ties",
-    "warmup_3_epochs_dynamics": "3-epoch warm-up (mnist5k size) + dynamics features",
-    "learned_ums_20_rounds": "learned:MODEL@ums, 20 rounds, one seed",
-}
-
 
 @dataclass
 class PruneResult:
@@ -251,50 +231,3 @@ def load_ticket(path: str | Path) -> TicketFile:
         init={k[len(INIT_PREFIX) :]: v for k, v in tensors.items() if k.startswith(INIT_PREFIX)},
         metadata=metadata,
     )
-
-
-# ------------------------------------------------------------------------------------------ bench
-
-
-def bench_prune_report(repeats: int = 5, model: str | None = None) -> dict:
-    """``pruning.bench.bench_prune`` next to the planning targets (x 1.5), with pass/fail per item."""
-    from metaprune.fit.learned import with_intended_use  # the model card says how it warms up
-    from metaprune.pruning.bench import bench_prune
-
-    require_positive(repeats=repeats)
-    learned = None if model is None else with_intended_use(parse_method(f"learned:{model}@ums"))
-    seconds = bench_prune(repeats=repeats, learned=learned)
-    items = []
-    for key, value in seconds.items():
-        target = BENCH_TARGETS.get(key)
-        items.append(
-            {
-                "item": key,
-                "label": BENCH_LABELS.get(key, key),
-                "seconds": value,
-                "target_s": target,
-                "passed": None if target is None else bool(value <= target),
-            }
-        )
-    checked = [i["passed"] for i in items if i["passed"] is not None]
-    return {
-        "items": items,
-        "all_passed": all(checked),
-        "repeats": repeats,
-        "threads": 1,
-        **({} if model is None else {"learned_predictor": learned_predictor(model)}),
-        "versions": package_versions(),
-    }
-
-
-def learned_predictor(model_dir: str) -> str:
-    """What a learned scorer predicts with: a LightGBM model through its compiled trees where a C compiler
-    builds them (``fit.compiled_trees``), else LightGBM's own predictor; other models themselves."""
-    from metaprune.fit.learned import cached_model
-
-    regressor = cached_model(model_dir).model
-    if not hasattr(type(regressor), "compiled"):
-        return regressor.name
-    if regressor.compiled is not None:
-        return "lightgbm, trees compiled to C"
-    return "lightgbm, its own predictor (no C compiler, or a model the compiler does not cover)"

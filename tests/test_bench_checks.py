@@ -6,9 +6,9 @@ from metaprune.errors import MetapruneError
 
 
 def test_bench_sizes_are_checked_by_the_library_before_any_work():
-    from metaprune.bench import parse_populations
-    from metaprune.harvest.bench import bench_harvest
-    from metaprune.prune import bench_prune_report
+    from metaprune.bench.harvest import bench_harvest
+    from metaprune.bench.prune import bench_prune_report
+    from metaprune.bench.train import parse_populations
 
     with pytest.raises(MetapruneError, match=r"^--repeats must be a positive integer, got 0$"):
         bench_prune_report(repeats=0)
@@ -21,7 +21,7 @@ def test_bench_sizes_are_checked_by_the_library_before_any_work():
 
 
 def test_harvest_bench_checks_against_its_targets():
-    from metaprune.harvest.bench import TARGETS, checks
+    from metaprune.bench.harvest import TARGETS, checks
 
     result = {
         "overhead_fraction_of_target": 0.1,
@@ -35,7 +35,7 @@ def test_harvest_bench_checks_against_its_targets():
 
 
 def test_bench_fit_model_options():
-    from metaprune.fit.bench import model_options
+    from metaprune.bench.fit import model_options
 
     assert model_options(["mlp:epochs=1", "mlp:lr=0.1", "sgd:epochs=2"]) == {
         "mlp": {"epochs": "1", "lr": "0.1"},

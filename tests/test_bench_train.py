@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from metaprune.bench import TARGETS, bench_train, interleaved, ratio_stats, training_flops_per_sample
+from metaprune.bench.measure import interleaved, ratio_stats
+from metaprune.bench.train import TARGETS, bench_train, training_flops_per_sample
 from metaprune.networks import build_network
 
 
@@ -116,7 +117,7 @@ def test_cli_uses_the_harvest_openmp_wait_policy(monkeypatch, capsys):
 
     import metaprune.cli.app as app_module
 
-    import metaprune.bench
+    import metaprune.bench.train
     from tests.conftest import run_main
 
     if "train" not in {c.name for c in app_module.bench_app.registered_commands}:
@@ -127,7 +128,7 @@ def test_cli_uses_the_harvest_openmp_wait_policy(monkeypatch, capsys):
         seen["policy"] = os.environ.get("OMP_WAIT_POLICY")
         return {"fake": True}
 
-    monkeypatch.setattr(metaprune.bench, "bench_train", fake_bench_train)
+    monkeypatch.setattr(metaprune.bench.train, "bench_train", fake_bench_train)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     code, out, _ = run_main(monkeypatch, capsys, "bench", "train", "--json")
     assert code == 0 and json.loads(out) == {"fake": True} and seen["policy"] == "PASSIVE"
@@ -137,7 +138,7 @@ def test_cli_uses_the_harvest_openmp_wait_policy(monkeypatch, capsys):
 
 
 def test_density_bench_pairs_the_dense_and_the_compacted_loop_on_real_tickets():
-    from metaprune.bench_sparse import TARGETS, bench_sparse_train
+    from metaprune.bench.sparse import TARGETS, bench_sparse_train
     from tests.conftest import torch_threads
 
     with torch_threads(1):  # two spinning threads on a loaded machine only make the test slow

@@ -162,7 +162,7 @@ def test_a_damaged_newest_model_is_skipped_with_a_warning_and_bad_arguments_come
         f"skipping the newest model {tmp_path / 'damaged'}"
     )
     assert not any(m.learned_models for m in config.methods)
-    assert config.reference == "synflow@ums" and "synflow@ums" in map(str, config.methods)
+    assert str(config.reference) == "synflow@ums" and "synflow@ums" in map(str, config.methods)
 
 
 def test_the_inspect_line_counts_states_as_the_store_does(tmp_path):

@@ -8,6 +8,7 @@ from metaprune.evaluate.plots import Plotter, short_label, short_labels
 from metaprune.evaluate.report import Report, build_report, sanity_cells, table_cells, write_plots
 from metaprune.evaluate.results import ResultsDir, unit_name
 from metaprune.evaluate.stats import compare
+from metaprune.pruning.method import parse_method, parse_units
 
 
 def _report(acc: dict, densities=(0.01,), seeds=(1, 2, 3), reference="snip@uss") -> Report:
@@ -58,26 +59,34 @@ def test_sanity_rows_name_the_method_its_losses_and_the_verdict():
     assert sanity_cells(_report({k: v for k, v in ACC.items() if "!" not in k})) == []
 
 
+def _labels(*spellings: str) -> dict[str, str]:
+    return short_labels(parse_units(spellings))
+
+
 def test_model_names_are_cut_where_they_still_differ():
-    labels = short_labels(["learned:models/lgb-traj-bin@ums10", "learned:models/lgb-traj-rank@ums10#learned"])
+    labels = _labels("learned:models/lgb-traj-bin@ums10", "learned:models/lgb-traj-rank@ums10#learned")
     assert list(labels.values()) == ["L:lgb-traj-b@ums10", "L:lgb-traj-r@ums10#learned"]
 
 
 def test_short_labels():
-    assert short_label("learned:models/mlp-round-all-1a2b3c4d") == "L:mlp-roun"
-    assert short_label("learned:models/abc>snip@uss~bimodal") == "L:abc>snip~bimodal"
-    assert short_label("snip@uss!shuffle") == "snip!shuffle"
-    assert short_label("magnitude@iss") == "imp" and short_label("snip>magnitude@iss") == "snip>mag@iss"
-    assert short_label("magnitude>synflow@ums~snip") == "mag>synflow@ums~snip"
+    def label(text: str) -> str:
+        return short_label(parse_method(text))
+
+    assert label("learned:models/mlp-round-all-1a2b3c4d") == "L:mlp-roun"
+    assert label("learned:models/abc>snip@uss~bimodal") == "L:abc>snip~bimodal"
+    assert label("snip@uss!shuffle") == "snip!shuffle"
+    assert label("magnitude@iss") == "imp" and label("snip>magnitude@iss") == "snip>mag@iss"
+    assert label("magnitude>synflow@ums~snip") == "mag>synflow@ums~snip"
+    assert label("magnitude@uss+w3") == "mag+w3" and label("learned:m/lgb@ums10+w3") == "L:lgb@ums10+w3"
     # two models sharing their first 8 characters are cut where they differ
-    same = short_labels(["learned:models/mlp-round-a", "learned:models/mlp-round-b", "snip@uss"])
+    same = _labels("learned:models/mlp-round-a", "learned:models/mlp-round-b", "snip@uss")
     assert same == {
         "learned:models/mlp-round-a": "L:mlp-round-a",
         "learned:models/mlp-round-b": "L:mlp-round-b",
         "snip@uss": "snip",
     }
     # the same model in two folders still gets the full spelling
-    twice = short_labels(["learned:a/mlp", "learned:b/mlp"])
+    twice = _labels("learned:a/mlp", "learned:b/mlp")
     assert twice == {"learned:a/mlp": "learned:a/mlp", "learned:b/mlp": "learned:b/mlp"}
 
 
@@ -133,20 +142,20 @@ def test_the_printed_table_names_learned_models_by_their_folder_with_a_legend():
 
     legend: dict[str, str] = {}
     got = [
-        _display(m, legend)
+        _display(parse_method(m), legend)
         for m in (
             "learned:models/lgb-traj-bin-dyn@ums10+w3#from:movement@uss+w3!reinit",
             "learned:models/lgb-traj-round@ums10",
-            "learned:models/a>synflow~snip",
-            "learned:other/lgb-traj-round+w3",  # the same folder name elsewhere: spelled in full
+            "learned:models/a>synflow@ums~snip",
+            "learned:other/lgb-traj-round@uss+w3",  # the same folder name elsewhere: spelled in full
             "snip@uss",
         )
     ]
     assert got == [
         "L:lgb-traj-bin-dyn@ums10+w3#from:movement@uss+w3!reinit",
         "L:lgb-traj-round@ums10",
-        "L:a>synflow~snip",
-        "learned:other/lgb-traj-round+w3",
+        "L:a>synflow@ums~snip",
+        "learned:other/lgb-traj-round@uss+w3",
         "snip@uss",
     ]
     assert legend == {

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from metaprune.errors import MetapruneError
-from metaprune.fit import core
-from metaprune.fit.core import FitConfig, SeedReader, Unit, fit_model
+from metaprune.fit import assess, sampler
+from metaprune.fit.core import FitConfig, fit_model
 from metaprune.fit.persist import load_model
 from metaprune.fit.preprocess import BASE_SCORES
+from metaprune.fit.sampler import SeedReader, Unit
 from metaprune.fit.stores import open_view
 from tests.test_fit_helpers import empty_store, run_main, tiny_store
 
@@ -55,7 +56,7 @@ def test_every_model_fits_predicts_and_round_trips(model, store, models_dir):
     assert 0 <= test["jaccard"] <= 1 and len(test["jaccard_per_seed"]) == 1
     assert set(meta["metrics"]["reference"]) == set(BASE_SCORES)
     assert meta["metrics"]["fit"]["rows_per_s"] > 0
-    assert meta["network"] == "mlp:12-8" and meta["dataset"] == "digits"
+    assert meta["networks"] == ["mlp:12-8"] and meta["datasets"] == ["digits"]
     assert meta["payload"]["sha256"] and meta["versions"]["lightgbm"]
     # the saved model predicts exactly what the fitted one did on a held-out seed
     view = open_view(store)
@@ -64,7 +65,7 @@ def test_every_model_fits_predicts_and_round_trips(model, store, models_dir):
     loaded = load_model(res.path)
     pred = loaded.model.predict(x)
     assert pred.shape == (view.n_weights,) and pred.dtype == np.float32
-    again = core.evaluate_units(loaded.model, [Unit(view, 5)], reader)
+    again = assess.evaluate_units(loaded.model, [Unit(view, 5)], reader)
     assert again["mse"] == pytest.approx(test["mse"], rel=1e-6)
     assert again["jaccard"] == pytest.approx(test["jaccard"])
 
@@ -114,13 +115,13 @@ def test_row_cap_subsamples(store, models_dir):
 
 def test_no_test_seed_is_ever_trained_on(store, models_dir, monkeypatch):
     seen: list[list[int]] = []
-    original = core.StreamData.__init__
+    original = sampler.StreamData.__init__
 
     def spy(self, units, *args, **kwargs):
         seen.append(sorted({u.seed for u in units}))
         original(self, units, *args, **kwargs)
 
-    monkeypatch.setattr(core.StreamData, "__init__", spy)
+    monkeypatch.setattr(sampler.StreamData, "__init__", spy)
     res = fit_model(
         store, THESIS(model="sgd", train_seeds="0-3", test_seeds="5", cv=2, options=FAST["sgd"]), save=False
     )
@@ -274,7 +275,7 @@ def test_cli_default_store_is_the_newest_and_said(store, tmp_path, monkeypatch, 
 
 
 def test_bench_fit_measures_in_a_fresh_process(store):
-    from metaprune.fit.bench import bench_fit
+    from metaprune.bench.fit import bench_fit
 
     result = bench_fit(store, ["linear"], features="scores")
     (r,) = result["results"]
@@ -289,7 +290,7 @@ def test_bench_fit_measures_in_a_fresh_process(store):
 def test_trajectory_units_are_the_alive_weights_of_every_state(store):
     view = open_view(store)
     assert view.states == (0, 1)  # two target levels: dense θ0 and the state after level 1
-    units = core.trajectory_units(view, [0, 1])
+    units = sampler.trajectory_units(view, [0, 1])
     assert [(u.seed, u.state) for u in units] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     reader = SeedReader(("magnitude", "snip"), "minmax", "round", sample_weight="balanced")
     x, t, _ = reader.read(units[1])
@@ -318,7 +319,7 @@ def test_ranking_objectives_fit_on_the_trajectory(model, target, options, store,
     )
     meta = res.meta
     view = open_view(store)
-    alive = sum(u.n_rows for u in core.trajectory_units(view, meta["train_seeds"]))
+    alive = sum(u.n_rows for u in sampler.trajectory_units(view, meta["train_seeds"]))
     assert meta["states"] == "trajectory" and alive > meta["metrics"]["fit"]["rows"] - 1
     assert meta["metrics"]["fit"]["rows"] == alive
     assert 0 <= meta["metrics"]["test"]["jaccard"] <= 1
@@ -374,6 +375,6 @@ def test_ranking_metrics_rank_by_the_scores_the_learned_scorer_keeps(store):
     reader = SeedReader(features, "minmax", "round", reference=("magnitude",))
     x, _, _ = reader.read(Unit(view, 5))
     assert (model.predict(x) == 1.0).mean() > 0.5  # saturated: a probability ranking is the tie-break's coin
-    res = core.evaluate_units(model, [Unit(view, 5)], reader, reference=True)
-    synflow_alone = core.evaluate_units(model, [Unit(view, 5)], SeedReader(("synflow",), "none", "round"))
+    res = assess.evaluate_units(model, [Unit(view, 5)], reader, reference=True)
+    synflow_alone = assess.evaluate_units(model, [Unit(view, 5)], SeedReader(("synflow",), "none", "round"))
     assert res["jaccard"] == pytest.approx(synflow_alone["jaccard"]) and res["jaccard"] > 0.2

@@ -11,10 +11,10 @@ import torch
 
 from metaprune.errors import MetapruneError
 from metaprune.fit import preprocess as pp
-from metaprune.fit.core import split_seeds
 from metaprune.fit.metrics import RegressionAccumulator, spearman, topk_jaccard
 from metaprune.fit.models import REGRESSORS, make_regressor, skops_load
 from metaprune.fit.persist import load_model, save_model
+from metaprune.fit.split import split_seeds
 from metaprune.pruning.masks import jaccard, topk_mask
 from metaprune.seeds import generator
 

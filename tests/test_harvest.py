@@ -88,7 +88,7 @@ def test_schema(base):
         assert a["schema_version"] == 2 and a["network"] == "mlp:12-8" and a["dataset"] == "digits"
         assert a["config"] == json.loads(TINY.validate().to_json())
         assert a["feature_spec"]["names"] == list(FEATURE_NAMES)
-        assert a["target_spec"]["method"] == "synflow@ims" and a["planned_seeds"] == [0, 1, 2, 3]
+        assert a["target_spec"]["method"] == "synflow@ims3" and a["planned_seeds"] == [0, 1, 2, 3]
         assert "torch" in a["package_versions"] and "zarr" in a["package_versions"]
     # one seed per chunk, compressed with zstd
     g = zarr.open_group(path, mode="r")

@@ -177,13 +177,15 @@ def test_jackpot_preset_lists_baselines_equal_compute_warmups_the_model_its_sani
     # the peers since SynFlow and the allocation-only controls
     peers = ("ntksap", "force", "snip@ums60", "phew", "gem")
     assert methods[7:14] == (*peers, "random#from:synflow@ums", "random#erk")
-    assert methods[14:19] == ("delta+w1", "movement+w1", "magnitude+w1", "snip+w1", "synflow@ums+w1")
+    warm = ("delta@uss+w1", "movement@uss+w1", "magnitude@uss+w1", "snip@uss+w1", "synflow@ums+w1")
+    assert tuple(map(str, methods[14:19])) == warm
     # the model, its ablations, its per-layer counts filled at random or by magnitude, and the ceilings:
     # imp and the model's own target ticket (the tiny store's 2 levels of 2 SynFlow rounds)
-    controls = (f"random#from:{own}", f"magnitude#from:{own}")
-    assert methods[19:] == (own, own + "!shuffle", own + "!reinit", *controls, "imp", "synflow@ims2", "rigl")
+    controls = (f"random@uss#from:{own}", f"magnitude@uss#from:{own}")
+    expected = (own, own + "!shuffle", own + "!reinit", *controls, "imp", "synflow@ims2", "rigl")
+    assert tuple(map(str, methods[19:])) == expected
     config = build_config(network=NETWORK, dataset="digits", preset="jackpot", models_dir=tmp_path)  # newest model
-    assert config.reference == "synflow@ums" and config.schedule.levels == 2 and own in map(str, config.methods)
+    assert str(config.reference) == "synflow@ums" and config.schedule.levels == 2 and own in map(str, config.methods)
 
 
 def test_jackpot_preset_runs_and_reports_gap_closure_and_sanity(store, tmp_path):

@@ -322,3 +322,40 @@ def test_the_methods_rounds_decide_the_multi_shot_steps(tiny_data):
 
     ticket = prune_seeds(parse_method("snip@ums4"), "mlp:8", tiny_data, 0.2, (0,))[0]
     assert len(ticket.outcome.densities) == 4 and int(ticket.outcome.removed_at.max()) == 5
+
+
+# ------------------------------------------------------------------------------------ other spellings
+
+
+def test_a_use_is_a_schedule_and_a_budget_merged_into_a_bare_learned_method():
+    from metaprune.pruning.method import IntendedUse, parse_use
+
+    use = parse_use("@ums10#learned", warmup=3.0)
+    assert use == IntendedUse("ums", 10, "learned", 3.0) and use.suffix() == "@ums10+w3#learned"
+    assert parse_use("") == IntendedUse("uss") and parse_use("#from:synflow").budget == "from:synflow@ums"
+    bare = parse_method("learned:m/x")
+    assert bare.merge(use) == parse_method("learned:m/x@ums10+w3#learned")
+    # a part the method spells stays; an iterative method takes neither warm-up nor budget
+    assert bare.merge(use).canonical() == "learned:m/x@ums10+w3#learned"
+    assert parse_method("learned:m/x@ums#layer").merge(use).canonical() == "learned:m/x@ums+w3#layer"
+    assert parse_method("learned:m/x@iss").merge(use).canonical() == "learned:m/x@iss"
+    for bad, what in (("ums", "a method suffix"), ("@ims", "upfront"), ("@ums+w3", "not part of a use")):
+        with pytest.raises(MetapruneError, match=what) as refused:
+            parse_use(bad)
+        assert "\n" not in str(refused.value)
+
+
+def test_dense_units_and_labels():
+    from metaprune.pruning.method import DenseUnit, parse_unit
+
+    assert parse_unit("dense") == DenseUnit() and str(parse_unit("dense~kaiming")) == "dense"
+    assert parse_unit("dense~snip") == DenseUnit("snip") and DenseUnit("snip").slug() == "dense-on-snip"
+    assert parse_unit("snip") == parse_method("snip")
+    with pytest.raises(MetapruneError, match="unknown init 'nope'"):
+        parse_unit("dense~nope")
+    method = parse_method("magnitude>learned:models/abc@ums10+w3#from:learned:m/d@uss~magnitude!shuffle")
+    assert method.label() == "magnitude>L:abc@ums10+w3#from:L:d@uss~magnitude!shuffle"
+    assert method.label(compact=True) == "mag>L:abc@ums10+w3#from:L:d~mag!shuffle"
+    assert method.label(lambda d: d.upper()) == "magnitude>MODELS/ABC@ums10+w3#from:M/D@uss~magnitude!shuffle"
+    assert parse_method("imp~bimodal").label(compact=True) == "imp~bimodal"
+    assert parse_method("synflow@ims3").label(compact=True) == "synflow@ims3"

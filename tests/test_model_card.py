@@ -67,6 +67,24 @@ def test_card_reads_what_fit_wrote(plain):
     assert card.layouts[0][0][1] == 64 * 12
 
 
+def test_the_card_writes_back_what_it_reads_and_reads_an_older_record(plain, tmp_path):
+    import json
+
+    card = ModelCard.read(plain.path)
+    assert card.to_meta() == {k: v for k, v in card.meta.items() if k not in ("payload", "meta_version")}
+    assert card.meta["networks"] == ["mlp:12-8"] and card.meta["datasets"] == ["digits"]  # lists, one or several
+    assert str(card.target_method) == "synflow@ims2" and card.levels == 2  # the tiny store's target
+    # a record of an older metaprune: one network and dataset as plain values, no target method or states
+    old = {k: v for k, v in card.meta.items() if k not in ("networks", "datasets", "target_method", "states")}
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps({**old, "network": "mlp:12-8", "dataset": "digits"}))
+    again = ModelCard.read(folder)
+    assert again.networks == ("mlp:12-8",) and again.datasets == ("digits",) and again.states == "dense"
+    assert str(again.target_ticket[0]) == "synflow@ims10" and again.target_ticket[1] == 2  # the harvest default's
+    assert again.features == card.features and again.intended_use == card.intended_use
+
+
 def test_transferable_model_is_accepted_by_prune_and_evaluate(store, models, tmp_path):
     from metaprune.prune import prune_network
 

@@ -11,9 +11,10 @@ import torch
 from metaprune.cli import app as app_module
 from typer.testing import CliRunner
 
+from metaprune.bench.prune import BENCH_TARGETS
 from metaprune.errors import MetapruneError
 from metaprune.networks import build_network, prunable_layout
-from metaprune.prune import BENCH_TARGETS, load_ticket, prune_network, save_ticket
+from metaprune.prune import load_ticket, prune_network, save_ticket
 from metaprune.pruning.masks import keep_count
 from metaprune.pruning.method import GRAMMAR_HELP
 from tests.conftest import run_main
@@ -252,9 +253,9 @@ FAKE_BENCH = {
 
 @pytest.fixture
 def fake_bench(monkeypatch):
-    import metaprune.pruning.bench
+    import metaprune.bench.prune
 
-    monkeypatch.setattr(metaprune.pruning.bench, "bench_prune", lambda repeats=5, learned=None: dict(FAKE_BENCH))
+    monkeypatch.setattr(metaprune.bench.prune, "bench_prune", lambda repeats=5, learned=None: dict(FAKE_BENCH))
 
 
 def test_bench_prune_table(fake_bench):

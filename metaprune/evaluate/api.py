@@ -1,8 +1,7 @@
-"""``metaprune evaluate`` / ``report`` / ``bench evaluate`` as library functions."""
+"""``metaprune evaluate`` and ``report`` as library functions."""
 
 from __future__ import annotations
 
-import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +13,7 @@ from metaprune.evaluate.config import (
     CEILINGS,
     COMPOSITE,
     EvaluateConfig,
+    Spelled,
     preset_methods,
     target_ceilings,
 )
@@ -23,11 +23,11 @@ from metaprune.evaluate.run import run_evaluation
 from metaprune.fit.persist import ModelCard, newest_model
 from metaprune.networks import build_network, validate_network
 from metaprune.provenance import config_hash, to_jsonable
-from metaprune.pruning.method import ABLATIONS, parse_method
+from metaprune.pruning.method import ABLATIONS, learned_name
 from metaprune.pruning.schedules import ScheduleConfig
 
 
-def quickstart_methods(network: str, dataset: str, models_dir: Path) -> tuple[tuple[str, ...], int | None]:
+def quickstart_methods(network: str, dataset: str, models_dir: Path) -> tuple[tuple[Spelled, ...], int | None]:
     """The default evaluation: the baselines, the composite, the newest model as its card says and its
     target's own ticket (the ceiling, so the table shows the gap closed), with the target's levels.
 
@@ -45,14 +45,14 @@ def quickstart_methods(network: str, dataset: str, models_dir: Path) -> tuple[tu
     except MetapruneError as exc:
         warnings.warn(f"skipping the newest model {newest}: {exc}", MetapruneWarning, stacklevel=2)
         return BASELINES + (COMPOSITE,), None
-    return BASELINES + (COMPOSITE, f"learned:{newest}", *ceilings), levels
+    return BASELINES + (COMPOSITE, learned_name(newest), *ceilings), levels
 
 
 def build_config(
     *,
     network: str = "lenet_300_100",
     dataset: str = "mnist5k",
-    methods: tuple[str, ...] = (),
+    methods: tuple[Spelled, ...] = (),
     densities: tuple[float, ...] = (),
     seeds: tuple[int, ...] = (),
     preset: str | None = None,
@@ -81,12 +81,7 @@ def build_config(
     elif not methods:
         methods, extra["levels"] = quickstart_methods(network, dataset, models_dir)
     if ceilings:
-        methods = tuple(methods) + CEILINGS
-    if sanity:
-        base = [parse_method(m) for m in methods]
-        methods = tuple(methods) + tuple(
-            replace(m, ablation=a).canonical() for m in base if m.ablation is None for a in ABLATIONS
-        )
+        methods = tuple(methods) + tuple(c.method for c in CEILINGS)
     target_levels = extra.pop("levels", None)
     if fields.get("schedule") is None:
         base = ScheduleConfig()
@@ -101,6 +96,9 @@ def build_config(
     config = EvaluateConfig(
         network=network, dataset=dataset, methods=tuple(methods), densities=tuple(densities) or (0.005,), **cfg_fields
     )
+    if sanity:
+        variants = [m.variant(ablation=a) for m in config.methods if m.ablation is None for a in ABLATIONS]
+        config = replace(config, methods=config.methods + tuple(variants))
     return config.validate()
 
 
@@ -127,30 +125,3 @@ def report(path: Path, reference: str | None = None, test: str | None = None, pl
     if plots:
         write_plots(rep, results)
     return rep
-
-
-def bench_evaluate(preset: str | None = None, out_root: Path | None = None, device: str | None = None) -> dict:
-    """Wall time and tickets/minute of the quick-start evaluation (or a preset) in a fresh directory."""
-    import tempfile
-
-    from metaprune.provenance import package_versions
-
-    config = build_config(preset=preset, models_dir=Path("models"))
-    with tempfile.TemporaryDirectory(dir=out_root) as tmp:
-        t0 = time.perf_counter()
-        results = run_evaluation(config, Path(tmp) / "bench", device=device)
-        seconds = time.perf_counter() - t0
-        rows = results.rows()
-    tickets = int((~rows["method"].str.startswith("dense")).sum())
-    return {
-        "preset": preset or "quickstart",
-        "methods": [str(m) for m in config.methods],
-        "densities": list(config.densities),
-        "seeds": list(config.seeds),
-        "tickets": tickets,
-        "trained_networks": len(rows),
-        "seconds": seconds,
-        "tickets_per_minute": 60 * tickets / seconds,
-        "device": str(rows["device"].iloc[0]) if "device" in rows else "",
-        "versions": package_versions(),
-    }

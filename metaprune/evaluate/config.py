@@ -1,4 +1,8 @@
-"""What an evaluation runs: methods × densities × seeds, the training and schedule configs, presets."""
+"""What an evaluation runs: methods × densities × seeds, the training and schedule configs, presets.
+
+Methods are spelled (``snip``, ``learned:DIR``) by users and presets, and parsed once, when an
+``EvaluateConfig`` is made: below that, every method is a ``Method``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from metaprune.errors import MetapruneError
 from metaprune.fit.learned import with_intended_use
 from metaprune.fit.persist import ModelCard, model_folders, newest_model
 from metaprune.pruning.masks import check_density
-from metaprune.pruning.method import Method, parse_method
+from metaprune.pruning.method import DenseUnit, Method, Unit, budget_from, learned_method, parse_method
 
 BASELINES = ("random", "magnitude", "snip", "grasp", "synflow")
 COMPOSITE = "magnitude>synflow~snip"  # the thesis's best at-init composite (stacked scoring on SaW weights)
@@ -19,9 +23,22 @@ COMPOSITE = "magnitude>synflow~snip"  # the thesis's best at-init composite (sta
 # scorer must beat.
 DEFAULT_REFERENCE = "synflow@ums"
 THESIS_DENSITIES = (0.005, 0.007, 0.01, 0.015, 0.1, 0.2, 0.5)
-CEILINGS = ("imp", "synflow@ims")
 DEFAULT_SEEDS = tuple(range(1000, 1005))  # disjoint from the harvest's default seeds
-DENSE = "dense"
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """An iterative reference a table measures gap closure towards (thesis 5.14)."""
+
+    name: str  # as typed and as the table's header names it
+    method: Method
+    stem: str  # the comparison's columns: STEM, STEM_lo, STEM_hi
+
+
+CEILINGS = (
+    Ceiling("imp", parse_method("imp"), "gap_imp"),
+    Ceiling("synflow@ims", parse_method("synflow@ims"), "gap_synflow_ims"),
+)
 
 # Thesis figure 5.14's top rows, spelled in our grammar (UMS where the thesis ran UMS).
 COMBINED = (
@@ -54,27 +71,35 @@ class EvaluateConfig(Config):
 
     network: str = "lenet_300_100"
     dataset: str = "mnist5k"
-    methods: tuple[Method | str, ...] = BASELINES + (COMPOSITE,)  # parsed by validate
+    # spellings given here (a preset's, a user's, a results directory's config.json) are parsed on construction
+    methods: tuple[Method, ...] = tuple(parse_method(m) for m in (*BASELINES, COMPOSITE))
     densities: tuple[float, ...] = (0.005,)
     seeds: tuple[int, ...] = DEFAULT_SEEDS
     train: TrainConfig = field(default_factory=TrainConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    reference: str = DEFAULT_REFERENCE
+    reference: Method = parse_method(DEFAULT_REFERENCE)
     test: str = "ttest"
     per_class: int = PER_CLASS
     dense_inits: tuple[str, ...] = ()  # extra dense rows trained from these inits (SaW preset)
 
+    def __post_init__(self) -> None:
+        # the one place an evaluation's method spellings are parsed; a bad one is refused here, in one line
+        methods = tuple(m if isinstance(m, Method) else parse_method(m) for m in self.methods)
+        object.__setattr__(self, "methods", methods)
+        if not isinstance(self.reference, Method):
+            object.__setattr__(self, "reference", parse_method(self.reference))
+
     def validate(self) -> EvaluateConfig:
-        """The checked config: methods parsed into ``Method`` objects (duplicates dropped), densities in
-        range and sorted; below this, methods and densities are trusted."""
+        """The checked config: each learned method with its model's intended use, the reference among the
+        methods, duplicates dropped, densities in range and sorted. Checking a checked config again
+        changes nothing."""
         if not self.methods and not self.dense_inits:
             raise MetapruneError("no methods to evaluate; accepted: --method METHOD (repeatable) or --preset NAME")
-        parsed = [with_intended_use(m if isinstance(m, Method) else parse_method(m)) for m in self.methods]
-        reference_method = with_intended_use(parse_method(self.reference))
-        if self.methods and reference_method.canonical() not in {m.canonical() for m in parsed}:
-            parsed.append(reference_method)  # every method is compared with it, so it is always evaluated
-        methods = tuple({m.canonical(): m for m in parsed}.values())
-        reference = reference_method.canonical()
+        merged = [with_intended_use(m) for m in self.methods]
+        reference = with_intended_use(self.reference)
+        if self.methods and reference.canonical() not in {m.canonical() for m in merged}:
+            merged.append(reference)  # every method is compared with it, so it is always evaluated
+        methods = tuple({m.canonical(): m for m in merged}.values())
         if self.test not in ("ttest", "wilcoxon"):
             raise MetapruneError(f"unknown test {self.test!r}; accepted: ttest, wilcoxon")
         if not self.seeds:
@@ -89,14 +114,11 @@ class EvaluateConfig(Config):
         )
 
 
-def dense_unit(init: str) -> str:
-    return DENSE if init == "standard" else f"{DENSE}~{init}"
-
-
-def planned_units(config: EvaluateConfig) -> list[tuple[Method | str, float]]:
-    """(method, density) of every pruned unit, then (dense unit name, 1.0) of every dense one."""
-    units: list[tuple[Method | str, float]] = [(m, d) for d in config.densities for m in config.methods]
-    units += [(dense_unit(i), 1.0) for i in ("standard", *[i for i in config.dense_inits if i != "standard"])]
+def planned_units(config: EvaluateConfig) -> list[tuple[Unit, float]]:
+    """(method, density) of every pruned unit, then (dense unit, 1.0) of every dense one."""
+    units: list[tuple[Unit, float]] = [(m, d) for d in config.densities for m in config.methods]
+    inits = ("standard", *[i for i in config.dense_inits if i != "standard"])
+    units += [(DenseUnit(i), 1.0) for i in inits]
     return units
 
 
@@ -125,7 +147,7 @@ JACKPOT_SEEDS = tuple(range(1000, 1030))
 IMP = "imp"
 
 
-def target_ceilings(models: tuple[str | Path, ...]) -> tuple[tuple[str, ...], int | None]:
+def target_ceilings(models: tuple[str | Path, ...]) -> tuple[tuple[Method, ...], int | None]:
     """The ceilings of learned models: each model's harvest target as a method (its own ticket, e.g.
     ``synflow@ims10``), and the levels those targets trained. Models of targets with different levels
     cannot share one evaluation's schedule config, which is one-line refused."""
@@ -136,17 +158,19 @@ def target_ceilings(models: tuple[str | Path, ...]) -> tuple[tuple[str, ...], in
             f"the models imitate targets of different levels ({', '.join(map(str, sorted(levels)))}); accepted: "
             "models harvested with one --levels, or --levels and -m for each ceiling"
         )
-    return tuple(sorted({method for method, _ in tickets})), (levels.pop() if levels else None)
+    methods = {method.canonical(): method for method, _ in tickets}
+    return tuple(methods[k] for k in sorted(methods)), (levels.pop() if levels else None)
 
 
-def jackpot_methods(models: tuple[str | Path, ...], models_dir: Path) -> tuple[tuple[str, ...], int | None]:
+Spelled = str | Method  # a method as typed, or parsed already
+
+
+def jackpot_methods(models: tuple[str | Path, ...], models_dir: Path) -> tuple[tuple[Spelled, ...], int | None]:
     """Did the learned scorer hit the jackpot: upfront baselines and peers, allocation-only controls,
     warm-up baselines of every warm-up the models use (equal compute), each model as its card says, under
     !shuffle / !reinit and with its per-layer counts filled at random or by magnitude, the ceilings:
     ``imp`` and each model's own target ticket, and RigL (dynamic sparse training, not pruning at init).
     Returns the methods and the targets' levels."""
-    from metaprune.fit.learned import with_intended_use
-
     if not models:
         newest = newest_model(models_dir)
         if newest is None:
@@ -155,20 +179,21 @@ def jackpot_methods(models: tuple[str | Path, ...], models_dir: Path) -> tuple[t
                 "`metaprune harvest` then `metaprune fit --model mlp`, or give --model DIR"
             )
         models = (newest,)
-    learned = [with_intended_use(parse_method(f"learned:{m}")) for m in models]
-    warmups = sorted({m.warmup for m in learned if m.warmup is not None})
-    warm = tuple(f"{s}+w{w:g}" for w in warmups for s in JACKPOT_WARMUP_SCORERS)
-    own = tuple(m.canonical() for m in learned)
-    sanity = tuple(f"{m}!{a}" for m in own for a in ("shuffle", "reinit"))
+    own = tuple(with_intended_use(learned_method(m)) for m in models)
+    warmups = sorted({m.warmup for m in own if m.warmup is not None})
+    warm = tuple(parse_method(s, warmup=w) for w in warmups for s in JACKPOT_WARMUP_SCORERS)
+    sanity = tuple(m.variant(ablation=a) for m in own for a in ("shuffle", "reinit"))
     # the model's per-layer counts filled at random or by magnitude: does its choice within layers matter?
-    controls = tuple(f"{s}#from:{m}" for m in own for s in ("random", "magnitude") if "#" not in m)
+    controls = tuple(
+        parse_method(s, budget=budget_from(m)) for m in own for s in ("random", "magnitude") if m.budget is None
+    )
     ceilings, levels = target_ceilings(models)
     return JACKPOT_BASELINES + warm + own + sanity + controls + (IMP, *ceilings) + JACKPOT_DYNAMIC, levels
 
 
 def preset_methods(
     name: str, models_dir: Path = Path("models"), models: tuple[str | Path, ...] = ()
-) -> tuple[tuple[str, ...], tuple[float, ...], dict]:
+) -> tuple[tuple[Spelled, ...], tuple[float, ...], dict]:
     """(methods, densities, extra config fields) reproducing a thesis experiment by name."""
     if models and name != "jackpot":
         raise MetapruneError(f"--model is for preset 'jackpot', not {name!r}; accepted: -m learned:DIR instead")
@@ -196,7 +221,7 @@ def preset_methods(
                 f"preset 'meta' needs fitted models, none found under {models_dir}; accepted: run `metaprune fit` first"
             )
         # thesis 5.9: the learned scorers as the thesis used them, in one shot
-        return tuple(f"learned:{p}@uss" for p in models) + BASELINES, (0.005, 0.01), {}
+        return tuple(learned_method(p, "uss") for p in models) + BASELINES, (0.005, 0.01), {}
     raise MetapruneError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
 
 

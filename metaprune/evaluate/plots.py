@@ -13,14 +13,15 @@ A method keeps its colour in every plot; the reference is drawn in black.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from metaprune.evaluate.config import DENSE
 from metaprune.evaluate.results import ResultsDir, unit_name
 from metaprune.pruning.masks import jaccard
+from metaprune.pruning.method import DenseUnit, Unit
 
 DPI = 120
 DODGE_SPAN = 0.08  # total horizontal spread of the methods at one density, as a fraction of it
@@ -28,20 +29,17 @@ KEPT_RANGE = 99.0  # percent of a layer's kept weights inside its histogram's ra
 REFERENCE_COLOR = "black"
 
 
-def short_label(method: str, model_names: dict[str, str] | None = None) -> str:
-    """A compact spelling of a canonical method for axes: ``learned:models/long-name`` → ``L:long-nam``
-    (or the name ``model_names`` gives the folder), ``magnitude`` → ``mag``, ``magnitude@iss`` → ``imp``,
-    the default ``@uss`` dropped."""
-    parts = re.split(r"([>~!@#])", method)
-    for i, part in enumerate(parts):
-        if part.startswith("learned:"):
-            name = Path(part[len("learned:") :]).name
-            parts[i] = "L:" + (model_names or {}).get(name, name[:8])
-        elif part == "magnitude":
-            parts[i] = "mag"
-    text = "".join(parts)
-    text = re.sub(r"^mag@iss(?=$|[~!])", "imp", text)
-    return text.replace("@uss", "")
+def short_label(method: Unit, model_names: Mapping[str, str] | None = None) -> str:
+    """A method's compact label for axes (``Method.label(compact=True)``): ``learned:models/long-name`` as
+    ``L:long-nam`` (or the name ``model_names`` gives the folder), ``magnitude`` as ``mag``,
+    ``magnitude@iss`` as ``imp``, the default ``@uss`` dropped."""
+    names = model_names or {}
+
+    def model(model_dir: str) -> str:
+        name = Path(model_dir).name
+        return "L:" + names.get(name, name[:8])
+
+    return method.label(model, compact=True)
 
 
 def unique_prefixes(names: set[str], least: int = 8) -> dict[str, str]:
@@ -55,13 +53,12 @@ def unique_prefixes(names: set[str], least: int = 8) -> dict[str, str]:
     return out
 
 
-def short_labels(methods: list[str]) -> dict[str, str]:
-    """Short labels: model folders cut where they still differ (``L:lgb-traj-b``, ``L:lgb-traj-r``), and
-    the full spelling where two methods would still share one."""
-    parts = [p for m in methods for p in re.split(r"[>~!@#]", m)]
-    models = {Path(p[len("learned:") :]).name for p in parts if p.startswith("learned:")}
+def short_labels(methods: Mapping[str, Unit]) -> dict[str, str]:
+    """Short labels of methods (by spelling): model folders cut where they still differ (``L:lgb-traj-b``,
+    ``L:lgb-traj-r``), and the full spelling where two methods would still share one."""
+    models = {Path(d).name for m in methods.values() if not isinstance(m, DenseUnit) for d in m.learned_models}
     names = unique_prefixes(models)
-    short = {m: short_label(m, names) for m in methods}
+    short = {text: short_label(m, names) for text, m in methods.items()}
     counts = pd.Series(list(short.values())).value_counts()
     return {m: (s if counts[s] == 1 else m) for m, s in short.items()}
 
@@ -83,9 +80,9 @@ class Plotter:
         self.report = report
         self.results = results
         self.comp: pd.DataFrame = report.comparison
-        self.rows: pd.DataFrame = report.rows[~report.rows["method"].str.startswith(DENSE)]
+        self.rows: pd.DataFrame = report.rows.drop(report.dense.index)
         methods = sorted(self.comp["method"].unique())
-        self.labels = short_labels(methods)
+        self.labels = short_labels({m: report.units[m] for m in methods})
         self.colors = method_colors(methods, report.reference)
 
     def write_all(self) -> list[Path]:
@@ -111,7 +108,7 @@ class Plotter:
 
     def _dense_acc(self) -> float | None:
         dense = self.report.dense
-        acc = dense[dense["method"] == DENSE]["test_acc"] if not dense.empty else pd.Series(dtype=float)
+        acc = dense[dense["method"] == str(DenseUnit())]["test_acc"] if not dense.empty else pd.Series(dtype=float)
         return float(100 * acc.mean()) if not acc.empty else None
 
     def _label(self, method: str, significant: bool = False) -> str:
@@ -241,7 +238,7 @@ class Plotter:
         dense = self.report.dense
         if dense.empty or "cost_epochs" not in dense.columns:
             return
-        block = dense[dense["method"] == DENSE].dropna(subset=["cost_epochs"])
+        block = dense[dense["method"] == str(DenseUnit())].dropna(subset=["cost_epochs"])
         if not block.empty and block["cost_epochs"].mean() > 0:
             x, y = block["cost_epochs"].mean(), 100 * block["test_acc"].mean()
             ax.plot(x, y, marker="*", color="red", ms=11, linestyle="none")

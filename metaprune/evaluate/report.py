@@ -7,14 +7,17 @@ The table's statistics also go to ``comparison.csv`` beside ``results.csv``; the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from metaprune.evaluate.config import CEILINGS, DENSE, EvaluateConfig, planned_units
+from metaprune.errors import StoreError
+from metaprune.evaluate.config import CEILINGS, EvaluateConfig, planned_units
 from metaprune.evaluate.results import ResultsDir, unit_name
-from metaprune.evaluate.stats import CEILING_COLUMNS, compare
+from metaprune.evaluate.stats import compare
+from metaprune.pruning.method import DenseUnit, Method, Unit, parse_method, parse_units
 
 BOOT_SEED = 0  # the gap-closure bootstrap's seed: a report is reproducible
 
@@ -27,24 +30,32 @@ class Report:
     reference: str
     test: str
     plots: list[Path]
+    units: dict[str, Unit] = field(default_factory=dict)  # each spelling of the ``method`` columns, parsed
+
+    def __post_init__(self) -> None:
+        # spellings the caller did not parse (a report made by hand) are parsed here, once
+        texts = [t for frame in (self.rows, self.comparison) if "method" in frame for t in frame["method"]]
+        missing = [t for t in dict.fromkeys(texts) if t not in self.units]
+        if missing:
+            self.units.update(parse_units(missing))
 
 
-def build_report(results: ResultsDir, reference: str | None = None, test: str | None = None) -> Report:
+def build_report(results: ResultsDir, reference: str | Method | None = None, test: str | None = None) -> Report:
+    """The table of a results directory; its ``method`` column is parsed here, once."""
     config = results.config()
     df = results.consolidate()
     if df.empty:
-        from metaprune.errors import StoreError
-
         raise StoreError(f"{results.path} holds no committed results yet; accepted: run `metaprune evaluate` first")
     reference = reference or config.get("reference", "snip@uss")
-    from metaprune.pruning.method import parse_method
-
-    reference = parse_method(reference).canonical()
+    reference = str(reference if isinstance(reference, Method) else parse_method(reference))
     test = test or config.get("test", "ttest")
-    dense = df[df["method"].str.startswith(DENSE)]
-    pruned = df[~df["method"].str.startswith(DENSE)]
-    comparison = compare(pruned, reference, test, boot_seed=BOOT_SEED) if not pruned.empty else pd.DataFrame()
-    report = Report(df, comparison, dense, reference, test, [])
+    units = parse_units(df["method"])
+    is_dense = df["method"].map(lambda text: isinstance(units[text], DenseUnit)).astype(bool)
+    dense, pruned = df[is_dense], df[~is_dense]
+    comparison = (
+        compare(pruned, reference, test, boot_seed=BOOT_SEED, methods=units) if not pruned.empty else pd.DataFrame()
+    )
+    report = Report(df, comparison, dense, reference, test, [], units)
     write_comparison(report, results)
     return report
 
@@ -75,8 +86,7 @@ def _gap_cell(row: pd.Series, stem: str) -> str:
 
 def gap_stems(report: Report) -> list[tuple[str, str]]:
     """(column stem, ceiling name) for each ceiling the comparison has gap columns for."""
-    names = dict(zip(CEILING_COLUMNS.values(), CEILINGS, strict=True))  # gap_imp -> imp
-    return [(stem, names[stem]) for stem in CEILING_COLUMNS.values() if stem in report.comparison.columns]
+    return [(c.stem, c.name) for c in CEILINGS if c.stem in report.comparison.columns]
 
 
 def table_cells(report: Report) -> tuple[list[float], list[str], list[tuple[str, list[str], list[str]]]]:
@@ -169,18 +179,18 @@ def dense_cells(report: Report) -> list[tuple[str, str]]:
     return rows
 
 
-def verdicts(report: Report) -> list[str]:
+def verdicts(report: Report, label: Callable[[str], str] = str) -> list[str]:
     """One sentence per learned method (no ablation) and density: did it beat the reference, by how
-    much, with the paired CI, the Holm-corrected p and the seeds it won."""
-    from metaprune.pruning.method import parse_method
-
+    much, with the paired CI, the Holm-corrected p and the seeds it won. ``label`` spells a method (by its
+    canonical spelling) as the sentence names it."""
     comp = report.comparison
     if comp.empty or "diff" not in comp.columns:
         return []
     lines = []
     for _, r in comp.sort_values(["density", "mean"], ascending=[True, False]).iterrows():
-        method = parse_method(r["method"])
-        if not method.learned_models or method.ablation is not None or r["method"] == report.reference:
+        method = report.units[r["method"]]
+        learned = isinstance(method, Method) and method.learned_models and method.ablation is None
+        if not learned or r["method"] == report.reference:
             continue
         if pd.isna(r["diff"]):
             continue
@@ -189,7 +199,8 @@ def verdicts(report: Report) -> list[str]:
         )  # fmt: skip
         ci = "" if pd.isna(r["diff_ci95"]) else f" ± {100 * r['diff_ci95']:.2f}"
         lines.append(
-            f"at density {r['density']:g}, {r['method']} {beat} {report.reference}: {100 * r['diff']:+.2f}{ci} "
+            f"at density {r['density']:g}, {label(r['method'])} {beat} {label(report.reference)}: "
+            f"{100 * r['diff']:+.2f}{ci} "
             f"points (p = {r['p_holm']:.2g}, Holm-corrected; won {int(r['wins'])} of {int(r['n_pairs'])} seeds)"
         )
     return lines
@@ -198,7 +209,7 @@ def verdicts(report: Report) -> list[str]:
 def seeds_held(results: ResultsDir) -> tuple[int, int]:
     """(seeds whose every planned unit is committed, seeds planned) of a results directory."""
     config = EvaluateConfig.from_dict(results.config())
-    units = [unit_name(str(m), d) for m, d in planned_units(config)]
+    units = [unit_name(m, d) for m, d in planned_units(config)]
     seeds = list(config.seeds)
     return sum(all(results.done(s, u) for u in units) for s in seeds), len(seeds)
 

@@ -14,7 +14,6 @@ where it stopped and never sees half-written work.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from metaprune.errors import StoreError
 from metaprune.files import atomic_path, check_folder_writable, write_bytes, write_failed
 from metaprune.provenance import package_versions, to_jsonable
+from metaprune.pruning.method import Unit, parse_method, slug
 
 # Fields that define what a results directory measures; methods, densities and seeds may grow.
 IDENTITY_FIELDS = ("network", "dataset", "train", "schedule", "per_class")
@@ -34,14 +34,12 @@ IDENTITY_FIELDS = ("network", "dataset", "train", "schedule", "per_class")
 def _models(config_json: dict) -> set[str]:
     """The learned models a results config evaluates: a directory answers for one set of them, which may
     grow (a model added beside the others) but not be swapped for another set."""
-    from metaprune.pruning.method import parse_method
-
     return {m for text in config_json.get("methods", []) for m in parse_method(text).learned_models}
 
 
-def unit_name(method: str, density: float) -> str:
-    slug = re.sub(r"[^A-Za-z0-9_.+-]+", "_", method.replace(">", "+").replace("~", "-on-").replace("@", "-"))
-    return f"{slug}__d{density:.6g}"
+def unit_name(unit: Unit | str, density: float) -> str:
+    """The file name (without suffix) of a unit at ``density``; a unit may be given by its canonical spelling."""
+    return f"{slug(str(unit))}__d{density:.6g}"
 
 
 @dataclass

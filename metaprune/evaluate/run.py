@@ -25,7 +25,7 @@ from metaprune.provenance import to_jsonable
 from metaprune.pruning.apply import MASK_ABLATIONS, Ticket, ablated, initial_network, prune_data_for, prune_seeds
 from metaprune.pruning.fits import check_method_for_network
 from metaprune.pruning.masks import MaskReport, mask_report
-from metaprune.pruning.method import Method
+from metaprune.pruning.method import Method, Unit
 from metaprune.pruning.schedules import check_density_for_network
 from metaprune.rigl import RigL
 from metaprune.training import MemberResult, resolve_device, train_population
@@ -42,17 +42,16 @@ class _Member:
     dynamic: RigL | None = None  # dynamic sparse training (RigL): the mask changes while it trains
 
 
-def _row_base(config: EvaluateConfig, seed: int, method: Method | str, density: float) -> dict:
-    row = {"seed": seed, "method": str(method), "density": density, "network": config.network}
+def _row_base(config: EvaluateConfig, seed: int, unit: Unit, density: float) -> dict:
+    row = {"seed": seed, "method": str(unit), "density": density, "network": config.network}
     row["dataset"] = config.dataset
-    if isinstance(method, Method):
-        m = method
+    if isinstance(unit, Method):
+        m = unit
         row.update(scorers=">".join(m.scorers), schedule=m.schedule, init=m.init, ablation=m.ablation or "")
         row.update(warmup=m.warmup or 0.0, budget=m.budget or config.schedule.scope)
         row["dynamic_sparse"] = m.dynamic  # RigL: not pruning at init; a report gives it a section of its own
     else:
-        init = method.split("~", 1)[1] if "~" in method else "standard"
-        row.update(scorers="", schedule="", init=init, ablation="", warmup=0.0, budget="")
+        row.update(scorers="", schedule="", init=unit.init, ablation="", warmup=0.0, budget="")
     return row
 
 
@@ -97,7 +96,7 @@ def evaluate_seed(
     dev = resolve_device(device)
     splits = load_dataset(config.dataset, data_root=data_root)
     planned = planned_units(config)
-    if all(results.done(seed, unit_name(str(m), d)) for m, d in planned):
+    if all(results.done(seed, unit_name(m, d)) for m, d in planned):
         return 0
     # A population's numbers depend (in the last bits) on its size, so a partly committed seed retrains
     # its whole planned population and commits only the missing units: resumed == uninterrupted.
@@ -147,7 +146,7 @@ def _announced(planned: list, seed: int, emit: Emit):
 def _prune_member(
     config: EvaluateConfig,
     seed: int,
-    method: Method | str,
+    method: Unit,
     density: float,
     splits: DataSplits,
     device: torch.device,
@@ -157,8 +156,7 @@ def _prune_member(
     row = _row_base(config, seed, method, density)
     t0 = time.perf_counter()
     if not isinstance(method, Method):  # a dense unit
-        init_method = Method(("magnitude",), "uss", row["init"])
-        net = initial_network(init_method, config.network, splits, seed, prune_data_for(splits, seed))
+        net = initial_network(method.init_method, config.network, splits, seed, prune_data_for(splits, seed))
         mask = None
         row.update(kept=prunable_layout(net).total, effective_density=1.0, collapsed=False, collapsed_layers="")
         row["cost_epochs"] = 0.0
@@ -169,7 +167,7 @@ def _prune_member(
         row["cost_epochs"] = ticket.cost_epochs
     row["prune_seconds"] = time.perf_counter() - t0
     dynamic = RigL(seed) if isinstance(method, Method) and method.dynamic else None
-    return _Member(unit_name(str(method), density), row, net, mask, dynamic)
+    return _Member(unit_name(method, density), row, net, mask, dynamic)
 
 
 def _ticket(
@@ -239,7 +237,7 @@ def check_for_network(config: EvaluateConfig, allow_seen_seeds: bool) -> None:
 def units_committed(config: EvaluateConfig, out: str | Path) -> tuple[int, int]:
     """(units committed, units planned) of an evaluation in the results directory ``out``."""
     results = ResultsDir(Path(out))
-    units = [unit_name(str(m), d) for m, d in planned_units(config)]
+    units = [unit_name(m, d) for m, d in planned_units(config)]
     return sum(results.done(s, u) for s in config.seeds for u in units), len(config.seeds) * len(units)
 
 

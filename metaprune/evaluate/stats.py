@@ -13,15 +13,15 @@ seeds all three share, with a seeded percentile-bootstrap interval over seeds. S
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from metaprune.errors import MetapruneError
 from metaprune.evaluate.config import CEILINGS
-from metaprune.pruning.method import parse_method
+from metaprune.pruning.method import Method, Unit, parse_units
 
 
 def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -63,8 +63,6 @@ def holm(pvalues: list[float]) -> list[float]:
 
 
 N_BOOT = 2000
-# Column stem per ceiling, keyed by canonical spelling: gap_imp, gap_synflow_ims (+ _lo, _hi).
-CEILING_COLUMNS = {parse_method(c).canonical(): "gap_" + c.replace("@", "_") for c in CEILINGS}
 SANITY_MIN_LOSS = 0.01  # the shuffled mask must cost at least one accuracy point
 _EPS = 1e-9  # accuracies are multiples of 1/n_test: a loss of exactly one point must pass
 
@@ -106,25 +104,24 @@ def gap_closure(
     return Gap(point, float(lo), float(hi), degenerate)
 
 
-def ceiling_column(columns, ceiling: str) -> str | None:
-    """The evaluated method that is ``ceiling``: spelled so, or with its own rounds (``synflow@ims10``, the
-    harvest target's 10 rounds per level); the plain spelling first."""
-    if ceiling in columns:
-        return ceiling
+def ceiling_column(columns, ceiling: Method, methods: Mapping[str, Unit]) -> str | None:
+    """The evaluated method (among ``columns``, parsed in ``methods``) that is ``ceiling``: itself, or with
+    its own rounds (``synflow@ims10``, the harvest target's 10 rounds per level); itself first."""
+    if ceiling.canonical() in columns:
+        return ceiling.canonical()
     for name in columns:
-        try:
-            m = parse_method(str(name))
-        except MetapruneError:
-            continue
-        if m.rounds is not None and replace(m, rounds=None).canonical() == ceiling:
+        m = methods.get(str(name))
+        if isinstance(m, Method) and m.rounds is not None and replace(m, rounds=None) == ceiling:
             return str(name)
     return None
 
 
-def _gap_fields(table: pd.DataFrame, method: str, reference: str, seed: int, n_boot: int) -> dict:
+def _gap_fields(
+    table: pd.DataFrame, method: str, reference: str, seed: int, n_boot: int, methods: Mapping[str, Unit]
+) -> dict:
     out: dict = {}
-    for kind, stem in CEILING_COLUMNS.items():
-        ceiling = ceiling_column(table.columns, kind)
+    for c in CEILINGS:
+        ceiling, stem = ceiling_column(table.columns, c.method, methods), c.stem
         if ceiling is None or reference not in table.columns:
             continue
         # by position: the method may be the reference or the ceiling itself
@@ -135,19 +132,18 @@ def _gap_fields(table: pd.DataFrame, method: str, reference: str, seed: int, n_b
     return out
 
 
-def _ablation(method: str, ablation: str) -> str | None:
-    try:
-        m = parse_method(method)
-    except MetapruneError:
-        return None  # not a method of the grammar (e.g. a dense row): no ablations
-    return replace(m, ablation=ablation).canonical() if m.ablation is None else None
+def _ablation(method: Unit | None, ablation: str) -> str | None:
+    """The spelling of ``method`` under ``ablation``; None for a dense unit or an ablated method."""
+    if not isinstance(method, Method) or method.ablation is not None:
+        return None
+    return replace(method, ablation=ablation).canonical()
 
 
-def _sanity_fields(table: pd.DataFrame, method: str) -> dict:
+def _sanity_fields(table: pd.DataFrame, method: str, methods: Mapping[str, Unit]) -> dict:
     """Paired loss of each evaluated ablation against ``method``; the verdict rests on ``!shuffle``."""
     out: dict = {}
     for ablation in ("shuffle", "reinit"):
-        other = _ablation(method, ablation)
+        other = _ablation(methods.get(method), ablation)
         if other is None or other not in table.columns:
             continue
         pair = table[[method, other]].dropna()
@@ -160,16 +156,21 @@ def _sanity_fields(table: pd.DataFrame, method: str) -> dict:
 
 def compare(
     df: pd.DataFrame,
-    reference: str,
+    reference: str | Method,
     test: str = "ttest",
     alpha: float = 0.05,
     metric: str = "test_acc",
     boot_seed: int = 0,
     n_boot: int = N_BOOT,
+    methods: Mapping[str, Unit] | None = None,
 ) -> pd.DataFrame:
     """One row per (density, method): mean, CI, paired difference to ``reference``, p, Holm p, gap
     closure towards each ceiling present (``gap_imp``, ``gap_synflow_ims`` with ``_lo``/``_hi``), and the
-    sanity columns (``shuffle_loss``, ``reinit_loss``, ``sanity``) where ablations were evaluated."""
+    sanity columns (``shuffle_loss``, ``reinit_loss``, ``sanity``) where ablations were evaluated.
+    ``methods``: the ``method`` column's spellings parsed (``method.parse_units``), when the caller has them."""
+    reference = str(reference)
+    # a name outside the grammar has no ceiling or ablation
+    units = parse_units(df["method"].unique(), strict=False) if methods is None else methods
     rows = []
     for density, block in df.groupby("density", sort=True):
         table = block.pivot_table(index="seed", columns="method", values=metric, aggfunc="first")
@@ -178,8 +179,8 @@ def compare(
         for row, p_adj in zip(block_rows, holm([r["p"] for r in block_rows]), strict=True):
             row["p_holm"] = p_adj
             row["significant"] = bool(p_adj < alpha) if not math.isnan(p_adj) else False
-            row.update(_gap_fields(table, row["method"], reference, boot_seed, n_boot))
-            row.update(_sanity_fields(table, row["method"]))
+            row.update(_gap_fields(table, row["method"], reference, boot_seed, n_boot, units))
+            row.update(_sanity_fields(table, row["method"], units))
         rows += block_rows
     out = pd.DataFrame(rows)
     out.attrs.update(reference=reference, test=test, alpha=alpha, metric=metric, boot_seed=boot_seed, n_boot=n_boot)

@@ -4,8 +4,8 @@ Library entry points (each CLI command is one of them):
 
 - ``fit_model(stores, FitConfig(...), name=, models_dir=, force=)`` → ``FitResult`` (``metaprune fit``)
 - ``list_models(models_dir)`` (``metaprune models``), ``load_model(dir)`` → ``LoadedModel``
-- ``bench_fit(store, models)`` (``metaprune bench fit``)
-- ``ModelCard.read(dir)``: what a saved model is and where it applies (the one reader of ``meta.json``)
+- ``ModelCard``: what a saved model is and where it applies; ``from_fit`` and ``to_meta`` write
+  ``meta.json``, ``read`` reads it (records of older versions included)
 - ``learned_scores(model_dir, net, mask, data, seed)``: the ``learned:DIR`` scorer of method strings; the
   scorer registry imports ``fit.learned`` (which registers it) the first time a ``learned:`` name is looked
   up (``metaprune.PREFIX_PROVIDERS``), so importing this package costs no torch (``fit.config`` is read by
@@ -20,6 +20,9 @@ Decisions and caps (all overridable with ``--option KEY=VALUE``):
 - States: ``dense`` (θ0, default) or ``trajectory``: every stored state of the target's way down (the
   alive weights under its mask after s levels), with ``round`` and ``survive`` counted from the state.
 - Every fit also fits the target's per-layer budget (``fit.budget``; ``learned:DIR#learned``).
+- One job per module: ``core`` (``fit_model``), ``split`` (the seed split), ``sampler`` (units, the seed
+  reader and the streamed ``TrainData``), ``assess`` (held-out metrics), ``cv`` (cross-validation and grid
+  search), ``persist`` (the card and the payload), ``learned`` (the scorer), ``budget``.
 - Preprocessing is per network and therefore never fitted on held-out seeds: ``minmax`` (default, the
   thesis), ``rank`` (per-layer rank; makes a model usable on other architectures), ``none``.
 - Split by seed: default test = the last quarter of the complete seeds (at least one); a seed in both

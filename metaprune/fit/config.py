@@ -1,4 +1,4 @@
-"""What ``metaprune fit`` fits (``FitConfig``) and how a model records its intended use.
+"""What ``metaprune fit`` fits (``FitConfig``), the intended use of the model included.
 
 Importable without torch: the CLI takes its options' defaults and help from these fields while it
 registers commands, before the OpenMP settings that must precede torch's import. Checks that need the
@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from metaprune.config import Config, setting
 from metaprune.errors import MetapruneError
+
+if TYPE_CHECKING:
+    from metaprune.pruning.method import IntendedUse
 
 STATE_CHOICES = ("dense", "trajectory")
 
@@ -67,6 +70,12 @@ class FitConfig(Config):
         "one shot",
     )
 
+    def intended_use(self, warmup: float | None = None) -> IntendedUse:
+        """How the model is meant to prune (``use`` parsed), with the warm-up of the dynamics features it reads."""
+        from metaprune.pruning.method import parse_use
+
+        return parse_use(self.use, warmup)
+
     @classmethod
     def for_recipe(cls, recipe: str = "multishot", **given: Any) -> FitConfig:
         """The config of a named recipe (``RECIPES``), with the fields ``given`` explicitly on top."""
@@ -99,7 +108,7 @@ class FitConfig(Config):
         for key, values in self.grid.items():
             if not values:
                 raise MetapruneError(f"--grid {key}= names no value; accepted: KEY=V1,V2,...")
-        intended_use(self.use, None)
+        self.intended_use()
         return self
 
 
@@ -116,28 +125,3 @@ RECIPE_HELP = {
     "state, the static features, pruning in 10 rounds (@ums10)",
     "thesis": "the thesis's single-shot model (4.3, 5.9): dense θ0, the six base scores, pruning in one shot",
 }
-
-
-def intended_use(use: str, warmup: dict[str, Any] | None) -> dict[str, Any]:
-    """The ``intended_use`` entry of a model's meta: schedule, rounds, budget and warm-up epochs.
-
-    ``use`` is a method suffix (``@ums``, ``#from:synflow@ums``, ``@ums#layer``); a model that reads the
-    dynamics features always uses the warm-up its store was harvested with.
-    """
-    from metaprune.pruning.method import parse_method
-
-    text = str(use or "").strip()
-    if text and text[0] not in "@#":
-        raise MetapruneError(f"bad use {use!r}; accepted: a method suffix such as @ums, #layer or #from:synflow@ums")
-    try:
-        method = parse_method("learned:_" + text)  # a stand-in learned scorer: '#learned' is its own budget
-    except MetapruneError as exc:
-        raise MetapruneError(f"bad use {use!r}: {exc}") from None
-    if method.iterative:
-        raise MetapruneError(f"bad use {use!r}; accepted: the upfront schedules uss or ums")
-    return {
-        "schedule": method.schedule,
-        "rounds": method.rounds,
-        "budget": method.budget,
-        "warmup": None if warmup is None else float(warmup["epochs"]),
-    }

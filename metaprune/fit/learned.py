@@ -22,14 +22,13 @@ from torch import nn
 from metaprune import features as feature_module
 from metaprune.errors import MetapruneError
 from metaprune.fit.models import limited_threads
-from metaprune.fit.persist import LoadedModel, ModelCard, load_model
+from metaprune.fit.persist import LoadedModel, ModelCard, dynamics_features, load_model
 from metaprune.fit.preprocess import alive_bounds, preprocess
 from metaprune.networks import prunable_layout
 from metaprune.pruning.masks import check_mask
-from metaprune.pruning.method import Method
+from metaprune.pruning.method import LEARNED, Method, learned_method
 from metaprune.pruning.scorers import SCORERS, ScorerSpec
 
-LEARNED = "learned:"
 LEARNED_PASSES = 5.5  # compute accounting: snip (1), grasp (3), 101 SynFlow passes on one example, activations
 CACHE_SIZE = 4  # loaded models kept per process, keyed by (resolved path, payload sha256)
 _CACHE: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
@@ -59,10 +58,10 @@ def cached_model(model_dir: str | Path) -> LoadedModel:
 
 def model_warmup(card: ModelCard) -> dict[str, Any] | None:
     """The warm-up a model's dynamics features were harvested with, or None if it reads none."""
-    uses = [f for f in card.features if f.removeprefix("rank_") in feature_module.DYNAMICS_FEATURES]
+    uses = dynamics_features(card.features)
     if not uses:
         return None
-    warmup = (card.meta.get("feature_config") or {}).get("warmup")
+    warmup = card.feature_config.get("warmup")
     if not warmup:
         raise MetapruneError(f"model {card.name!r} reads {uses[0]} but records no warm-up; refit it")
     return dict(warmup)
@@ -73,7 +72,7 @@ def _check_warmup(loaded: LoadedModel, data: Any) -> Any:
     if wanted is None:
         return None
     record = None if data is None else data.warmup
-    spelled = f"learned:{loaded.path}+w{wanted['epochs']:g}"
+    spelled = learned_method(loaded.path).variant(warmup=float(wanted["epochs"])).canonical()
     if record is None:
         raise MetapruneError(
             f"model {loaded.path} reads features of a {wanted['epochs']:g}-epoch warm-up; accepted: {spelled}"
@@ -93,22 +92,12 @@ def with_intended_use(method: Method) -> Method:
     no schedule (``uss``), warm-up or budget of its own, ``learned:DIR`` prunes that way; any part the
     method spells overrides the model's.
     """
-    learned = [s for s in method.scorers if s.startswith(LEARNED)]
-    if not learned:
+    model_dir = method.learned_model
+    if model_dir is None:
         return method
-    card = cached_model(learned[-1][len(LEARNED) :]).card
-    use = card.intended_use
-    warmup = model_warmup(card)
-    parts: dict[str, Any] = {}
-    if method.warmup is None and warmup is not None and not method.iterative:
-        parts["warmup"] = float(warmup["epochs"])
-    if method.schedule == "uss" and use.schedule not in (None, "uss"):
-        parts["schedule"] = use.schedule
-        if method.rounds is None and use.rounds is not None:
-            parts["rounds"] = int(use.rounds)
-    if method.budget is None and use.budget is not None and not method.iterative:
-        parts["budget"] = use.budget
-    return replace(method, **parts) if parts else method
+    card = cached_model(model_dir).card
+    warmup = model_warmup(card)  # the features' own warm-up, also for cards that predate intended_use
+    return method.merge(replace(card.intended_use, warmup=None if warmup is None else float(warmup["epochs"])))
 
 
 def learned_scores(model_dir: str | Path, net: nn.Module, mask: torch.Tensor, data: Any, seed: int) -> torch.Tensor:

@@ -14,9 +14,11 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -24,8 +26,15 @@ from metaprune import features as feature_module
 from metaprune.errors import MetapruneError
 from metaprune.files import atomic_path, write_failed
 from metaprune.fit.models import REGRESSORS, Regressor
-from metaprune.fit.preprocess import per_layer_normalised
+from metaprune.fit.preprocess import TARGETS, per_layer_normalised
+from metaprune.harvest.config import HarvestConfig
 from metaprune.networks import prunable_layout
+from metaprune.provenance import package_versions
+from metaprune.pruning.method import IntendedUse, Method, parse_method
+
+if TYPE_CHECKING:
+    from metaprune.fit.config import FitConfig
+    from metaprune.fit.stores import StoreView
 
 META_FILE = "meta.json"
 META_VERSION = 1
@@ -106,6 +115,11 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     return meta
 
 
+def dynamics_features(features: Sequence[str]) -> list[str]:
+    """The features (ranked or not) read from a warm-up: a model reading one warms up as its store did."""
+    return [f for f in features if f.removeprefix("rank_") in feature_module.DYNAMICS_FEATURES]
+
+
 def _as_tuple(value: Any) -> tuple[Any, ...]:
     """A field ``fit`` writes as one value for one store and as a list for several."""
     if value is None:
@@ -121,33 +135,42 @@ def _describe(layout: Layout) -> str:
 
 
 @dataclass(frozen=True)
-class IntendedUse:
-    """How the model is meant to prune; None where the model does not record it."""
+class StoreRecord:
+    """A store a model was fitted on, as it was then."""
 
-    schedule: str | None = None
-    rounds: int | None = None
-    budget: str | None = None
-    warmup: float | None = None
+    path: str
+    abs_path: str
+    hash: str  # the store's content hash (``fit.stores.content_hash``)
+    config_hash: str  # its harvest config's hash (in its default file name)
+    complete_seeds: tuple[int, ...]
 
     @classmethod
-    def from_meta(cls, entry: Any) -> IntendedUse:
-        entry = entry if isinstance(entry, dict) else {}
-        return cls(**{k: entry.get(k) for k in ("schedule", "rounds", "budget", "warmup")})
+    def from_meta(cls, entry: dict[str, Any]) -> StoreRecord:
+        return cls(
+            str(entry.get("path")),
+            str(entry.get("abs_path")),
+            str(entry.get("hash")),
+            str(entry.get("config_hash")),
+            tuple(int(s) for s in entry.get("complete_seeds") or ()),
+        )
 
-    def suffix(self) -> str:
-        """The method suffix a bare ``learned:DIR`` takes from the model, e.g. ``@ums10+w3#learned``."""
-        text = f"@{self.schedule or 'uss'}{'' if self.rounds is None else self.rounds}"
-        if self.warmup is not None:
-            text += f"+w{float(self.warmup):g}"
-        return text + ("" if self.budget is None else f"#{self.budget}")
+    def to_meta(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "abs_path": self.abs_path,
+            "hash": self.hash,
+            "config_hash": self.config_hash,
+            "complete_seeds": list(self.complete_seeds),
+        }
 
 
 @dataclass(frozen=True)
 class ModelCard:
-    """What a saved model is and where it applies: the one reader of ``meta.json``.
+    """What a saved model is and where it applies: ``meta.json``'s one writer (``from_fit``, ``to_meta``)
+    and one reader (``read``), and the one compatibility check (``check_fits``).
 
-    ``meta`` keeps the whole record (metrics, versions) for display; every decision asks a field or
-    ``check_fits``.
+    A card written before a field existed reads with that field's old meaning (``read``); ``meta`` keeps
+    the record as read, for display.
     """
 
     name: str
@@ -162,20 +185,133 @@ class ModelCard:
     layouts: tuple[Layout, ...]
     train_seeds: tuple[int, ...]
     test_seeds: tuple[int, ...]
-    feature_density: float | None  # the harvest's density, which density-dependent features were computed at
-    ums_rounds: int | None
     feature_version: int | None
     intended_use: IntendedUse
-    sha256: str
-    meta: dict[str, Any]
+    sha256: str  # the payload's ("" before it is saved)
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    options: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    states: str = "dense"  # cards before trajectory states were fitted on θ0 only
+    sample_weight: str = "none"
+    feature_config: dict[str, Any] = field(default_factory=dict)  # what compute_features needs again
+    target_density: float | None = None  # the harvest's density
+    levels: int | None = None  # the harvest target's levels
+    target_method: Method | None = None  # the harvest target as a method (None: not recorded)
+    budget: dict[str, Any] | None = None  # the learned per-layer budget (``fit.budget``)
+    stores: tuple[StoreRecord, ...] = ()
+    store_hash: str | None = None
+    seed: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_fit(
+        cls,
+        path: Path,
+        config: FitConfig,
+        model: Regressor,
+        features: tuple[str, ...],
+        views: Sequence[StoreView],
+        seeds: tuple[tuple[int, ...], tuple[int, ...]],
+        metrics: dict[str, Any],
+        budget: dict[str, Any] | None,
+        store_hash: str,
+    ) -> ModelCard:
+        """The card of a model just fitted: ``config``, the ``features`` it reads, the stores' ``views``,
+        the (train, test) ``seeds``, its held-out ``metrics`` and learned ``budget``; not saved yet."""
+        first = views[0]
+        layouts = [json.loads(t) for t in sorted({json.dumps(v.layout) for v in views})]
+        warmup = first.feature_config.get("warmup") if dynamics_features(features) else None
+        return cls(
+            name=path.name,
+            path=path,
+            model=model.name,
+            features=tuple(features),
+            feature_spec=config.features if isinstance(config.features, str) else "+".join(config.features),
+            preprocess=config.preprocess,
+            target=config.target,
+            networks=tuple(sorted({v.network for v in views})),
+            datasets=tuple(sorted({v.dataset for v in views})),
+            layouts=tuple(tuple((str(n), int(s)) for n, s in layout) for layout in layouts),
+            train_seeds=tuple(seeds[0]),
+            test_seeds=tuple(seeds[1]),
+            feature_version=first.feature_version,
+            intended_use=config.intended_use(None if warmup is None else float(warmup["epochs"])),
+            sha256="",
+            options=dict(model.options),
+            grid={k: list(v) for k, v in config.grid.items()},
+            states=config.states,
+            sample_weight=config.sample_weight,
+            feature_config=first.feature_config,
+            target_density=first.density,
+            levels=first.levels,
+            target_method=first.target_method,
+            budget=budget,
+            stores=tuple(
+                StoreRecord(str(v.path), str(Path(v.path).absolute()), v.content_hash, v.config_hash, v.complete_seeds)
+                for v in views
+            ),
+            store_hash=store_hash,
+            seed=config.seed,
+            metrics=metrics,
+            versions=package_versions(),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+
+    def to_meta(self) -> dict[str, Any]:
+        """The record ``meta.json`` holds (``save_model`` adds the payload): JSON-able, in reading order."""
+        return {
+            "name": self.name,
+            "model": self.model,
+            "options": self.options,
+            "grid": self.grid,
+            "target": self.target,
+            "target_description": TARGETS.get(self.target),
+            "feature_spec": self.feature_spec,
+            "features": list(self.features),
+            "preprocess": self.preprocess,
+            "states": self.states,
+            "sample_weight": self.sample_weight,
+            "per_layer_normalised": self.transferable,
+            "networks": list(self.networks),
+            "datasets": list(self.datasets),
+            "layouts": [[list(layer) for layer in layout] for layout in self.layouts],
+            "feature_config": self.feature_config,
+            "intended_use": self.intended_use.to_meta(),
+            "feature_version": self.feature_version,
+            "target_density": self.target_density,
+            "levels": self.levels,
+            # the target's own ticket, the ceiling a learned scorer is measured against
+            "target_method": None if self.target_method is None else {
+                "method": self.target_method.canonical(), "levels": self.levels
+            },
+            "budget": self.budget,  # the target's per-layer split (#learned)
+            "stores": [s.to_meta() for s in self.stores],
+            "store_hash": self.store_hash,
+            "train_seeds": list(self.train_seeds),
+            "test_seeds": list(self.test_seeds),
+            "seed": self.seed,
+            "metrics": self.metrics,
+            "versions": self.versions,
+            "created": self.created,
+        }  # fmt: skip
 
     @classmethod
     def read(cls, directory: str | Path) -> ModelCard:
         path = Path(directory)
-        meta = _read_meta(path)
+        return cls.from_meta(_read_meta(path), path)
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], path: Path) -> ModelCard:
+        """The card of a ``meta.json`` record. Older records: ``network``/``dataset`` one value or a list
+        (now ``networks``/``datasets``, always lists), no ``target_method`` (the harvest default's target),
+        no ``states`` (θ0 only), the feature density as ``target_density`` only."""
         cfg = meta.get("feature_config") or {}
-        density = cfg.get("density", meta.get("target_density"))
-        rounds = cfg.get("ums_rounds")
+        target = meta.get("target_method") or {}
+        levels = target.get("levels", meta.get("levels"))
+        stores = meta.get("stores") or []
         return cls(
             name=str(meta.get("name") or path.name),
             path=path,
@@ -184,25 +320,49 @@ class ModelCard:
             feature_spec=meta.get("feature_spec"),
             preprocess=str(meta.get("preprocess")),
             target=str(meta.get("target")),
-            networks=tuple(str(n) for n in _as_tuple(meta.get("network"))),
-            datasets=tuple(str(d) for d in _as_tuple(meta.get("dataset"))),
+            networks=tuple(str(n) for n in _as_tuple(meta.get("networks", meta.get("network")))),
+            datasets=tuple(str(d) for d in _as_tuple(meta.get("datasets", meta.get("dataset")))),
             layouts=tuple(tuple((str(n), int(s)) for n, s in layout) for layout in meta.get("layouts") or []),
             train_seeds=tuple(int(s) for s in meta.get("train_seeds") or ()),
             test_seeds=tuple(int(s) for s in meta.get("test_seeds") or ()),
-            feature_density=None if density is None else float(density),
-            ums_rounds=None if rounds is None else int(rounds),
             feature_version=meta.get("feature_version"),
             intended_use=IntendedUse.from_meta(meta.get("intended_use")),
-            sha256=str(meta["payload"].get("sha256")),
+            sha256=str((meta.get("payload") or {}).get("sha256", "")),
             meta=meta,
+            options=dict(meta.get("options") or {}),
+            grid=dict(meta.get("grid") or {}),
+            states=str(meta.get("states") or "dense"),
+            sample_weight=str(meta.get("sample_weight") or "none"),
+            feature_config=dict(cfg),
+            target_density=meta.get("target_density"),
+            levels=None if levels is None else int(levels),
+            target_method=parse_method(target["method"]) if "method" in target else None,
+            budget=meta.get("budget"),
+            stores=tuple(StoreRecord.from_meta(s) for s in stores if isinstance(s, dict)),
+            store_hash=meta.get("store_hash"),
+            seed=meta.get("seed"),
+            metrics=dict(meta.get("metrics") or {}),
+            versions=dict(meta.get("versions") or {}),
+            created=meta.get("created"),
+            payload=dict(meta.get("payload") or {}),
         )
 
     @property
-    def target_ticket(self) -> tuple[str, int | None]:
+    def feature_density(self) -> float | None:
+        """The harvest's density, which the density-dependent features were computed at."""
+        density = self.feature_config.get("density", self.target_density)
+        return None if density is None else float(density)
+
+    @property
+    def ums_rounds(self) -> int | None:
+        rounds = self.feature_config.get("ums_rounds")
+        return None if rounds is None else int(rounds)
+
+    @property
+    def target_ticket(self) -> tuple[Method, int | None]:
         """The harvest target's own ticket as a method and its levels: the ceiling of what the model
-        imitates (cards written before it was recorded: the harvest defaults, 10 rounds per level)."""
-        target = self.meta.get("target_method") or {}
-        return str(target.get("method", "synflow@ims10")), target.get("levels", self.meta.get("levels"))
+        imitates (cards written before it was recorded: the harvest default's, 10 rounds per level)."""
+        return self.target_method or HarvestConfig().target_method(), self.levels
 
     @property
     def transferable(self) -> bool:
@@ -217,7 +377,7 @@ class ModelCard:
         """Per-layer kept counts of the model's learned budget (``#learned``) on ``layout`` at ``density``."""
         from metaprune.fit.budget import predict_counts
 
-        budget = self.meta.get("budget")
+        budget = self.budget
         if not budget:
             raise MetapruneError(f"model {self.path} holds no learned budget (fitted before budgets were); refit it")
         here = tuple((layer.name, layer.size) for layer in layout.layers)
@@ -294,10 +454,9 @@ class LoadedModel:
 def load_model(directory: str | Path) -> LoadedModel:
     """Load a saved model after checking its format and payload sha256."""
     card = ModelCard.read(directory)
-    path, meta = card.path, card.meta
-    payload = meta["payload"]
+    path, payload = card.path, card.payload
     fmt = payload.get("format")
-    kind = meta.get("model")
+    kind = card.meta.get("model")
     if fmt not in PAYLOAD_FORMATS:
         raise MetapruneError(
             f"model {str(path)!r} has payload format {fmt!r}, which metaprune does not load; "
@@ -318,9 +477,9 @@ def load_model(directory: str | Path) -> LoadedModel:
             f"payload {file} has sha256 {digest[:12]}…, meta.json records {str(payload.get('sha256'))[:12]}…; "
             "the file changed after it was saved — refit or restore it"
         )
-    if not isinstance(meta.get("features"), list) or not card.features:
+    if not isinstance(card.meta.get("features"), list) or not card.features:
         raise MetapruneError(f"model {str(path)!r}: meta.json lists no features")
-    model = cls.load(file, payload, meta.get("options", {}), len(card.features))
+    model = cls.load(file, payload, card.options, len(card.features))
     return LoadedModel(card, model)
 
 
@@ -350,32 +509,34 @@ def list_models(models_dir: str | Path = "models") -> list[dict[str, Any]]:
         except MetapruneError as exc:
             rows.append({"name": d.name, "path": str(d), "error": str(exc)})
             continue
-        meta = card.meta
-        test = (meta.get("metrics") or {}).get("test", {})
-        ref = (meta.get("metrics") or {}).get("reference", {})
-        best_ref = max(ref.items(), key=lambda kv: kv[1].get("jaccard", float("-inf")), default=(None, {}))
-        rows.append(
-            {
-                "name": d.name,
-                "path": str(d),
-                "model": meta.get("model"),
-                "target": meta.get("target"),
-                "features": card.feature_spec,
-                "n_features": len(card.features),
-                "preprocess": meta.get("preprocess"),
-                "states": meta.get("states", "dense"),
-                "objective": (meta.get("options") or {}).get("objective") or (meta.get("options") or {}).get("loss"),
-                "use": card.intended_use.suffix(),
-                "network": meta.get("network"),
-                "dataset": meta.get("dataset"),
-                "test_seeds": meta.get("test_seeds"),
-                "r2": test.get("r2"),
-                "mse": test.get("mse"),
-                "jaccard": test.get("jaccard"),
-                "spearman": test.get("spearman"),
-                "best_reference": best_ref[0],
-                "best_reference_jaccard": best_ref[1].get("jaccard"),
-                "created": meta.get("created"),
-            }
-        )
+        rows.append(_summary(d, card))
     return rows
+
+
+def _summary(folder: Path, card: ModelCard) -> dict[str, Any]:
+    """What ``list_models`` shows of one model."""
+    test = card.metrics.get("test", {})
+    ref = card.metrics.get("reference", {})
+    best_ref = max(ref.items(), key=lambda kv: kv[1].get("jaccard", float("-inf")), default=(None, {}))
+    return {
+        "name": folder.name,
+        "path": str(folder),
+        "model": card.model,
+        "target": card.target,
+        "features": card.feature_spec,
+        "n_features": len(card.features),
+        "preprocess": card.preprocess,
+        "states": card.states,
+        "objective": card.options.get("objective") or card.options.get("loss"),
+        "use": card.intended_use.suffix(),
+        "network": ", ".join(card.networks),
+        "dataset": ", ".join(card.datasets),
+        "test_seeds": list(card.test_seeds),
+        "r2": test.get("r2"),
+        "mse": test.get("mse"),
+        "jaccard": test.get("jaccard"),
+        "spearman": test.get("spearman"),
+        "best_reference": best_ref[0],
+        "best_reference_jaccard": best_ref[1].get("jaccard"),
+        "created": card.created,
+    }

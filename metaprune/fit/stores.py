@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from metaprune.errors import MetapruneError, StoreError
+from metaprune.pruning.method import Method
 
 
 @dataclass
@@ -73,9 +74,9 @@ class StoreView:
         return str(self.store.attrs.get("config_hash") or self.config.short_hash())
 
     @property
-    def target_method(self) -> str:
+    def target_method(self) -> Method:
         """The harvest target as a method, e.g. ``synflow@ims10`` (its levels: ``levels``)."""
-        return f"synflow@ims{int(self.config.rounds)}"
+        return self.config.target_method()
 
     @property
     def n_weights(self) -> int:

@@ -13,11 +13,14 @@ import math
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from metaprune.config import PER_CLASS, Config, TrainConfig, setting
+from metaprune.config import PER_CLASS, Config, ScheduleConfig, TrainConfig, setting
 from metaprune.errors import MetapruneError
 from metaprune.provenance import config_hash
+
+if TYPE_CHECKING:
+    from metaprune.pruning.method import Method
 
 DEFAULT_STORE_DIR = Path("datasets")
 
@@ -78,7 +81,6 @@ class HarvestConfig(Config):
         from metaprune.features import FEATURE_NAMES, FEATURE_VERSION
         from metaprune.networks import build_network, prunable_layout, validate_network
         from metaprune.pruning.masks import check_density, check_density_for_network
-        from metaprune.pruning.schedules import ScheduleConfig
 
         network = validate_network(self.network)
         dataset = DATASETS.canonical(self.dataset)
@@ -109,7 +111,7 @@ class HarvestConfig(Config):
                 f"bad --warmup {self.warmup_epochs!r} (dense epochs behind the dynamics features); accepted: "
                 f"0 < warm-up <= {MAX_WARMUP_EPOCHS:g}"
             )
-        ScheduleConfig(rounds=self.rounds, levels=self.levels, scope=self.scope).validate()
+        self.target_schedule().validate()
         shape, classes = dataset_info(dataset)
         net = build_network(network, shape, classes, 0)
         check_density_for_network(density, net, self.scope)
@@ -148,9 +150,20 @@ class HarvestConfig(Config):
     def to_json(self) -> str:
         return json.dumps(self.identity(), sort_keys=True)
 
+    def target_method(self) -> Method:
+        """The target as a method, pruned like any other (``pruning.apply``): SynFlow-IMS with ``rounds``
+        multi-shot rounds per level (e.g. ``synflow@ims10``); its levels and scope are the schedule's."""
+        from metaprune.pruning.method import Method
+
+        return Method(("synflow",), "ims", rounds=int(self.rounds))
+
+    def target_schedule(self) -> ScheduleConfig:
+        """The schedule config the target runs under: ``levels`` levels, ``rounds`` rounds, ``scope``."""
+        return ScheduleConfig(rounds=self.rounds, levels=self.levels, scope=self.scope)
+
     def target_spec(self) -> dict:
         return {
-            "method": "synflow@ims",
+            "method": self.target_method().canonical(),
             "density": self.density,
             "levels": self.levels,
             "rounds_per_level": self.rounds,

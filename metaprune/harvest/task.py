@@ -80,17 +80,14 @@ def trajectory_features(net, data, seed: int, cfg, removed_at: torch.Tensor, war
 def target_context(cfg, splits, device):
     """The harvest target's ``PruneContext``: the store's network, schedule, training and pruning batch."""
     from metaprune.pruning.context import PruneContext
-    from metaprune.pruning.schedules import ScheduleConfig
 
-    schedule = ScheduleConfig(rounds=cfg.rounds, levels=cfg.levels, scope=cfg.scope)
-    return PruneContext(cfg.network, splits, schedule, cfg.train, cfg.per_class, device)
+    return PruneContext(cfg.network, splits, cfg.target_schedule(), cfg.train, cfg.per_class, device)
 
 
 def run_task(spec: TaskSpec, emit: Emit | None = None) -> TaskResult:
     from metaprune.datasets import load_dataset
     from metaprune.harvest.config import HarvestConfig
     from metaprune.harvest.store import read_plan
-    from metaprune.networks import build_network
     from metaprune.training import resolve_device
 
     emit = emit or (lambda event: None)
@@ -103,10 +100,9 @@ def run_task(spec: TaskSpec, emit: Emit | None = None) -> TaskResult:
         return TaskResult(spec.task_id, seeds, (), seeds, time.perf_counter() - t0)
     context = target_context(cfg, load_dataset(cfg.dataset, data_root=spec.data_root), resolve_device(spec.device))
     datas = [context.prune_data(s) for s in seeds]
-    nets = [build_network(cfg.network, context.splits.input_shape, context.splits.num_classes, s) for s in seeds]
     setup_s = time.perf_counter() - t0
     emit({"event": "task_start", "task": spec.task_id, "seeds": list(seeds), "levels": cfg.levels})
-    outcomes, target_s, prune_s = _target(context, cfg, nets, datas, seeds, spec.task_id, emit)
+    tickets, target_s, prune_s = _target(context, cfg, seeds, spec.task_id, emit)
     k = len(seeds)
     result = TaskResult(
         spec.task_id,
@@ -124,7 +120,8 @@ def run_task(spec: TaskSpec, emit: Emit | None = None) -> TaskResult:
     for i, s in enumerate(seeds):
         if s in done:
             continue
-        features_s, write_s = _write_seed(spec.store, context, cfg, nets[i], datas[i], s, outcomes[i], share)
+        ticket = tickets[i]
+        features_s, write_s = _write_seed(spec.store, context, cfg, ticket.net, datas[i], s, ticket.outcome, share)
         written.append(s)
         result.stats.append(
             SeedStats(s, features_s, target_s / k, (target_s - prune_s) / k, write_s, features_s + share + write_s)
@@ -135,42 +132,19 @@ def run_task(spec: TaskSpec, emit: Emit | None = None) -> TaskResult:
     return result
 
 
-def _target(context, cfg, nets, datas, seeds, task_id: int, emit: Emit):
-    """SynFlow-IMS of the whole population: (outcomes, seconds, of which SynFlow scoring seconds)."""
-    from metaprune.pruning.schedules import prune_iterative
-    from metaprune.pruning.scorers import score
-
-    prune_time = [0.0]
-
-    def synflow_fn(data, seed):
-        def fn(net, mask):
-            t = time.perf_counter()
-            try:
-                return score("synflow", net, mask, data, seed)
-            finally:
-                prune_time[0] += time.perf_counter() - t
-
-        return fn
+def _target(context, cfg, seeds, task_id: int, emit: Emit):
+    """The target's tickets of the whole population (``HarvestConfig.target_method``, trained together on
+    the config's data order): (tickets, seconds, of which scoring seconds)."""
+    from metaprune.pruning.apply import prune_in_context
 
     def level_done(level: int, levels: int) -> None:
         emit({"event": "level", "task": task_id, "level": level, "levels": levels, "seeds": list(seeds)})
 
     t_target = time.perf_counter()
-    outcomes = prune_iterative(
-        [synflow_fn(d, s) for d, s in zip(datas, seeds, strict=True)],
-        nets,
-        context.splits,
-        cfg.density,
-        list(seeds),
-        context.train,
-        cfg.data_seed,
-        multi_shot=True,
-        config=context.schedule,
-        name="synflow@ims",
-        device=context.device,
-        progress=level_done,
+    tickets = prune_in_context(
+        cfg.target_method(), context, cfg.density, seeds, data_seed=cfg.data_seed, progress=level_done
     )
-    return outcomes, time.perf_counter() - t_target, prune_time[0]
+    return tickets, time.perf_counter() - t_target, sum(t.score_seconds for t in tickets)
 
 
 def _write_seed(store, context, cfg, net, data, seed: int, outcome, share: float) -> tuple[float, float]:

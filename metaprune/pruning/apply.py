@@ -1,7 +1,7 @@
 """Apply a parsed method to a network: initialise, score (stacked or not) under its schedule, mask.
 
-This is the one path from a parsed method to a ticket; ``prune`` and ``evaluate`` use it (the harvest's
-target runs ``schedules.prune_iterative`` directly, on the pruning batches of its ``PruneContext``).
+This is the one path from a parsed method to a ticket; ``prune``, ``evaluate`` and the harvest's target
+(``HarvestConfig.target_method``) use it.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class Ticket:
     seconds: float  # wall time of init, scoring, schedule (and training) per seed, without the report
     cost_epochs: float = 0.0  # compute in dense-epoch equivalents (see ``Cost``)
     warmup_epochs: float = 0.0  # the part of the cost spent warming up
+    score_seconds: float = 0.0  # wall time of this seed's scoring calls (the rest: training, masks, init)
 
 
 @dataclass
@@ -62,10 +63,12 @@ class Cost:
 
     epochs: float = 0.0
     warmup: float = 0.0
+    score_seconds: float = 0.0  # wall time, not compute: what a caller reports as time spent scoring
 
-    def add_scoring(self, passes: float, batch: int, n_train: int) -> None:
+    def add_scoring(self, passes: float, batch: int, n_train: int, seconds: float = 0.0) -> None:
         if n_train > 0:  # without a training split (a user's module and batch) there is no epoch to count in
             self.epochs += passes * batch / n_train
+        self.score_seconds += seconds
 
 
 def prune_data_for(splits: DataSplits, seed: int, per_class: int = PER_CLASS) -> PruneData:
@@ -104,14 +107,15 @@ def score_function(
     batch = 0 if data is None else int(data.x.shape[0])
 
     def fn(net: nn.Module, mask: torch.Tensor, keep: int | list[int] | None = None) -> torch.Tensor:
-        if cost is not None:
-            cost.add_scoring(passes, batch, n_train)
-            cost.epochs += epochs
+        t0 = time.perf_counter()
         if method.stacked:
             a, b = method.scorers
             s = stacked_scores(a, b, net, mask, data, seed, keep=keep)
         else:
             s = score(method.scorers[0], net, mask, data, seed, keep=keep)
+        if cost is not None:
+            cost.add_scoring(passes, batch, n_train, time.perf_counter() - t0)
+            cost.epochs += epochs
         return invert_scores(s) if inverted else s
 
     fn.sized = SCORERS.get(method.scorers[-1]).sized  # type: ignore[attr-defined]  # schedules pass it keep
@@ -250,6 +254,7 @@ def prune_in_context(
             seconds,
             cost.epochs,
             cost.warmup,
+            cost.score_seconds,
         )
         for (net, mask), outcome, s, cost in zip(finished, outcomes, seeds, costs, strict=True)
     ]

@@ -26,6 +26,11 @@
     init      := standard | bimodal | scorer  a scorer here means SaW: its scores on θ0 as weights
     ablation  := shuffle | reinit | invert    sanity checks (Frankle et al. 2021, Su et al. 2020)
 
+Besides methods, this module owns every other spelling of the grammar: the suffix a fitted model records as
+its intended use (``IntendedUse``: ``@ums10#learned``) and merges into a bare learned method
+(``Method.merge``), an evaluation's unpruned units (``DenseUnit``: ``dense``, ``dense~snip``), the short
+labels tables and plots print (``Method.label``), and the file-name slug of a unit (``slug``).
+
 Examples: ``snip``, ``synflow@ums``, ``mag>synflow``, ``mag>synflow~snip``, ``imp`` (= magnitude@iss),
 ``synflow@ims``, ``snip~bimodal``, ``snip!shuffle``, ``learned:models/mlp-round-all-1a2b3c4d``,
 ``delta+w3``, ``magnitude+w3``, ``snip#from:synflow@ums``, ``synflow@ums#layer``.
@@ -34,7 +39,10 @@ Examples: ``snip``, ``synflow@ums``, ``mag>synflow``, ``mag>synflow~snip``, ``im
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 from metaprune.errors import MetapruneError
 
@@ -46,7 +54,8 @@ FROM = "from:"
 IMP = "imp"  # = magnitude@iss (iterative magnitude pruning)
 RIGL = "rigl"  # = random@rigl#erk (RigL: a random ERK mask, then dynamic sparse training)
 DYNAMIC = "rigl"  # the schedule whose mask changes while the ticket trains
-LEARNED = "learned:"
+LEARNED = "learned:"  # the prefix of a fitted scorer's name: learned:MODEL_DIR
+DENSE = "dense"  # an evaluation's unpruned unit: dense[~init]
 
 GRAMMAR_HELP = (
     "METHOD = [A>]B[@schedule][+wE][#budget][~init][!ablation]; A>B stacks scorer B on scorer A's scores; "
@@ -117,19 +126,215 @@ class Method:
         return own + (inner.learned_models if inner is not None else ())
 
     def canonical(self) -> str:
-        text = ">".join(self.scorers) + "@" + self.schedule + ("" if self.rounds is None else str(self.rounds))
-        if self.warmup is not None:
-            text += f"+w{self.warmup:g}"
-        if self.budget is not None:
-            text += "#" + self.budget
-        if self.init != "standard":
-            text += "~" + self.init
-        if self.ablation:
-            text += "!" + self.ablation
-        return text
+        parts = _suffix(self.schedule, self.rounds, self.warmup, self.budget, self.init, self.ablation)
+        return ">".join(self.scorers) + parts
 
     def __str__(self) -> str:
         return self.canonical()
+
+    def slug(self) -> str:
+        """The spelling as a file-name part (an evaluation unit's file)."""
+        return slug(self.canonical())
+
+    def label(self, model: Callable[[str], str] | None = None, *, compact: bool = False) -> str:
+        """The short name tables and plots print: the canonical spelling with every learned scorer
+        ``learned:DIR`` as ``model(DIR)`` (default ``L:`` and the folder's name). ``compact`` (plot axes)
+        also writes ``magnitude`` as ``mag`` and ``magnitude@iss`` as ``imp``, and drops the default ``@uss``."""
+        model = model or folder_label
+
+        def name(scorer: str) -> str:
+            if scorer.startswith(LEARNED):
+                return model(scorer[len(LEARNED) :])
+            return "mag" if compact and scorer == "magnitude" else scorer
+
+        if compact and self.scorers == ("magnitude",) and self.schedule == "iss":
+            head, schedule = IMP, None
+        else:
+            head = ">".join(name(s) for s in self.scorers)
+            schedule = None if compact and self.schedule == "uss" and self.rounds is None else self.schedule
+        budget = self.budget
+        inner = self.budget_method
+        if inner is not None:
+            budget = FROM + inner.label(model, compact=compact)
+        init = self.init if self.init in BASE_INITS else name(self.init)
+        return head + _suffix(schedule, self.rounds, self.warmup, budget, init, self.ablation)
+
+    def variant(self, **parts: Any) -> Method:
+        """This method with ``parts`` replaced (e.g. ``ablation='shuffle'``, ``warmup=3.0``), refused as
+        ``parse_method`` would refuse its spelling."""
+        method = replace(self, **parts)
+        _check_meaning(method, method.canonical())
+        return method
+
+    def merge(self, use: IntendedUse) -> Method:
+        """This method with the parts it leaves at their defaults taken from ``use`` (a learned scorer's
+        intended use): its schedule (and rounds) when this one is ``uss``, its warm-up and budget when this
+        one has none and is upfront; a part this method spells overrides the use's."""
+        parts: dict[str, Any] = {}
+        if self.warmup is None and use.warmup is not None and not self.iterative:
+            parts["warmup"] = float(use.warmup)
+        if self.schedule == "uss" and use.schedule not in (None, "uss"):
+            parts["schedule"] = use.schedule
+            if self.rounds is None and use.rounds is not None:
+                parts["rounds"] = int(use.rounds)
+        if self.budget is None and use.budget is not None and not self.iterative:
+            parts["budget"] = use.budget
+        return replace(self, **parts) if parts else self
+
+    @property
+    def learned_model(self) -> str | None:
+        """The model folder of the method's (last) learned scorer, the one whose intended use it takes."""
+        own = [s[len(LEARNED) :] for s in self.scorers if s.startswith(LEARNED)]
+        return own[-1] if own else None
+
+
+def _suffix(
+    schedule: str | None,
+    rounds: int | None,
+    warmup: float | None,
+    budget: str | None,
+    init: str = "standard",
+    ablation: str | None = None,
+) -> str:
+    """``@schedule[N][+wE][#budget][~init][!ablation]``, each part spelled only when given (``schedule``
+    None: not spelled)."""
+    text = "" if schedule is None else "@" + schedule + ("" if rounds is None else str(rounds))
+    if warmup is not None:
+        text += f"+w{float(warmup):g}"
+    if budget is not None:
+        text += "#" + budget
+    if init != "standard":
+        text += "~" + init
+    if ablation:
+        text += "!" + ablation
+    return text
+
+
+def folder_label(model_dir: str) -> str:
+    """A learned scorer's short name: ``L:`` and its model folder's name."""
+    return "L:" + Path(model_dir).name
+
+
+def learned_name(model_dir: str | Path) -> str:
+    """The scorer name of the fitted model in ``model_dir``: ``learned:MODEL_DIR``."""
+    return LEARNED + str(model_dir)
+
+
+def learned_method(model_dir: str | Path, schedule: str | None = None) -> Method:
+    """The method that prunes with the fitted model in ``model_dir`` (under ``schedule``, else the bare
+    scorer's ``uss`` that its intended use may replace); a folder the grammar cannot spell is refused."""
+    return parse_method(learned_name(model_dir) + ("" if schedule is None else "@" + schedule))
+
+
+def budget_from(method: Method) -> str:
+    """The budget that keeps ``method``'s per-layer counts (``#from:M``)."""
+    return FROM + method.canonical()
+
+
+def slug(text: str) -> str:
+    """A spelling of the grammar as a file-name part: ``>`` as ``+``, ``~`` as ``-on-``, ``@`` as ``-``, any
+    other character outside ``[A-Za-z0-9_.+-]`` as ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text.replace(">", "+").replace("~", "-on-").replace("@", "-"))
+
+
+@dataclass(frozen=True)
+class IntendedUse:
+    """How a fitted model is meant to prune, the suffix a bare ``learned:DIR`` takes from it
+    (``Method.merge``); None where the model does not say (old models) or takes the default."""
+
+    schedule: str | None = None
+    rounds: int | None = None
+    budget: str | None = None
+    warmup: float | None = None  # the warm-up of the dynamics features it reads
+
+    @classmethod
+    def from_meta(cls, entry: Any) -> IntendedUse:
+        entry = entry if isinstance(entry, dict) else {}
+        return cls(**{k: entry.get(k) for k in ("schedule", "rounds", "budget", "warmup")})
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"schedule": self.schedule, "rounds": self.rounds, "budget": self.budget, "warmup": self.warmup}
+
+    def suffix(self) -> str:
+        """The method suffix a bare ``learned:DIR`` takes from the model, e.g. ``@ums10+w3#learned``."""
+        return _suffix(self.schedule or "uss", self.rounds, self.warmup, self.budget)
+
+
+def parse_use(text: str, warmup: float | None = None) -> IntendedUse:
+    """A model's intended use from a method suffix (``fit --use``): ``@schedule`` (upfront: uss or ums,
+    with rounds) and ``#budget`` (``#learned``: the model's own budget); '' prunes in one shot. ``warmup``:
+    the epochs of the warm-up its dynamics features read (None: it reads none)."""
+    spelled = str(text or "").strip()
+    if spelled and spelled[0] not in "@#":
+        raise MetapruneError(
+            f"bad use {text!r}; accepted: a method suffix such as @ums, #layer or #from:synflow@ums"
+        )
+    try:
+        parts = _parse_parts(spelled, 0, None)
+    except MetapruneError as exc:
+        raise MetapruneError(f"bad use {text!r}: {exc}") from None
+    other = [sep for sep in parts if sep not in "@#"]
+    if other:
+        raise MetapruneError(
+            f"bad use {text!r}: {other[0]!r} is not part of a use (the warm-up is the harvest's, init and "
+            "ablation are the method's); accepted: @schedule and #budget, e.g. @ums10#learned"
+        )
+    schedule, rounds = parts.get("@", ("uss", None))  # type: ignore[misc]
+    if schedule in ("iss", "ims"):
+        raise MetapruneError(f"bad use {text!r}; accepted: the upfront schedules uss or ums")
+    budget = parts.get("#")
+    return IntendedUse(str(schedule), rounds, budget, None if warmup is None else float(warmup))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class DenseUnit:
+    """An evaluation's unpruned network, trained from ``init`` beside the tickets: ``dense`` (standard
+    init), ``dense~bimodal`` or ``dense~SCORER`` (SaW weights)."""
+
+    init: str = "standard"
+
+    def canonical(self) -> str:
+        return DENSE if self.init == "standard" else f"{DENSE}~{self.init}"
+
+    def __str__(self) -> str:
+        return self.canonical()
+
+    def slug(self) -> str:
+        return slug(self.canonical())
+
+    def label(self, model: Callable[[str], str] | None = None, *, compact: bool = False) -> str:
+        return self.canonical()
+
+    @property
+    def init_method(self) -> Method:
+        """A method of this init, whose θ0 the dense network trains from (``apply.initial_network``)."""
+        return Method(("magnitude",), "uss", self.init)
+
+
+Unit = Method | DenseUnit
+
+
+def parse_unit(text: str) -> Unit:
+    """An evaluation unit's spelling: ``dense[~init]`` or a method."""
+    text = text.strip()
+    if text == DENSE:
+        return DenseUnit()
+    if text.startswith(DENSE + "~"):
+        return DenseUnit(_init_name(text[len(DENSE) + 1 :], text, len(DENSE) + 1))
+    return parse_method(text)
+
+
+def parse_units(texts: Iterable[str], strict: bool = True) -> dict[str, Unit]:
+    """Each distinct spelling of ``texts`` (e.g. a results table's ``method`` column) parsed once; not
+    ``strict``: a spelling that is no unit is left out instead of refused."""
+    out: dict[str, Unit] = {}
+    for text in dict.fromkeys(str(t) for t in texts):
+        try:
+            out[text] = parse_unit(text)
+        except MetapruneError:
+            if strict:
+                raise
+    return out
 
 
 def _fail(text: str, pos: int, what: str) -> MetapruneError:
@@ -163,33 +368,21 @@ def _canonical_scorer(token: str, text: str, pos: int) -> str:
 
 # a model directory may hold '+' (e.g. scores+structure), but not '+w<number>', which starts a warm-up; a name
 # is any word (letters of every script included), so an unknown one is echoed whole ('snïp', not 'sn')
-_TOKEN = re.compile(r"learned:(?:[^@~!>#+]|\+(?!w[0-9.]))*|[^\W\d]\w*")
+_TOKEN = re.compile(re.escape(LEARNED) + r"(?:[^@~!>#+]|\+(?!w[0-9.]))*|[^\W\d]\w*")
 _SCHEDULE = re.compile(r"(uss|ums|iss|ims|rigl)([0-9]+)?")
 _EPOCHS = re.compile(r"w([0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _BUDGET_FROM = re.compile(r"from:[^~!]*")
 
 
-def parse_method(text: str) -> Method:
-    """Parse a method string; errors point at the offending character (1-based, in the stripped text)."""
+def parse_method(text: str, **overrides: Any) -> Method:
+    """Parse a method string; errors point at the offending character (1-based, in the stripped text).
+    ``overrides`` (e.g. ``warmup=3.0``) replace parts of the parsed method before its meaning is checked."""
     text = text.strip()
     if not text:
         raise MetapruneError(f"empty method; {SHORT_HELP}")
     scorers, schedule, pos = _parse_scorers(text)
     fixed = {"iss": IMP, DYNAMIC: RIGL}.get(schedule or "")  # 'imp' or 'rigl' fixed the schedule
-    parts: dict[str, object] = {}
-    order = "@+#~!"
-    while pos < len(text):
-        sep = text[pos]
-        if sep not in order:
-            raise _fail(text, pos, "expected '@schedule', '+wE', '#budget', '~init', '!ablation' or the end")
-        if sep in parts:
-            raise _fail(text, pos, f"{sep!r} given twice")
-        if any(order.index(s) > order.index(sep) for s in parts):
-            raise _fail(text, pos, "parts must come in the order @schedule +wE #budget ~init !ablation")
-        if sep == "@" and fixed:
-            spelled = "magnitude@iss" if fixed == IMP else "random@rigl#erk"
-            raise _fail(text, pos, f"{fixed!r} already fixes the schedule ({spelled}); write SCORER@SCHEDULE")
-        parts[sep], pos = _parse_part(sep, text, pos + 1)
+    parts = _parse_parts(text, pos, fixed)
     rounds = None
     if "@" in parts:
         schedule, rounds = parts["@"]  # type: ignore[misc]
@@ -206,8 +399,31 @@ def parse_method(text: str) -> Method:
         parts.get("#"),  # type: ignore[arg-type]
         rounds,
     )
+    if overrides:
+        method = replace(method, **overrides)
+        text = method.canonical()
     _check_meaning(method, text)
     return method
+
+
+def _parse_parts(text: str, pos: int, fixed: str | None) -> dict[str, object]:
+    """The parts after the scorers (from ``pos``), by separator: ``{'@': (schedule, rounds), '+': epochs,
+    '#': budget, '~': init, '!': ablation}``; ``fixed``: 'imp' or 'rigl', which fixed the schedule already."""
+    parts: dict[str, object] = {}
+    order = "@+#~!"
+    while pos < len(text):
+        sep = text[pos]
+        if sep not in order:
+            raise _fail(text, pos, "expected '@schedule', '+wE', '#budget', '~init', '!ablation' or the end")
+        if sep in parts:
+            raise _fail(text, pos, f"{sep!r} given twice")
+        if any(order.index(s) > order.index(sep) for s in parts):
+            raise _fail(text, pos, "parts must come in the order @schedule +wE #budget ~init !ablation")
+        if sep == "@" and fixed:
+            spelled = "magnitude@iss" if fixed == IMP else "random@rigl#erk"
+            raise _fail(text, pos, f"{fixed!r} already fixes the schedule ({spelled}); write SCORER@SCHEDULE")
+        parts[sep], pos = _parse_part(sep, text, pos + 1)
+    return parts
 
 
 def _default_schedule(scorer: str) -> tuple[str, int | None]:

@@ -5,7 +5,7 @@ real masks: SynFlow-UMS, SNIP, random, magnitude, pruned from each seed's θ0) o
 Each figure is ``repeats`` interleaved pairs (dense run, compacted run, dense run, …) of the same
 ``train_population`` call — stacking, compaction, ``epochs`` epochs of steps and the final evaluation,
 without early stopping — differing only in ``TrainConfig.dense_training``; a speed-up is the median of
-the per-pair ratios, with their min and max (``metaprune.bench``).
+the per-pair ratios, with their min and max (``bench.measure``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import torch
 
-from metaprune.bench import interleaved, load_average, ratio_stats
+from metaprune.bench.measure import interleaved, load_average, ratio_stats
 from metaprune.config import require_positive
 from metaprune.datasets import DataSplits, load_dataset
 from metaprune.provenance import package_versions

@@ -1,12 +1,8 @@
-"""Benchmarks (``metaprune bench …``): throughput of the train loop against a common research loop.
+"""``metaprune bench train``: throughput of the train loop against a common research loop.
 
-Speed targets are checked here, never in timed tests. A speed-up is a ratio of two rates measured at
-different moments, so on a machine whose load changes (other jobs, turbo, caches) the two rates drift
-apart: measured one after the other, the ratio swung 7x-11x between identical runs. Every population
-figure is therefore measured in *pairs* with the reference loop, interleaved (reference, population,
-reference, population, ...), and a speed-up is the median of the per-pair ratios, reported with their
-min and max. The JSON records threads, device, versions, the OpenMP wait policy and the load average
-before and after the run.
+Every population figure is measured in interleaved pairs with the reference loop (``bench.measure``). The
+JSON records threads, device, versions, the OpenMP wait policy and the load average before and after the
+run.
 """
 
 from __future__ import annotations
@@ -22,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metaprune.bench.measure import interleaved, load_average, ratio_stats
 from metaprune.config import require_positive
 from metaprune.datasets import DataSplits, load_dataset
 from metaprune.errors import MetapruneError
@@ -166,32 +163,6 @@ class PopulationRun:
         return r.samples / r.seconds
 
 
-def interleaved(
-    reference: Callable[[], float], candidate: Callable[[], float], pairs: int
-) -> tuple[list[float], list[float]]:
-    """``pairs`` pairs of measurements in the order reference, candidate, reference, candidate, …"""
-    ref: list[float] = []
-    cand: list[float] = []
-    for _ in range(pairs):
-        ref.append(reference())
-        cand.append(candidate())
-    return ref, cand
-
-
-def ratio_stats(reference: list[float], candidate: list[float]) -> dict:
-    """Per-pair ratios candidate / reference, and their median, min and max."""
-    ratios = [c / r for r, c in zip(reference, candidate, strict=True)]
-    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "pairs": ratios}
-
-
-def load_average() -> list[float] | None:
-    """The 1, 5 and 15-minute load averages (None where the OS has none)."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
-
 def _parallel_worker(k: int, epochs: int, rounds: int, barrier, results) -> None:
     torch.set_num_threads(1)
     run = PopulationRun(load_dataset("mnist5k"), torch.device("cpu"), k, epochs)  # includes the warm-up
@@ -250,6 +221,43 @@ def parse_populations(populations: str | Sequence[int]) -> tuple[int, ...]:
     return ks
 
 
+class _Pairs:
+    """Candidates measured in interleaved pairs with one reference loop, whose rates it collects."""
+
+    def __init__(
+        self, data: DataSplits, device: torch.device, epochs: int, reference_epochs: int, repeats: int, say
+    ) -> None:
+        net = build_network("lenet_300_100", data.input_shape, data.num_classes, 0)
+        self.reference = ReferenceLoop(data, device, torch.ones(prunable_layout(net).total, dtype=torch.bool))
+        self.data, self.device = data.to(device), device
+        self.epochs, self.reference_epochs, self.repeats, self.say = epochs, reference_epochs, repeats, say
+        self.reference_rates: list[float] = []
+
+    def paired(self, label: str, candidate: Callable[[], float]) -> tuple[float, dict]:
+        """The candidate's median rate and its per-pair speed-ups over the reference loop."""
+        self.say(f"{label}, {self.repeats} pairs with the reference loop")
+        ref, cand = interleaved(lambda: self.reference.run(self.reference_epochs), candidate, self.repeats)
+        self.reference_rates.extend(ref)
+        return statistics.median(cand), ratio_stats(ref, cand)
+
+    def population(self, k: int, mode: str = "grad", density: float = 1.0, autograd: bool = False):
+        label = f"population K={k}, mask mode {mode}, density {density:g}" + (", autograd" if autograd else "")
+        self.say(label)
+        return self.paired(label, PopulationRun(self.data, self.device, k, self.epochs, mode, density, autograd).run)
+
+    def parallel(self, best_k: int) -> dict:
+        """Several populations on one thread each, which can beat one population on all threads (small GEMMs)."""
+        workers = torch.get_num_threads()
+        k_each = max(1, best_k // workers)
+        self.say(f"{workers} populations of K={k_each} on one thread each")
+        team = ParallelPopulations(workers, k_each, self.epochs, self.repeats)
+        try:
+            rate, ratio = self.paired(f"{workers} populations of K={k_each}", team.run)
+        finally:
+            team.close()
+        return {"workers": workers, "k_per_worker": k_each, "samples_per_s": rate, "speedup": ratio}
+
+
 def bench_train(
     device: str | None = None,
     populations: str | Sequence[int] = (1, 4, 16, 64),
@@ -273,32 +281,16 @@ def bench_train(
     load_before = load_average()
     dev = resolve_device(device)
     data = load_dataset("mnist5k", device="cpu")
-    net = build_network("lenet_300_100", data.input_shape, data.num_classes, 0)
-    flops_per_sample = training_flops_per_sample(net)
+    flops_per_sample = training_flops_per_sample(build_network("lenet_300_100", data.input_shape, data.num_classes, 0))
     say("float32 GEMM rate")
     gemm_rates = [gemm_flops(dev)]
-    reference = ReferenceLoop(data, dev, torch.ones(prunable_layout(net).total, dtype=torch.bool))
-    data_dev = data.to(dev)
-    ref_rates: list[float] = []
-
-    def paired(label: str, candidate: Callable[[], float]) -> tuple[float, dict]:
-        say(f"{label}, {repeats} pairs with the reference loop")
-        ref, cand = interleaved(lambda: reference.run(reference_epochs), candidate, repeats)
-        ref_rates.extend(ref)
-        return statistics.median(cand), ratio_stats(ref, cand)
-
-    def population(k: int, mode: str = "grad", density: float = 1.0, autograd: bool = False) -> tuple[float, dict]:
-        label = f"population K={k}, mask mode {mode}, density {density:g}" + (", autograd" if autograd else "")
-        say(label)
-        return paired(label, PopulationRun(data_dev, dev, k, epochs, mode, density, autograd).run)
-
-    pop = {k: population(k) for k in populations}
-    modes = {mode: population(1, mode, 0.1)[0] for mode in ("grad", "forward")}
+    pairs = _Pairs(data, dev, epochs, reference_epochs, repeats, say)
+    pop = {k: pairs.population(k) for k in populations}
+    modes = {mode: pairs.population(1, mode, 0.1)[0] for mode in ("grad", "forward")}
     best_k = max(pop, key=lambda k: pop[k][1]["median"])
     # The same batched-matmul forward with autograd's backward and torch.optim: what the step saves.
-    autograd_rates = {str(k): population(k, autograd=True)[0] for k in sorted({min(populations), best_k})}
-    k1 = pop[1] if 1 in pop else population(1)
-    best_rate, best_ratio = pop[best_k]
+    autograd_rates = {str(k): pairs.population(k, autograd=True)[0] for k in sorted({min(populations), best_k})}
+    k1 = pop[1] if 1 in pop else pairs.population(1)
     result = {
         "device": str(dev),
         "threads": torch.get_num_threads(),
@@ -308,51 +300,46 @@ def bench_train(
         "epochs_per_run": epochs,
         "reference_epochs_per_run": reference_epochs,
         "repeats": repeats,
-        "reference_samples_per_s": statistics.median(ref_rates),
-        "reference_samples_per_s_min_max": [min(ref_rates), max(ref_rates)],
+        "reference_samples_per_s": statistics.median(pairs.reference_rates),
+        "reference_samples_per_s_min_max": [min(pairs.reference_rates), max(pairs.reference_rates)],
         "metaprune_samples_per_s": k1[0],
         "population": {str(k): v[0] for k, v in pop.items()},
         "speedup_per_population": {str(k): v[1] for k, v in pop.items()},
         "mask_mode_samples_per_s_at_density_0.1": modes,
         "autograd_population": autograd_rates,
     }
-    best_name = f"population K={best_k}"
+    best = (*pop[best_k], f"population K={best_k}")
     if parallel and dev.type == "cpu" and torch.get_num_threads() > 1:
-        # Several populations on one thread each can beat one population on all threads (small GEMMs).
-        workers = torch.get_num_threads()
-        k_each = max(1, best_k // workers)
-        say(f"{workers} populations of K={k_each} on one thread each")
-        team = ParallelPopulations(workers, k_each, epochs, repeats)
-        try:
-            rate, ratio = paired(f"{workers} populations of K={k_each}", team.run)
-        finally:
-            team.close()
-        result["parallel_populations"] = {
-            "workers": workers,
-            "k_per_worker": k_each,
-            "samples_per_s": rate,
-            "speedup": ratio,
-        }
-        if ratio["median"] > best_ratio["median"]:
-            best_rate, best_ratio, best_name = rate, ratio, f"{workers} populations of K={k_each}, 1 thread each"
+        team = result["parallel_populations"] = pairs.parallel(best_k)
+        if team["speedup"]["median"] > best[1]["median"]:
+            name = f"{team['workers']} populations of K={team['k_per_worker']}, 1 thread each"
+            best = (team["samples_per_s"], team["speedup"], name)
     say("float32 GEMM rate")
     gemm_rates.append(gemm_flops(dev))
-    # Load only slows a GEMM down, so the faster of the two measurements is the machine's rate.
-    flops = max(gemm_rates)
-    result["speedup_vs_reference"] = k1[1]["median"]
-    result["speedup_vs_reference_min_max"] = [k1[1]["min"], k1[1]["max"]]
-    result["best"] = best_name
-    result["best_speedup_vs_reference"] = best_ratio["median"]
-    result["best_speedup_vs_reference_min_max"] = [best_ratio["min"], best_ratio["max"]]
-    result["best_network_samples_per_s"] = best_rate
-    result["gemm_flops"] = flops
-    result["gemm_flops_measured"] = gemm_rates
-    result["flops_per_sample"] = flops_per_sample
-    result["gemm_fraction"] = best_rate * flops_per_sample / flops
-    result["targets"] = {
-        name: {"value": result[name], "target": target, "met": result[name] >= target}
-        for name, target in TARGETS.items()
-    }
+    result.update(_figures(k1[1], best, gemm_rates, flops_per_sample))
     result["load_average"] = {"before": load_before, "after": load_average(), "cpus": os.cpu_count()}
     result["versions"] = package_versions()
     return result
+
+
+def _figures(k1_ratio: dict, best: tuple[float, dict, str], gemm_rates: list[float], flops_per_sample: int) -> dict:
+    """The headline figures and the targets they meet: K=1 and the best way's speed-ups, the GEMM fraction."""
+    best_rate, best_ratio, best_name = best
+    # Load only slows a GEMM down, so the faster of the two measurements is the machine's rate.
+    flops = max(gemm_rates)
+    out = {
+        "speedup_vs_reference": k1_ratio["median"],
+        "speedup_vs_reference_min_max": [k1_ratio["min"], k1_ratio["max"]],
+        "best": best_name,
+        "best_speedup_vs_reference": best_ratio["median"],
+        "best_speedup_vs_reference_min_max": [best_ratio["min"], best_ratio["max"]],
+        "best_network_samples_per_s": best_rate,
+        "gemm_flops": flops,
+        "gemm_flops_measured": gemm_rates,
+        "flops_per_sample": flops_per_sample,
+        "gemm_fraction": best_rate * flops_per_sample / flops,
+    }
+    out["targets"] = {
+        name: {"value": out[name], "target": target, "met": out[name] >= target} for name, target in TARGETS.items()
+    }
+    return out

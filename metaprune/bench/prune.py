@@ -1,4 +1,4 @@
-"""Timing of the pruning hot paths on LeNet-300-100 (a function, not a test: timings are not asserted)."""
+"""``metaprune bench prune``: timing of the pruning hot paths on LeNet-300-100 against their targets."""
 
 from __future__ import annotations
 
@@ -8,13 +8,39 @@ from collections.abc import Callable
 
 import torch
 
+from metaprune.config import require_positive
 from metaprune.datasets import DataSplits
+from metaprune.features import FEATURE_GROUPS, compute_features
+from metaprune.fit.learned import cached_model, with_intended_use
 from metaprune.networks import build_network, prunable_layout
+from metaprune.provenance import package_versions
+from metaprune.pruning.apply import prune_seeds
 from metaprune.pruning.masks import make_mask
-from metaprune.pruning.method import Method
+from metaprune.pruning.method import Method, learned_method
+from metaprune.pruning.schedules import ScheduleConfig
 from metaprune.pruning.scorers import PruneData, score
+from metaprune.pruning.warmup import warm_up
 from metaprune.seeds import generator
 from metaprune.training import TrainConfig
+
+# `metaprune bench prune`: the planning targets x 1.5, seconds on one CPU thread (LeNet-300-100)
+BENCH_TARGETS: dict[str, float] = {
+    "snip": 0.075,
+    "grasp": 0.225,
+    "synflow_100_rounds": 0.54,
+    "topk_266200": 0.010,
+    "warmup_3_epochs_dynamics": 1.0,  # issue targets, not plan x 1.5
+    "learned_ums_20_rounds": 5.0,
+}
+BENCH_LABELS: dict[str, str] = {
+    "snip": "snip (one scoring)",
+    "grasp": "grasp (one scoring)",
+    "synflow": "synflow, one round",
+    "synflow_100_rounds": "synflow, 100 rounds (UMS to 0.005)",
+    "topk_266200": "exact top-k, 266,200 weights, ties",
+    "warmup_3_epochs_dynamics": "3-epoch warm-up (mnist5k size) + dynamics features",
+    "learned_ums_20_rounds": "learned:MODEL@ums, 20 rounds, one seed",
+}
 
 
 def _median_time(fn: Callable[[], object], repeats: int) -> float:
@@ -78,15 +104,49 @@ def _mnist5k_sized(g: torch.Generator) -> DataSplits:
 
 
 def _warmup_dynamics(net, splits: DataSplits, data: PruneData) -> torch.Tensor:
-    from metaprune.features import FEATURE_GROUPS, compute_features
-    from metaprune.pruning.warmup import warm_up
-
     record = warm_up(net, splits, TrainConfig(), 3, 0)
     return compute_features(net, data, 0, density=0.005, warmup=record, names=FEATURE_GROUPS["dynamics"])
 
 
 def _learned(method: Method, splits: DataSplits) -> None:
-    from metaprune.pruning.apply import prune_seeds
-    from metaprune.pruning.schedules import ScheduleConfig
-
     prune_seeds(method, "lenet_300_100", splits, 0.005, (0,), schedule=ScheduleConfig(rounds=20))
+
+
+def bench_prune_report(repeats: int = 5, model: str | None = None) -> dict:
+    """``bench_prune`` next to the planning targets (x 1.5), with pass/fail per item."""
+
+    require_positive(repeats=repeats)
+    learned = None if model is None else with_intended_use(learned_method(model, "ums"))
+    seconds = bench_prune(repeats=repeats, learned=learned)
+    items = []
+    for key, value in seconds.items():
+        target = BENCH_TARGETS.get(key)
+        items.append(
+            {
+                "item": key,
+                "label": BENCH_LABELS.get(key, key),
+                "seconds": value,
+                "target_s": target,
+                "passed": None if target is None else bool(value <= target),
+            }
+        )
+    checked = [i["passed"] for i in items if i["passed"] is not None]
+    return {
+        "items": items,
+        "all_passed": all(checked),
+        "repeats": repeats,
+        "threads": 1,
+        **({} if model is None else {"learned_predictor": learned_predictor(model)}),
+        "versions": package_versions(),
+    }
+
+
+def learned_predictor(model_dir: str) -> str:
+    """What a learned scorer predicts with: a LightGBM model through its compiled trees where a C compiler
+    builds them (``fit.compiled_trees``), else LightGBM's own predictor; other models themselves."""
+    regressor = cached_model(model_dir).model
+    if not hasattr(type(regressor), "compiled"):
+        return regressor.name
+    if regressor.compiled is not None:
+        return "lightgbm, trees compiled to C"
+    return "lightgbm, its own predictor (no C compiler, or a model the compiler does not cover)"
