@@ -209,3 +209,12 @@ def test_jackpot_preset_runs_and_reports_gap_closure_and_sanity(store, tmp_path)
     assert set(map(str, cfg.methods)) <= set(comparison["method"])
     assert {"gap_imp", "gap_synflow_ims", "sanity"} <= set(comparison.columns)
     assert (rep.rows["cost_epochs"][rep.rows["method"] == "delta@uss+w1"] == 1.0).all()  # one warm-up epoch
+    # a learned model named bare as the reference is the method as its card says, as it was evaluated
+    from metaprune.errors import StoreError
+    from metaprune.evaluate.api import report
+
+    model = next(p for p in tmp_path.iterdir() if (p / "meta.json").is_file())
+    again = report(tmp_path / "r", reference=f"learned:{model}", plots=False)
+    assert again.reference == f"learned:{model}@uss+w1" and again.comparison["diff"].notna().any()
+    with pytest.raises(StoreError, match=r"reference grasp@uss was not evaluated in .*; accepted: one of its"):
+        report(tmp_path / "r", reference="grasp", plots=False)

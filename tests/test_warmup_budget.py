@@ -163,3 +163,14 @@ def test_a_budget_warming_up_as_its_method_pays_the_warm_up_once():
     assert shared.cost_epochs == pytest.approx(2.0)  # one 2-epoch trajectory; neither scorer makes a pass
     other = prune_seeds(parse_method("magnitude+w2#from:delta+w1"), SPEC, splits, 0.3, (5,), train=TRAIN)[0]
     assert other.cost_epochs == pytest.approx(3.0)  # two different warm-ups
+
+
+def test_a_budget_from_a_method_that_cuts_a_layer_copies_the_cut():
+    """magnitude at 0.02 on mlp:8 / digits keeps the 12 largest |θ0|, all in the 8 x 10 layer (Kaiming std
+    0.5 there against 0.18 in the 64 x 8 one); its allocation control keeps the same counts, zero included."""
+    from metaprune.prune import prune_network
+
+    cut = prune_network("mlp:8", "digits", "magnitude", 0.02, seed=0).ticket.report
+    control = prune_network("mlp:8", "digits", "random#from:magnitude", 0.02, seed=0).ticket.report
+    assert [layer.kept for layer in cut.layers] == [layer.kept for layer in control.layers] == [0, 12]
+    assert "layers.0.weight" in control.collapsed_layers

@@ -17,6 +17,7 @@ from metaprune.errors import StoreError
 from metaprune.evaluate.config import CEILINGS, EvaluateConfig, planned_units
 from metaprune.evaluate.results import ResultsDir, unit_name
 from metaprune.evaluate.stats import compare
+from metaprune.fit.learned import with_intended_use
 from metaprune.pruning.method import DenseUnit, Method, Unit, parse_method, parse_units
 
 BOOT_SEED = 0  # the gap-closure bootstrap's seed: a report is reproducible
@@ -47,11 +48,17 @@ def build_report(results: ResultsDir, reference: str | Method | None = None, tes
     if df.empty:
         raise StoreError(f"{results.path} holds no committed results yet; accepted: run `metaprune evaluate` first")
     reference = reference or config.get("reference", "snip@uss")
-    reference = str(reference if isinstance(reference, Method) else parse_method(reference))
+    # a learned reference spelled bare prunes as its card says, as it did when it was evaluated
+    reference = str(with_intended_use(reference if isinstance(reference, Method) else parse_method(reference)))
     test = test or config.get("test", "ttest")
     units = parse_units(df["method"])
     is_dense = df["method"].map(lambda text: isinstance(units[text], DenseUnit)).astype(bool)
     dense, pruned = df[is_dense], df[~is_dense]
+    if not pruned.empty and reference not in set(pruned["method"]):
+        raise StoreError(
+            f"reference {reference} was not evaluated in {results.path}; accepted: one of its methods, e.g. "
+            f"{', '.join(sorted(set(pruned['method']))[:4])}"
+        )
     comparison = (
         compare(pruned, reference, test, boot_seed=BOOT_SEED, methods=units) if not pruned.empty else pd.DataFrame()
     )
