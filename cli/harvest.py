@@ -82,6 +82,8 @@ def harvest_cmd(
         bool, config_option(H, "trajectory", "--trajectory/--no-trajectory")
     ] = default_of(H, "trajectory"),
     dense_training: Annotated[bool, config_option(H, "train.dense_training")] = _TRAIN.dense_training,
+    target: Annotated[str, config_option(H, "target")] = default_of(H, "target"),
+    siblings: Annotated[int, config_option(H, "siblings", number=non_negative_int)] = default_of(H, "siblings"),
     out_path: Annotated[
         str | None, typer.Option("--out", help="store path (default datasets/<network>-<dataset>-<hash>.zarr)")
     ] = None,
@@ -99,6 +101,8 @@ def harvest_cmd(
     from metaprune.seeds import parse_seeds
 
     seed_list = parse_seeds(seeds)
+    if not _typed(ctx, "rounds"):
+        rounds = _target_rounds(target, rounds)
     config = HarvestConfig(
         network=network,
         dataset=dataset,
@@ -110,6 +114,8 @@ def harvest_cmd(
         data_seed=data_seed,
         warmup_epochs=warmup,
         trajectory=trajectory,
+        target=target,
+        siblings=siblings,
     )
     tasks = math.ceil(len(seed_list) / seeds_per_task)
     if redo:
@@ -144,7 +150,22 @@ def _committed_seeds(config: HarvestConfig | None, out_path: str | None) -> str:
 
 
 CONFIG_OPTIONS = ("network", "dataset", "sparsity", "levels", "epochs", "patience", "rounds", "seeds_per_task",
-                  "data_seed", "warmup", "trajectory")  # fmt: skip
+                  "data_seed", "warmup", "trajectory", "target", "siblings")  # fmt: skip
+
+
+def _typed(ctx: typer.Context, name: str) -> bool:
+    """Option ``name`` was typed on the command line (by name: Typer ships its own copy of click's
+    ParameterSource)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def _target_rounds(target: str, rounds: int) -> int:
+    """The rounds per level a --target spells (``synflow@ims20``) when --rounds was not typed."""
+    from metaprune.pruning.method import parse_method
+
+    spelled = parse_method(target).rounds
+    return rounds if spelled is None else int(spelled)
 
 
 def _redo_request(ctx: typer.Context, seed_list: tuple[int, ...]) -> tuple[None, tuple[int, ...]]:
@@ -152,15 +173,11 @@ def _redo_request(ctx: typer.Context, seed_list: tuple[int, ...]) -> tuple[None,
     only when typed (its default does not extend the store)."""
     from metaprune.errors import MetapruneError
 
-    def typed_here(name: str) -> bool:  # by name: Typer ships its own copy of click's ParameterSource
-        source = ctx.get_parameter_source(name)
-        return source is not None and source.name == "COMMANDLINE"
-
-    typed = [name for name in CONFIG_OPTIONS if typed_here(name)]
+    typed = [name for name in CONFIG_OPTIONS if _typed(ctx, name)]
     if typed:
         flag = "--" + typed[0].replace("_", "-")
         raise MetapruneError(f"{flag} given with --redo, which recomputes seeds with the store's own config; drop it")
-    return None, seed_list if typed_here("seeds") else ()
+    return None, seed_list if _typed(ctx, "seeds") else ()
 
 
 def _harvest_progress(bar):
@@ -235,7 +252,7 @@ def _print_inspect(info: dict) -> None:
     tgt = info["target"]
     head.add_row(
         "target",
-        f"synflow@ims to density {tgt['density_target']:g}: mean kept density {_fmt(tgt['density_mean'], 5)}, "
+        f"{tgt.get('method', 'synflow@ims')} to density {tgt['density_target']:g}: mean kept density {_fmt(tgt['density_mean'], 5)}, "
         f"kept per seed {tgt['kept_per_seed']}",
     )
     head.add_row("on disk", f"{info['bytes_on_disk'] / 1e6:.1f} MB")
@@ -317,7 +334,9 @@ def _met(checks: dict, name: str) -> str:
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.command(
-        "harvest", help="Harvest per-weight features and SynFlow-IMS targets into a Zarr store. " + DEFAULTS_HELP
+        "harvest",
+        help="Harvest per-weight features and the targets of an iterative method (SynFlow-IMS unless --target) "
+        "into a Zarr store. " + DEFAULTS_HELP,
     )(harvest_cmd)
     app.command("inspect")(inspect_cmd)
     bench_app.command("harvest")(bench_harvest_cmd)

@@ -29,6 +29,16 @@ def generator(master: int, stream: str, *extra: int, device: str | torch.device 
     return g
 
 
+SIBLING = "sibling"  # the stream a sibling run's data order and pruning batch derive from
+
+
+def sibling_seed(master: int) -> int:
+    """The seed a sibling run uses in place of ``master`` for its data order and its pruning batch: the
+    same method from the same θ0 with an independent data order and pruning batch (``method!sibling``,
+    ``harvest --siblings``)."""
+    return stream_seed(master, SIBLING)
+
+
 def check_seed(seed: int) -> int:
     """A master seed as a library call takes it: a non-negative integer (bools refused), or a one-line error."""
     from metaprune.errors import MetapruneError

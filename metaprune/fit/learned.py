@@ -147,7 +147,12 @@ def learned_scorer(model_dir: str) -> ScorerSpec:
     def budget(layout: Any, density: float) -> list[int]:
         return cached_model(model_dir).card.layer_budget(layout, density)
 
-    return ScorerSpec(fn, True, f"the fitted model in {model_dir}", passes=LEARNED_PASSES, layer_budget=budget)
+    def fits(net: nn.Module) -> None:
+        cached_model(model_dir).card.check_fits(net)
+
+    return ScorerSpec(
+        fn, True, f"the fitted model in {model_dir}", passes=LEARNED_PASSES, layer_budget=budget, fits=fits
+    )
 
 
 SCORERS.register_prefix(LEARNED, learned_scorer, "a fitted scorer (`metaprune fit`): learned:MODEL_DIR")

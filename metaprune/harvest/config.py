@@ -31,6 +31,7 @@ DEFAULT_STORE_DIR = Path("datasets")
 # rarely binds), and populations of 8 seeds trained together. 8 seeds of LeNet-300-100 / mnist5k take
 # about 1-1.5 minutes on 2 idle CPU cores.
 DEFAULT_TRAIN = TrainConfig(epochs=50, patience=10)
+DEFAULT_TARGET = "synflow@ims"
 MAX_WARMUP_EPOCHS = 100.0
 
 
@@ -74,6 +75,19 @@ class HarvestConfig(Config):
     trajectory: bool = setting(True, "also store the features in each state of the target's way down")
     feature_version: int = setting(factory=_feature("FEATURE_VERSION"))
     features: tuple[str, ...] = setting(factory=_feature("FEATURE_NAMES"))
+    # recorded only when set, so the stores of the default target keep their identity (and hash)
+    target: str = setting(
+        DEFAULT_TARGET,
+        "the target: an iterative method (@iss or @ims), e.g. synflow@ims (default), imp (= magnitude@iss), "
+        "snip@ims, learned:DIR@ims; multi-shot rounds per level from --rounds",
+        recorded_when_set=True,
+    )
+    siblings: int = setting(
+        0,
+        "the first N planned seeds also get the target's sibling: the same method from the same θ0 with an "
+        "independent data order and pruning batch (its final mask is stored: the noise ceiling)",
+        recorded_when_set=True,
+    )
 
     def validate(self) -> HarvestConfig:
         """Canonical names and checked values (a one-line error naming the field otherwise)."""
@@ -112,12 +126,22 @@ class HarvestConfig(Config):
                 f"0 < warm-up <= {MAX_WARMUP_EPOCHS:g}"
             )
         self.target_schedule().validate()
+        siblings = self.siblings
+        if isinstance(siblings, bool) or not isinstance(siblings, int) or siblings < 0:
+            raise MetapruneError(f"bad --siblings {siblings!r}; accepted: 0 (none) or the number of seeds N >= 1")
         shape, classes = dataset_info(dataset)
         net = build_network(network, shape, classes, 0)
         check_density_for_network(density, net, self.scope)
         _ = prunable_layout(net)
+        target = check_target(self.target, int(self.rounds), net, density)
         return replace(
-            self, network=network, dataset=dataset, density=density, train=train, warmup_epochs=float(warmup)
+            self,
+            network=network,
+            dataset=dataset,
+            density=density,
+            train=train,
+            warmup_epochs=float(warmup),
+            target=target,
         )
 
     @classmethod
@@ -151,11 +175,25 @@ class HarvestConfig(Config):
         return json.dumps(self.identity(), sort_keys=True)
 
     def target_method(self) -> Method:
-        """The target as a method, pruned like any other (``pruning.apply``): SynFlow-IMS with ``rounds``
-        multi-shot rounds per level (e.g. ``synflow@ims10``); its levels and scope are the schedule's."""
-        from metaprune.pruning.method import Method
+        """The target as a method, pruned like any other (``pruning.apply``): ``target`` with ``rounds``
+        multi-shot rounds per level when it is multi-shot (the default ``synflow@ims10``; ``imp`` is
+        ``magnitude@iss``); its levels and scope are the schedule's."""
+        from metaprune.pruning.method import parse_method
 
-        return Method(("synflow",), "ims", rounds=int(self.rounds))
+        method = parse_method(self.target)
+        return replace(method, rounds=int(self.rounds)) if method.multi_shot else method
+
+    def sibling_method(self) -> Method:
+        """The target's sibling: the same method from the same θ0 with an independent data order and
+        pruning batch (``Method.sibling``)."""
+        return self.target_method().variant(ablation="sibling")
+
+    @property
+    def sibling_data_seed(self) -> int:
+        """The data order of the siblings' training (``seeds.sibling_seed`` of ``data_seed``)."""
+        from metaprune.seeds import sibling_seed
+
+        return sibling_seed(int(self.data_seed))
 
     def target_schedule(self) -> ScheduleConfig:
         """The schedule config the target runs under: ``levels`` levels, ``rounds`` rounds, ``scope``."""
@@ -175,9 +213,51 @@ class HarvestConfig(Config):
             "states": "state s (0 .. levels - 1) = theta0 under the mask after s levels; alive: target_round > s; "
             "state_features hold the features there (s >= 1; state 0 is features)" if self.trajectory else "none",
             "target_mask": "final mask (exactly round(density * n) weights kept)",
-            "target_score": "SynFlow scores of the last multi-shot round (taken on the mask before that round, so "
-            "weights pruned earlier score 0), divided by their sum",
+            "target_score": f"{self.target_method().label()} scores of its last round (taken on the mask before "
+            "that round, so weights pruned earlier score 0 for most scorers), divided by their sum",
+            **self._sibling_spec(),
         }
+
+    def _sibling_spec(self) -> dict:
+        if not self.siblings:
+            return {}
+        return {
+            "sibling_mask": f"final mask of the target's sibling ({self.sibling_method().canonical()}) for the first "
+            f"{self.siblings} planned seeds (absent for the others): the same method from the same θ0, trained "
+            f"on the data order of seed {self.sibling_data_seed} (sibling_seed(data_seed)) with the pruning batch "
+            "of sibling_seed(seed)",
+            "sibling_data_seed": self.sibling_data_seed,
+            "sibling_prune_seed": "sibling_seed(seed) = seeds.stream_seed(seed, 'sibling')",
+        }
+
+
+def check_target(text: str, rounds: int, net, density: float) -> str:
+    """The canonical spelling of a harvest target (multi-shot rounds in ``rounds``, not spelled), or a
+    one-line error: not an iterative method, parts the target cannot have, or a method that cannot prune
+    ``net``."""
+    from metaprune.pruning.fits import check_method_for_network
+    from metaprune.pruning.method import LEARNED, parse_method
+    from metaprune.pruning.scorers import SCORERS
+
+    accepted = "accepted: an iterative method SCORER@iss or SCORER@ims, e.g. synflow@ims, imp, snip@ims, learned:DIR@ims"
+    method = parse_method(str(text))
+    if not method.iterative:
+        raise MetapruneError(f"bad --target {text!r}: schedule {method.schedule!r} is not iterative; {accepted}")
+    if method.init != "standard" or method.ablation is not None:
+        raise MetapruneError(
+            f"bad --target {text!r}: a target trains from the store's θ0 as it is (no ~init or !ablation); {accepted}"
+        )
+    if method.rounds is not None and method.rounds != rounds:
+        raise MetapruneError(
+            f"bad --target {text!r}: it spells {method.rounds} rounds per level and --rounds is {rounds}; "
+            f"accepted: --rounds {method.rounds}, or the target without rounds"
+        )
+    check_method_for_network(method, net, density)
+    for name in method.scorers:
+        fits = SCORERS.get(name).fits if name.startswith(LEARNED) else None  # a model fitted on another network
+        if fits is not None:
+            fits(net)
+    return replace(method, rounds=None).canonical()
 
 
 def diff_configs(stored: dict, requested: dict, prefix: str = "") -> list[str]:

@@ -12,9 +12,14 @@ Layout (schema version 2; a contract ``fit``, ``inspect`` and notebooks rely on)
                                                         weights alive there only: row r is the r-th alive
                                                         weight in flat order; the rows past the state's alive
                                                         count are NaN (they compress to nothing)
-             target_round[seed, weight]        int16    level at which SynFlow-IMS removed it; survivors L+1
+             target_round[seed, weight]        int16    level at which the target (an iterative method, by
+                                                        default SynFlow-IMS) removed it; survivors L+1
              target_mask[seed, weight]         bool     the final target ticket
-             target_score[seed, weight]        float32  final SynFlow scores / their sum
+             target_score[seed, weight]        float32  the target's scores of its last round / their sum
+             sibling_mask[seed, weight]        bool     the final mask of the target's sibling (same method and
+                                                        θ0, independent data order and pruning batch), only in
+                                                        a store harvested with ``siblings`` N >= 1 and written
+                                                        for its first N planned seeds (``sibling_seeds``)
              harvest_seconds[seed]             float64  compute time attributed to the seed
              task[seed]                        int32    the population the seed was trained in (plan metadata)
              complete[seed]                    bool     written LAST: only complete seeds exist for readers
@@ -149,6 +154,7 @@ def _skeleton(config, layout):
         "target_round": (("seed", "weight"), np.zeros((0, n), np.int16)),
         "target_mask": (("seed", "weight"), np.zeros((0, n), bool)),
         "target_score": (("seed", "weight"), np.zeros((0, n), np.float32)),
+        **({"sibling_mask": (("seed", "weight"), np.zeros((0, n), bool))} if config.siblings else {}),
         "harvest_seconds": (("seed",), np.zeros(0, np.float64)),
         "task": (("seed",), np.zeros(0, np.int32)),
         "complete": (("seed",), np.zeros(0, bool)),
@@ -189,6 +195,7 @@ def _skeleton(config, layout):
         },
         "target_round": {"chunks": (1, n), "compressors": _compressor("bitshuffle")},
         "target_mask": {"chunks": (1, n), "compressors": _compressor("bitshuffle")},
+        "sibling_mask": {"chunks": (1, n), "compressors": _compressor("bitshuffle")},
         "target_score": {"chunks": (1, n), "compressors": _compressor("bitshuffle"), "_FillValue": np.nan},
         "harvest_seconds": {"chunks": (1,), "compressors": _zstd(), "_FillValue": np.nan},
         "task": {"chunks": (1,), "compressors": _zstd()},
@@ -197,7 +204,7 @@ def _skeleton(config, layout):
     }
     for k in wc:
         encoding[k] = {"compressors": _compressor("bitshuffle")}
-    return ds, encoding
+    return ds, {k: v for k, v in encoding.items() if k in ds.variables}
 
 
 def state_rows(config, n: int) -> int:
@@ -490,6 +497,8 @@ def write_seed(path: str | Path, seed: int, data: dict[str, np.ndarray], seconds
             "harvest_seconds": (("seed",), np.array([seconds], np.float64)),
         }
     )
+    if "sibling_mask" in data:
+        body["sibling_mask"] = (("seed", "weight"), data["sibling_mask"][None].astype(bool, copy=False))
     done = xr.Dataset({"complete": (("seed",), np.array([True]))})
     try:
         with _quiet():
@@ -642,6 +651,25 @@ class HarvestStore:
     def targets(self, seed: int) -> dict[str, np.ndarray]:
         """The target arrays of a complete ``seed`` (as ``iter_seeds`` yields them)."""
         return self._targets(self._position(seed))
+
+    @property
+    def sibling_seeds(self) -> tuple[int, ...]:
+        """The complete seeds whose target's sibling is stored (the first ``siblings`` planned seeds)."""
+        count = int(self.config.siblings) if "sibling_mask" in self.dataset else 0
+        first = set(self.planned_seeds[:count])
+        return tuple(s for s in self.complete_seeds if s in first)
+
+    def sibling_mask(self, seed: int) -> np.ndarray:
+        """The final mask of the target's sibling of ``seed`` (bool [n_weights]); a one-line StoreError where
+        the store holds none for it."""
+        i = self._position(seed)
+        if int(seed) not in self.sibling_seeds:
+            held = _fmt(self.sibling_seeds)
+            raise StoreError(
+                f"store {self.path} holds no sibling of seed {seed} (siblings: {held}); accepted: a seed with one, "
+                "or a store harvested with --siblings N"
+            )
+        return self._read("sibling_mask", i).astype(bool, copy=False)
 
     def target_round(self, seed: int) -> np.ndarray:
         """The level at which the target removed each weight of a complete ``seed`` (int16 [n_weights])."""

@@ -1,4 +1,5 @@
-"""One harvest task: a population of seeds, from θ0 to features and SynFlow-IMS targets in the store.
+"""One harvest task: a population of seeds, from θ0 to features and targets (by default SynFlow-IMS) in the
+store, and the targets' siblings of the seeds that have one.
 
 A task gets only (store path, its seeds, the config) plus execution settings (device, data root). It
 reads which of its seeds are already complete, trains the *whole* population anyway (a seed's numbers
@@ -103,6 +104,8 @@ def run_task(spec: TaskSpec, emit: Emit | None = None) -> TaskResult:
     setup_s = time.perf_counter() - t0
     emit({"event": "task_start", "task": spec.task_id, "seeds": list(seeds), "levels": cfg.levels})
     tickets, target_s, prune_s = _target(context, cfg, seeds, spec.task_id, emit)
+    siblings, sibling_s = _siblings(context, cfg, [s for s in seeds if planned.index(s) < cfg.siblings], done)
+    target_s += sibling_s
     k = len(seeds)
     result = TaskResult(
         spec.task_id,
@@ -121,7 +124,10 @@ def run_task(spec: TaskSpec, emit: Emit | None = None) -> TaskResult:
         if s in done:
             continue
         ticket = tickets[i]
-        features_s, write_s = _write_seed(spec.store, context, cfg, ticket.net, datas[i], s, ticket.outcome, share)
+        sibling = siblings.get(s)
+        features_s, write_s = _write_seed(
+            spec.store, context, cfg, ticket.net, datas[i], s, ticket.outcome, share, sibling
+        )
         written.append(s)
         result.stats.append(
             SeedStats(s, features_s, target_s / k, (target_s - prune_s) / k, write_s, features_s + share + write_s)
@@ -147,9 +153,25 @@ def _target(context, cfg, seeds, task_id: int, emit: Emit):
     return tickets, time.perf_counter() - t_target, sum(t.score_seconds for t in tickets)
 
 
-def _write_seed(store, context, cfg, net, data, seed: int, outcome, share: float) -> tuple[float, float]:
-    """Features (θ0 and the trajectory states) and targets of one seed, written and committed to the store:
-    (features seconds, write seconds)."""
+def _siblings(context, cfg, seeds: list[int], done: set[int]) -> tuple[dict[int, np.ndarray], float]:
+    """The final masks of the target's siblings of ``seeds`` (``HarvestConfig.sibling_method``), trained
+    together as a population of their own (always the same seeds, so a resumed task computes the same
+    numbers): ({seed: mask}, seconds). Nothing when every one of them is complete already."""
+    from metaprune.pruning.apply import prune_in_context
+
+    if not seeds or all(s in done for s in seeds):
+        return {}, 0.0
+    t = time.perf_counter()
+    tickets = prune_in_context(cfg.sibling_method(), context, cfg.density, seeds, data_seed=cfg.data_seed)
+    masks = {s: ticket.mask.numpy().astype(bool) for s, ticket in zip(seeds, tickets, strict=True)}
+    return masks, time.perf_counter() - t
+
+
+def _write_seed(
+    store, context, cfg, net, data, seed: int, outcome, share: float, sibling: np.ndarray | None = None
+) -> tuple[float, float]:
+    """Features (θ0 and the trajectory states), targets and the sibling's mask (if any) of one seed,
+    written and committed to the store: (features seconds, write seconds)."""
     from metaprune.features import compute_features
     from metaprune.harvest.store import write_seed
     from metaprune.pruning.warmup import warm_up
@@ -172,6 +194,7 @@ def _write_seed(store, context, cfg, net, data, seed: int, outcome, share: float
             "target_round": outcome.removed_at.numpy().astype(np.int16),
             "target_mask": outcome.mask.numpy().astype(bool),
             "target_score": target_score,
+            **({} if sibling is None else {"sibling_mask": sibling}),
         },
         seconds=features_s + share,
     )

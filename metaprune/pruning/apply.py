@@ -34,6 +34,7 @@ from metaprune.pruning.schedules import (
 from metaprune.pruning.scorers import SCORERS, PruneData, pruning_batch, score
 from metaprune.pruning.stacked import stacked_scores
 from metaprune.pruning.warmup import warm_up
+from metaprune.seeds import sibling_seed
 from metaprune.training import TrainConfig
 
 
@@ -195,7 +196,8 @@ def prune_in_context(
     pruning batch at all, so only data-free scorers (magnitude, random) are accepted. A context around a
     user's module gives its θ0 and its one batch instead (``PruneContext.theta0``, ``batch``). Everything
     that can be checked cheaply (data needs, a training set for a method that trains) is checked before any
-    scoring. ``density`` is trusted: callers check it
+    scoring. A sibling (``method!sibling``) draws its data order from ``sibling_seed(data_seed)`` and each
+    seed's pruning batch (and warm-up order) from ``sibling_seed(seed)``. ``density`` is trusted: callers check it
     against the network and scope at their boundary (``masks.check_density_for_network``).
     ``dtype`` is the training dtype of iterative schedules; ``progress(level, levels)`` follows their levels.
     """
@@ -208,7 +210,11 @@ def prune_in_context(
         schedule = replace(schedule, rounds=method.rounds)
     context = replace(context, schedule=schedule)
     context.check_trains(method)
-    datas = [context.prune_data(s) for s in seeds]
+    data_seed = seeds[0] if data_seed is None else data_seed
+    # a sibling draws its data order and pruning batch from other seeds; θ0 and tie-breaking stay the seed's
+    draw = sibling_seed if method.sibling else int
+    data_seed = draw(data_seed)
+    datas = [context.prune_data(draw(s)) for s in seeds]
     if datas[0] is None:
         check_method_data(method, None)
     if any(SCORERS.get(s).epochs for s in (*method.scorers, *((method.init,) if method.saw else ()))):
@@ -225,7 +231,7 @@ def prune_in_context(
             density,
             list(seeds),
             context.train,
-            seeds[0] if data_seed is None else data_seed,
+            data_seed,
             multi_shot=method.multi_shot,
             config=schedule,
             name=str(method),
@@ -274,7 +280,8 @@ def _prune_upfront_seed(
     if method.warmup is not None:
         if data is None:
             raise MetapruneError(f"method {method} warms up, which needs the training data; accepted: per_class >= 1")
-        record = warm_up(net, context.splits, context.train, method.warmup, seed, device=context.device)
+        order = sibling_seed(seed) if method.sibling else seed  # a sibling warms up on another data order
+        record = warm_up(net, context.splits, context.train, method.warmup, order, device=context.device)
         cost.epochs += record.cost_epochs
         cost.warmup += record.cost_epochs
         data = replace(data, warmup=record)

@@ -25,6 +25,9 @@
                                               same θ0
     init      := standard | bimodal | scorer  a scorer here means SaW: its scores on θ0 as weights
     ablation  := shuffle | reinit | invert    sanity checks (Frankle et al. 2021, Su et al. 2020)
+                 | sibling                    the same method from the same θ0 with an independent data
+                                              order and pruning batch (``seeds.sibling_seed``): the noise
+                                              ceiling of a target (Movva, Frankle and Carbin 2021)
 
 Besides methods, this module owns every other spelling of the grammar: the suffix a fitted model records as
 its intended use (``IntendedUse``: ``@ums10#learned``) and merges into a bare learned method
@@ -48,6 +51,7 @@ from metaprune.errors import MetapruneError
 
 SCHEDULE_NAMES = ("uss", "ums", "iss", "ims", "rigl")
 ABLATIONS = ("shuffle", "reinit", "invert")
+SIBLING = "sibling"  # not an ablation: the same method on other random draws, spelled in the '!' slot
 BASE_INITS = ("standard", "bimodal")
 BUDGETS = ("global", "layer", "learned", "erk")  # plus from:METHOD
 FROM = "from:"
@@ -64,7 +68,8 @@ GRAMMAR_HELP = (
     "+wE: score after E dense warm-up epochs (the ticket still trains from θ0); budget: "
     "global, layer, learned (a learned scorer's own split), erk (RigL's Erdős–Rényi-kernel split) or "
     "from:METHOD (that method's per-layer counts); init: standard, bimodal, "
-    "or a scorer for SaW (scores as weights); ablation: shuffle, reinit, invert; 'imp' = magnitude@iss; "
+    "or a scorer for SaW (scores as weights); ablation: shuffle, reinit, invert, or sibling (the same method with "
+    "an independent data order and pruning batch); 'imp' = magnitude@iss; "
     "gemE is GEM-MINER with E epochs of mask learning; learned:MODEL_DIR is a fitted scorer. "
     "Examples: snip, synflow@ums, mag>synflow, mag>synflow~snip, imp, delta+w3, snip#from:synflow@ums"
 )
@@ -91,6 +96,11 @@ class Method:
     @property
     def iterative(self) -> bool:
         return self.schedule in ("iss", "ims")
+
+    @property
+    def sibling(self) -> bool:
+        """The same method from the same θ0 with an independent data order and pruning batch (``!sibling``)."""
+        return self.ablation == SIBLING
 
     @property
     def multi_shot(self) -> bool:
@@ -502,8 +512,8 @@ def _parse_part(sep: str, text: str, pos: int) -> tuple[object, int]:
         return word, m.end()
     if sep == "~":
         return _init_name(word, text, pos), m.end()
-    if word not in ABLATIONS:
-        raise _fail(text, pos, f"unknown ablation {word!r}, accepted: {', '.join(ABLATIONS)}")
+    if word not in (*ABLATIONS, SIBLING):
+        raise _fail(text, pos, f"unknown ablation {word!r}, accepted: {', '.join(ABLATIONS)}, {SIBLING}")
     return word, m.end()
 
 
@@ -559,11 +569,25 @@ def _check_meaning(method: Method, text: str) -> None:
             f"score for a stack's first scorer or an init; accepted: {sized[0]!r} as the method's last scorer, "
             f"e.g. {sized[0]}, magnitude>{sized[0]}, {sized[0]}#erk"
         )
+    if method.sibling and not (method.trains or any(_draws_data(s) for s in method.scorers)):
+        raise MetapruneError(
+            f"method {text!r}: a sibling differs in data order and pruning batch only, and "
+            f"{replace(method, ablation=None)} draws on neither (it neither trains nor reads a pruning batch), so "
+            "its sibling is itself; accepted: !sibling on an iterative method, a warm-up or a scorer that reads "
+            "data, e.g. synflow@ims10!sibling, imp!sibling, snip!sibling"
+        )
     if method.budget is not None and method.iterative:
         raise MetapruneError(
             f"method {text!r}: a budget (#) applies to the upfront schedules uss and ums; accepted: "
             f"drop '#{method.budget}' or use --scope with {method.schedule}"
         )
+
+
+def _draws_data(name: str) -> bool:
+    """The scorer reads the pruning batch (a learned scorer's features do)."""
+    from metaprune.pruning.scorers import SCORERS
+
+    return name.startswith(LEARNED) or SCORERS.get(name).needs_data
 
 
 def _sized(name: str) -> bool:
