@@ -78,6 +78,12 @@ def metrics_table(meta: dict[str, Any], title: str) -> Table:
     )
     for name, ref in m.get("reference", {}).items():
         table.add_row(name, "—", "—", _num(ref.get("jaccard")), _num(ref.get("spearman")), style="dim")
+    if "sibling" in m:  # the target's noise ceiling: how far its own mask is reproducible
+        sibling = m["sibling"]
+        table.add_row(
+            f"target's sibling, seeds {_seeds(sibling['seeds'])} (noise ceiling)",
+            "—", "—", _num(sibling["jaccard"]), "—", style="italic",
+        )  # fmt: skip
     return table
 
 
@@ -141,6 +147,7 @@ def fit_cmd(
     seed: Annotated[int | None, config_option(F, "seed", number=non_negative_int, note_default=True)] = None,
     threads: Annotated[int | None, config_option(F, "threads", number=lambda _: THREADS, note_default=True)] = None,
     use: Annotated[str | None, config_option(F, "use", note_default=True)] = None,
+    target_method: Annotated[str | None, config_option(F, "target_method")] = None,
     models_dir: Annotated[str, typer.Option(help="where models are saved")] = "models",
     datasets_dir: Annotated[str, typer.Option(help="where the default store is looked for")] = "datasets",
     json_out: Annotated[bool, typer.Option("--json", help="print the model's meta.json instead of tables")] = False,
@@ -155,7 +162,7 @@ def fit_cmd(
     given = {
         "model": model, "target": target, "features": features, "preprocess": preprocess,
         "train_seeds": train_seeds, "test_seeds": test_seeds, "cv": cv, "seed": seed, "threads": threads,
-        "states": states, "sample_weight": sample_weight, "use": use,
+        "states": states, "sample_weight": sample_weight, "use": use, "target_method": target_method,
     }  # fmt: skip
     given = {k: v for k, v in given.items() if v is not None}
     if opts:
@@ -181,7 +188,8 @@ def fit_cmd(
 def _print_fit(res) -> None:
     meta = res.meta
     title = (
-        f"{res.name}: {meta['model']} on {len(meta['features'])} features, target {meta['target']}, "
+        f"{res.name}: {meta['model']} on {len(meta['features'])} features, target {meta['target']}"
+        f"{' of ' + meta['target_method']['method'] if meta.get('target_method') else ''}, "
         f"held-out seeds {_seeds(meta['test_seeds'])}"
     )
     out.print(metrics_table(meta, title))

@@ -188,7 +188,10 @@ def jackpot_methods(models: tuple[str | Path, ...], models_dir: Path) -> tuple[t
         parse_method(s, budget=budget_from(m)) for m in own for s in ("random", "magnitude") if m.budget is None
     )
     ceilings, levels = target_ceilings(models)
-    return JACKPOT_BASELINES + warm + own + sanity + controls + (IMP, *ceilings) + JACKPOT_DYNAMIC, levels
+    # imp is a ceiling of every model, and the own ticket of a model fitted on an imp store: listed once
+    imp = parse_method(IMP)
+    ceilings = (imp, *(c for c in ceilings if c != imp))
+    return JACKPOT_BASELINES + warm + own + sanity + controls + ceilings + JACKPOT_DYNAMIC, levels
 
 
 def preset_methods(

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from metaprune.errors import MetapruneError
 from metaprune.fit import preprocess as pp
@@ -78,3 +79,24 @@ def next_level_overlap(
             progress("next-level overlap", i + 1, len(traj))
     means = {s: float(np.mean(v)) for s, v in sorted(per_state.items())}
     return {"jaccard": float(np.mean(list(means.values()))), "per_state": {str(k): v for k, v in means.items()}}
+
+
+def sibling_overlap(views: Sequence[Any]) -> dict[str, Any] | None:
+    """The noise ceiling of the stores' target: per seed with a stored sibling (the same method from the
+    same θ0 with an independent data order and pruning batch), the Jaccard overlap of the sibling's final
+    mask with the target's (both keep the same count, so it is the sibling's top-k Jaccard); the mean over
+    those seeds. None when no store holds a sibling. It does not depend on the model, so every seed with a
+    sibling counts, training seeds included."""
+    from metaprune.pruning.masks import jaccard
+
+    seeds: list[int] = []
+    values: list[float] = []
+    for view in views:
+        for seed in view.store.sibling_seeds:
+            target = view.store.targets(seed)["target_mask"]
+            sibling = view.store.sibling_mask(seed)
+            values.append(jaccard(torch.from_numpy(np.asarray(target)), torch.from_numpy(np.asarray(sibling))))
+            seeds.append(int(seed))
+    if not values:
+        return None
+    return {"jaccard": float(np.mean(values)), "jaccard_per_seed": values, "seeds": seeds}

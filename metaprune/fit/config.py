@@ -63,6 +63,11 @@ class FitConfig(Config):
         help="candidate model options KEY=V1,V2,... (repeat); with --cv K the combination of best mean "
         "cross-validated top-k Jaccard is fitted",
     )
+    target_method: str | None = setting(
+        None,
+        "the harvest target to imitate, e.g. synflow@ims or imp: the store given must hold it (of several stores, "
+        "those that hold it are used); default: the stores' one target",
+    )
     use: str = setting(
         "@ums10",
         "how the model is meant to prune, a method suffix recorded in its meta and used by a bare learned:DIR, "

@@ -19,7 +19,7 @@ from metaprune.errors import MetapruneError
 from metaprune.feature_names import MULTI_SHOT_EXCLUDED
 from metaprune.files import check_folder_writable
 from metaprune.fit import preprocess as pp
-from metaprune.fit.assess import evaluate_units, next_level_overlap
+from metaprune.fit.assess import evaluate_units, next_level_overlap, sibling_overlap
 from metaprune.fit.budget import fit_store_budget
 from metaprune.fit.config import FitConfig
 from metaprune.fit.cv import cross_validate, select_by_cv
@@ -27,7 +27,7 @@ from metaprune.fit.models import REGRESSORS, Regressor, limited_threads, make_re
 from metaprune.fit.persist import ModelCard, check_name, save_model
 from metaprune.fit.sampler import ProgressFn, SeedReader, StreamData, Unit, trajectory_units
 from metaprune.fit.split import split_seeds
-from metaprune.fit.stores import StoreView, open_stores, resolve_stores
+from metaprune.fit.stores import StoreView, open_stores, resolve_stores, select_target
 from metaprune.pruning.method import IntendedUse
 
 TRAIN_EVAL_SEEDS = 8  # training seeds scored for the train R²/MSE (bounded time for big stores)
@@ -67,7 +67,7 @@ def fit_model(
     config = (config or FitConfig()).validate()
     model_name = REGRESSORS.canonical(config.model)
     paths, picked = resolve_stores(stores, datasets_dir)
-    views = open_stores(paths)
+    views = select_target(open_stores(paths), config.target_method)
     features = _shared_features(config, views)
     check_multi_shot_features(config.intended_use(), config.use, features)
     complete = sorted({s for v in views for s in v.complete_seeds})
@@ -86,6 +86,9 @@ def fit_model(
         # held-out metrics are taken on the dense state: how the ticket's top-k compares at θ0
         train_units, test_units = units_of(views, seeds[0], config.states), units_of(views, seeds[1])
         model, metrics = _fit_and_score(model_name, config, reader, train_units, test_units, progress)
+    sibling = sibling_overlap(views)
+    if sibling is not None:  # the target's noise ceiling, beside the model's own Jaccard
+        metrics["sibling"] = sibling
     budget = fit_store_budget(views, seeds[0])  # the target's per-layer split (#learned)
     card = ModelCard.from_fit(target_dir, config, model, features, views, seeds, metrics, budget, store_hash)
     if not save:

@@ -153,6 +153,36 @@ def open_stores(paths: Sequence[str | Path]) -> list[StoreView]:
     return views
 
 
+def select_target(views: Sequence[StoreView], spelled: str | None) -> list[StoreView]:
+    """The stores whose harvest target is ``spelled`` (a method; one without multi-shot rounds matches any),
+    or, with none spelled, all of them when they share one target. A one-line error otherwise."""
+    from metaprune.pruning.method import parse_method
+
+    held = {str(v.path): v.target_method for v in views}
+    listed = ", ".join(f"{m.canonical()} ({p})" for p, m in held.items())
+    if spelled is None:
+        if len({m.canonical() for m in held.values()}) > 1:
+            raise MetapruneError(
+                f"the stores hold different targets: {listed}; accepted: --target-method METHOD naming one"
+            )
+        return list(views)
+    wanted = parse_method(spelled)
+    chosen = [v for v in views if _same_target(v.target_method, wanted)]
+    if not chosen:
+        raise MetapruneError(
+            f"--target-method {spelled!r} is not the target of the store(s) given: {listed}; accepted: one of "
+            "those, or a store harvested with --target " + spelled
+        )
+    return chosen
+
+
+def _same_target(held: Method, wanted: Method) -> bool:
+    """``wanted`` names the stored target ``held`` (its multi-shot rounds when spelled)."""
+    from dataclasses import replace
+
+    return held == (wanted if wanted.rounds is not None else replace(wanted, rounds=held.rounds))
+
+
 def newest_store(datasets_dir: str | Path = "datasets") -> Path:
     """The most recently modified store with complete seeds under ``datasets_dir``."""
     root = Path(datasets_dir)

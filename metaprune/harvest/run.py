@@ -130,10 +130,10 @@ def check_config(path: Path, attrs: dict, config: HarvestConfig) -> None:
     diffs = diff_configs(stored, config.identity())
     if len(diffs) == 1 and diffs[0].startswith("siblings:"):
         held = int(stored.get("siblings", 0))
+        holds = f"the target's siblings of its first {held} planned seeds" if held else "no siblings"
         raise StoreError(
-            f"store {path} holds the target's siblings of its first {held} planned seeds (--siblings {held}), "
-            f"not {config.siblings}: siblings are computed with their seeds' targets; accepted: --siblings {held}, "
-            "or another --out (the default path is per config)"
+            f"store {path} holds {holds} (--siblings {held}), not {config.siblings}: siblings are computed with "
+            f"their seeds' targets; accepted: --siblings {held}, or another --out (the default path is per config)"
         )
     if diffs:
         shown = "; ".join(diffs[:6]) + ("; ..." if len(diffs) > 6 else "")
