@@ -252,9 +252,15 @@ def _print_inspect(info: dict) -> None:
     tgt = info["target"]
     head.add_row(
         "target",
-        f"{tgt.get('method', 'synflow@ims')} to density {tgt['density_target']:g}: mean kept density {_fmt(tgt['density_mean'], 5)}, "
-        f"kept per seed {tgt['kept_per_seed']}",
+        f"{tgt['method']} to density {tgt['density_target']:g}: mean kept density "
+        f"{_fmt(tgt['density_mean'], 5)}, kept per seed {tgt['kept_per_seed']}",
     )
+    sibling = info.get("sibling")
+    if sibling:
+        head.add_row(
+            "sibling (noise ceiling)",
+            f"top-k Jaccard with the target {_fmt(sibling['jaccard'])}, mean over seeds {sibling['seeds']}",
+        )
     head.add_row("on disk", f"{info['bytes_on_disk'] / 1e6:.1f} MB")
     out.print(head)
     layers = Table(title="target: kept weights per layer (over complete seeds)")

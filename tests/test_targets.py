@@ -140,6 +140,10 @@ def test_fit_records_the_target_and_its_noise_ceiling(imp_store, tmp_path):
     assert res.metrics["sibling"]["seeds"] == [0]
     assert res.metrics["sibling"]["jaccard"] == pytest.approx(by_hand)
     assert 0 < by_hand < 1
+    from metaprune.harvest.inspect import inspect_store
+
+    info = inspect_store(imp_store)
+    assert info["target"]["method"] == "magnitude@iss" and info["sibling"]["jaccard"] == pytest.approx(by_hand)
     # the model's ceilings: its own target ticket, which is imp, listed once
     assert target_ceilings((res.path,))[0] == (parse_method("imp"),)
     methods, levels = jackpot_methods((res.path,), tmp_path)

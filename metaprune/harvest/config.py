@@ -239,7 +239,9 @@ def check_target(text: str, rounds: int, net, density: float) -> str:
     from metaprune.pruning.method import LEARNED, parse_method
     from metaprune.pruning.scorers import SCORERS
 
-    accepted = "accepted: an iterative method SCORER@iss or SCORER@ims, e.g. synflow@ims, imp, snip@ims, learned:DIR@ims"
+    accepted = (
+        "accepted: an iterative method SCORER@iss or SCORER@ims, e.g. synflow@ims, imp, snip@ims, learned:DIR@ims"
+    )
     method = parse_method(str(text))
     if not method.iterative:
         raise MetapruneError(f"bad --target {text!r}: schedule {method.schedule!r} is not iterative; {accepted}")

@@ -75,12 +75,26 @@ def target_summary(store, seeds=None) -> dict:
         )
     return {
         "seeds": seeds,
+        "method": store.config.target_method().canonical(),
         "density_target": float(store.attrs.get("density", float("nan"))),
         "density_mean": float(np.mean(densities)) if densities else float("nan"),
         "kept_per_seed": [int(round(d * store.n_weights)) for d in densities],
         "layers": layers,
         "round_counts_mean": dict(sorted(rounds.items())),
     }
+
+
+def sibling_summary(store) -> dict | None:
+    """The sibling's top-k Jaccard with the target per seed that has one, and the mean (None: no sibling)."""
+    seeds = list(store.sibling_seeds)
+    if not seeds:
+        return None
+    values = []
+    for seed in seeds:
+        a, b = store.targets(seed)["target_mask"], store.sibling_mask(seed)
+        union = int((a | b).sum())
+        values.append(1.0 if union == 0 else int((a & b).sum()) / union)
+    return {"seeds": seeds, "jaccard_per_seed": values, "jaccard": float(np.mean(values))}
 
 
 def schema_note(store) -> str:
@@ -126,6 +140,7 @@ def inspect_store(path: str | Path, max_seeds: int = 20) -> dict:
             "complete_text": format_seeds(list(complete)) or "none",
             "features": list(store.feature_names),
             "target": target_summary(store),
+            "sibling": sibling_summary(store),
             "correlation": correlations(store, max_seeds=max_seeds),
             "bytes_on_disk": store_bytes(path),
         }
