@@ -207,6 +207,9 @@ def _print_harvest(result) -> None:
     table.add_column("")
     table.add_column("value")
     table.add_row("store", str(result.store))
+    siblings = result.config.siblings
+    sibling_text = f", siblings of the first {siblings} planned seeds" if siblings else ""
+    table.add_row("target", result.config.target_method().canonical() + sibling_text)
     table.add_row("written now", format_seeds(list(result.written)) or "none")
     table.add_row("skipped (complete)", format_seeds(list(result.skipped)) or "none")
     table.add_row("complete / planned", f"{len(result.complete)} / {len(result.planned)}")
