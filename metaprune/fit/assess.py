@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from metaprune.errors import MetapruneError
 from metaprune.fit import preprocess as pp
@@ -82,21 +81,13 @@ def next_level_overlap(
 
 
 def sibling_overlap(views: Sequence[Any]) -> dict[str, Any] | None:
-    """The noise ceiling of the stores' target: per seed with a stored sibling (the same method from the
-    same θ0 with an independent data order and pruning batch), the Jaccard overlap of the sibling's final
-    mask with the target's (both keep the same count, so it is the sibling's top-k Jaccard); the mean over
-    those seeds. None when no store holds a sibling. It does not depend on the model, so every seed with a
-    sibling counts, training seeds included."""
-    from metaprune.pruning.masks import jaccard
-
-    seeds: list[int] = []
-    values: list[float] = []
-    for view in views:
-        for seed in view.store.sibling_seeds:
-            target = view.store.targets(seed)["target_mask"]
-            sibling = view.store.sibling_mask(seed)
-            values.append(jaccard(torch.from_numpy(np.asarray(target)), torch.from_numpy(np.asarray(sibling))))
-            seeds.append(int(seed))
-    if not values:
+    """The noise ceiling of the stores' target (``HarvestStore.sibling_jaccard``): per seed with a stored
+    sibling (the same method from the same θ0 with an independent data order and pruning batch), the top-k
+    Jaccard of the sibling's final mask with the target's; the mean over those seeds. None when no store
+    holds a sibling. It does not depend on the model, so every seed with a sibling counts, training seeds
+    included."""
+    per_seed = [(seed, value) for view in views for seed, value in view.store.sibling_jaccard().items()]
+    if not per_seed:
         return None
-    return {"jaccard": float(np.mean(values)), "jaccard_per_seed": values, "seeds": seeds}
+    values = [v for _, v in per_seed]
+    return {"jaccard": float(np.mean(values)), "jaccard_per_seed": values, "seeds": [s for s, _ in per_seed]}

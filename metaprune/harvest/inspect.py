@@ -86,15 +86,11 @@ def target_summary(store, seeds=None) -> dict:
 
 def sibling_summary(store) -> dict | None:
     """The sibling's top-k Jaccard with the target per seed that has one, and the mean (None: no sibling)."""
-    seeds = list(store.sibling_seeds)
-    if not seeds:
+    per_seed = store.sibling_jaccard()
+    if not per_seed:
         return None
-    values = []
-    for seed in seeds:
-        a, b = store.targets(seed)["target_mask"], store.sibling_mask(seed)
-        union = int((a | b).sum())
-        values.append(1.0 if union == 0 else int((a & b).sum()) / union)
-    return {"seeds": seeds, "jaccard_per_seed": values, "jaccard": float(np.mean(values))}
+    values = list(per_seed.values())
+    return {"seeds": list(per_seed), "jaccard_per_seed": values, "jaccard": float(np.mean(values))}
 
 
 def schema_note(store) -> str:

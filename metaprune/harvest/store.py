@@ -671,6 +671,17 @@ class HarvestStore:
             )
         return self._read("sibling_mask", i).astype(bool, copy=False)
 
+    def sibling_jaccard(self) -> dict[int, float]:
+        """The noise ceiling of the target, per seed with a stored sibling: the Jaccard overlap of the
+        sibling's final mask with the target's (both keep the same count, so it is the sibling's top-k
+        Jaccard with the target)."""
+        out = {}
+        for seed in self.sibling_seeds:
+            a, b = self.targets(seed)["target_mask"], self.sibling_mask(seed)
+            union = int((a | b).sum())
+            out[int(seed)] = 1.0 if union == 0 else int((a & b).sum()) / union
+        return out
+
     def target_round(self, seed: int) -> np.ndarray:
         """The level at which the target removed each weight of a complete ``seed`` (int16 [n_weights])."""
         return self.targets(seed)["target_round"]
