@@ -196,8 +196,7 @@ def prune_in_context(
     pruning batch at all, so only data-free scorers (magnitude, random) are accepted. A context around a
     user's module gives its θ0 and its one batch instead (``PruneContext.theta0``, ``batch``). Everything
     that can be checked cheaply (data needs, a training set for a method that trains) is checked before any
-    scoring. A sibling (``method!sibling``) draws its data order from ``sibling_seed(data_seed)`` and each
-    seed's pruning batch (and warm-up order) from ``sibling_seed(seed)``. ``density`` is trusted: callers check it
+    scoring (``method!sibling``: ``_draws``). ``density`` is trusted: callers check it
     against the network and scope at their boundary (``masks.check_density_for_network``).
     ``dtype`` is the training dtype of iterative schedules; ``progress(level, levels)`` follows their levels.
     """
@@ -210,11 +209,7 @@ def prune_in_context(
         schedule = replace(schedule, rounds=method.rounds)
     context = replace(context, schedule=schedule)
     context.check_trains(method)
-    data_seed = seeds[0] if data_seed is None else data_seed
-    # a sibling draws its data order and pruning batch from other seeds; θ0 and tie-breaking stay the seed's
-    draw = sibling_seed if method.sibling else int
-    data_seed = draw(data_seed)
-    datas = [context.prune_data(draw(s)) for s in seeds]
+    data_seed, datas = _draws(method, context, seeds, data_seed)
     if datas[0] is None:
         check_method_data(method, None)
     if any(SCORERS.get(s).epochs for s in (*method.scorers, *((method.init,) if method.saw else ()))):
@@ -264,6 +259,17 @@ def prune_in_context(
         )
         for (net, mask), outcome, s, cost in zip(finished, outcomes, seeds, costs, strict=True)
     ]
+
+
+def _draws(
+    method: Method, context: PruneContext, seeds: tuple[int, ...], data_seed: int | None
+) -> tuple[int, list[PruneData | None]]:
+    """The seed of the data order (default: the first seed's) and each seed's pruning batch. A sibling
+    (``method!sibling``) draws them from ``sibling_seed`` of those seeds (and warms up on the data order of
+    ``sibling_seed(seed)``): the same method from the same θ0 with an independent data order and pruning
+    batch; θ0 and tie-breaking stay the seed's."""
+    draw = sibling_seed if method.sibling else int
+    return draw(seeds[0] if data_seed is None else data_seed), [context.prune_data(draw(s)) for s in seeds]
 
 
 def _prune_upfront_seed(
