@@ -154,6 +154,20 @@ def test_fit_records_the_target_and_its_noise_ceiling(imp_store, tmp_path):
     assert not (tmp_path / "n").exists()
 
 
+def test_fit_picks_the_store_of_its_target(imp_store, tmp_path):
+    from metaprune.fit.config import FitConfig
+    from metaprune.fit.core import fit_model
+
+    synflow = tmp_path / "synflow.zarr"
+    harvest(replace(IMP_CFG, target="synflow@ims", siblings=0), (0,), out=synflow, workers=1)
+    cfg = FitConfig(model="linear", features="scores", states="dense", use="", train_seeds="0", test_seeds="1")
+    with pytest.raises(MetapruneError, match="the stores hold different targets: magnitude@iss"):
+        fit_model([imp_store, synflow], cfg, name="m", models_dir=tmp_path)
+    res = fit_model([imp_store, synflow], replace(cfg, target_method="imp"), name="m", models_dir=tmp_path)
+    assert [s.path for s in res.card.stores] == [str(imp_store)]
+    assert res.card.target_method == parse_method("imp")
+
+
 @pytest.fixture
 def cli(monkeypatch, capsys):
     import metaprune.cli.app as app_module
