@@ -189,8 +189,7 @@ def jackpot_methods(models: tuple[str | Path, ...], models_dir: Path) -> tuple[t
     )
     ceilings, levels = target_ceilings(models)
     # imp is a ceiling of every model, and the own ticket of a model fitted on an imp store: listed once
-    imp = parse_method(IMP)
-    ceilings = (imp, *(c for c in ceilings if c != imp))
+    ceilings = (IMP, *(c for c in ceilings if c != parse_method(IMP)))
     return JACKPOT_BASELINES + warm + own + sanity + controls + ceilings + JACKPOT_DYNAMIC, levels
 
 
