@@ -174,7 +174,8 @@ PresetOpt = Annotated[
     str | None,
     typer.Option(
         help="thesis experiment: baselines, schedules, stacked, saw, combined, meta; or jackpot: did the "
-        "learned scorer beat the best upfront and equal-compute warm-up methods (30 seeds, 0.005 and 0.01)"
+        "learned scorer beat the best upfront and equal-compute warm-up methods (30 seeds, 0.005 and 0.01); "
+        "or warmup-sweep: accuracy vs warm-up length of the equal-cost methods (plot accuracy_vs_warmup.png)"
     ),
 ]
 CeilingsOpt = Annotated[bool, typer.Option("--ceilings", help="add the iterative references imp and synflow@ims")]
@@ -184,7 +185,10 @@ ReferenceOpt = Annotated[
 ]
 ModelOpt = Annotated[
     list[str] | None,
-    typer.Option("--model", help="fitted model directory for --preset jackpot (repeatable; default newest)"),
+    typer.Option(
+        "--model",
+        help="fitted model directory for --preset jackpot (repeatable; default newest) or warmup-sweep (optional)",
+    ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="replace a results directory of another configuration")]
 SeenOpt = Annotated[bool, typer.Option("--allow-seen-seeds", help="allow seeds a learned model was fitted on")]

@@ -3,6 +3,8 @@
 - one density: methods ranked by mean accuracy, horizontal, with 95 % intervals (a line through a
   single x says nothing); several densities: accuracy vs density on a log axis (thesis 5.1);
 - accuracy vs cost in dense-epoch equivalents, one panel per density, when rows carry ``cost_epochs``;
+- accuracy vs warm-up length, one line per method family, one panel per density, when the results hold
+  two or more warm-up lengths besides 0 (the ``warmup-sweep`` preset);
 - the Jaccard similarity of the masks at the lowest density (thesis 5.3);
 - the initial weights each method keeps, one panel per prunable layer (thesis 5.2): a pooled histogram
   hides that methods differ in *where* they keep weights as much as in which values.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +94,7 @@ class Plotter:
         matplotlib.use("Agg")
         densities = sorted(self.comp["density"].unique())
         accuracy = self.ranked if len(densities) == 1 else self.accuracy_vs_density
-        paths = [accuracy(), self.cost(), self.jaccard(), self.kept_weights()]
+        paths = [accuracy(), self.cost(), self.warmup(), self.jaccard(), self.kept_weights()]
         return [p for p in paths if p is not None]
 
     # ------------------------------------------------------------------------------------- helpers
@@ -233,6 +236,68 @@ class Plotter:
         axes[0][0].set_ylabel("test accuracy at early stop (%)")
         fig.suptitle(f"Accuracy vs cost (mean, 95 % CI over {self._seeds()} seeds)")
         return self._save(fig, "accuracy_vs_cost.png")
+
+    def warmup(self) -> Path | None:
+        """Accuracy against warm-up length in epochs (0: at init), one line per method family (the method
+        without its +w part; ``imp+wL``: IMP whose levels share L), one panel per density. A method that
+        trains with no warm-up length (full IMP, RigL) is a dashed horizontal line."""
+        name = "accuracy_vs_warmup.png"
+        lengths = set(self.rows["warmup"].dropna()) - {0.0} if "warmup" in self.rows.columns else set()
+        if len(lengths) < 2:
+            (self.results.path / name).unlink(missing_ok=True)  # no sweep (any more)
+            return None
+        import matplotlib.pyplot as plt
+
+        length = self.rows.groupby(["density", "method"])["warmup"].mean()
+        densities = sorted(self.comp["density"].unique())
+        fig, axes = plt.subplots(1, len(densities), figsize=(6.5 * len(densities), 4.8), squeeze=False)
+        for ax, density in zip(axes[0], densities, strict=True):
+            block = self.comp[self.comp["density"] == density]
+            block = block.assign(x=[length.get((density, m), np.nan) for m in block["method"]])
+            self._warmup_panel(ax, block)
+            ax.set_title(f"density {density:g}", fontsize=10)
+        axes[0][0].set_ylabel("test accuracy at early stop (%)")
+        fig.suptitle(f"Accuracy vs warm-up length (mean, 95 % CI over {self._seeds()} seeds)")
+        return self._save(fig, name)
+
+    def _warmup_panel(self, ax, block: pd.DataFrame) -> None:
+        import matplotlib
+
+        families: dict[str, list] = {}
+        for _, r in block.iterrows():
+            unit = self.report.units[r["method"]]
+            if isinstance(unit, DenseUnit):
+                continue
+            swept = unit.warmup is not None or not (unit.trains or unit.dynamic)
+            family = short_label(replace(unit, warmup=None, warmup_in_steps=False)) if swept else None
+            families.setdefault(family or self._label(r["method"]), []).append((r, swept))
+        cmap = matplotlib.colormaps["tab10" if len(families) <= 10 else "tab20"]
+        ticks: dict[float, str] = {}
+        for k, (family, points) in enumerate(sorted(families.items())):
+            color = cmap(k % cmap.N)
+            if not points[0][1]:  # no warm-up length: its accuracy as a level to compare with
+                ax.axhline(100 * points[0][0]["mean"], color=color, linestyle="--", linewidth=1, label=family)
+                continue
+            points.sort(key=lambda p: p[0]["x"])
+            xs = [p[0]["x"] for p in points]
+            ax.errorbar(
+                xs,
+                [100 * p[0]["mean"] for p in points],
+                yerr=[0.0 if pd.isna(p[0]["ci95"]) else 100 * p[0]["ci95"] for p in points],
+                label=family,
+                marker="o",
+                capsize=3,
+                color=color,
+                linewidth=2.2 if any(p[0]["method"] == self.report.reference for p in points) else 1.2,
+            )
+            for p in points:
+                unit = self.report.units[p[0]["method"]]
+                steps = f"\n{int(unit.warmup)} steps" if unit.warmup_in_steps else ""
+                ticks.setdefault(round(float(p[0]["x"]), 6), f"{p[0]['x']:.3g}{steps}")
+        ax.set_xticks(list(ticks), list(ticks.values()), fontsize=8)
+        ax.set_xlabel("warm-up length (epochs of the training split; imp: the budget its levels share)")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(True, alpha=0.3)
 
     def _dense_cost_point(self, ax) -> None:
         dense = self.report.dense

@@ -22,7 +22,15 @@ from metaprune.evaluate.results import ResultsDir, unit_name
 from metaprune.fit.persist import ModelCard
 from metaprune.networks import build_network, flat_weights, prunable_layout
 from metaprune.provenance import to_jsonable
-from metaprune.pruning.apply import MASK_ABLATIONS, Ticket, ablated, initial_network, prune_data_for, prune_seeds
+from metaprune.pruning.apply import (
+    MASK_ABLATIONS,
+    Ticket,
+    ablated,
+    initial_network,
+    prune_data_for,
+    prune_seeds,
+    warmup_epochs,
+)
 from metaprune.pruning.fits import check_method_for_network
 from metaprune.pruning.masks import MaskReport, mask_report
 from metaprune.pruning.method import Method, Unit
@@ -165,6 +173,7 @@ def _prune_member(
         net, mask = ticket.net, ticket.mask
         row.update(_report_fields(ticket.report))
         row["cost_epochs"] = ticket.cost_epochs
+        row["warmup"] = warmup_epochs(method, splits, config.train)  # +wNs in epochs: the sweep's axis
     row["prune_seconds"] = time.perf_counter() - t0
     dynamic = RigL(seed) if isinstance(method, Method) and method.dynamic else None
     return _Member(unit_name(method, density), row, net, mask, dynamic)

@@ -33,7 +33,7 @@ from metaprune.pruning.schedules import (
 )
 from metaprune.pruning.scorers import SCORERS, PruneData, pruning_batch, score
 from metaprune.pruning.stacked import stacked_scores
-from metaprune.pruning.warmup import warm_up
+from metaprune.pruning.warmup import steps_per_epoch, warm_up, warmup_steps
 from metaprune.training import TrainConfig
 
 
@@ -69,6 +69,31 @@ class Cost:
         if n_train > 0:  # without a training split (a user's module and batch) there is no epoch to count in
             self.epochs += passes * batch / n_train
         self.score_seconds += seconds
+
+
+def warmup_epochs(method: Method, splits: DataSplits, train: TrainConfig) -> float:
+    """The length of ``method``'s warm-up (or of an iterative method's training budget) in epochs of the
+    training split, 0.0 without one: as spelled for ``+wE``, N / steps per epoch for ``+wNs``."""
+    if method.warmup is None:
+        return 0.0
+    if method.warmup_in_steps:
+        return float(method.warmup) / steps_per_epoch(splits, train)
+    return float(method.warmup)
+
+
+def level_steps(method: Method, levels: int, splits: DataSplits, train: TrainConfig) -> list[int] | None:
+    """SGD steps of each level of an iterative ``method`` whose levels share a budget (``imp+w3``): the
+    budget's S steps split as evenly as whole steps allow (level l of L ends at step ⌊l·S/L⌋); None
+    without a budget (each level trains the training config's epochs with early stopping)."""
+    if method.warmup is None or not method.iterative:
+        return None
+    total = warmup_steps(method.warmup, splits, train, in_steps=method.warmup_in_steps)
+    if total < levels:
+        raise MetapruneError(
+            f"method {method}: a budget of {total} SGD steps cannot train its {levels} levels a step each; "
+            f"accepted: at least {levels} steps (+w{levels}s) or fewer levels"
+        )
+    return [total * level // levels - total * (level - 1) // levels for level in range(1, levels + 1)]
 
 
 def prune_data_for(splits: DataSplits, seed: int, per_class: int = PER_CLASS) -> PruneData:
@@ -218,6 +243,7 @@ def prune_in_context(
     nets = [with_init(method, context.theta0(s), s, d) for s, d in zip(seeds, datas, strict=True)]
     costs = [Cost() for _ in seeds]
     if method.iterative:
+        budget = level_steps(method, schedule.levels, splits, context.train)  # imp+w3: the levels share 3 epochs
         outcomes = prune_iterative(
             [score_function(method, d, s, c, context.n_train) for d, s, c in zip(datas, seeds, costs, strict=True)],
             nets,
@@ -232,9 +258,13 @@ def prune_in_context(
             device=context.device,
             progress=progress,
             dtype=dtype,
+            level_steps=budget,
         )
         for cost, outcome in zip(costs, outcomes, strict=True):
-            cost.epochs += sum(r.epochs_trained for r in outcome.level_results)
+            if budget is None:
+                cost.epochs += sum(r.epochs_trained for r in outcome.level_results)
+            else:
+                cost.epochs += sum(budget) / steps_per_epoch(splits, context.train)
     else:
         outcomes = [
             _prune_upfront_seed(method, context, net, d, density, s, cost)
@@ -274,7 +304,10 @@ def _prune_upfront_seed(
     if method.warmup is not None:
         if data is None:
             raise MetapruneError(f"method {method} warms up, which needs the training data; accepted: per_class >= 1")
-        record = warm_up(net, context.splits, context.train, method.warmup, seed, device=context.device)
+        record = warm_up(
+            net, context.splits, context.train, method.warmup, seed, device=context.device,
+            in_steps=method.warmup_in_steps,
+        )  # fmt: skip
         cost.epochs += record.cost_epochs
         cost.warmup += record.cost_epochs
         data = replace(data, warmup=record)
@@ -312,7 +345,11 @@ def budget_counts(
     if inner is None:  # 'layer': the same fraction in every layer
         return layer_keep_counts(density, layout)
     ticket = prune_in_context(inner, context, density, (seed,))[0]
-    shared = inner.warmup == method.warmup and method.warmup is not None
+    shared = (
+        (inner.warmup, inner.warmup_in_steps) == (method.warmup, method.warmup_in_steps)
+        and method.warmup is not None
+        and not inner.iterative  # an iterative method's +w is its levels' budget, no warm-up
+    )
     # a budget method warming up as this one does follows the same trajectory (same θ0, seed and stream):
     # its warm-up is paid once
     cost.epochs += ticket.cost_epochs - (ticket.warmup_epochs if shared else 0.0)
