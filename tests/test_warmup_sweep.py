@@ -174,3 +174,67 @@ def test_the_warmup_sweep_preset_lists_the_equal_cost_methods_at_every_length(tm
     assert "magnitude@iss" not in spelled  # full IMP costs far more: not an equal-cost method
     assert len({m.slug() for m in methods}) == len(methods)
     assert densities == (0.005, 0.01) and extra["reference"] == "synflow@ums"
+
+
+def test_rows_record_the_warm_up_length_in_epochs_and_the_budget_as_cost(tmp_path):
+    from metaprune.evaluate.api import build_config
+    from metaprune.evaluate.results import ResultsDir
+    from metaprune.evaluate.run import run_evaluation
+
+    config = build_config(
+        network="mlp:8-4",
+        dataset="digits",  # 1,257 training examples, batch 64: 20 steps per epoch
+        methods=("magnitude+w10s", "imp+w1"),
+        reference="magnitude",
+        densities=(0.1,),
+        seeds=(1,),
+        train=TrainConfig(epochs=1),
+        schedule=ScheduleConfig(levels=2),
+    )
+    run_evaluation(config, tmp_path / "r")
+    rows = ResultsDir(tmp_path / "r").rows().set_index("method")
+    assert rows.loc["magnitude@uss+w10s", "warmup"] == pytest.approx(0.5)  # the plot's x, in epochs
+    assert rows.loc["magnitude@uss+w10s", "cost_epochs"] == pytest.approx(0.5)
+    assert rows.loc["magnitude@iss+w1", "warmup"] == rows.loc["magnitude@iss+w1", "cost_epochs"] == pytest.approx(1)
+    assert rows.loc["magnitude@uss", "warmup"] == 0.0
+
+
+SWEEP = {  # method: (warm-up length in epochs, accuracies of seeds 1-3)
+    "magnitude@uss": (0.0, (0.60, 0.62, 0.61)),
+    "magnitude@uss+w10s": (0.5, (0.70, 0.71, 0.69)),
+    "magnitude@uss+w1": (1.0, (0.75, 0.74, 0.76)),
+    "magnitude@iss+w10s": (0.5, (0.72, 0.70, 0.71)),
+    "magnitude@iss+w1": (1.0, (0.80, 0.79, 0.81)),
+    "magnitude@iss": (0.0, (0.90, 0.91, 0.92)),  # full IMP: no warm-up length
+}
+
+
+def _sweep_results(path, methods):
+    from metaprune.evaluate.results import ResultsDir, unit_name
+
+    results = ResultsDir(path)
+    results.open_or_create({"network": "mlp:4", "dataset": "digits"})
+    mask = torch.tensor([True, False, True, False, True, True])
+    for method in methods:
+        x, accs = SWEEP[method]
+        for seed, acc in zip((1, 2, 3), accs, strict=True):
+            row = {"seed": seed, "method": method, "density": 0.5, "test_acc": acc, "warmup": x, "kept_l0": 4}
+            results.commit(seed, unit_name(method, 0.5), row, mask, torch.arange(6.0)[mask])
+    return results
+
+
+def test_the_warm_up_plot_draws_a_line_per_family_and_only_for_a_sweep(tmp_path):
+    from metaprune.evaluate.plots import warmup_series
+    from metaprune.evaluate.report import build_report, write_plots
+
+    results = _sweep_results(tmp_path / "r", SWEEP)
+    rep = build_report(results, "magnitude@uss")
+    block = rep.comparison.assign(x=[SWEEP[m][0] for m in rep.comparison["method"]])
+    lines, levels = warmup_series(block, rep.units)
+    assert {f: [p[0] for p in points] for f, points in lines.items()} == {"mag": [0.0, 0.5, 1.0], "imp": [0.5, 1.0]}
+    assert [p[1] for p in lines["imp"]] == pytest.approx([0.71, 0.80])
+    assert levels == {"imp (full training)": (pytest.approx(0.91), "magnitude@iss")}
+    plot = results.path / "accuracy_vs_warmup.png"
+    assert plot in write_plots(rep, results) and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    one = _sweep_results(tmp_path / "one", ("magnitude@uss", "magnitude@uss+w1", "magnitude@iss+w1"))
+    assert "accuracy_vs_warmup.png" not in [p.name for p in write_plots(build_report(one, "magnitude@uss"), one)]

@@ -76,6 +76,28 @@ def method_colors(methods: list[str], reference: str) -> dict[str, object]:
     return colors
 
 
+def warmup_series(
+    block: pd.DataFrame, units: Mapping[str, Unit]
+) -> tuple[dict[str, list[tuple[float, float, float, str]]], dict[str, tuple[float, str]]]:
+    """The warm-up plot of one density's comparison rows (``method``, ``mean``, ``ci95`` and ``x``, the
+    warm-up length in epochs): each method family (the method without its +w part, compact label) as
+    points (x, mean, ci95, method) sorted by x, and each method that trains with no warm-up length (full
+    IMP, RigL), labelled ``... (full training)``, as its (mean, method): a level to compare with."""
+    lines: dict[str, list[tuple[float, float, float, str]]] = {}
+    levels: dict[str, tuple[float, str]] = {}
+    for _, r in block.iterrows():
+        unit = units[r["method"]]
+        if isinstance(unit, DenseUnit):
+            continue
+        if unit.warmup is None and (unit.trains or unit.dynamic):
+            levels[f"{short_label(unit)} (full training)"] = (float(r["mean"]), r["method"])
+            continue
+        family = short_label(replace(unit, warmup=None, warmup_in_steps=False))
+        ci = 0.0 if pd.isna(r["ci95"]) else float(r["ci95"])
+        lines.setdefault(family, []).append((float(r["x"]), float(r["mean"]), ci, r["method"]))
+    return {f: sorted(points) for f, points in lines.items()}, levels
+
+
 class Plotter:
     """Writes the plots of one report into its results directory."""
 
@@ -263,37 +285,26 @@ class Plotter:
     def _warmup_panel(self, ax, block: pd.DataFrame) -> None:
         import matplotlib
 
-        families: dict[str, list] = {}
-        for _, r in block.iterrows():
-            unit = self.report.units[r["method"]]
-            if isinstance(unit, DenseUnit):
-                continue
-            swept = unit.warmup is not None or not (unit.trains or unit.dynamic)
-            family = short_label(replace(unit, warmup=None, warmup_in_steps=False)) if swept else None
-            families.setdefault(family or self._label(r["method"]), []).append((r, swept))
-        cmap = matplotlib.colormaps["tab10" if len(families) <= 10 else "tab20"]
+        lines, levels = warmup_series(block, self.report.units)
+        cmap = matplotlib.colormaps["tab10" if len(lines) + len(levels) <= 10 else "tab20"]
+        for k, (name, (mean, _)) in enumerate(sorted(levels.items())):
+            ax.axhline(100 * mean, color=cmap((len(lines) + k) % cmap.N), linestyle="--", linewidth=1, label=name)
         ticks: dict[float, str] = {}
-        for k, (family, points) in enumerate(sorted(families.items())):
-            color = cmap(k % cmap.N)
-            if not points[0][1]:  # no warm-up length: its accuracy as a level to compare with
-                ax.axhline(100 * points[0][0]["mean"], color=color, linestyle="--", linewidth=1, label=family)
-                continue
-            points.sort(key=lambda p: p[0]["x"])
-            xs = [p[0]["x"] for p in points]
+        for k, (family, points) in enumerate(sorted(lines.items())):
             ax.errorbar(
-                xs,
-                [100 * p[0]["mean"] for p in points],
-                yerr=[0.0 if pd.isna(p[0]["ci95"]) else 100 * p[0]["ci95"] for p in points],
+                [p[0] for p in points],
+                [100 * p[1] for p in points],
+                yerr=[100 * p[2] for p in points],
                 label=family,
                 marker="o",
                 capsize=3,
-                color=color,
-                linewidth=2.2 if any(p[0]["method"] == self.report.reference for p in points) else 1.2,
+                color=cmap(k % cmap.N),
+                linewidth=2.2 if any(p[3] == self.report.reference for p in points) else 1.2,
             )
-            for p in points:
-                unit = self.report.units[p[0]["method"]]
+            for x, _, _, method in points:
+                unit = self.report.units[method]
                 steps = f"\n{int(unit.warmup)} steps" if unit.warmup_in_steps else ""
-                ticks.setdefault(round(float(p[0]["x"]), 6), f"{p[0]['x']:.3g}{steps}")
+                ticks.setdefault(round(x, 6), f"{x:.3g}{steps}")
         ax.set_xticks(list(ticks), list(ticks.values()), fontsize=8)
         ax.set_xlabel("warm-up length (epochs of the training split; imp: the budget its levels share)")
         ax.legend(fontsize=7, loc="lower right")
