@@ -22,7 +22,9 @@ FAST = dict(
 
 @pytest.mark.parametrize("preset", [p for p in PRESETS if p not in ("meta", "jackpot")])  # need models
 def test_preset_runs(preset, tmp_path):
-    cfg = build_config(preset=preset, models_dir=tmp_path, **FAST)
+    # the sweep's longest warm-up, 300 steps, is 15 epochs of digits: the training config must hold it
+    fast = {**FAST, "train": TrainConfig(epochs=15, patience=1)} if preset == "warmup-sweep" else FAST
+    cfg = build_config(preset=preset, models_dir=tmp_path, **fast)
     out = tmp_path / preset
     run_evaluation(cfg, out)
     rows = ResultsDir(out).rows()

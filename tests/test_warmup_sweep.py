@@ -238,3 +238,13 @@ def test_the_warm_up_plot_draws_a_line_per_family_and_only_for_a_sweep(tmp_path)
     assert plot in write_plots(rep, results) and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     one = _sweep_results(tmp_path / "one", ("magnitude@uss", "magnitude@uss+w1", "magnitude@iss+w1"))
     assert "accuracy_vs_warmup.png" not in [p.name for p in write_plots(build_report(one, "magnitude@uss"), one)]
+
+
+def test_methods_of_one_seed_share_a_warm_up_and_get_what_they_would_alone():
+    splits = synthetic_splits(n_train=80)
+    cache: dict = {}
+    for text in ("delta+w1", "movement+w1", "magnitude+w3s", "magnitude+w1~bimodal"):
+        shared = prune_seeds(parse_method(text), SPEC, splits, 0.2, (3,), train=TRAIN, warmups=cache)[0]
+        alone = prune_seeds(parse_method(text), SPEC, splits, 0.2, (3,), train=TRAIN)[0]
+        assert torch.equal(shared.mask, alone.mask) and shared.cost_epochs == alone.cost_epochs, text
+    assert len(cache) == 3  # +w1 and +w3s (3 steps: the same trajectory, spelled apart) from θ0; +w1 from bimodal

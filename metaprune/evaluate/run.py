@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -78,6 +78,15 @@ def _report_fields(report: MaskReport) -> dict:
     return out
 
 
+@dataclass
+class _Shared:
+    """What the units of one seed share: each method's ticket (its !shuffle and !reinit units are made from
+    it) and the warm-up records of its methods (``PruneContext.warmups``)."""
+
+    tickets: dict[tuple[str, float], Ticket] = field(default_factory=dict)
+    warmups: dict = field(default_factory=dict)
+
+
 Emit = Callable[[dict], None]
 
 
@@ -109,8 +118,8 @@ def evaluate_seed(
     # A population's numbers depend (in the last bits) on its size, so a partly committed seed retrains
     # its whole planned population and commits only the missing units: resumed == uninterrupted.
     t0 = time.perf_counter()
-    tickets: dict[tuple[str, float], Ticket] = {}  # a method's ticket serves its !shuffle and !reinit units
-    members = [_prune_member(config, seed, m, d, splits, dev, tickets) for m, d in _announced(planned, seed, emit)]
+    shared = _Shared()
+    members = [_prune_member(config, seed, m, d, splits, dev, shared) for m, d in _announced(planned, seed, emit)]
     prune_seconds = time.perf_counter() - t0
     splits_dev = splits.to(dev)
     committed = 0
@@ -158,7 +167,7 @@ def _prune_member(
     density: float,
     splits: DataSplits,
     device: torch.device,
-    tickets: dict[tuple[str, float], Ticket],
+    shared: _Shared,
 ) -> _Member:
     """One planned unit's network and mask: a dense network, or the method's ticket at ``density``."""
     row = _row_base(config, seed, method, density)
@@ -169,7 +178,7 @@ def _prune_member(
         row.update(kept=prunable_layout(net).total, effective_density=1.0, collapsed=False, collapsed_layers="")
         row["cost_epochs"] = 0.0
     else:
-        ticket = _ticket(method, density, seed, config, splits, device, tickets)
+        ticket = _ticket(method, density, seed, config, splits, device, shared)
         net, mask = ticket.net, ticket.mask
         row.update(_report_fields(ticket.report))
         row["cost_epochs"] = ticket.cost_epochs
@@ -186,12 +195,12 @@ def _ticket(
     config: EvaluateConfig,
     splits: DataSplits,
     device: torch.device,
-    tickets: dict[tuple[str, float], Ticket],
+    shared: _Shared,
 ) -> Ticket:
     """The seed's ticket of ``method``; a shuffle or re-init of a method is made from that method's ticket
     (pruned once per seed and density, whether or not it is itself planned)."""
     base = replace(method, ablation=None) if method.ablation in MASK_ABLATIONS else method
-    key = (base.canonical(), density)
+    key, tickets = (base.canonical(), density), shared.tickets
     if key not in tickets:
         tickets[key] = prune_seeds(
             base,
@@ -203,6 +212,7 @@ def _ticket(
             train=config.train,
             per_class=config.per_class,
             device=device,
+            warmups=shared.warmups,
         )[0]
     if base is method:
         return tickets[key]

@@ -7,6 +7,7 @@ This is the one path from a parsed method to a ticket; ``prune``, ``evaluate`` a
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -33,7 +34,7 @@ from metaprune.pruning.schedules import (
 )
 from metaprune.pruning.scorers import SCORERS, PruneData, pruning_batch, score
 from metaprune.pruning.stacked import stacked_scores
-from metaprune.pruning.warmup import steps_per_epoch, warm_up, warmup_steps
+from metaprune.pruning.warmup import WarmupRecord, steps_per_epoch, warm_up, warmup_steps
 from metaprune.training import TrainConfig
 
 
@@ -197,10 +198,12 @@ def prune_seeds(
     device: torch.device | str | None = None,
     progress=None,
     dtype: torch.dtype = torch.float32,
+    warmups: dict | None = None,
 ) -> list[Ticket]:
     """``prune_in_context`` with the context spelled out: network ``spec``, ``splits``, the ``schedule``
-    settings, the ``train`` config of iterative schedules and warm-ups, ``per_class`` and ``device``."""
-    context = PruneContext(spec, splits, schedule, train, per_class, device)
+    settings, the ``train`` config of iterative schedules and warm-ups, ``per_class``, ``device`` and the
+    ``warmups`` the caller's methods share (``PruneContext.warmups``)."""
+    context = PruneContext(spec, splits, schedule, train, per_class, device, warmups=warmups)
     return prune_in_context(method, context, density, seeds, data_seed=data_seed, progress=progress, dtype=dtype)
 
 
@@ -304,10 +307,7 @@ def _prune_upfront_seed(
     if method.warmup is not None:
         if data is None:
             raise MetapruneError(f"method {method} warms up, which needs the training data; accepted: per_class >= 1")
-        record = warm_up(
-            net, context.splits, context.train, method.warmup, seed, device=context.device,
-            in_steps=method.warmup_in_steps,
-        )  # fmt: skip
+        record = shared_warm_up(method, context, net, seed)
         cost.epochs += record.cost_epochs
         cost.warmup += record.cost_epochs
         data = replace(data, warmup=record)
@@ -324,6 +324,30 @@ def _prune_upfront_seed(
         layer_counts=counts,
         revive=SCORERS.get(method.scorers[-1]).revives,
     )
+
+
+def shared_warm_up(method: Method, context: PruneContext, net: nn.Module, seed: int) -> WarmupRecord:
+    """The warm-up of ``method`` from θ0 ``net``, taken from ``context.warmups`` when a method of the same θ0
+    (by content), length and seed ran it already: the trajectory depends on nothing else (the training config
+    and splits are the context's). A stored record keeps a copy of θ0, so no later change to ``net`` reaches it."""
+    if context.warmups is None:
+        return _warm_up(method, context, net, seed)
+    state = torch.cat([t.detach().reshape(-1).double().cpu() for t in net.state_dict().values()])
+    key = (
+        hashlib.blake2b(state.numpy().tobytes(), digest_size=16).hexdigest(),
+        method.warmup,
+        method.warmup_in_steps,
+        seed,
+    )
+    if key not in context.warmups:
+        record = _warm_up(method, context, net, seed)
+        context.warmups[key] = replace(record, initial=copy.deepcopy(net))
+    return context.warmups[key]
+
+
+def _warm_up(method: Method, context: PruneContext, net: nn.Module, seed: int) -> WarmupRecord:
+    train, steps = context.train, method.warmup_in_steps
+    return warm_up(net, context.splits, train, method.warmup, seed, device=context.device, in_steps=steps)
 
 
 def budget_counts(
