@@ -248,3 +248,18 @@ def test_methods_of_one_seed_share_a_warm_up_and_get_what_they_would_alone():
         alone = prune_seeds(parse_method(text), SPEC, splits, 0.2, (3,), train=TRAIN)[0]
         assert torch.equal(shared.mask, alone.mask) and shared.cost_epochs == alone.cost_epochs, text
     assert len(cache) == 3  # +w1 and +w3s (3 steps: the same trajectory, spelled apart) from θ0; +w1 from bimodal
+
+
+def test_an_evaluation_refuses_a_warm_up_or_budget_it_cannot_run_before_any_work(tmp_path):
+    from metaprune.evaluate.api import build_config
+    from metaprune.evaluate.run import run_evaluation
+
+    tiny = dict(network="mlp:8-4", dataset="digits", seeds=(1,), train=TrainConfig(epochs=2))
+    for methods, words in (
+        (("imp+w3s",), "budget of 3 SGD steps cannot train its 10 levels"),
+        (("snip+w3",), "longer than the training config's 2 epochs"),
+        (("snip#from:delta+w41s",), "warm-up of 41 steps is longer"),  # digits: 20 steps per epoch
+    ):
+        with pytest.raises(MetapruneError, match=words):
+            run_evaluation(build_config(methods=methods, **tiny), tmp_path / "r")
+        assert not (tmp_path / "r").exists()

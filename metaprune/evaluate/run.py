@@ -27,6 +27,7 @@ from metaprune.pruning.apply import (
     Ticket,
     ablated,
     initial_network,
+    level_steps,
     prune_data_for,
     prune_seeds,
     warmup_epochs,
@@ -35,6 +36,7 @@ from metaprune.pruning.fits import check_method_for_network
 from metaprune.pruning.masks import MaskReport, mask_report
 from metaprune.pruning.method import Method, Unit
 from metaprune.pruning.schedules import check_density_for_network
+from metaprune.pruning.warmup import warmup_steps
 from metaprune.rigl import RigL
 from metaprune.training import MemberResult, resolve_device, train_population
 
@@ -253,6 +255,19 @@ def check_for_network(config: EvaluateConfig, allow_seen_seeds: bool) -> None:
             )
 
 
+def check_warmups(config: EvaluateConfig, data_root: str | None = None) -> None:
+    """Every warm-up (and every iterative method's budget), a budget method's included, fits the training
+    config and the training split, checked before any work: one that does not would stop the run at its
+    first seed."""
+    parts = [p for m in config.methods for p in (m, m.budget_method) if p is not None and p.warmup is not None]
+    splits = load_dataset(config.dataset, data_root=data_root) if parts else None
+    for part in parts:
+        if part.iterative:
+            level_steps(part, config.schedule.levels, splits, config.train)  # type: ignore[arg-type]
+        else:
+            warmup_steps(part.warmup, splits, config.train, in_steps=part.warmup_in_steps)  # type: ignore[arg-type]
+
+
 def units_committed(config: EvaluateConfig, out: str | Path) -> tuple[int, int]:
     """(units committed, units planned) of an evaluation in the results directory ``out``."""
     results = ResultsDir(Path(out))
@@ -285,6 +300,7 @@ def run_evaluation(
 
     config = config.validate()
     check_for_network(config, allow_seen_seeds)
+    check_warmups(config, data_root)
     results = ResultsDir(Path(out))
     results.open_or_create(to_jsonable(config), force=force, preset=preset)
     emit = on_event or _noop
