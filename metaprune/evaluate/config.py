@@ -202,7 +202,7 @@ def warmup_sweep_methods(models: tuple[str | Path, ...]) -> tuple[Method, ...]:
     """Each warm-up length of ``WARMUP_SWEEP`` (and of each model's own warm-up): every equal-cost method
     with it (movement, delta, magnitude at θ_E, magnitude increase, SNIP and SynFlow at θ_E, IMP whose levels
     share it); the at-init methods (length 0); each model as its card says, and, when it reads no
-    warm-up, at every length too (scoring θ_E)."""
+    warm-up, at every length too (scoring θ_E); and full ``imp``, the ceiling (a level in the plot)."""
     own = tuple(with_intended_use(learned_method(m)) for m in models)
     lengths = [parse_method(f"magnitude+w{length}") for length in WARMUP_SWEEP]
     lengths += [m for m in own if m.warmup is not None]  # a model reads its own warm-up only: sweep it too
@@ -213,7 +213,7 @@ def warmup_sweep_methods(models: tuple[str | Path, ...]) -> tuple[Method, ...]:
     learned = tuple(
         m.variant(warmup=w, warmup_in_steps=steps) for m in own if m.warmup is None for w, steps in sorted(spelled)
     )
-    return tuple(parse_method(s) for s in WARMUP_SWEEP_AT_INIT) + sweep + own + learned
+    return tuple(parse_method(s) for s in (*WARMUP_SWEEP_AT_INIT, IMP)) + sweep + own + learned
 
 
 def preset_methods(
@@ -265,6 +265,6 @@ PRESET_HELP = {
     "0.01, sanity ablations, ceilings imp and the model's target ticket, against synflow@ums",
     "warmup-sweep": "accuracy vs warm-up length (0, 100 and 300 steps, 1 and 3 epochs) of the equal-cost methods: "
     "movement, delta, magnitude, mag_increase, snip@ums, synflow@ums with that warm-up, imp whose levels share it, "
-    "and any --model; plot accuracy_vs_warmup.png",
+    "any --model, and full imp as the ceiling; plot accuracy_vs_warmup.png",
 }
 PRESETS = tuple(PRESET_HELP)
