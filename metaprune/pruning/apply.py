@@ -242,32 +242,11 @@ def prune_in_context(
     if any(SCORERS.get(s).epochs for s in (*method.scorers, *((method.init,) if method.saw else ()))):
         train = (context.splits.train_x, context.splits.train_y)  # a scorer learns on the training split
         datas = [None if d is None else replace(d, train=train) for d in datas]
-    splits = context.splits
     nets = [with_init(method, context.theta0(s), s, d) for s, d in zip(seeds, datas, strict=True)]
     costs = [Cost() for _ in seeds]
     if method.iterative:
-        budget = level_steps(method, schedule.levels, splits, context.train)  # imp+w3: the levels share 3 epochs
-        outcomes = prune_iterative(
-            [score_function(method, d, s, c, context.n_train) for d, s, c in zip(datas, seeds, costs, strict=True)],
-            nets,
-            splits,
-            density,
-            list(seeds),
-            context.train,
-            seeds[0] if data_seed is None else data_seed,
-            multi_shot=method.multi_shot,
-            config=schedule,
-            name=str(method),
-            device=context.device,
-            progress=progress,
-            dtype=dtype,
-            level_steps=budget,
-        )
-        for cost, outcome in zip(costs, outcomes, strict=True):
-            if budget is None:
-                cost.epochs += sum(r.epochs_trained for r in outcome.level_results)
-            else:
-                cost.epochs += sum(budget) / steps_per_epoch(splits, context.train)
+        first = seeds[0] if data_seed is None else data_seed
+        outcomes = _prune_iterative_seeds(method, context, density, seeds, nets, datas, costs, first, progress, dtype)
     else:
         outcomes = [
             _prune_upfront_seed(method, context, net, d, density, s, cost)
@@ -291,6 +270,46 @@ def prune_in_context(
         )
         for (net, mask), outcome, s, cost in zip(finished, outcomes, seeds, costs, strict=True)
     ]
+
+
+def _prune_iterative_seeds(
+    method: Method,
+    context: PruneContext,
+    density: float,
+    seeds: tuple[int, ...],
+    nets: list[nn.Module],
+    datas: list,
+    costs: list[Cost],
+    data_seed: int,
+    progress,
+    dtype: torch.dtype,
+) -> list[PruneOutcome]:
+    """ISS/IMS for the seeds together; each cost gains the epochs its levels trained, or the budget its
+    levels share (``imp+w3``)."""
+    splits, schedule = context.splits, context.schedule
+    budget = level_steps(method, schedule.levels, splits, context.train)  # imp+w3: the levels share 3 epochs
+    outcomes = prune_iterative(
+        [score_function(method, d, s, c, context.n_train) for d, s, c in zip(datas, seeds, costs, strict=True)],
+        nets,
+        splits,
+        density,
+        list(seeds),
+        context.train,
+        data_seed,
+        multi_shot=method.multi_shot,
+        config=schedule,
+        name=str(method),
+        device=context.device,
+        progress=progress,
+        dtype=dtype,
+        level_steps=budget,
+    )
+    for cost, outcome in zip(costs, outcomes, strict=True):
+        if budget is None:
+            cost.epochs += sum(r.epochs_trained for r in outcome.level_results)
+        else:
+            cost.epochs += sum(budget) / steps_per_epoch(splits, context.train)
+    return outcomes
 
 
 def _prune_upfront_seed(
