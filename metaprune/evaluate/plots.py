@@ -306,6 +306,8 @@ class Plotter:
                 steps = f"\n{int(unit.warmup)} steps" if unit.warmup_in_steps else ""
                 ticks.setdefault(round(x, 6), f"{x:.3g}{steps}")
         ax.set_xticks(list(ticks), list(ticks.values()), fontsize=8)
+        low, high = ax.get_ylim()
+        ax.set_ylim(max(low, 0.0), min(high, 100.0))  # an interval of few seeds may reach past 0 or 100 %
         ax.set_xlabel("warm-up length (epochs of the training split; imp: the budget its levels share)")
         ax.legend(fontsize=7, loc="lower right")
         ax.grid(True, alpha=0.3)
