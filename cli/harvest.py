@@ -165,8 +165,11 @@ def _harvest_family(ctx, family, config, out_path, redo, workers, scheduler, dev
         flag = "--" + (own[0] if own else "redo")
         raise MetapruneError(f"{flag} given with --family {fam.name}, whose members set their own; drop it")
     base = fam.base_config()
-    given = {k: getattr(config, k) for k in ("levels", "rounds", "seeds_per_task", "data_seed", "warmup_epochs",
-                                              "trajectory") if _typed(ctx, {"warmup_epochs": "warmup"}.get(k, k))}
+    given = {
+        k: getattr(config, k)
+        for k in ("levels", "rounds", "seeds_per_task", "data_seed", "warmup_epochs", "trajectory")
+        if _typed(ctx, {"warmup_epochs": "warmup"}.get(k, k))
+    }
     train = {k: getattr(config.train, k) for k in ("epochs", "patience", "dense_training") if _typed(ctx, k)}
     base = replace(base, train=replace(base.train, **train), **given)
     seeds = parse_seeds(ctx.params["seeds"]) if _typed(ctx, "seeds") else fam.seeds

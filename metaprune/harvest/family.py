@@ -75,8 +75,11 @@ FAMILIES: Registry[Family] = Registry("family")
 def register_family(family: Family, help: str) -> Family:
     """Register ``family``; its listing names every member at its density and the cheap defaults."""
     members = ", ".join(f"{m.label} @{m.density:g}" for m in family.members)
-    defaults = f"{family.levels} levels x {family.rounds} rounds, <= {family.train.epochs} epochs, {len(family.seeds)} seeds"
+    defaults = (
+        f"{family.levels} levels x {family.rounds} rounds, <= {family.train.epochs} epochs, {len(family.seeds)} seeds"
+    )
     return FAMILIES.register(family.name, family, f"{help}: {members} ({defaults})")
+
 
 # Cheap defaults: 5 levels of 10 rounds (the single harvest trains 10), at most 30 epochs with patience 5
 # (every member peaks well before), 4 seeds per member.
