@@ -110,12 +110,21 @@ EpochsOpt = Annotated[
 
 
 def fit_cmd(
+    ctx: Annotated[typer.Context, "which options were typed (--family changes the recipe's default)"],
     model: Annotated[str | None, config_option(F, "model", "--model", "-m", note_default=True)] = None,
     data: Annotated[
         list[str] | None,
         typer.Option("--data", help="harvest store(s) of one feature set (repeat); default: newest in datasets/"),
     ] = None,
     recipe: RecipeOpt = "multishot",
+    family: Annotated[
+        str | None,
+        typer.Option(
+            "--family",
+            help="fit on every store of a harvested family (harvest --family) under --datasets-dir, with the "
+            "family recipe unless --recipe is typed",
+        ),
+    ] = None,
     target: Annotated[str | None, config_option(F, "target", note_default=True)] = None,
     features: Annotated[str | None, config_option(F, "features", note_default=True)] = None,
     preprocess: Annotated[str | None, config_option(F, "preprocess", note_default=True)] = None,
@@ -162,7 +171,16 @@ def fit_cmd(
         given["options"] = opts
     if grid:
         given["grid"] = _grid(grid)
+    if family and not _typed(ctx, "recipe"):
+        recipe = "family"
     config = F.for_recipe(recipe, **given).validate()  # a bad option is named before any store is opened
+    if family:
+        from metaprune.errors import MetapruneError
+        from metaprune.harvest.family import family_stores
+
+        if data:
+            raise MetapruneError(f"--data given with --family {family}, which names the stores; drop one")
+        data = [str(p) for p in family_stores(family, datasets_dir)]
     stores, picked = resolve_stores(data, datasets_dir)
     if picked:
         err.print(f"using store {stores[0]} (the newest with complete seeds)", highlight=False, soft_wrap=True)
@@ -176,6 +194,11 @@ def fit_cmd(
         out.print_json(json.dumps(res.meta, allow_nan=True))
         return
     _print_fit(res)
+
+
+def _typed(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)  # by name: Typer ships its own copy of click's ParameterSource
+    return source is not None and source.name == "COMMANDLINE"
 
 
 def _print_fit(res) -> None:

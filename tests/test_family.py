@@ -6,6 +6,7 @@ import pytest
 from metaprune.cli import app as app_module
 
 from metaprune.errors import MetapruneError
+from metaprune.fit.persist import ModelCard
 from metaprune.harvest import open_store
 from metaprune.harvest.family import FAMILIES, harvest_family
 from tests.conftest import run_main
@@ -17,9 +18,15 @@ def _app():
     return app_module.app
 
 
-def test_family_harvest_one_store_per_member_and_resumes(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_family(tmp_path_factory):
+    root = tmp_path_factory.mktemp("family")
+    return root, harvest_family("tiny", root=root, workers=1, device="cpu")
+
+
+def test_family_harvest_one_store_per_member_and_resumes(tiny_family):
     family = FAMILIES.get("tiny")
-    results = harvest_family("tiny", root=tmp_path, workers=1, device="cpu")
+    tmp_path, results = tiny_family
     assert [(r.config.network, r.config.dataset, r.config.density) for r in results] == [
         (m.network, m.dataset, m.density) for m in family.members
     ]
@@ -76,3 +83,30 @@ def test_cli_family_typed_option_overrides_the_family_default(tmp_path, monkeypa
         store = open_store(path)
         assert store.config.levels == 3 and sorted(store.complete_seeds) == [5]
         assert store.config.rounds == FAMILIES.get("tiny").rounds
+
+
+def test_fit_family_takes_every_store_with_the_family_recipe(tiny_family, tmp_path, monkeypatch, capsys):
+    root, results = tiny_family
+    _app()
+    args = ["fit", "--family", "tiny", "--datasets-dir", str(root), "--models-dir", str(tmp_path), "--name", "fam",
+            "--model", "linear"]  # fmt: skip
+    code, _, err = run_main(monkeypatch, capsys, *args)
+    assert code == 0, err
+    card = ModelCard.read(tmp_path / "fam")
+    assert card.preprocess == "none" and card.states == "trajectory" and card.transferable
+    assert [s.hash for s in card.stores] == [content_hash_of(r.store) for r in results]
+    assert sorted(s.density for s in card.stores) == sorted(m.density for m in FAMILIES.get("tiny").members)
+
+
+def content_hash_of(path):
+    from metaprune.fit.stores import open_view
+
+    return open_view(path).content_hash
+
+
+def test_fit_family_with_a_missing_store_is_one_line(tmp_path, monkeypatch, capsys):
+    _app()
+    args = ["fit", "--family", "tiny", "--datasets-dir", str(tmp_path / "none"), "--models-dir", str(tmp_path / "m")]
+    code, _, err = run_main(monkeypatch, capsys, *args)
+    assert code == 2 and "harvest --family tiny" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()

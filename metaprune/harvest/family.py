@@ -72,6 +72,24 @@ class Family:
 FAMILIES: Registry[Family] = Registry("family")
 
 
+def family_stores(
+    family: str | Family, root: str | Path | None = None, exclude: Iterable[str] = (), base: HarvestConfig | None = None
+) -> list[Path]:
+    """The stores of ``family``'s members (their default paths under ``root``, harvested with the family's
+    defaults unless ``base``), less the members ``exclude`` names; a missing store is one line naming it."""
+    fam = FAMILIES.get(family) if isinstance(family, str) else family
+    dropped = {fam.member(label) for label in exclude}
+    base = base or fam.base_config()
+    paths = [default_store_path(m.config(base), root) for m in fam.members if m not in dropped]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise MetapruneError(
+            f"family {fam.name}'s store {missing[0]} is missing ({len(missing)} of {len(paths)}); accepted: run "
+            f"`metaprune harvest --family {fam.name}` first (with the same --out), or --data STORE for each store"
+        )
+    return paths
+
+
 def register_family(family: Family, help: str) -> Family:
     """Register ``family``; its listing names every member at its density and the cheap defaults."""
     members = ", ".join(f"{m.label} @{m.density:g}" for m in family.members)
