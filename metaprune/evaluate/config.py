@@ -222,6 +222,8 @@ def preset_methods(
             )
         # thesis 5.9: the learned scorers as the thesis used them, in one shot
         return tuple(learned_method(p, "uss") for p in models) + BASELINES, (0.005, 0.01), {}
+    if name == "transfer":  # many networks, each its own evaluation: ``evaluate.transfer.run_transfer``
+        raise MetapruneError("preset 'transfer' runs over a family; accepted: --preset transfer --family NAME")
     raise MetapruneError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
 
 
@@ -234,5 +236,7 @@ PRESET_HELP = {
     "meta": "thesis 5.9: every model under models/ in one shot (as the thesis used them) beside the baselines",
     "jackpot": "did a learned scorer beat the best at-init and equal-compute warm-up methods: 30 seeds, 0.005 and "
     "0.01, sanity ablations, ceilings imp and the model's target ticket, against synflow@ums",
+    "transfer": "leave one network out (--family NAME): a model fitted on the other members prunes each member "
+    "zero-shot at its density, beside its own-harvest model, synflow@ums and the ceilings synflow@ims and imp",
 }
 PRESETS = tuple(PRESET_HELP)
