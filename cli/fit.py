@@ -171,17 +171,9 @@ def fit_cmd(
         given["options"] = opts
     if grid:
         given["grid"] = _grid(grid)
-    if family and not _typed(ctx, "recipe"):
-        recipe = "family"
+    recipe = "family" if family and not _typed(ctx, "recipe") else recipe
     config = F.for_recipe(recipe, **given).validate()  # a bad option is named before any store is opened
-    if family:
-        from metaprune.errors import MetapruneError
-        from metaprune.harvest.family import family_stores
-
-        if data:
-            raise MetapruneError(f"--data given with --family {family}, which names the stores; drop one")
-        data = [str(p) for p in family_stores(family, datasets_dir)]
-    stores, picked = resolve_stores(data, datasets_dir)
+    stores, picked = resolve_stores(_family_data(family, data, datasets_dir) if family else data, datasets_dir)
     if picked:
         err.print(f"using store {stores[0]} (the newest with complete seeds)", highlight=False, soft_wrap=True)
     nothing = "no model saved (a model folder appears only once its fit is complete)"
@@ -194,6 +186,16 @@ def fit_cmd(
         out.print_json(json.dumps(res.meta, allow_nan=True))
         return
     _print_fit(res)
+
+
+def _family_data(family: str, data: list[str] | None, datasets_dir: str) -> list[str]:
+    """The stores of ``--family`` (``--data`` beside it is refused)."""
+    from metaprune.errors import MetapruneError
+    from metaprune.harvest.family import family_stores
+
+    if data:
+        raise MetapruneError(f"--data given with --family {family}, which names the stores; drop one")
+    return [str(p) for p in family_stores(family, datasets_dir)]
 
 
 def _typed(ctx: typer.Context, name: str) -> bool:
