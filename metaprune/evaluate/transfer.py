@@ -48,14 +48,14 @@ def default_fit() -> FitConfig:
 class TransferConfig:
     """What ``run_transfer`` evaluates: a family, fresh seeds, the members held out (default all), the fit."""
 
-    family: str = "mlp-zoo"
+    family: str | Family = "mlp-zoo"  # a registered name, or a Family (e.g. a subset of one's members)
     seeds: tuple[int, ...] = TRANSFER_SEEDS
     members: tuple[str, ...] = ()
     fit: FitConfig = field(default_factory=default_fit)
     own: bool = True  # also fit and evaluate each member's own-harvest model
 
     def held_out(self) -> tuple[Family, tuple[Member, ...]]:
-        fam = FAMILIES.get(self.family)
+        fam = self.family if isinstance(self.family, Family) else FAMILIES.get(self.family)
         if len(fam.members) < 2:
             raise MetapruneError(f"family {fam.name} has one member; leave-one-out needs at least two")
         if not self.seeds:
