@@ -174,7 +174,8 @@ PresetOpt = Annotated[
     str | None,
     typer.Option(
         help="thesis experiment: baselines, schedules, stacked, saw, combined, meta; or jackpot: did the "
-        "learned scorer beat the best upfront and equal-compute warm-up methods (30 seeds, 0.005 and 0.01)"
+        "learned scorer beat the best upfront and equal-compute warm-up methods (30 seeds, 0.005 and 0.01); or "
+        "transfer --family NAME: leave each network of a family out"
     ),
 ]
 CeilingsOpt = Annotated[bool, typer.Option("--ceilings", help="add the iterative references imp and synflow@ims")]
