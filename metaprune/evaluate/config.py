@@ -251,6 +251,8 @@ def preset_methods(
             )
         # thesis 5.9: the learned scorers as the thesis used them, in one shot
         return tuple(learned_method(p, "uss") for p in models) + BASELINES, (0.005, 0.01), {}
+    if name == "transfer":  # many networks, each its own evaluation: ``evaluate.transfer.run_transfer``
+        raise MetapruneError("preset 'transfer' runs over a family; accepted: --preset transfer --family NAME")
     raise MetapruneError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
 
 
@@ -266,5 +268,7 @@ PRESET_HELP = {
     "warmup-sweep": "accuracy vs warm-up length (0, 100 and 300 steps, 1 and 3 epochs) of the equal-cost methods: "
     "movement, delta, magnitude, mag_increase, snip@ums, synflow@ums with that warm-up, imp whose levels share it, "
     "any --model, and full imp as the ceiling; plot accuracy_vs_warmup.png",
+    "transfer": "leave one network out (--family NAME): a model fitted on the other members prunes each member "
+    "zero-shot at its density, beside its own-harvest model, synflow@ums and the ceilings synflow@ims and imp",
 }
 PRESETS = tuple(PRESET_HELP)
