@@ -174,7 +174,9 @@ PresetOpt = Annotated[
     str | None,
     typer.Option(
         help="thesis experiment: baselines, schedules, stacked, saw, combined, meta; or jackpot: did the "
-        "learned scorer beat the best upfront and equal-compute warm-up methods (30 seeds, 0.005 and 0.01)"
+        "learned scorer beat the best upfront and equal-compute warm-up methods (30 seeds, 0.005 and 0.01); "
+        "or warmup-sweep: accuracy vs warm-up length of the equal-cost methods (plot accuracy_vs_warmup.png); "
+        "or transfer --family NAME: leave each network of a family out"
     ),
 ]
 CeilingsOpt = Annotated[bool, typer.Option("--ceilings", help="add the iterative references imp and synflow@ims")]
@@ -184,7 +186,10 @@ ReferenceOpt = Annotated[
 ]
 ModelOpt = Annotated[
     list[str] | None,
-    typer.Option("--model", help="fitted model directory for --preset jackpot (repeatable; default newest)"),
+    typer.Option(
+        "--model",
+        help="fitted model directory for --preset jackpot (repeatable; default newest) or warmup-sweep (optional)",
+    ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="replace a results directory of another configuration")]
 SeenOpt = Annotated[bool, typer.Option("--allow-seen-seeds", help="allow seeds a learned model was fitted on")]
@@ -223,6 +228,10 @@ def evaluate_cmd(
     ),
     device: DeviceOpt = "auto",
     data_root: DataRootOpt = None,
+    family: FamilyOpt = None,
+    member: MemberOpt = None,
+    fit_model: FitModelOpt = "lightgbm",
+    datasets_dir: Annotated[str, typer.Option(help="where --preset transfer finds the family's stores")] = "datasets",
 ) -> None:
     """Prune, train and compare methods at the given densities, with paired statistics."""
     from dataclasses import replace
@@ -233,6 +242,11 @@ def evaluate_cmd(
 
     if workers is not None and scheduler:
         raise typer.BadParameter("give --workers or --scheduler, not both")
+    if preset == "transfer" or family or member:
+        given = {"--sparsity": sparsity, "--method": method, "--model": model, "--scheduler": scheduler,
+                 "--epochs": epochs, "--patience": patience, "--rounds": rounds, "--levels": levels}  # fmt: skip
+        _transfer(preset, family, member, seeds, fit_model, out_dir, datasets_dir, workers, device, data_root, given)
+        return
     overrides = {"epochs": epochs, "patience": patience}
     given = {k: v for k, v in overrides.items() if v is not None}
     train = replace(TrainConfig(), **given, dense_training=dense_training)
@@ -261,6 +275,107 @@ def evaluate_cmd(
         f"{target}/comparison.csv (the table's statistics)",
         highlight=False,
         soft_wrap=True,
+    )
+
+
+FamilyOpt = Annotated[str | None, typer.Option(help="--preset transfer: the harvested family (harvest --family)")]
+MemberOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--member", help="--preset transfer: a member to hold out, e.g. mlp:32/digits (repeatable; default all)"
+    ),
+]
+FitModelOpt = Annotated[str, typer.Option(help="--preset transfer: the regressor of the family recipe's fits")]
+
+
+def _transfer(preset, family, member, seeds, fit_model, out_dir, datasets_dir, workers, device, data_root, given):
+    """``--preset transfer``: leave each member of a family out (``metaprune.evaluate.transfer``)."""
+    from metaprune.errors import MetapruneError
+    from metaprune.evaluate.transfer import TRANSFER_SEEDS, TransferConfig, default_fit, run_transfer
+    from metaprune.seeds import parse_seeds
+
+    if preset != "transfer":
+        flag = "--family" if family else "--member"
+        raise MetapruneError(f"{flag} goes with --preset transfer; accepted: --preset transfer --family NAME")
+    if not family:
+        raise MetapruneError("--preset transfer runs over a harvested family; accepted: --family NAME")
+    typed = [flag for flag, value in given.items() if value]
+    if typed:
+        raise MetapruneError(
+            f"{typed[0]} given with --preset transfer, which takes each member's density, the family's training "
+            "and levels, and its own methods; drop it"
+        )
+    from dataclasses import replace
+
+    config = TransferConfig(
+        family=family, seeds=parse_seeds(seeds) if seeds else TRANSFER_SEEDS, members=tuple(member or ()),
+        fit=replace(default_fit(), model=fit_model),
+    )  # fmt: skip
+    config.held_out()  # a bad family or member is named before any work
+    target = out_dir or Path("results") / f"transfer-{family}"
+    with progress_bar("members", None) as bar:
+        rep = run_transfer(
+            config, target, datasets_dir=datasets_dir, workers=workers, device=device, data_root=data_root,
+            on_event=_transfer_progress(bar),
+        )  # fmt: skip
+    _print_transfer(rep.table, f"leave one network out: family {family}, {len(config.seeds)} fresh seeds")
+    out.print(f"results: {rep.path}; plot: {rep.plot}; each member's evaluation under {target}/", highlight=False)
+
+
+def _transfer_progress(bar):
+    def on_event(event: dict) -> None:
+        kind = event.get("event")
+        if kind == "member":
+            bar.update(0, total=event["members"], completed=event["index"], status=event["member"])
+        elif kind == "fit":
+            bar.update(0, status=f"fitting {event['model']} on {event['stores']} stores")
+        elif kind == "seed_done":
+            bar.update(0, status=f"{event['member']}: seed {event['done']}/{event['total']}")
+
+    return on_event
+
+
+def _pct(x: float) -> str:
+    return "-" if x != x else f"{100 * x:.2f}"
+
+
+def _gap(r) -> str:
+    if r is None:
+        return "-"
+    point, lo, hi = (100 * r[k] for k in ("gap_synflow_ims", "gap_synflow_ims_lo", "gap_synflow_ims_hi"))
+    return "-" if point != point else f"{point:.0f} % [{lo:.0f}, {hi:.0f}]" if lo == lo else f"{point:.0f} %"
+
+
+def _paired_cell(r, key: str) -> str:
+    return "-" if r is None or r[key] != r[key] else f"{100 * r[key]:+.2f} ± {100 * r[f'{key}_ci95']:.2f}"
+
+
+def _transfer_cells(block) -> list[str]:
+    """One member's row of the transfer table."""
+    by = {r["role"]: r for _, r in block.iterrows()}
+    fam, own = by.get("family"), by.get("own")
+    acc = {role: _pct(r["acc"]) for role, r in by.items()}
+    first = block.iloc[0]
+    return [
+        f"{first['density']:g}", _pct(first["dense_acc"]), acc.get("synflow@ums", "-"), acc.get("family", "-"),
+        _paired_cell(fam, "diff"), _gap(fam), acc.get("own", "-"), _gap(own),
+        _paired_cell(fam, "vs_own") if own is not None else "-", acc.get("target", "-"), acc.get("imp", "-"),
+    ]  # fmt: skip
+
+
+def _print_transfer(table, title: str) -> None:
+    t = Table(title=title, title_justify="left")
+    for col in ("member", "density", "dense", "ums", "family", "Δ ums", "gap", "own", "own gap", "fam − own",
+                "ims", "imp"):  # fmt: skip
+        t.add_column(col, justify="left" if col == "member" else "right", overflow="fold")
+    for label, block in table.groupby("member", sort=False):
+        t.add_row(label, *_transfer_cells(block))
+    out.print(t)
+    out.print(
+        "test accuracy (%), mean over seeds: dense, synflow@ums (ums), the family model fitted without the member "
+        "(family), the member's own-harvest model (own), synflow@ims (ims), imp; Δ ums and fam − own: paired mean "
+        "± 95 % CI; gap = (model − ums) / (ims − ums) [95 % bootstrap interval over seeds]",
+        highlight=False,
     )
 
 

@@ -116,12 +116,21 @@ EpochsOpt = Annotated[
 
 
 def fit_cmd(
+    ctx: Annotated[typer.Context, "which options were typed (--family changes the recipe's default)"],
     model: Annotated[str | None, config_option(F, "model", "--model", "-m", note_default=True)] = None,
     data: Annotated[
         list[str] | None,
         typer.Option("--data", help="harvest store(s) of one feature set (repeat); default: newest in datasets/"),
     ] = None,
     recipe: RecipeOpt = "multishot",
+    family: Annotated[
+        str | None,
+        typer.Option(
+            "--family",
+            help="fit on every store of a harvested family (harvest --family) under --datasets-dir, with the "
+            "family recipe unless --recipe is typed",
+        ),
+    ] = None,
     target: Annotated[str | None, config_option(F, "target", note_default=True)] = None,
     features: Annotated[str | None, config_option(F, "features", note_default=True)] = None,
     preprocess: Annotated[str | None, config_option(F, "preprocess", note_default=True)] = None,
@@ -169,8 +178,9 @@ def fit_cmd(
         given["options"] = opts
     if grid:
         given["grid"] = _grid(grid)
+    recipe = "family" if family and not _typed(ctx, "recipe") else recipe
     config = F.for_recipe(recipe, **given).validate()  # a bad option is named before any store is opened
-    stores, picked = resolve_stores(data, datasets_dir)
+    stores, picked = resolve_stores(_family_data(family, data, datasets_dir) if family else data, datasets_dir)
     if picked:
         err.print(f"using store {stores[0]} (the newest with complete seeds)", highlight=False, soft_wrap=True)
     nothing = "no model saved (a model folder appears only once its fit is complete)"
@@ -183,6 +193,21 @@ def fit_cmd(
         out.print_json(json.dumps(res.meta, allow_nan=True))
         return
     _print_fit(res)
+
+
+def _family_data(family: str, data: list[str] | None, datasets_dir: str) -> list[str]:
+    """The stores of ``--family`` (``--data`` beside it is refused)."""
+    from metaprune.errors import MetapruneError
+    from metaprune.harvest.family import family_stores
+
+    if data:
+        raise MetapruneError(f"--data given with --family {family}, which names the stores; drop one")
+    return [str(p) for p in family_stores(family, datasets_dir)]
+
+
+def _typed(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)  # by name: Typer ships its own copy of click's ParameterSource
+    return source is not None and source.name == "COMMANDLINE"
 
 
 def _print_fit(res) -> None:

@@ -57,6 +57,14 @@ WorkersOpt = Annotated[
     ),
 ]
 SchedulerOpt = Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")]
+FamilyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--family",
+        help="harvest every member of a family (see `metaprune list`) into its own store under --out (default "
+        "datasets/), with the family's cheap levels, rounds, epochs and seeds unless typed",
+    ),
+]
 
 
 def harvest_cmd(
@@ -88,6 +96,7 @@ def harvest_cmd(
         str | None, typer.Option("--out", help="store path (default datasets/<network>-<dataset>-<hash>.zarr)")
     ] = None,
     redo: RedoOpt = None,
+    family: FamilyOpt = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     device: DeviceOpt = "auto",
@@ -118,6 +127,9 @@ def harvest_cmd(
         siblings=siblings,
     )
     tasks = math.ceil(len(seed_list) / seeds_per_task)
+    if family:
+        _harvest_family(ctx, family, config, out_path, redo, workers, scheduler, device, data_root, json_out)
+        return
     if redo:
         config, seed_list = _redo_request(ctx, seed_list)
     with resumable(lambda: _committed_seeds(config, out_path)), progress_bar("harvest", None) as bar:
@@ -136,6 +148,60 @@ def harvest_cmd(
         out.print_json(json.dumps(result.to_dict()))
         return
     _print_harvest(result)
+
+
+def _typed(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was typed (by name: Typer ships its own copy of click's ParameterSource)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def _harvest_family(ctx, family, config, out_path, redo, workers, scheduler, device, data_root, json_out) -> None:
+    """``--family``: every member into its own store; a config option typed overrides the family's default,
+    the member's network, dataset and density are its own (typing one is refused)."""
+    from dataclasses import replace
+
+    from metaprune.errors import MetapruneError
+    from metaprune.harvest.family import FAMILIES, harvest_family
+    from metaprune.seeds import parse_seeds
+
+    fam = FAMILIES.get(family)
+    own = [name for name in ("network", "dataset", "sparsity") if _typed(ctx, name)]
+    if own or redo:
+        flag = "--" + (own[0] if own else "redo")
+        raise MetapruneError(f"{flag} given with --family {fam.name}, whose members set their own; drop it")
+    base = fam.base_config()
+    given = {
+        k: getattr(config, k)
+        for k in ("levels", "rounds", "seeds_per_task", "data_seed", "warmup_epochs", "trajectory")
+        if _typed(ctx, {"warmup_epochs": "warmup"}.get(k, k))
+    }
+    train = {k: getattr(config.train, k) for k in ("epochs", "patience", "dense_training") if _typed(ctx, k)}
+    base = replace(base, train=replace(base.train, **train), **given)
+    seeds = parse_seeds(ctx.params["seeds"]) if _typed(ctx, "seeds") else fam.seeds
+    with progress_bar(f"harvest family {fam.name}", None) as bar:
+        results = harvest_family(
+            fam, seeds, base=base, root=out_path, progress=_harvest_progress(bar, family=True),
+            workers=workers_for(workers, scheduler, math.ceil(len(seeds) / base.seeds_per_task)),
+            scheduler=scheduler, device=device, data_root=data_root,
+        )  # fmt: skip
+    if json_out:
+        out.print_json(json.dumps([r.to_dict() for r in results]))
+        return
+    table = Table(title=f"family {fam.name}: {len(results)} stores ({sum(r.seconds for r in results):.1f} s)")
+    for col in ("member", "density", "store", "written now", "complete", "seconds"):
+        right = col in ("density", "complete", "seconds")
+        table.add_column(col, justify="right" if right else "left", overflow="fold" if col == "store" else "ellipsis")
+    for member, r in zip(fam.members, results, strict=True):
+        table.add_row(member.label, f"{member.density:g}", str(r.store), _seeds_text(r.written),
+                      f"{len(r.complete)} / {len(r.planned)}", f"{r.seconds:.1f}")  # fmt: skip
+    out.print(table)
+
+
+def _seeds_text(seeds) -> str:
+    from metaprune.seeds import format_seeds
+
+    return format_seeds(list(seeds)) or "none"
 
 
 def _committed_seeds(config: HarvestConfig | None, out_path: str | None) -> str:
@@ -180,18 +246,22 @@ def _redo_request(ctx: typer.Context, seed_list: tuple[int, ...]) -> tuple[None,
     return None, seed_list if _typed(ctx, "seeds") else ()
 
 
-def _harvest_progress(bar):
+def _harvest_progress(bar, family: bool = False):
     from metaprune.seeds import format_seeds
 
     levels_seen: dict[int, str] = {}
 
     def on_event(event: dict) -> None:
         kind = event.get("event")
-        if kind == "plan":
-            bar.update(0, total=max(1, len(event["todo"])), completed=0, status=event["executor"])
+        where = f"{event['member']}: " if family and "member" in event else ""
+        if kind == "member":
+            bar.update(0, status=f"member {event['index'] + 1}/{event['members']} {event['member']}")
+        elif kind == "plan":
+            status = f"{where}{event['executor']}"
+            bar.update(0, total=max(1, len(event["todo"])), completed=0, status=status)
         elif kind == "level":
             levels_seen[event["task"]] = f"level {event['level']}/{event['levels']}"
-            bar.update(0, status=f"seeds {format_seeds(event['seeds'])}: {levels_seen[event['task']]}")
+            bar.update(0, status=f"{where}seeds {format_seeds(event['seeds'])}: {levels_seen[event['task']]}")
         elif kind == "seed":
             bar.advance(0)
         elif kind == "note":

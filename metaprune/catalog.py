@@ -14,6 +14,7 @@ _SOURCES = (
     ("schedules", "metaprune.pruning.schedules", "SCHEDULES"),
     ("initialisations", "metaprune.pruning.inits", "INITS"),
     ("regressors", "metaprune.fit.models", "REGRESSORS"),
+    ("families (harvest --family)", "metaprune.harvest.family", "FAMILIES"),
 )
 
 

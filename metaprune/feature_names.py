@@ -33,6 +33,21 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
         if n not in MULTI_SHOT_EXCLUDED
     ),
 }
+# Portable features (``fit --features portable``): values that mean the same on any network, so that one
+# model may be fitted across a family of networks and score a network it never saw. The per-layer ranks of
+# the static scores are stored; the others are derived when a store is read and when a network is scored
+# (``metaprune.fit.portable``), so stores need no re-harvest. Definitions: ``metaprune.fit.portable``.
+PORTABLE_SCORES: tuple[str, ...] = ("magnitude", "snip", "grasp", "grasp_abs", "synflow")
+PORTABLE_DESCRIPTORS: tuple[str, ...] = (
+    "rel_depth", "is_last", "log_fan_in", "log_fan_out", "log_share", "log_density",
+)  # fmt: skip
+PORTABLE_UNITS: tuple[str, ...] = ("in_act_max", "in_act_mean", "out_act_max", "out_act_mean")
+DERIVED_FEATURES: tuple[str, ...] = (
+    *PORTABLE_DESCRIPTORS,
+    *(f"net_q_{s}" for s in PORTABLE_SCORES),
+    *(f"layer_q_{u}" for u in PORTABLE_UNITS),
+)
+FEATURE_SETS["portable"] = (*(f"rank_{s}" for s in PORTABLE_SCORES), *DERIVED_FEATURES)
 FEATURE_VERSION = 2  # bump when a feature's definition changes (part of the harvest config)
 RANKED = (*SCORE_FEATURES, *DYNAMICS_FEATURES)
 
@@ -58,6 +73,7 @@ def select_features(
     groups: Mapping[str, Sequence[str]] | None = None,
     *,
     owner: str | None = None,
+    derived: Sequence[str] = (),
 ) -> tuple[str, ...]:
     """Feature names from a selection of feature names, group names and ``all``: the one feature selector
     (``compute_features``' columns, a store's ``select``, ``fit --features``).
@@ -68,6 +84,7 @@ def select_features(
     its available members, and is refused when it has none. A string joins its items with ``+`` or ``,``;
     an empty item is refused. ``None`` or ``all`` gives every available name. The result keeps the given
     order, without duplicates; an error names ``owner`` (what holds ``available``, e.g. "the store").
+    ``derived`` names may be chosen by name or group too, but are not part of ``all`` (``fit.portable``).
     """
     available = FEATURE_NAMES if available is None else tuple(available)
     groups = {**FEATURE_GROUPS, **FEATURE_SETS} if groups is None else groups
@@ -85,13 +102,13 @@ def select_features(
         if item == "all":
             names: Sequence[str] = available
         elif item in groups:
-            names = [n for n in groups[item] if n in available]  # a harvest may lack some members
+            names = [n for n in groups[item] if n in available or n in derived]  # a harvest may lack some
             if not names:
                 raise MetapruneError(
                     f"{owner or 'this metaprune'} has no feature of group {item!r} ({', '.join(groups[item])}); "
                     f"available: {', '.join(available)}"
                 )
-        elif item in available:
+        elif item in available or item in derived:
             names = (item,)
         else:
             raise MetapruneError(

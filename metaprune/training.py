@@ -577,10 +577,11 @@ def train_population(
     with ``keep_states``, each member's checkpoint weights as a state dict on the CPU. Masked MLPs train
     compacted (``sparse_plan``) unless ``config.dense_training``; ``extra["training_paths"]`` says how.
 
-    A warm-up uses three more knobs: ``max_steps`` stops after that many SGD steps (no evaluation after
-    a partial epoch), ``step_hook(params, buffers)`` sees the stacked state before the first step and
-    after every step, and ``order_stream`` names the seed stream of the data order (a warm-up draws its
-    own, so the ticket's later training order is independent of it).
+    A warm-up uses three more knobs: ``max_steps`` stops after that many SGD steps (without early stopping
+    the state there is evaluated and is the checkpoint; with it, no evaluation after a partial epoch),
+    ``step_hook(params, buffers)`` sees the stacked state before the first step and after every step, and
+    ``order_stream`` names the seed stream of the data order (a warm-up draws its own, so the ticket's later
+    training order is independent of it).
 
     ``dynamic`` (one entry per member) makes the members with a ``rigl.RigL`` entry train under RigL: their
     masks change during training (on the dense path, in groups of their own; the others train as they would
@@ -648,6 +649,10 @@ class _Loop:
             for group in groups:
                 checkpoints.epochs_trained[group.members] = epoch
             if max_steps is not None and iteration >= max_steps:
+                if not config.early_stopping:  # the final state is the checkpoint (an IMP level of a budget)
+                    template.eval()
+                    for group in groups:
+                        checkpoints.update(group, labels, config, iteration, epoch)
                 break
             template.eval()
             if not config.early_stopping and epoch < config.epochs:

@@ -20,9 +20,12 @@ FAST = dict(
 )
 
 
-@pytest.mark.parametrize("preset", [p for p in PRESETS if p not in ("meta", "jackpot")])  # need models
+# meta and jackpot need models; transfer runs over a family (tests/test_transfer.py)
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p not in ("meta", "jackpot", "transfer")])
 def test_preset_runs(preset, tmp_path):
-    cfg = build_config(preset=preset, models_dir=tmp_path, **FAST)
+    # the sweep's longest warm-up, 300 steps, is 15 epochs of digits: the training config must hold it
+    fast = {**FAST, "train": TrainConfig(epochs=15, patience=1)} if preset == "warmup-sweep" else FAST
+    cfg = build_config(preset=preset, models_dir=tmp_path, **fast)
     out = tmp_path / preset
     run_evaluation(cfg, out)
     rows = ResultsDir(out).rows()
@@ -45,6 +48,8 @@ def test_presets_match_the_thesis_shapes(tmp_path):
         build_config(preset="meta", models_dir=tmp_path)
     with pytest.raises(MetapruneError, match="accepted: baselines"):
         build_config(preset="nope", models_dir=tmp_path)
+    with pytest.raises(MetapruneError, match="accepted: --preset transfer --family NAME"):
+        build_config(preset="transfer", models_dir=tmp_path)
 
 
 def test_sanity_and_ceilings_add_variants(tmp_path):

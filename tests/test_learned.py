@@ -188,6 +188,22 @@ def test_jackpot_preset_lists_baselines_equal_compute_warmups_the_model_its_sani
     assert str(config.reference) == "synflow@ums" and config.schedule.levels == 2 and own in map(str, config.methods)
 
 
+def test_warmup_sweep_preset_runs_a_model_at_its_own_warm_up_and_one_without_at_every_length(store, tmp_path):
+    from metaprune.evaluate.config import preset_methods
+
+    dyn = fit_model(store, THESIS(model="linear", features="scores,dynamics"), models_dir=tmp_path)
+    static = fit_model(store, THESIS(model="linear", features="scores"), models_dir=tmp_path)
+    methods, _, _ = preset_methods("warmup-sweep", tmp_path, (dyn.path, static.path))
+    spelled = [str(m) for m in methods]
+    assert len(spelled) == len(set(spelled)) == 3 + 1 + 4 * 7 + 2 + 4  # the model's +w1 is one of the lengths
+    assert [s for s in spelled if str(dyn.path) in s] == [f"learned:{dyn.path}@uss+w1"]  # its features' warm-up
+    mine = [s.removeprefix(f"learned:{static.path}@uss") for s in spelled if str(static.path) in s]
+    assert mine == ["", "+w1", "+w3", "+w100s", "+w300s"]
+    assert {"movement@uss+w1", "magnitude@iss+w300s", "mag_increase@uss+w100s"} <= set(spelled)
+    with pytest.raises(MetapruneError, match="presets 'jackpot' and 'warmup-sweep', not 'baselines'"):
+        preset_methods("baselines", tmp_path, (static.path,))
+
+
 def test_jackpot_preset_runs_and_reports_gap_closure_and_sanity(store, tmp_path):
     from metaprune.evaluate.api import build_config, evaluate
     from metaprune.pruning.schedules import ScheduleConfig

@@ -4,6 +4,7 @@ and ``evaluate``, models fitted on several stores, and the import graph (pruning
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
@@ -183,12 +184,23 @@ def test_saw_from_a_learned_scorer_goes_through_saw_init(plain, monkeypatch):
 
 def test_a_transferable_model_prunes_a_conv_net_and_an_untransferable_one_is_refused(store, models, plain):
     """Transfer across architectures: per-layer-normalised features score conv2's layers (channels are
-    its units); the same check refuses a min-max model there, naming the reason."""
+    its units) -- but only a model that saw conv layers: one fitted on linear layers only is refused there
+    (its card records the layer kinds; a card from before they were recorded is not checked). The same
+    check refuses a min-max model there, naming the reason."""
+    import shutil
+
     from metaprune.networks import build_network, prunable_layout
     from metaprune.prune import prune_network
 
     ranked = fit_model(store, THESIS(model="linear", preprocess="rank"), models_dir=models, name="ranked-conv")
-    result = prune_network("conv2", "digits", f"learned:{ranked.path}", DENSITY, 0)
+    with pytest.raises(MetapruneError, match="fitted on linear layers only, but layer features.0.weight"):
+        prune_network("conv2", "digits", f"learned:{ranked.path}", DENSITY, 0)
+    older = models / "ranked-conv-older-card"
+    shutil.copytree(ranked.path, older)
+    meta = json.loads((older / "meta.json").read_text())
+    del meta["layer_kinds"]
+    (older / "meta.json").write_text(json.dumps(meta))
+    result = prune_network("conv2", "digits", f"learned:{older}", DENSITY, 0)
     total = prunable_layout(build_network("conv2", (1, 8, 8), 10, 0)).total
     assert int(result.ticket.mask.sum()) == keep_count(DENSITY, total)
     with pytest.raises(MetapruneError, match="per-layer normalised"):

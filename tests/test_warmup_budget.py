@@ -109,7 +109,7 @@ def test_warmup_steps_and_bad_warmups():
     for text, words in (
         ("delta", "reads a warm-up"),
         ("random+w3", "reads no weights"),
-        ("imp+w3", "iterative"),
+        ("movement@iss+w3", "training budget its levels share"),
         ("snip+w0", "positive number"),
         ("synflow@ims#layer", "upfront schedules"),
     ):

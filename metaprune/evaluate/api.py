@@ -72,7 +72,9 @@ def build_config(
     """
     network, dataset = validate_network(network), DATASETS.canonical(dataset)  # argument errors come first
     if models and not preset:
-        raise MetapruneError("--model goes with --preset jackpot; accepted: -m learned:DIR for one method")
+        raise MetapruneError(
+            "--model goes with --preset jackpot or warmup-sweep; accepted: -m learned:DIR for one method"
+        )
     extra: dict = {}
     if preset:
         p_methods, p_densities, extra = preset_methods(preset, models_dir, tuple(models))

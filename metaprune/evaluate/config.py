@@ -193,16 +193,45 @@ def jackpot_methods(models: tuple[str | Path, ...], models_dir: Path) -> tuple[t
     return JACKPOT_BASELINES + warm + own + sanity + controls + ceilings + JACKPOT_DYNAMIC, levels
 
 
+# the warm-up sweep: lengths (+wL; 's' = SGD steps) and the methods of equal cost at each (imp+wL: the levels
+# share L), beside the at-init methods (length 0)
+WARMUP_SWEEP = ("100s", "300s", "1", "3")
+WARMUP_SWEEP_SCORERS = ("movement", "delta", "magnitude", "mag_increase", "snip@ums", "synflow@ums", IMP)
+WARMUP_SWEEP_AT_INIT = ("magnitude", "snip@ums", "synflow@ums")
+
+
+def warmup_sweep_methods(models: tuple[str | Path, ...]) -> tuple[Method, ...]:
+    """Each warm-up length of ``WARMUP_SWEEP`` (and of each model's own warm-up): every equal-cost method
+    with it (movement, delta, magnitude at θ_E, magnitude increase, SNIP and SynFlow at θ_E, IMP whose levels
+    share it); the at-init methods (length 0); each model as its card says, and, when it reads no
+    warm-up, at every length too (scoring θ_E); and full ``imp``, the ceiling (a level in the plot)."""
+    own = tuple(with_intended_use(learned_method(m)) for m in models)
+    lengths = [parse_method(f"magnitude+w{length}") for length in WARMUP_SWEEP]
+    lengths += [m for m in own if m.warmup is not None]  # a model reads its own warm-up only: sweep it too
+    spelled = {(m.warmup, m.warmup_in_steps) for m in lengths}
+    sweep = tuple(
+        parse_method(s, warmup=w, warmup_in_steps=steps) for w, steps in sorted(spelled) for s in WARMUP_SWEEP_SCORERS
+    )
+    learned = tuple(
+        m.variant(warmup=w, warmup_in_steps=steps) for m in own if m.warmup is None for w, steps in sorted(spelled)
+    )
+    return tuple(parse_method(s) for s in (*WARMUP_SWEEP_AT_INIT, IMP)) + sweep + own + learned
+
+
 def preset_methods(
     name: str, models_dir: Path = Path("models"), models: tuple[str | Path, ...] = ()
 ) -> tuple[tuple[Spelled, ...], tuple[float, ...], dict]:
     """(methods, densities, extra config fields) reproducing a thesis experiment by name."""
-    if models and name != "jackpot":
-        raise MetapruneError(f"--model is for preset 'jackpot', not {name!r}; accepted: -m learned:DIR instead")
+    if models and name not in ("jackpot", "warmup-sweep"):
+        raise MetapruneError(
+            f"--model is for presets 'jackpot' and 'warmup-sweep', not {name!r}; accepted: -m learned:DIR instead"
+        )
     if name == "jackpot":
         methods, levels = jackpot_methods(models, models_dir)
         extra = {"seeds": JACKPOT_SEEDS, "reference": DEFAULT_REFERENCE, "levels": levels}
         return methods, (0.005, 0.01), extra
+    if name == "warmup-sweep":
+        return warmup_sweep_methods(models), (0.005, 0.01), {"reference": DEFAULT_REFERENCE}
     scorers4 = ("magnitude", "snip", "grasp", "synflow")
     if name == "baselines":
         return BASELINES, THESIS_DENSITIES, {"seeds": (1000, 1001, 1002)}
@@ -224,6 +253,8 @@ def preset_methods(
             )
         # thesis 5.9: the learned scorers as the thesis used them, in one shot
         return tuple(learned_method(p, "uss") for p in models) + BASELINES, (0.005, 0.01), {}
+    if name == "transfer":  # many networks, each its own evaluation: ``evaluate.transfer.run_transfer``
+        raise MetapruneError("preset 'transfer' runs over a family; accepted: --preset transfer --family NAME")
     raise MetapruneError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
 
 
@@ -236,5 +267,10 @@ PRESET_HELP = {
     "meta": "thesis 5.9: every model under models/ in one shot (as the thesis used them) beside the baselines",
     "jackpot": "did a learned scorer beat the best at-init and equal-compute warm-up methods: 30 seeds, 0.005 and "
     "0.01, sanity ablations, ceilings imp and the model's target ticket, against synflow@ums",
+    "warmup-sweep": "accuracy vs warm-up length (0, 100 and 300 steps, 1 and 3 epochs) of the equal-cost methods: "
+    "movement, delta, magnitude, mag_increase, snip@ums, synflow@ums with that warm-up, imp whose levels share it, "
+    "any --model, and full imp as the ceiling; plot accuracy_vs_warmup.png",
+    "transfer": "leave one network out (--family NAME): a model fitted on the other members prunes each member "
+    "zero-shot at its density, beside its own-harvest model, synflow@ums and the ceilings synflow@ims and imp",
 }
 PRESETS = tuple(PRESET_HELP)

@@ -3,6 +3,8 @@
 - one density: methods ranked by mean accuracy, horizontal, with 95 % intervals (a line through a
   single x says nothing); several densities: accuracy vs density on a log axis (thesis 5.1);
 - accuracy vs cost in dense-epoch equivalents, one panel per density, when rows carry ``cost_epochs``;
+- accuracy vs warm-up length, one line per method family, one panel per density, when the results hold
+  two or more warm-up lengths besides 0 (the ``warmup-sweep`` preset);
 - the Jaccard similarity of the masks at the lowest density (thesis 5.3);
 - the initial weights each method keeps, one panel per prunable layer (thesis 5.2): a pooled histogram
   hides that methods differ in *where* they keep weights as much as in which values.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +76,28 @@ def method_colors(methods: list[str], reference: str) -> dict[str, object]:
     return colors
 
 
+def warmup_series(
+    block: pd.DataFrame, units: Mapping[str, Unit]
+) -> tuple[dict[str, list[tuple[float, float, float, str]]], dict[str, tuple[float, str]]]:
+    """The warm-up plot of one density's comparison rows (``method``, ``mean``, ``ci95`` and ``x``, the
+    warm-up length in epochs): each method family (the method without its +w part, compact label) as
+    points (x, mean, ci95, method) sorted by x, and each method that trains with no warm-up length (full
+    IMP, RigL), labelled ``... (full training)``, as its (mean, method): a level to compare with."""
+    lines: dict[str, list[tuple[float, float, float, str]]] = {}
+    levels: dict[str, tuple[float, str]] = {}
+    for _, r in block.iterrows():
+        unit = units[r["method"]]
+        if isinstance(unit, DenseUnit):
+            continue
+        if unit.warmup is None and (unit.trains or unit.dynamic):
+            levels[f"{short_label(unit)} (full training)"] = (float(r["mean"]), r["method"])
+            continue
+        family = short_label(replace(unit, warmup=None, warmup_in_steps=False))
+        ci = 0.0 if pd.isna(r["ci95"]) else float(r["ci95"])
+        lines.setdefault(family, []).append((float(r["x"]), float(r["mean"]), ci, r["method"]))
+    return {f: sorted(points) for f, points in lines.items()}, levels
+
+
 class Plotter:
     """Writes the plots of one report into its results directory."""
 
@@ -91,7 +116,7 @@ class Plotter:
         matplotlib.use("Agg")
         densities = sorted(self.comp["density"].unique())
         accuracy = self.ranked if len(densities) == 1 else self.accuracy_vs_density
-        paths = [accuracy(), self.cost(), self.jaccard(), self.kept_weights()]
+        paths = [accuracy(), self.cost(), self.warmup(), self.jaccard(), self.kept_weights()]
         return [p for p in paths if p is not None]
 
     # ------------------------------------------------------------------------------------- helpers
@@ -234,6 +259,59 @@ class Plotter:
         fig.suptitle(f"Accuracy vs cost (mean, 95 % CI over {self._seeds()} seeds)")
         return self._save(fig, "accuracy_vs_cost.png")
 
+    def warmup(self) -> Path | None:
+        """Accuracy against warm-up length in epochs (0: at init), one line per method family (the method
+        without its +w part; ``imp+wL``: IMP whose levels share L), one panel per density. A method that
+        trains with no warm-up length (full IMP, RigL) is a dashed horizontal line."""
+        name = "accuracy_vs_warmup.png"
+        lengths = set(self.rows["warmup"].dropna()) - {0.0} if "warmup" in self.rows.columns else set()
+        if len(lengths) < 2:
+            (self.results.path / name).unlink(missing_ok=True)  # no sweep (any more)
+            return None
+        import matplotlib.pyplot as plt
+
+        length = self.rows.groupby(["density", "method"])["warmup"].mean()
+        densities = sorted(self.comp["density"].unique())
+        fig, axes = plt.subplots(1, len(densities), figsize=(6.5 * len(densities), 4.8), squeeze=False)
+        for ax, density in zip(axes[0], densities, strict=True):
+            block = self.comp[self.comp["density"] == density]
+            block = block.assign(x=[length.get((density, m), np.nan) for m in block["method"]])
+            self._warmup_panel(ax, block)
+            ax.set_title(f"density {density:g}", fontsize=10)
+        axes[0][0].set_ylabel("test accuracy at early stop (%)")
+        fig.suptitle(f"Accuracy vs warm-up length (mean, 95 % CI over {self._seeds()} seeds)")
+        return self._save(fig, name)
+
+    def _warmup_panel(self, ax, block: pd.DataFrame) -> None:
+        import matplotlib
+
+        lines, levels = warmup_series(block, self.report.units)
+        cmap = matplotlib.colormaps["tab10" if len(lines) + len(levels) <= 10 else "tab20"]
+        for k, (name, (mean, _)) in enumerate(sorted(levels.items())):
+            ax.axhline(100 * mean, color=cmap((len(lines) + k) % cmap.N), linestyle="--", linewidth=1, label=name)
+        ticks: dict[float, str] = {}
+        for k, (family, points) in enumerate(sorted(lines.items())):
+            ax.errorbar(
+                [p[0] for p in points],
+                [100 * p[1] for p in points],
+                yerr=[100 * p[2] for p in points],
+                label=family,
+                marker="o",
+                capsize=3,
+                color=cmap(k % cmap.N),
+                linewidth=2.2 if any(p[3] == self.report.reference for p in points) else 1.2,
+            )
+            for x, _, _, method in points:
+                unit = self.report.units[method]
+                steps = f"\n{int(unit.warmup)} steps" if unit.warmup_in_steps else ""
+                ticks.setdefault(round(x, 6), f"{x:.3g}{steps}")
+        ax.set_xticks(list(ticks), list(ticks.values()), fontsize=8)
+        low, high = ax.get_ylim()
+        ax.set_ylim(max(low, 0.0), min(high, 100.0))  # an interval of few seeds may reach past 0 or 100 %
+        ax.set_xlabel("warm-up length (epochs of the training split; imp: the budget its levels share)")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(True, alpha=0.3)
+
     def _dense_cost_point(self, ax) -> None:
         dense = self.report.dense
         if dense.empty or "cost_epochs" not in dense.columns:
@@ -346,3 +424,42 @@ class Plotter:
         ax.set_xlabel(f"θ0 of kept weights (the outer {100 - KEPT_RANGE:g} % in the edge bins)", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
         ax.grid(True, axis="x", alpha=0.3)
+
+
+TRANSFER_TARGET = 0.25  # the share of the way to the ceiling a family model is asked to close
+
+
+def transfer_plot(table: pd.DataFrame, path: Path) -> Path | None:
+    """Leave-one-network-out (``evaluate.transfer``): per held-out member, the gap closed from
+    ``synflow@ums`` towards ``synflow@ims`` by the family model (zero-shot) and the member's own model, with
+    bootstrap intervals; 0 is the reference, 1 the ceiling, the dashed line the 25 % target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = table[table["role"].isin(("family", "own"))] if "role" in table else table.iloc[0:0]
+    if shown.empty:
+        return None
+    members = list(dict.fromkeys(shown["member"]))
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(members) + 1.5))
+    for k, (role, color) in enumerate((("family", "tab:blue"), ("own", "tab:orange"))):
+        rows = shown[shown["role"] == role].set_index("member")
+        ys = [i + (k - 0.5) * 0.3 for i, m in enumerate(members) if m in rows.index]
+        rows = rows.loc[[m for m in members if m in rows.index]]
+        point = 100 * rows["gap_synflow_ims"].to_numpy(dtype=float)
+        lo = 100 * rows["gap_synflow_ims_lo"].to_numpy(dtype=float)
+        hi = 100 * rows["gap_synflow_ims_hi"].to_numpy(dtype=float)
+        err = np.vstack([np.where(np.isnan(lo), 0, point - lo), np.where(np.isnan(hi), 0, hi - point)])
+        label = "family model (member left out)" if role == "family" else "own-harvest model"
+        ax.errorbar(point, ys, xerr=err, fmt="o", color=color, capsize=3, label=label)
+    for x, style in ((0, "-"), (100, "-"), (100 * TRANSFER_TARGET, "--")):
+        ax.axvline(x, color="grey", linestyle=style, linewidth=0.8)
+    ax.set_yticks(range(len(members)), members)
+    ax.invert_yaxis()
+    ax.set_xlabel("gap closed from synflow@ums (0) to synflow@ims (100), % [95 % bootstrap interval]")
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path

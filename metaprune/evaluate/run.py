@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -22,11 +22,21 @@ from metaprune.evaluate.results import ResultsDir, unit_name
 from metaprune.fit.persist import ModelCard
 from metaprune.networks import build_network, flat_weights, prunable_layout
 from metaprune.provenance import to_jsonable
-from metaprune.pruning.apply import MASK_ABLATIONS, Ticket, ablated, initial_network, prune_data_for, prune_seeds
+from metaprune.pruning.apply import (
+    MASK_ABLATIONS,
+    Ticket,
+    ablated,
+    initial_network,
+    level_steps,
+    prune_data_for,
+    prune_seeds,
+    warmup_epochs,
+)
 from metaprune.pruning.fits import check_method_for_network
 from metaprune.pruning.masks import MaskReport, mask_report
 from metaprune.pruning.method import Method, Unit
 from metaprune.pruning.schedules import check_density_for_network
+from metaprune.pruning.warmup import warmup_steps
 from metaprune.rigl import RigL
 from metaprune.training import MemberResult, resolve_device, train_population
 
@@ -70,6 +80,15 @@ def _report_fields(report: MaskReport) -> dict:
     return out
 
 
+@dataclass
+class _Shared:
+    """What the units of one seed share: each method's ticket (its !shuffle and !reinit units are made from
+    it) and the warm-up records of its methods (``PruneContext.warmups``)."""
+
+    tickets: dict[tuple[str, float], Ticket] = field(default_factory=dict)
+    warmups: dict = field(default_factory=dict)
+
+
 Emit = Callable[[dict], None]
 
 
@@ -101,8 +120,8 @@ def evaluate_seed(
     # A population's numbers depend (in the last bits) on its size, so a partly committed seed retrains
     # its whole planned population and commits only the missing units: resumed == uninterrupted.
     t0 = time.perf_counter()
-    tickets: dict[tuple[str, float], Ticket] = {}  # a method's ticket serves its !shuffle and !reinit units
-    members = [_prune_member(config, seed, m, d, splits, dev, tickets) for m, d in _announced(planned, seed, emit)]
+    shared = _Shared()
+    members = [_prune_member(config, seed, m, d, splits, dev, shared) for m, d in _announced(planned, seed, emit)]
     prune_seconds = time.perf_counter() - t0
     splits_dev = splits.to(dev)
     committed = 0
@@ -150,7 +169,7 @@ def _prune_member(
     density: float,
     splits: DataSplits,
     device: torch.device,
-    tickets: dict[tuple[str, float], Ticket],
+    shared: _Shared,
 ) -> _Member:
     """One planned unit's network and mask: a dense network, or the method's ticket at ``density``."""
     row = _row_base(config, seed, method, density)
@@ -161,10 +180,11 @@ def _prune_member(
         row.update(kept=prunable_layout(net).total, effective_density=1.0, collapsed=False, collapsed_layers="")
         row["cost_epochs"] = 0.0
     else:
-        ticket = _ticket(method, density, seed, config, splits, device, tickets)
+        ticket = _ticket(method, density, seed, config, splits, device, shared)
         net, mask = ticket.net, ticket.mask
         row.update(_report_fields(ticket.report))
         row["cost_epochs"] = ticket.cost_epochs
+        row["warmup"] = warmup_epochs(method, splits, config.train)  # +wNs in epochs: the sweep's axis
     row["prune_seconds"] = time.perf_counter() - t0
     dynamic = RigL(seed) if isinstance(method, Method) and method.dynamic else None
     return _Member(unit_name(method, density), row, net, mask, dynamic)
@@ -177,12 +197,12 @@ def _ticket(
     config: EvaluateConfig,
     splits: DataSplits,
     device: torch.device,
-    tickets: dict[tuple[str, float], Ticket],
+    shared: _Shared,
 ) -> Ticket:
     """The seed's ticket of ``method``; a shuffle or re-init of a method is made from that method's ticket
     (pruned once per seed and density, whether or not it is itself planned)."""
     base = replace(method, ablation=None) if method.ablation in MASK_ABLATIONS else method
-    key = (base.canonical(), density)
+    key, tickets = (base.canonical(), density), shared.tickets
     if key not in tickets:
         tickets[key] = prune_seeds(
             base,
@@ -194,6 +214,7 @@ def _ticket(
             train=config.train,
             per_class=config.per_class,
             device=device,
+            warmups=shared.warmups,
         )[0]
     if base is method:
         return tickets[key]
@@ -234,6 +255,19 @@ def check_for_network(config: EvaluateConfig, allow_seen_seeds: bool) -> None:
             )
 
 
+def check_warmups(config: EvaluateConfig, data_root: str | None = None) -> None:
+    """Every warm-up (and every iterative method's budget), a budget method's included, fits the training
+    config and the training split, checked before any work: one that does not would stop the run at its
+    first seed."""
+    parts = [p for m in config.methods for p in (m, m.budget_method) if p is not None and p.warmup is not None]
+    splits = load_dataset(config.dataset, data_root=data_root) if parts else None
+    for part in parts:
+        if part.iterative:
+            level_steps(part, config.schedule.levels, splits, config.train)  # type: ignore[arg-type]
+        else:
+            warmup_steps(part.warmup, splits, config.train, in_steps=part.warmup_in_steps)  # type: ignore[arg-type]
+
+
 def units_committed(config: EvaluateConfig, out: str | Path) -> tuple[int, int]:
     """(units committed, units planned) of an evaluation in the results directory ``out``."""
     results = ResultsDir(Path(out))
@@ -266,6 +300,7 @@ def run_evaluation(
 
     config = config.validate()
     check_for_network(config, allow_seen_seeds)
+    check_warmups(config, data_root)
     results = ResultsDir(Path(out))
     results.open_or_create(to_jsonable(config), force=force, preset=preset)
     emit = on_event or _noop

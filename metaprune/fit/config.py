@@ -124,9 +124,12 @@ class FitConfig(Config):
 RECIPES: dict[str, dict[str, Any]] = {
     "multishot": {},
     "thesis": {"states": "dense", "features": "scores", "use": ""},
+    "family": {"features": "portable", "preprocess": "none"},
 }
 RECIPE_HELP = {
     "multishot": "the defaults: every state of the target's way down, the level of removal counted from each "
     "state, the static features, pruning in 10 rounds (@ums10)",
     "thesis": "the thesis's single-shot model (4.3, 5.9): dense θ0, the six base scores, pruning in one shot",
+    "family": "one model across the stores of several networks (fit --family NAME): the multishot recipe on the "
+    "portable features (per-layer ranks, network quantiles, layer descriptors), unscaled",
 }

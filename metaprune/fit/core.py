@@ -18,13 +18,14 @@ from typing import Any
 from metaprune.errors import MetapruneError
 from metaprune.feature_names import MULTI_SHOT_EXCLUDED
 from metaprune.files import check_folder_writable
+from metaprune.fit import portable
 from metaprune.fit import preprocess as pp
 from metaprune.fit.assess import evaluate_units, next_level_overlap, sibling_overlap
 from metaprune.fit.budget import fit_store_budget
 from metaprune.fit.config import FitConfig
 from metaprune.fit.cv import cross_validate, select_by_cv
 from metaprune.fit.models import REGRESSORS, Regressor, limited_threads, make_regressor
-from metaprune.fit.persist import ModelCard, check_name, save_model
+from metaprune.fit.persist import ModelCard, check_name, dynamics_features, save_model
 from metaprune.fit.sampler import ProgressFn, SeedReader, StreamData, Unit, trajectory_units
 from metaprune.fit.split import split_seeds
 from metaprune.fit.stores import StoreView, open_stores, resolve_stores, select_target
@@ -98,13 +99,38 @@ def fit_model(
 
 
 def _shared_features(config: FitConfig, views: Sequence[StoreView]) -> tuple[str, ...]:
-    """The features ``config`` selects, which every store must hold."""
-    features = pp.resolve_features(config.features, views[0].feature_names)
+    """The features ``config`` selects (stored, or derived from stored ones: ``fit.portable``), which every
+    store must hold, computed with the same settings in every store (``check_feature_configs``)."""
+    stored = views[0].feature_names
+    features = pp.resolve_features(config.features, stored, derived=portable.derivable(stored))
     for v in views[1:]:
-        lacking = [f for f in features if f not in v.feature_names]
+        lacking = [f for f in portable.stored_columns(features) if f not in v.feature_names]
         if lacking:
             raise MetapruneError(f"store {v.path} lacks features {', '.join(lacking)}; stores must share a feature set")
+    portable.check_preprocess(features, config.preprocess)
+    check_feature_configs(views, features)
     return features
+
+
+def check_feature_configs(views: Sequence[StoreView], features: Sequence[str]) -> None:
+    """The stores must have computed the features the model reads with the same settings, since a model
+    records one: the density and UMS rounds matter only to ``synflow_ums``, the warm-up only to the dynamics
+    features. So stores of different networks harvested at different densities fit one model of the
+    static or portable features."""
+    stored = portable.stored_columns(features)
+    ignored = set()
+    if not any(f in MULTI_SHOT_EXCLUDED for f in stored):
+        ignored |= {"density", "ums_rounds"}
+    if not dynamics_features(stored):
+        ignored.add("warmup")
+    first = {k: v for k, v in views[0].feature_config.items() if k not in ignored}
+    for v in views[1:]:
+        other = {k: val for k, val in v.feature_config.items() if k not in ignored}
+        if other != first:
+            raise MetapruneError(
+                f"stores {views[0].path} and {v.path} computed the model's features with different settings "
+                f"({first} vs {other}); a model can record only one"
+            )
 
 
 def default_name(

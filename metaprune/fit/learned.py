@@ -21,6 +21,7 @@ from torch import nn
 
 from metaprune import features as feature_module
 from metaprune.errors import MetapruneError
+from metaprune.fit import portable
 from metaprune.fit.models import limited_threads
 from metaprune.fit.persist import LoadedModel, ModelCard, dynamics_features, load_model
 from metaprune.fit.preprocess import alive_bounds, preprocess
@@ -114,17 +115,20 @@ def learned_scores(model_dir: str | Path, net: nn.Module, mask: torch.Tensor, da
     dense = bool(mask.all())
     # the alive weights only, as the fit saw each state of the trajectory: pruned weights are not part of
     # the network being scored, so they must not shift a min-max or a per-layer rank
+    columns = portable.stored_columns(loaded.features)  # a portable feature is derived from these
     feats = feature_module.alive_features(
         net if record is None else record.initial,
         data,
         seed,
         mask=None if dense else mask,
         warmup=record,
-        names=loaded.features,
+        names=columns,
         **settings,
     )
     alive = np.arange(layout.total) if dense else np.flatnonzero(mask.cpu().numpy())
     bounds = alive_bounds(alive, [(layer.offset, layer.size) for layer in layout.layers])
+    if portable.uses_derived(loaded.features):
+        feats = portable.assemble(loaded.features, columns, feats, bounds, layout.total)
     x = preprocess(feats, loaded.preprocess, bounds, loaded.features)
     with limited_threads(1):  # thin matrices: one thread, whatever the caller's pool (see limited_threads)
         pred = np.asarray(loaded.model.rank_scores(x), dtype=np.float32)

@@ -24,6 +24,7 @@ from torch import nn
 
 from metaprune import features as feature_module
 from metaprune.errors import MetapruneError
+from metaprune.feature_names import DERIVED_FEATURES
 from metaprune.files import atomic_path, write_failed
 from metaprune.fit.models import REGRESSORS, Regressor
 from metaprune.fit.preprocess import TARGETS, per_layer_normalised
@@ -130,6 +131,11 @@ def _as_tuple(value: Any) -> tuple[Any, ...]:
 Layout = tuple[tuple[str, int], ...]  # (layer name, size) in flat-axis order
 
 
+def layer_kind(shape: Sequence[int]) -> str:
+    """``linear`` for a weight matrix, ``conv2d`` for a 4-d kernel (the prunable layers' kinds)."""
+    return "conv2d" if len(shape) == 4 else "linear"
+
+
 def _describe(layout: Layout) -> str:
     return "layers " + ", ".join(f"{name} ({size:,})" for name, size in layout)
 
@@ -143,15 +149,33 @@ class StoreRecord:
     hash: str  # the store's content hash (``fit.stores.content_hash``)
     config_hash: str  # its harvest config's hash (in its default file name)
     complete_seeds: tuple[int, ...]
+    # what the store holds (None in cards written before they were recorded): one model may be fitted on
+    # stores of several networks, each harvested at its own density
+    network: str | None = None
+    dataset: str | None = None
+    density: float | None = None
+    levels: int | None = None
+
+    @classmethod
+    def from_view(cls, view: StoreView) -> StoreRecord:
+        return cls(
+            str(view.path), str(Path(view.path).absolute()), view.content_hash, view.config_hash,
+            tuple(view.complete_seeds), view.network, view.dataset, view.density, view.levels,
+        )  # fmt: skip
 
     @classmethod
     def from_meta(cls, entry: dict[str, Any]) -> StoreRecord:
+        density, levels = entry.get("density"), entry.get("levels")
         return cls(
             str(entry.get("path")),
             str(entry.get("abs_path")),
             str(entry.get("hash")),
             str(entry.get("config_hash")),
             tuple(int(s) for s in entry.get("complete_seeds") or ()),
+            entry.get("network"),
+            entry.get("dataset"),
+            None if density is None else float(density),
+            None if levels is None else int(levels),
         )
 
     def to_meta(self) -> dict[str, Any]:
@@ -161,6 +185,10 @@ class StoreRecord:
             "hash": self.hash,
             "config_hash": self.config_hash,
             "complete_seeds": list(self.complete_seeds),
+            "network": self.network,
+            "dataset": self.dataset,
+            "density": self.density,
+            "levels": self.levels,
         }
 
 
@@ -200,6 +228,7 @@ class ModelCard:
     budget: dict[str, Any] | None = None  # the learned per-layer budget (``fit.budget``)
     stores: tuple[StoreRecord, ...] = ()
     store_hash: str | None = None
+    layer_kinds: tuple[str, ...] = ()  # kinds of the layers it was fitted on (); () in older cards: not checked
     seed: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
@@ -249,11 +278,9 @@ class ModelCard:
             levels=first.levels,
             target_method=first.target_method,
             budget=budget,
-            stores=tuple(
-                StoreRecord(str(v.path), str(Path(v.path).absolute()), v.content_hash, v.config_hash, v.complete_seeds)
-                for v in views
-            ),
+            stores=tuple(StoreRecord.from_view(v) for v in views),
             store_hash=store_hash,
+            layer_kinds=tuple(sorted({kind for v in views for kind in v.layer_kinds})),
             seed=config.seed,
             metrics=metrics,
             versions=package_versions(),
@@ -290,6 +317,7 @@ class ModelCard:
             "budget": self.budget,  # the target's per-layer split (#learned)
             "stores": [s.to_meta() for s in self.stores],
             "store_hash": self.store_hash,
+            "layer_kinds": list(self.layer_kinds),
             "train_seeds": list(self.train_seeds),
             "test_seeds": list(self.test_seeds),
             "seed": self.seed,
@@ -340,6 +368,7 @@ class ModelCard:
             budget=meta.get("budget"),
             stores=tuple(StoreRecord.from_meta(s) for s in stores if isinstance(s, dict)),
             store_hash=meta.get("store_hash"),
+            layer_kinds=tuple(str(k) for k in meta.get("layer_kinds") or ()),
             seed=meta.get("seed"),
             metrics=dict(meta.get("metrics") or {}),
             versions=dict(meta.get("versions") or {}),
@@ -381,7 +410,9 @@ class ModelCard:
         if not budget:
             raise MetapruneError(f"model {self.path} holds no learned budget (fitted before budgets were); refit it")
         here = tuple((layer.name, layer.size) for layer in layout.layers)
-        if here not in self.layouts:
+        # fitted on one network, the budget has seen one layout; fitted across a family, it predicts a layer's
+        # density from its descriptors (share, fans, depth, density), which every network has
+        if here not in self.layouts and len(self.layouts) < 2:
             raise MetapruneError(
                 f"the learned budget of model {self.path} was fitted on {_describe(self.layouts[0])}, but this "
                 f"network has {_describe(here)}; accepted: a budget of this layout, e.g. #from:synflow@ums or #layer"
@@ -407,14 +438,15 @@ class ModelCard:
                 f"metaprune.features computes version {current_version} (a feature's definition changed); "
                 "refit it on a new harvest"
             )
-        available = feature_module.FEATURE_NAMES
+        available = (*feature_module.FEATURE_NAMES, *DERIVED_FEATURES)
         missing = [f for f in self.features if f not in available]
         if missing:
             raise MetapruneError(
                 f"model {self.path} uses features {', '.join(missing)} that metaprune.features does not compute "
                 f"(it computes: {', '.join(available)}); refit the model on a store of the current feature set"
             )
-        layout = tuple((layer.name, layer.size) for layer in prunable_layout(net).layers)
+        layers = prunable_layout(net).layers
+        layout = tuple((layer.name, layer.size) for layer in layers)
         if layout not in self.layouts and not self.transferable:
             fitted = self.networks[0] if len(self.networks) == 1 else list(self.networks)
             raise MetapruneError(
@@ -422,6 +454,15 @@ class ModelCard:
                 f"({_describe(self.layouts[0]) if self.layouts else 'unknown layers'}) but this network has "
                 f"{_describe(layout)}; a model scores another network only when all its features are per-layer "
                 "normalised (fit with --preprocess rank, or rank_* features only)"
+            )
+        # a transferable model scores any network, but only layer kinds it was fitted on: a conv layer's units
+        # are channels, its activations pooled over positions, which a model of MLPs never saw
+        unseen = [la for la in layers if self.layer_kinds and layer_kind(la.shape) not in self.layer_kinds]
+        if unseen:
+            raise MetapruneError(
+                f"model {self.path} was fitted on {' and '.join(self.layer_kinds)} layers only, but layer "
+                f"{unseen[0].name} of this network is {layer_kind(unseen[0].shape)}; accepted: a network of "
+                f"{' and '.join(self.layer_kinds)} layers, or a model fitted on stores with such layers"
             )
 
 

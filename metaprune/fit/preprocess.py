@@ -49,12 +49,16 @@ LayerBounds = Sequence[tuple[int, int]]  # (offset, size) of every layer on the 
 
 
 def resolve_features(
-    spec: str | Sequence[str], available: Sequence[str], groups: Mapping[str, Sequence[str]] | None = None
+    spec: str | Sequence[str],
+    available: Sequence[str],
+    groups: Mapping[str, Sequence[str]] | None = None,
+    derived: Sequence[str] = (),
 ) -> tuple[str, ...]:
-    """The model's feature columns: ``features.select_features`` of ``spec`` among the store's names, in the
-    store's order (so a spec's spelling never changes the model's columns)."""
-    chosen = select_features(spec, available, groups, owner="the store")
-    return tuple(n for n in available if n in chosen)
+    """The model's feature columns: ``features.select_features`` of ``spec`` among the store's names and the
+    ``derived`` ones it can compute (``fit.portable``, never part of ``all``), in the store's order then the
+    derived ones' (so a spec's spelling never changes the model's columns)."""
+    chosen = select_features(spec, available, groups, owner="the store", derived=derived)
+    return tuple(n for n in (*available, *derived) if n in chosen)
 
 
 def features_slug(spec: str | Sequence[str], names: Sequence[str]) -> str:
@@ -69,8 +73,11 @@ def features_slug(spec: str | Sequence[str], names: Sequence[str]) -> str:
 
 
 def per_layer_normalised(names: Sequence[str], preprocess: str) -> bool:
-    """Whether every model input is normalised inside its layer (then the model is network-independent)."""
-    return preprocess == "rank" or all(n.startswith("rank_") for n in names)
+    """Whether every model input is normalised inside its layer or portable (``fit.portable``): then the model
+    is network-independent."""
+    from metaprune.feature_names import DERIVED_FEATURES
+
+    return preprocess == "rank" or all(n.startswith("rank_") or n in DERIVED_FEATURES for n in names)
 
 
 # ----------------------------------------------------------------------------------------- preprocessing

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from metaprune.fit import portable
 from metaprune.fit import preprocess as pp
 from metaprune.fit.stores import StoreView
 
@@ -68,15 +69,18 @@ class SeedReader:
     def read(self, unit: Unit, with_reference: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
         """(preprocessed X, targets dict incl. ``y``, ``levels`` to go, ``weight`` and ``layer`` per row, raw
         reference columns by name), all over the weights alive in the unit's state."""
-        want = list(self.features)
-        refs = [r for r in self.reference if with_reference and r in unit.view.feature_names]
+        want = list(portable.stored_columns(self.features))  # a portable feature is derived from these
+        refs = [r for r in self.reference if with_reference and r in unit.view.feature_names and r not in want]
         if unit.state == 0:
             x_raw, full = unit.view.read_seed(unit.seed, want + refs)
             alive = np.arange(x_raw.shape[0])
         else:
             alive, x_raw, full = unit.view.store.read_state(unit.seed, unit.state, want + refs)
         bounds = pp.alive_bounds(alive, unit.view.layer_bounds)
-        x = pp.preprocess(x_raw[:, : len(want)], self.preprocess, bounds, want)
+        x = x_raw[:, : len(want)]
+        if portable.uses_derived(self.features):
+            x = portable.assemble(self.features, want, x, bounds, unit.view.n_weights)
+        x = pp.preprocess(x, self.preprocess, bounds, self.features)
         raw_cols = {name: x_raw[:, i] for i, name in enumerate(want + refs)}
         targets = {k: np.asarray(v)[alive] for k, v in full.items()}
         targets["y"] = pp.make_target(targets, self.target, unit.view.levels, unit.state)

@@ -79,6 +79,12 @@ class StoreView:
         return self.config.target_method()
 
     @property
+    def layer_kinds(self) -> tuple[str, ...]:
+        """The kinds of the store's prunable layers (``linear``, ``conv2d``; ``fit.persist.layer_kind``)."""
+        kh = self.store.layer_table()["kh"]
+        return tuple(sorted({"linear" if int(k) < 0 else "conv2d" for k in kh}))
+
+    @property
     def n_weights(self) -> int:
         return sum(size for _, size in self.layer_bounds)
 
@@ -137,6 +143,8 @@ def open_view(path: str | Path) -> StoreView:
 
 
 def open_stores(paths: Sequence[str | Path]) -> list[StoreView]:
+    """The views of ``paths``, of one feature version (whether they computed the features a model reads with
+    the same settings is the fit's check: ``fit.core.check_feature_configs``)."""
     views = [open_view(p) for p in paths]
     first = views[0]
     for v in views[1:]:
@@ -144,11 +152,6 @@ def open_stores(paths: Sequence[str | Path]) -> list[StoreView]:
             raise StoreError(
                 f"stores {first.path} and {v.path} hold different feature versions ({first.feature_version} vs "
                 f"{v.feature_version}); accepted: stores harvested with the same feature definitions"
-            )
-        if v.feature_config != first.feature_config:
-            raise StoreError(
-                f"stores {first.path} and {v.path} computed features with different settings "
-                f"({first.feature_config} vs {v.feature_config}); a model can record only one"
             )
     return views
 

@@ -7,6 +7,7 @@ This is the one path from a parsed method to a ticket; ``prune``, ``evaluate`` a
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -33,7 +34,7 @@ from metaprune.pruning.schedules import (
 )
 from metaprune.pruning.scorers import SCORERS, PruneData, pruning_batch, score
 from metaprune.pruning.stacked import stacked_scores
-from metaprune.pruning.warmup import warm_up
+from metaprune.pruning.warmup import WarmupRecord, steps_per_epoch, warm_up, warmup_steps
 from metaprune.seeds import sibling_seed
 from metaprune.training import TrainConfig
 
@@ -70,6 +71,31 @@ class Cost:
         if n_train > 0:  # without a training split (a user's module and batch) there is no epoch to count in
             self.epochs += passes * batch / n_train
         self.score_seconds += seconds
+
+
+def warmup_epochs(method: Method, splits: DataSplits, train: TrainConfig) -> float:
+    """The length of ``method``'s warm-up (or of an iterative method's training budget) in epochs of the
+    training split, 0.0 without one: as spelled for ``+wE``, N / steps per epoch for ``+wNs``."""
+    if method.warmup is None:
+        return 0.0
+    if method.warmup_in_steps:
+        return float(method.warmup) / steps_per_epoch(splits, train)
+    return float(method.warmup)
+
+
+def level_steps(method: Method, levels: int, splits: DataSplits, train: TrainConfig) -> list[int] | None:
+    """SGD steps of each level of an iterative ``method`` whose levels share a budget (``imp+w3``): the
+    budget's S steps split as evenly as whole steps allow (level l of L ends at step ⌊l·S/L⌋); None
+    without a budget (each level trains the training config's epochs with early stopping)."""
+    if method.warmup is None or not method.iterative:
+        return None
+    total = warmup_steps(method.warmup, splits, train, in_steps=method.warmup_in_steps)
+    if total < levels:
+        raise MetapruneError(
+            f"method {method}: a budget of {total} SGD steps cannot train its {levels} levels a step each; "
+            f"accepted: at least {levels} steps (+w{levels}s) or fewer levels"
+        )
+    return [total * level // levels - total * (level - 1) // levels for level in range(1, levels + 1)]
 
 
 def prune_data_for(splits: DataSplits, seed: int, per_class: int = PER_CLASS) -> PruneData:
@@ -173,10 +199,12 @@ def prune_seeds(
     device: torch.device | str | None = None,
     progress=None,
     dtype: torch.dtype = torch.float32,
+    warmups: dict | None = None,
 ) -> list[Ticket]:
     """``prune_in_context`` with the context spelled out: network ``spec``, ``splits``, the ``schedule``
-    settings, the ``train`` config of iterative schedules and warm-ups, ``per_class`` and ``device``."""
-    context = PruneContext(spec, splits, schedule, train, per_class, device)
+    settings, the ``train`` config of iterative schedules and warm-ups, ``per_class``, ``device`` and the
+    ``warmups`` the caller's methods share (``PruneContext.warmups``)."""
+    context = PruneContext(spec, splits, schedule, train, per_class, device, warmups=warmups)
     return prune_in_context(method, context, density, seeds, data_seed=data_seed, progress=progress, dtype=dtype)
 
 
@@ -215,27 +243,12 @@ def prune_in_context(
     if any(SCORERS.get(s).epochs for s in (*method.scorers, *((method.init,) if method.saw else ()))):
         train = (context.splits.train_x, context.splits.train_y)  # a scorer learns on the training split
         datas = [None if d is None else replace(d, train=train) for d in datas]
-    splits = context.splits
     nets = [with_init(method, context.theta0(s), s, d) for s, d in zip(seeds, datas, strict=True)]
     costs = [Cost() for _ in seeds]
     if method.iterative:
-        outcomes = prune_iterative(
-            [score_function(method, d, s, c, context.n_train) for d, s, c in zip(datas, seeds, costs, strict=True)],
-            nets,
-            splits,
-            density,
-            list(seeds),
-            context.train,
-            data_seed,
-            multi_shot=method.multi_shot,
-            config=schedule,
-            name=str(method),
-            device=context.device,
-            progress=progress,
-            dtype=dtype,
+        outcomes = _prune_iterative_seeds(
+            method, context, density, seeds, nets, datas, costs, data_seed, progress, dtype
         )
-        for cost, outcome in zip(costs, outcomes, strict=True):
-            cost.epochs += sum(r.epochs_trained for r in outcome.level_results)
     else:
         outcomes = [
             _prune_upfront_seed(method, context, net, d, density, s, cost)
@@ -272,6 +285,46 @@ def _draws(
     return draw(seeds[0] if data_seed is None else data_seed), [context.prune_data(draw(s)) for s in seeds]
 
 
+def _prune_iterative_seeds(
+    method: Method,
+    context: PruneContext,
+    density: float,
+    seeds: tuple[int, ...],
+    nets: list[nn.Module],
+    datas: list,
+    costs: list[Cost],
+    data_seed: int,
+    progress,
+    dtype: torch.dtype,
+) -> list[PruneOutcome]:
+    """ISS/IMS for the seeds together; each cost gains the epochs its levels trained, or the budget its
+    levels share (``imp+w3``)."""
+    splits, schedule = context.splits, context.schedule
+    budget = level_steps(method, schedule.levels, splits, context.train)  # imp+w3: the levels share 3 epochs
+    outcomes = prune_iterative(
+        [score_function(method, d, s, c, context.n_train) for d, s, c in zip(datas, seeds, costs, strict=True)],
+        nets,
+        splits,
+        density,
+        list(seeds),
+        context.train,
+        data_seed,
+        multi_shot=method.multi_shot,
+        config=schedule,
+        name=str(method),
+        device=context.device,
+        progress=progress,
+        dtype=dtype,
+        level_steps=budget,
+    )
+    for cost, outcome in zip(costs, outcomes, strict=True):
+        if budget is None:
+            cost.epochs += sum(r.epochs_trained for r in outcome.level_results)
+        else:
+            cost.epochs += sum(budget) / steps_per_epoch(splits, context.train)
+    return outcomes
+
+
 def _prune_upfront_seed(
     method: Method,
     context: PruneContext,
@@ -287,7 +340,7 @@ def _prune_upfront_seed(
         if data is None:
             raise MetapruneError(f"method {method} warms up, which needs the training data; accepted: per_class >= 1")
         order = sibling_seed(seed) if method.sibling else seed  # a sibling warms up on another data order
-        record = warm_up(net, context.splits, context.train, method.warmup, order, device=context.device)
+        record = shared_warm_up(method, context, net, order)
         cost.epochs += record.cost_epochs
         cost.warmup += record.cost_epochs
         data = replace(data, warmup=record)
@@ -304,6 +357,30 @@ def _prune_upfront_seed(
         layer_counts=counts,
         revive=SCORERS.get(method.scorers[-1]).revives,
     )
+
+
+def shared_warm_up(method: Method, context: PruneContext, net: nn.Module, seed: int) -> WarmupRecord:
+    """The warm-up of ``method`` from θ0 ``net``, taken from ``context.warmups`` when a method of the same θ0
+    (by content), length and seed ran it already: the trajectory depends on nothing else (the training config
+    and splits are the context's). A stored record keeps a copy of θ0, so no later change to ``net`` reaches it."""
+    if context.warmups is None:
+        return _warm_up(method, context, net, seed)
+    state = torch.cat([t.detach().reshape(-1).double().cpu() for t in net.state_dict().values()])
+    key = (
+        hashlib.blake2b(state.numpy().tobytes(), digest_size=16).hexdigest(),
+        method.warmup,
+        method.warmup_in_steps,
+        seed,
+    )
+    if key not in context.warmups:
+        record = _warm_up(method, context, net, seed)
+        context.warmups[key] = replace(record, initial=copy.deepcopy(net))
+    return context.warmups[key]
+
+
+def _warm_up(method: Method, context: PruneContext, net: nn.Module, seed: int) -> WarmupRecord:
+    train, steps = context.train, method.warmup_in_steps
+    return warm_up(net, context.splits, train, method.warmup, seed, device=context.device, in_steps=steps)
 
 
 def budget_counts(
@@ -325,7 +402,11 @@ def budget_counts(
     if inner is None:  # 'layer': the same fraction in every layer
         return layer_keep_counts(density, layout)
     ticket = prune_in_context(inner, context, density, (seed,))[0]
-    shared = inner.warmup == method.warmup and method.warmup is not None
+    shared = (
+        (inner.warmup, inner.warmup_in_steps) == (method.warmup, method.warmup_in_steps)
+        and method.warmup is not None
+        and not inner.iterative  # an iterative method's +w is its levels' budget, no warm-up
+    )
     # a budget method warming up as this one does follows the same trajectory (same θ0, seed and stream):
     # its warm-up is paid once
     cost.epochs += ticket.cost_epochs - (ticket.warmup_epochs if shared else 0.0)

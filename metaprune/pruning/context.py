@@ -48,6 +48,9 @@ class PruneContext:
     per_class: int = PER_CLASS
     device: torch.device | str | None = None
     batch: PruneData | None = None  # the pruning batch of every seed; None: drawn from ``splits`` per seed
+    # warm-up records its methods share (``apply.shared_warm_up``): the same θ0, length and seed follow the same
+    # trajectory, so methods of one seed (evaluate) warm up once; None: every method warms up itself
+    warmups: dict | None = None
 
     def __post_init__(self) -> None:
         check_per_class(self.per_class)

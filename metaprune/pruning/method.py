@@ -1,9 +1,9 @@
 """One grammar names a pruning method; it is parsed here and nowhere else.
 
-    method    := ('imp' | 'rigl' | scorers ['@' schedule]) ['+w' EPOCHS] ['#' budget] ['~' init] ['!' ablation]
+    method    := ('imp' | 'rigl' | scorers ['@' schedule]) ['+w' LENGTH] ['#' budget] ['~' init] ['!' ablation]
     scorers   := scorer ['>' scorer]          A>B: stacked scoring (thesis algorithm 1)
     scorer    := a registered scorer or alias (mag, snip, grasp, grasp_abs, synflow, random,
-                 delta, movement, abs_grad, prospr, ntksap, force, phew, gem)
+                 delta, movement, mag_increase, abs_grad, prospr, ntksap, force, phew, gem)
                  | 'gem' E                    GEM-MINER with E epochs of mask learning (gem20; gem: its default)
                  | 'learned:' MODEL_DIR       a fitted scorer (``metaprune fit``)
     schedule  := (uss | ums | iss | ims)[N]   default: the scorer's own (its paper's: ums for synflow,
@@ -14,8 +14,12 @@
                                               N: rounds of a multi-shot schedule (ums20: 20 rounds; default:
                                               the schedule config's, 100);
                                               a stack takes the default of its second scorer
-    EPOCHS    := a positive number            warm-up: score after EPOCHS dense epochs from θ0 (fractions
-                                              are whole SGD steps); the ticket still trains from θ0
+    LENGTH    := EPOCHS | STEPS 's'           the training that decides the mask: EPOCHS (a positive number;
+                                              fractions are whole SGD steps) or STEPS SGD steps (+w100s).
+                                              Upfront (uss, ums): a dense warm-up from θ0, scored at θ_E;
+                                              iterative (iss, ims): the budget all levels share (imp+w3 =
+                                              IMP whose levels train 3/levels epochs each, no early
+                                              stopping). The ticket still trains from θ0
     budget    := global | layer | learned | erk | from:M
                                               how the kept count is split over layers: one global top-k
                                               (default), the same fraction per layer, the per-layer counts
@@ -65,7 +69,8 @@ GRAMMAR_HELP = (
     "METHOD = [A>]B[@schedule][+wE][#budget][~init][!ablation]; A>B stacks scorer B on scorer A's scores; "
     "schedule: uss, ums, iss, ims (default: the scorer's paper's, e.g. ums for synflow; uss otherwise), "
     "umsN/imsN for N rounds, rigl (dynamic sparse training from the scorer's mask; 'rigl' = random@rigl#erk); "
-    "+wE: score after E dense warm-up epochs (the ticket still trains from θ0); budget: "
+    "+wE: score after E dense warm-up epochs (+wNs: N SGD steps; the ticket still trains from θ0; on iss/ims: "
+    "the training budget its levels share, imp+w3); budget: "
     "global, layer, learned (a learned scorer's own split), erk (RigL's Erdős–Rényi-kernel split) or "
     "from:METHOD (that method's per-layer counts); init: standard, bimodal, "
     "or a scorer for SaW (scores as weights); ablation: shuffle, reinit, invert, or sibling (the same method with "
@@ -85,9 +90,12 @@ class Method:
     schedule: str
     init: str = "standard"  # standard | bimodal | a scorer name (SaW)
     ablation: str | None = None
-    warmup: float | None = None  # dense epochs from θ0 before scoring (None: score θ0 itself)
+    # upfront: dense epochs from θ0 before scoring (None: score θ0 itself); iterative: the epochs all levels
+    # share (None: every level trains the training config's epochs with early stopping)
+    warmup: float | None = None
     budget: str | None = None  # global | layer | learned | erk | from:METHOD (None: the schedule config's scope)
     rounds: int | None = None  # multi-shot rounds (``ums20``); None: the schedule config's
+    warmup_in_steps: bool = False  # True: ``warmup`` counts SGD steps (``+w100s``), not epochs
 
     @property
     def stacked(self) -> bool:
@@ -136,7 +144,9 @@ class Method:
         return own + (inner.learned_models if inner is not None else ())
 
     def canonical(self) -> str:
-        parts = _suffix(self.schedule, self.rounds, self.warmup, self.budget, self.init, self.ablation)
+        parts = _suffix(
+            self.schedule, self.rounds, self.warmup, self.budget, self.init, self.ablation, self.warmup_in_steps
+        )
         return ">".join(self.scorers) + parts
 
     def __str__(self) -> str:
@@ -167,7 +177,7 @@ class Method:
         if inner is not None:
             budget = FROM + inner.label(model, compact=compact)
         init = self.init if self.init in BASE_INITS else name(self.init)
-        return head + _suffix(schedule, self.rounds, self.warmup, budget, init, self.ablation)
+        return head + _suffix(schedule, self.rounds, self.warmup, budget, init, self.ablation, self.warmup_in_steps)
 
     def variant(self, **parts: Any) -> Method:
         """This method with ``parts`` replaced (e.g. ``ablation='shuffle'``, ``warmup=3.0``), refused as
@@ -205,12 +215,13 @@ def _suffix(
     budget: str | None,
     init: str = "standard",
     ablation: str | None = None,
+    in_steps: bool = False,
 ) -> str:
-    """``@schedule[N][+wE][#budget][~init][!ablation]``, each part spelled only when given (``schedule``
+    """``@schedule[N][+wE|+wNs][#budget][~init][!ablation]``, each part spelled only when given (``schedule``
     None: not spelled)."""
     text = "" if schedule is None else "@" + schedule + ("" if rounds is None else str(rounds))
     if warmup is not None:
-        text += f"+w{float(warmup):g}"
+        text += f"+w{int(warmup)}s" if in_steps else f"+w{float(warmup):g}"
     if budget is not None:
         text += "#" + budget
     if init != "standard":
@@ -380,7 +391,7 @@ def _canonical_scorer(token: str, text: str, pos: int) -> str:
 # is any word (letters of every script included), so an unknown one is echoed whole ('snïp', not 'sn')
 _TOKEN = re.compile(re.escape(LEARNED) + r"(?:[^@~!>#+]|\+(?!w[0-9.]))*|[^\W\d]\w*")
 _SCHEDULE = re.compile(r"(uss|ums|iss|ims|rigl)([0-9]+)?")
-_EPOCHS = re.compile(r"w([0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_EPOCHS = re.compile(r"w([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(s?)")
 _BUDGET_FROM = re.compile(r"from:[^~!]*")
 
 
@@ -400,14 +411,16 @@ def parse_method(text: str, **overrides: Any) -> Method:
         schedule, rounds = _default_schedule(scorers[-1])
     if fixed == RIGL and "#" not in parts:
         parts["#"] = "erk"  # RigL's paper distributes its density over layers by ERK
+    warmup, in_steps = parts.get("+", (None, False))  # type: ignore[misc]
     method = Method(
         tuple(scorers),
         str(schedule),
         str(parts.get("~", "standard")),
         parts.get("!"),  # type: ignore[arg-type]
-        parts.get("+"),  # type: ignore[arg-type]
+        warmup,
         parts.get("#"),  # type: ignore[arg-type]
         rounds,
+        bool(in_steps),
     )
     if overrides:
         method = replace(method, **overrides)
@@ -417,7 +430,7 @@ def parse_method(text: str, **overrides: Any) -> Method:
 
 
 def _parse_parts(text: str, pos: int, fixed: str | None) -> dict[str, object]:
-    """The parts after the scorers (from ``pos``), by separator: ``{'@': (schedule, rounds), '+': epochs,
+    """The parts after the scorers (from ``pos``), by separator: ``{'@': (schedule, rounds), '+': (length, steps),
     '#': budget, '~': init, '!': ablation}``; ``fixed``: 'imp' or 'rigl', which fixed the schedule already."""
     parts: dict[str, object] = {}
     order = "@+#~!"
@@ -478,11 +491,13 @@ def _parse_part(sep: str, text: str, pos: int) -> tuple[object, int]:
     if sep == "+":
         m = _EPOCHS.match(text, pos)
         if not m:
-            raise _fail(text, pos, "expected a warm-up 'wE' after '+', E dense epochs, e.g. +w3 or +w0.5")
-        epochs = float(m.group(1))
-        if not epochs > 0:
+            raise _fail(text, pos, "expected a warm-up 'wE' after '+', E dense epochs or N steps, e.g. +w3 or +w100s")
+        length, in_steps = float(m.group(1)), bool(m.group(2))
+        if in_steps and not (length >= 1 and length.is_integer()):
+            raise _fail(text, pos, f"warm-up of {m.group(1)} steps; accepted: a whole number of SGD steps, e.g. +w100s")
+        if not length > 0:
             raise _fail(text, pos, f"warm-up of {m.group(1)} epochs; accepted: a positive number of epochs")
-        return epochs, m.end()
+        return (length, in_steps), m.end()
     if sep == "#":
         m = _BUDGET_FROM.match(text, pos)
         if m:
@@ -539,12 +554,14 @@ def _check_meaning(method: Method, text: str) -> None:
         raise MetapruneError(
             f"method {text!r}: SaW scores θ0, but {method.init!r} reads a warm-up; accepted: a θ0 scorer as init"
         )
-    if method.warmup is not None:
-        if method.iterative:
+    if method.warmup is not None and method.iterative:
+        needing = [s for s in registered if SCORERS.get(s).needs_warmup]
+        if needing:
             raise MetapruneError(
-                f"method {text!r}: a warm-up (+w) means nothing under the iterative schedule "
-                f"{method.schedule!r}, which trains before every prune already; accepted: +wE with uss or ums"
+                f"method {text!r}: under {method.schedule!r} the +w part is the training budget its levels share, "
+                f"not a warm-up, and scorer {needing[0]!r} reads a warm-up; accepted: {needing[0]}+wE (uss or ums)"
             )
+    if method.warmup is not None:
         blind = [s for s in registered if not SCORERS.get(s).reads_weights]
         if len(blind) == len(method.scorers):
             raise MetapruneError(

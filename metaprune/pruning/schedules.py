@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -206,6 +206,7 @@ def prune_iterative(
     progress: Callable[[int, int], None] | None = None,
     train_progress: ProgressFn | None = None,
     dtype: torch.dtype = torch.float32,
+    level_steps: Sequence[int] | None = None,
 ) -> list[PruneOutcome]:
     """ISS or IMS for a population: all members train together at each level, then each is pruned.
 
@@ -213,6 +214,8 @@ def prune_iterative(
     ``score_fns[i]`` scores member i and ``seeds[i]`` seeds its tie-breaking.
     ``progress(level, levels)`` is called after each level. ``dtype`` is the training dtype
     (float64 makes a population bit-comparable with solo runs; the checkpoint is cast back to θ0's dtype).
+    ``level_steps`` (a budget the levels share, ``imp+w3``): level l trains ``level_steps[l - 1]`` SGD steps
+    without early stopping and scores the state it ends in.
     """
     config = config.validate()
     k = len(nets)
@@ -227,18 +230,22 @@ def prune_iterative(
     last_scores = [torch.zeros(n) for _ in range(k)]
     level_results: list[list] = [[] for _ in range(k)]
     levels = exponential_densities(1.0, density, config.levels)
+    if level_steps is not None and len(level_steps) != len(levels):
+        raise MetapruneError(f"{name}: {len(level_steps)} level budgets for {len(levels)} levels")
     history = [[] for _ in range(k)]
     for level, level_density in enumerate(levels, start=1):
+        steps = None if level_steps is None else int(level_steps[level - 1])
         trained = train_population(
             nets,
             data,
-            train_config,
+            _level_config(train_config, data, steps),
             data_seed,
             masks=masks,
             device=device,
             dtype=dtype,
             keep_states=True,
             progress=train_progress,
+            max_steps=steps,
         )
         for i in range(k):
             check_trained(trained.members[i], seeds[i], level, len(levels), name)
@@ -246,30 +253,29 @@ def prune_iterative(
             checkpoint = load_member_state(nets[i], trained.states[i])
             if multi_shot:
                 start = masks[i].sum().item() / n
-                steps = exponential_densities(start, level_density, config.rounds)
+                shots = exponential_densities(start, level_density, config.rounds)
             else:
-                steps = [level_density]
+                shots = [level_density]
             tie_gen = generator(seeds[i], "tie_break", level)
-            for d in steps:
+            for d in shots:
                 new, last_scores[i] = _prune_step(score_fns[i], checkpoint, masks[i], d, config.scope, tie_gen, name)
                 removed[i][masks[i] & ~new] = level
                 masks[i] = new
                 history[i].append(d)
         if progress is not None:
             progress(level, len(levels))
-    outcomes = []
     for i in range(k):
         removed[i][masks[i]] = len(levels) + 1
-        outcomes.append(
-            PruneOutcome(
-                mask=masks[i],
-                scores=last_scores[i],
-                removed_at=removed[i],
-                densities=history[i],
-                level_results=level_results[i],
-            )
-        )
-    return outcomes
+    return [PruneOutcome(masks[i], last_scores[i], removed[i], history[i], level_results[i]) for i in range(k)]
+
+
+def _level_config(train: TrainConfig, data: DataSplits, steps: int | None) -> TrainConfig:
+    """The training config of a level: ``train``, or for a level of ``steps`` SGD steps (a shared budget)
+    just enough epochs to hold them, without early stopping (the state the steps end in is scored)."""
+    if steps is None:
+        return train
+    per_epoch = math.ceil(int(data.train_x.shape[0]) / train.batch_size)
+    return replace(train, early_stopping=False, epochs=math.ceil(steps / per_epoch))
 
 
 def check_trained(member: MemberResult, seed: int, level: int, levels: int, name: str) -> None:

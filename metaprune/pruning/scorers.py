@@ -233,6 +233,25 @@ def abs_grad_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, 
     return _dynamics(net, mask, data, "abs_grad")
 
 
+@register_scorer(
+    "mag_increase",
+    True,
+    "magnitude increase |theta_E| - |theta0| over a warm-up (Zhou et al. 2019; write mag_increase+wE)",
+    needs_warmup=True,
+)
+def mag_increase_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
+    """Negative where a weight shrank; only alive weights are ranked (``make_mask``), so the 0 of a pruned
+    weight never outranks them."""
+    record = None if data is None else data.warmup
+    if record is None:
+        raise MetapruneError("scorer 'mag_increase' reads a warm-up; accepted: a method with one, e.g. mag_increase+w3")
+    theta_e = torch.cat([p.detach().reshape(-1).to("cpu", torch.float64) for p in prunable_weights(record.network)])
+    total = prunable_layout(net).total
+    theta0 = check_weight_axis(record.theta0, total, "warm-up")
+    values = (check_weight_axis(theta_e, total, "warm-up").abs() - theta0.abs()).to(torch.float32)
+    return values * mask.cpu().to(values.dtype)
+
+
 # ------------------------------------------------------------------------------- in modules of their own
 
 # ProsPr (meta-gradient through M SGD steps) and the later peers live in modules of their own; importing

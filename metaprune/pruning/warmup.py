@@ -1,9 +1,10 @@
 """A short dense warm-up from θ0 whose trajectory informs which weights to keep (``+wE`` in a method).
 
 The warm-up trains a copy of θ0 for E epochs (fractions are whole SGD steps: ``round(E * batches per
-epoch)``) with the evaluation's training config, through the one train loop, on a data order drawn from
-the ``warmup_order`` stream of the seed: independent of the ``data_order`` stream the ticket later
-trains on. The ticket itself always trains from θ0; the warm-up only decides the mask.
+epoch)``; ``+wNs`` spells N steps directly) with the evaluation's training config, through the one train
+loop, on a data order drawn from the ``warmup_order`` stream of the seed: independent of the
+``data_order`` stream the ticket later trains on. The ticket itself always trains from θ0; the warm-up
+only decides the mask.
 
 Along the way it records, per prunable weight (flat weight axis, float64, CPU):
 
@@ -72,9 +73,24 @@ class WarmupRecord:
         }
 
 
-def warmup_steps(epochs: float, splits: DataSplits, train: TrainConfig) -> int:
-    """SGD steps of an ``epochs`` warm-up; one-line errors for a warm-up the training config cannot hold."""
+def steps_per_epoch(splits: DataSplits, train: TrainConfig) -> int:
+    return math.ceil(int(splits.train_x.shape[0]) / train.batch_size)
+
+
+def warmup_steps(epochs: float, splits: DataSplits, train: TrainConfig, *, in_steps: bool = False) -> int:
+    """SGD steps of an ``epochs`` warm-up (``in_steps``: ``epochs`` counts steps already); one-line errors
+    for a warm-up the training config cannot hold."""
     e = float(epochs)
+    per_epoch = steps_per_epoch(splits, train)
+    if in_steps:
+        if not (e >= 1 and e.is_integer()):
+            raise MetapruneError(f"bad warm-up of {epochs!r} steps; accepted: a whole number of SGD steps")
+        if e > train.epochs * per_epoch:
+            raise MetapruneError(
+                f"warm-up of {e:g} steps is longer than the training config's {train.epochs} epochs "
+                f"({per_epoch} steps each); accepted: at most {train.epochs * per_epoch} steps"
+            )
+        return int(e)
     if not (e > 0 and math.isfinite(e)):
         raise MetapruneError(f"bad warm-up of {epochs!r} epochs; accepted: a positive number of epochs")
     if e > train.epochs:
@@ -82,7 +98,6 @@ def warmup_steps(epochs: float, splits: DataSplits, train: TrainConfig) -> int:
             f"warm-up of {e:g} epochs is longer than the training config's {train.epochs} epochs; "
             f"accepted: at most {train.epochs}"
         )
-    per_epoch = math.ceil(int(splits.train_x.shape[0]) / train.batch_size)
     steps = int(round(e * per_epoch))
     if steps < 1:
         raise MetapruneError(
@@ -138,14 +153,17 @@ def warm_up(
     seed: int,
     *,
     device: torch.device | str | None = None,
+    in_steps: bool = False,
 ) -> WarmupRecord:
-    """Train a copy of ``net`` (θ0) densely for ``epochs`` and record its trajectory; ``net`` is untouched."""
+    """Train a copy of ``net`` (θ0) densely for ``epochs`` (``in_steps``: that many SGD steps) and record
+    its trajectory; ``net`` is untouched. A warm-up in steps records its length in epochs as
+    steps / steps per epoch (a model fitted on ``+w3`` accepts ``+w{3 * steps per epoch}s``)."""
     t0 = time.perf_counter()
-    steps = warmup_steps(epochs, splits, train)
+    steps = warmup_steps(epochs, splits, train, in_steps=in_steps)
     layout = prunable_layout(net)
     names = [layer.name for layer in layout.layers]
     trajectory = _Trajectory(names, train.lr)
-    per_epoch = math.ceil(int(splits.train_x.shape[0]) / train.batch_size)
+    per_epoch = steps_per_epoch(splits, train)
     config = replace(train, early_stopping=False, epochs=math.ceil(steps / per_epoch))
     train_population(
         [net],
@@ -166,7 +184,7 @@ def warm_up(
     theta0 = torch.cat([p.detach().reshape(-1).to("cpu", torch.float64) for p in _prunable(net, names)])
     theta_e = trajectory.flat(trajectory.prev)
     return WarmupRecord(
-        **WarmupRecord.setup_of(epochs, train),
+        **WarmupRecord.setup_of(steps / per_epoch if in_steps else epochs, train),
         steps=steps,
         cost_epochs=steps / per_epoch,
         network=warmed,
