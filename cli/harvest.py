@@ -126,7 +126,6 @@ def harvest_cmd(
         target=target,
         siblings=siblings,
     )
-    tasks = math.ceil(len(seed_list) / seeds_per_task)
     if family:
         _harvest_family(ctx, family, config, out_path, redo, workers, scheduler, device, data_root, json_out)
         return
@@ -138,7 +137,7 @@ def harvest_cmd(
             seed_list,
             out=out_path,
             redo=parse_seeds(redo) if redo else (),
-            workers=workers_for(workers, scheduler, tasks),
+            workers=workers_for(workers, scheduler, math.ceil(len(seed_list) / seeds_per_task)),
             scheduler=scheduler,
             device=device,
             data_root=data_root,
