@@ -52,12 +52,9 @@ class PruneResult:
         return {
             "network": self.network,
             "dataset": self.dataset,
-            "method": self.method.canonical(),
+            **self.method.schedule_settings(self.schedule),
             "density": self.density,
             "seed": self.seed,
-            "scope": self.schedule.scope,
-            "rounds": self.schedule.rounds if self.method.multi_shot else None,
-            "levels": self.schedule.levels if self.method.iterative else None,
             "train": to_jsonable(self.train) if self.train is not None else None,
             "per_class": self.per_class,
         }

@@ -92,12 +92,9 @@ class ModulePruneResult:
     def config(self) -> dict:
         """What determines the masks besides the module's weights and the batch (JSON-able)."""
         return {
-            "method": self.method.canonical(),
+            **self.method.schedule_settings(self.schedule),
             "density": self.density,
             "seed": self.seed,
-            "scope": self.schedule.scope,
-            "rounds": self.schedule.rounds if self.method.multi_shot else None,
-            "levels": self.schedule.levels if self.method.iterative else None,
             "train": to_jsonable(self.train) if self.train is not None else None,
             "data": self.data,
         }

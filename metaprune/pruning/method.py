@@ -143,6 +143,16 @@ class Method:
         inner = self.budget_method
         return own + (inner.learned_models if inner is not None else ())
 
+    def schedule_settings(self, schedule) -> dict:
+        """The method and the schedule settings it uses (JSON-able): rounds only for a multi-shot schedule,
+        levels only for an iterative one; what a ticket's recorded config says of how it was pruned."""
+        return {
+            "method": self.canonical(),
+            "scope": schedule.scope,
+            "rounds": schedule.rounds if self.multi_shot else None,
+            "levels": schedule.levels if self.iterative else None,
+        }
+
     def canonical(self) -> str:
         parts = _suffix(
             self.schedule, self.rounds, self.warmup, self.budget, self.init, self.ablation, self.warmup_in_steps
