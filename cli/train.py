@@ -180,6 +180,8 @@ def _bench_sparse(densities: list[float], device: str, epochs: int, repeats: int
     for d, row in result["densities"].items():
         paths = row["training_paths"].get("groups", [])
         kinds = "; ".join(f"{len(g['members'])}: {g['kernels']}" for g in paths) or "dense path"
+        if row["training_paths"].get("threads") == 1:
+            kinds += " (1 thread)"
         table.add_row(
             d,
             str(row["population"]),

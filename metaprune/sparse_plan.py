@@ -40,6 +40,11 @@ COSTS = {
 }
 CSR_ROW = 0.012
 GROUP_FIXED = 55.0  # the rest of a group's step: batch gather, softmax, activations' element-wise passes
+# A CPU population of compacted groups whose modelled step costs less than this trains on one thread: its
+# kernels are too small for a second thread to pay its wake-ups. Measured on LeNet-300-100 tickets (README
+# "Benchmarks"): with OMP_WAIT_POLICY=PASSIVE, as harvest and bench set it, one thread ran them 2.1x
+# faster than two at density 0.005 (312 µs modelled), 2.3x at 0.01, 1.6x at 0.02 (790 µs), equal at 0.05.
+ONE_THREAD_BELOW_US = 1000.0
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,14 @@ def _choose(members: Sequence[CompactMember]) -> tuple[tuple[str, ...], float]:
         kinds.append("csr" if csr < dense else "dense")
         total += min(csr, dense)
     return tuple(kinds), total
+
+
+def single_thread(groups: Sequence[Group], members: Sequence[CompactMember]) -> bool:
+    """Whether a population planned as ``groups`` trains on one thread: all its groups compacted and
+    their modelled step costs together below ``ONE_THREAD_BELOW_US``."""
+    if any(g.kinds is None for g in groups):
+        return False
+    return sum(group_cost([members[i] for i in g.members]) for g in groups) < ONE_THREAD_BELOW_US
 
 
 def plan(members: Sequence[CompactMember], full_widths: Sequence[int], sparse_kernels: bool = True) -> list[Group]:

@@ -8,7 +8,8 @@ tensors, which is the same as K separate optimisers because neither mixes entrie
 
 Masked MLPs under plain SGD train compacted unless ``TrainConfig.dense_training``: each member reduced to
 its live subnetwork (``compaction``), the population split into groups whose layers run dense or CSR
-kernels (``sparse_plan``, ``sparse_step``, ``compact_group``), the rest on the dense path above. The loop
+kernels (``sparse_plan``, ``sparse_step``, ``compact_group``), the rest on the dense path above; on a
+CPU, a population of small compacted groups trains on one thread (``sparse_plan.single_thread``). The loop
 below sees groups only: each steps on the same batch, evaluates its members and hands out checkpoints,
 expanded to full size at the end.
 
@@ -28,6 +29,7 @@ The test accuracy reported for a member is the one at its checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 import warnings
@@ -49,6 +51,7 @@ from metaprune.mlp_step import MLPStep
 from metaprune.networks import MLP, prunable_layout
 from metaprune.rigl import RigL, rigl_update
 from metaprune.seeds import generator
+from metaprune.threads import limited_threads
 
 
 def resolve_device(name: str | None = None) -> torch.device:
@@ -502,6 +505,7 @@ def _build_groups(
         index = torch.tensor(rows, dtype=torch.long, device=next(iter(params.values())).device)
         rigl = [dynamic[i] for i in rows]
         groups.append(_DynamicGroup(index, stack, config, data, rigl, config.epochs * n_batches))  # type: ignore[arg-type]
+    paths.pop("threads", None)  # RigL groups train dense: they keep the caller's threads
     paths["dynamic"] = {"members": [i for rows in by_settings.values() for i in rows], "path": "dense (RigL)"}
     return groups, paths
 
@@ -539,7 +543,10 @@ def _static_groups(
             groups.append(_DenseGroup(torch.tensor(members, dtype=torch.long, device=device), stack, config, data))
         else:
             groups.append(CompactGroup(members, compact, g.kinds, config.lr, params, data))
-    return groups, {"groups": [g.describe([compact[i] for i in rows]) for g in plan]}
+    paths: dict = {"groups": [g.describe([compact[i] for i in rows]) for g in plan]}
+    if device.type == "cpu" and sparse_plan.single_thread(plan, [compact[i] for i in rows]):
+        paths["threads"] = 1
+    return groups, paths
 
 
 def _stop_members(groups: list, checkpoints: _Checkpoints, patience: int) -> list:
@@ -602,7 +609,8 @@ def train_population(
     for group in groups:
         checkpoints.start(group)
     loop = _Loop(config, data_seed, order_stream, max_steps, step_hook, progress)
-    iterations, samples = loop.run(template, groups, checkpoints, (data.val_y, data.test_y), k_total)
+    with limited_threads(1) if paths.get("threads") == 1 else contextlib.nullcontext():
+        iterations, samples = loop.run(template, groups, checkpoints, (data.val_y, data.test_y), k_total)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return PopulationResult(

@@ -121,3 +121,13 @@ def assert_consolidated_current(path):
     assert caught == []
     xr.testing.assert_identical(ds, xr.open_zarr(path, consolidated=False).load())
     return ds
+
+
+def assert_matches_reference(ours: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-5) -> None:
+    """Our values against a reference code's, computed on identical inputs: bit for bit on the CPU its
+    fixture was written on, and to float32 rounding elsewhere — another CPU's BLAS kernels sum in another
+    order, which moves the last bits (relative 1e-5 of the tensor's largest entry covers the cancellations
+    in sums of mixed signs)."""
+    expected = expected.to(ours.dtype)
+    scale = float(expected.abs().max())
+    torch.testing.assert_close(ours, expected, rtol=rtol, atol=rtol * scale)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from metaprune.compaction import compact, expand, has_path, live_units
 from metaprune.networks import build_network, prunable_layout
 from metaprune.provenance import config_hash, to_jsonable
-from metaprune.sparse_plan import Group, member_kinds, plan
+from metaprune.sparse_plan import ONE_THREAD_BELOW_US, Group, group_cost, member_kinds, plan, single_thread
 from metaprune.sparse_step import CompactStep
 from metaprune.training import DenseTrainingFallback, TrainConfig, train_population
 from tests.conftest import synthetic_splits, torch_threads
@@ -305,3 +305,41 @@ def test_dense_training_is_recorded_only_when_set():
     dense = TrainConfig(dense_training=True)
     assert dense.to_dict()["dense_training"] is True and TrainConfig.from_dict(dense.to_dict()) == dense
     assert config_hash(dense) != config_hash(TrainConfig())
+
+
+def test_small_compacted_populations_train_on_one_thread_and_restore_the_callers(mnist_like):
+    """A population of small compacted groups runs its loop on one thread (its kernels are too small for
+    a second, ``sparse_plan.single_thread``); a population with a dense group keeps the caller's threads."""
+    nets, masks = _lenet_like()
+    cfg = TrainConfig(lr=0.05, batch_size=32, epochs=2, early_stopping=False)
+    seen: list[int] = []
+
+    def progress(epoch, k_active, k_total):
+        seen.append(torch.get_num_threads())
+
+    with torch_threads(2):
+        small = train_population(nets[:2], mnist_like, cfg, 0, masks=masks[:2], progress=progress)
+        assert torch.get_num_threads() == 2
+        assert small.extra["training_paths"]["threads"] == 1 and seen == [1, 1]
+        seen.clear()
+        mixed = train_population(nets, mnist_like, cfg, 0, masks=masks, progress=progress)
+        assert torch.get_num_threads() == 2
+    assert "threads" not in mixed.extra["training_paths"] and seen == [2, 2]
+    assert any(g["path"] == "dense" for g in mixed.extra["training_paths"]["groups"])
+
+
+def test_single_thread_rule_reads_the_modelled_cost_of_compacted_groups_only():
+    g = torch.Generator().manual_seed(0)
+
+    def member(density):
+        masks = [torch.rand(300, 784, generator=g) < density, torch.rand(100, 300, generator=g) < density]
+        masks.append(torch.ones(10, 100, dtype=torch.bool))
+        return compact([torch.ones(m.shape) * m for m in masks], [torch.zeros(m.shape[0]) for m in masks], masks)
+
+    sparse, full = member(0.005), member(1.0)
+    assert group_cost([sparse]) < ONE_THREAD_BELOW_US < group_cost([member(0.2)] * 4)
+    assert single_thread(plan([sparse, sparse], [784, 300, 100, 10]), [sparse, sparse])
+    many = [member(0.2) for _ in range(4)]
+    assert not single_thread(plan(many, [784, 300, 100, 10]), many)  # big kernels: two threads pay
+    mixed = [sparse, full]
+    assert not single_thread(plan(mixed, [784, 300, 100, 10]), mixed)  # a dense-path group

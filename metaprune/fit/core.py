@@ -24,12 +24,13 @@ from metaprune.fit.assess import evaluate_units, next_level_overlap, sibling_ove
 from metaprune.fit.budget import fit_store_budget
 from metaprune.fit.config import FitConfig
 from metaprune.fit.cv import cross_validate, select_by_cv
-from metaprune.fit.models import REGRESSORS, Regressor, limited_threads, make_regressor
+from metaprune.fit.models import REGRESSORS, Regressor, make_regressor
 from metaprune.fit.persist import ModelCard, check_name, dynamics_features, save_model
 from metaprune.fit.sampler import ProgressFn, SeedReader, StreamData, Unit, trajectory_units
 from metaprune.fit.split import split_seeds
 from metaprune.fit.stores import StoreView, open_stores, resolve_stores, select_target
 from metaprune.pruning.method import IntendedUse
+from metaprune.threads import limited_threads
 
 TRAIN_EVAL_SEEDS = 8  # training seeds scored for the train R²/MSE (bounded time for big stores)
 

@@ -22,13 +22,13 @@ from torch import nn
 from metaprune import features as feature_module
 from metaprune.errors import MetapruneError
 from metaprune.fit import portable
-from metaprune.fit.models import limited_threads
 from metaprune.fit.persist import LoadedModel, ModelCard, dynamics_features, load_model
 from metaprune.fit.preprocess import alive_bounds, preprocess
 from metaprune.networks import prunable_layout
 from metaprune.pruning.masks import check_mask
 from metaprune.pruning.method import LEARNED, Method, learned_method
 from metaprune.pruning.scorers import SCORERS, ScorerSpec
+from metaprune.threads import limited_threads
 
 LEARNED_PASSES = 5.5  # compute accounting: snip (1), grasp (3), 101 SynFlow passes on one example, activations
 CACHE_SIZE = 4  # loaded models kept per process, keyed by (resolved path, payload sha256)

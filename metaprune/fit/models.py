@@ -20,7 +20,6 @@ plus a JSON architecture.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
@@ -64,27 +63,6 @@ class TrainData(Protocol):
         ...
 
     def report(self, stage: str, done: int, total: int) -> None: ...
-
-
-@contextlib.contextmanager
-def limited_threads(n: int) -> Iterator[None]:
-    """Run with at most ``n`` BLAS/OpenMP/PyTorch threads (restored afterwards).
-
-    The fit's matrices are thin (tens of columns), so extra threads buy little, and on a busy machine
-    their spin-waiting is ruinous: measured on 2 shared cores, XᵀX of 266,200 x 23 took 8 s with two
-    OpenBLAS threads and 0.01 s with one; an MLP epoch 14 s with two PyTorch threads, 0.15 s with one.
-    """
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    n = max(1, int(n))
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        with threadpool_limits(limits=n):
-            yield
-    finally:
-        torch.set_num_threads(old)
 
 
 # ------------------------------------------------------------------------------------------- options

@@ -140,12 +140,22 @@ def _describe(layout: Layout) -> str:
     return "layers " + ", ".join(f"{name} ({size:,})" for name, size in layout)
 
 
+def _portable_path(path: str | Path) -> str:
+    """``path`` relative to the working directory if it lies under it, else its name alone."""
+    absolute = Path(path).absolute()
+    try:
+        return absolute.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return absolute.name
+
+
 @dataclass(frozen=True)
 class StoreRecord:
-    """A store a model was fitted on, as it was then."""
+    """A store a model was fitted on, as it was then. ``path`` is as the fit was given it, relative to the
+    working directory where it lies under it: a card names no machine's folders, so a model fitted in a
+    checkout can ship with it (its stores are known by their hashes)."""
 
     path: str
-    abs_path: str
     hash: str  # the store's content hash (``fit.stores.content_hash``)
     config_hash: str  # its harvest config's hash (in its default file name)
     complete_seeds: tuple[int, ...]
@@ -159,7 +169,7 @@ class StoreRecord:
     @classmethod
     def from_view(cls, view: StoreView) -> StoreRecord:
         return cls(
-            str(view.path), str(Path(view.path).absolute()), view.content_hash, view.config_hash,
+            _portable_path(view.path), view.content_hash, view.config_hash,
             tuple(view.complete_seeds), view.network, view.dataset, view.density, view.levels,
         )  # fmt: skip
 
@@ -168,7 +178,6 @@ class StoreRecord:
         density, levels = entry.get("density"), entry.get("levels")
         return cls(
             str(entry.get("path")),
-            str(entry.get("abs_path")),
             str(entry.get("hash")),
             str(entry.get("config_hash")),
             tuple(int(s) for s in entry.get("complete_seeds") or ()),
@@ -181,7 +190,6 @@ class StoreRecord:
     def to_meta(self) -> dict[str, Any]:
         return {
             "path": self.path,
-            "abs_path": self.abs_path,
             "hash": self.hash,
             "config_hash": self.config_hash,
             "complete_seeds": list(self.complete_seeds),
