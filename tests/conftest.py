@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from metaprune.datasets import DataSplits
+from metaprune.seeds import generator
 
 
 def synthetic_splits(n_train=96, n_val=32, n_test=32, shape=(1, 4, 4), classes=3, seed=0) -> DataSplits:
@@ -131,3 +132,17 @@ def assert_matches_reference(ours: torch.Tensor, expected: torch.Tensor, rtol: f
     expected = expected.to(ours.dtype)
     scale = float(expected.abs().max())
     torch.testing.assert_close(ours, expected, rtol=rtol, atol=rtol * scale)
+
+
+def batch_order(n: int, batch: int, steps: int, seed: int, stream: str):
+    """The indices of ``steps`` SGD batches as the train loop draws them: per epoch one permutation of the
+    ``n`` examples from the ``stream`` of ``seed``, cut into batches of ``batch`` (a partial epoch stops early)."""
+    gen = generator(seed, stream)
+    done = 0
+    while done < steps:
+        perm = torch.randperm(n, generator=gen)
+        for start in range(0, n, batch):
+            if done == steps:
+                return
+            yield perm[start : start + batch]
+            done += 1

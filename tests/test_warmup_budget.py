@@ -17,7 +17,7 @@ from metaprune.pruning.warmup import ORDER_STREAM, warm_up, warmup_steps
 from metaprune.seeds import generator
 from metaprune.training import TrainConfig
 
-from .conftest import synthetic_splits
+from .conftest import batch_order, synthetic_splits
 
 SPEC = "mlp:6"
 TRAIN = TrainConfig(batch_size=32, epochs=3, lr=0.1)
@@ -28,30 +28,22 @@ def _textbook_warmup(net, splits, steps, seed, lr, batch):
     net = copy.deepcopy(net).double()
     weights = prunable_weights(net)
     x, y = splits.train_x.double(), splits.train_y
-    gen = generator(seed, ORDER_STREAM)
     movement = [torch.zeros_like(w) for w in weights]
     abs_grad = [torch.zeros_like(w) for w in weights]
     flips = [torch.zeros_like(w) for w in weights]
-    done = 0
-    while done < steps:
-        perm = torch.randperm(x.shape[0], generator=gen)
-        for start in range(0, x.shape[0], batch):
-            if done == steps:
-                break
-            idx = perm[start : start + batch]
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            grads = torch.autograd.grad(loss, list(net.parameters()))
-            before = [w.detach().clone() for w in weights]
-            with torch.no_grad():
-                for p, g in zip(net.parameters(), grads, strict=True):
-                    p.sub_(lr * g)
-            named = dict(zip([id(p) for p in net.parameters()], grads, strict=True))
-            for i, w in enumerate(weights):
-                g = named[id(w)]
-                movement[i] -= g * before[i]
-                abs_grad[i] += g.abs()
-                flips[i] += (torch.sign(before[i]) * torch.sign(w.detach()) < 0).double()
-            done += 1
+    for idx in batch_order(x.shape[0], batch, steps, seed, ORDER_STREAM):
+        loss = F.cross_entropy(net(x[idx]), y[idx])
+        grads = torch.autograd.grad(loss, list(net.parameters()))
+        before = [w.detach().clone() for w in weights]
+        with torch.no_grad():
+            for p, g in zip(net.parameters(), grads, strict=True):
+                p.sub_(lr * g)
+        named = dict(zip([id(p) for p in net.parameters()], grads, strict=True))
+        for i, w in enumerate(weights):
+            g = named[id(w)]
+            movement[i] -= g * before[i]
+            abs_grad[i] += g.abs()
+            flips[i] += (torch.sign(before[i]) * torch.sign(w.detach()) < 0).double()
     flat = lambda ts: torch.cat([t.reshape(-1) for t in ts])  # noqa: E731
     return net, flat(movement), flat(abs_grad), flat(flips)
 

@@ -20,7 +20,7 @@ from metaprune.pruning.warmup import warm_up
 from metaprune.seeds import generator
 from metaprune.training import TrainConfig
 
-from .conftest import synthetic_splits
+from .conftest import batch_order, synthetic_splits
 
 SPEC = "mlp:6"
 TRAIN = TrainConfig(batch_size=32, epochs=3, lr=0.1)  # 80 examples: 3 steps per epoch
@@ -106,21 +106,13 @@ def _textbook_level(net, mask, splits, steps, seed, lr, batch):
         for w, m in zip(weights, masks, strict=True):
             w.mul_(m.reshape(w.shape).double())
     x, y = splits.train_x.double(), splits.train_y
-    gen = generator(seed, "data_order")
-    done = 0
-    while done < steps:
-        perm = torch.randperm(x.shape[0], generator=gen)
-        for start in range(0, x.shape[0], batch):
-            if done == steps:
-                break
-            idx = perm[start : start + batch]
-            grads = torch.autograd.grad(F.cross_entropy(net(x[idx]), y[idx]), list(net.parameters()))
-            with torch.no_grad():
-                for p, g in zip(net.parameters(), grads, strict=True):
-                    p.sub_(lr * g)
-                for w, m in zip(weights, masks, strict=True):
-                    w.mul_(m.reshape(w.shape).double())
-            done += 1
+    for idx in batch_order(x.shape[0], batch, steps, seed, "data_order"):
+        grads = torch.autograd.grad(F.cross_entropy(net(x[idx]), y[idx]), list(net.parameters()))
+        with torch.no_grad():
+            for p, g in zip(net.parameters(), grads, strict=True):
+                p.sub_(lr * g)
+            for w, m in zip(weights, masks, strict=True):
+                w.mul_(m.reshape(w.shape).double())
     return _flat(net)
 
 
