@@ -231,6 +231,7 @@ def evaluate_cmd(
     family: FamilyOpt = None,
     member: MemberOpt = None,
     fit_model: FitModelOpt = "lightgbm",
+    learned_budget: LearnedBudgetOpt = False,
     datasets_dir: Annotated[str, typer.Option(help="where --preset transfer finds the family's stores")] = "datasets",
 ) -> None:
     """Prune, train and compare methods at the given densities, with paired statistics."""
@@ -245,8 +246,13 @@ def evaluate_cmd(
     if preset == "transfer" or family or member:
         given = {"--sparsity": sparsity, "--method": method, "--model": model, "--scheduler": scheduler,
                  "--epochs": epochs, "--patience": patience, "--rounds": rounds, "--levels": levels}  # fmt: skip
-        _transfer(preset, family, member, seeds, fit_model, out_dir, datasets_dir, workers, device, data_root, given)
+        options = {"fit_model": fit_model, "learned_budget": learned_budget}
+        _transfer(preset, family, member, seeds, options, out_dir, datasets_dir, workers, device, data_root, given)
         return
+    if learned_budget:
+        from metaprune.errors import MetapruneError
+
+        raise MetapruneError("--learned-budget goes with --preset transfer; elsewhere spell learned:DIR#learned")
     overrides = {"epochs": epochs, "patience": patience}
     given = {k: v for k, v in overrides.items() if v is not None}
     train = replace(TrainConfig(), **given, dense_training=dense_training)
@@ -286,9 +292,16 @@ MemberOpt = Annotated[
     ),
 ]
 FitModelOpt = Annotated[str, typer.Option(help="--preset transfer: the regressor of the family recipe's fits")]
+LearnedBudgetOpt = Annotated[
+    bool,
+    typer.Option(
+        help="--preset transfer: also evaluate the family model with the per-layer budget it fitted across the "
+        "family (learned:DIR#learned)"
+    ),
+]
 
 
-def _transfer(preset, family, member, seeds, fit_model, out_dir, datasets_dir, workers, device, data_root, given):
+def _transfer(preset, family, member, seeds, options, out_dir, datasets_dir, workers, device, data_root, given):
     """``--preset transfer``: leave each member of a family out (``metaprune.evaluate.transfer``)."""
     from metaprune.errors import MetapruneError
     from metaprune.evaluate.transfer import TRANSFER_SEEDS, TransferConfig, default_fit, run_transfer
@@ -309,7 +322,7 @@ def _transfer(preset, family, member, seeds, fit_model, out_dir, datasets_dir, w
 
     config = TransferConfig(
         family=family, seeds=parse_seeds(seeds) if seeds else TRANSFER_SEEDS, members=tuple(member or ()),
-        fit=replace(default_fit(), model=fit_model),
+        fit=replace(default_fit(), model=options["fit_model"]), learned_budget=options["learned_budget"],
     )  # fmt: skip
     config.held_out()  # a bad family or member is named before any work
     target = out_dir or Path("results") / f"transfer-{family}"
@@ -350,30 +363,37 @@ def _paired_cell(r, key: str) -> str:
     return "-" if r is None or r[key] != r[key] else f"{100 * r[key]:+.2f} ± {100 * r[f'{key}_ci95']:.2f}"
 
 
-def _transfer_cells(block) -> list[str]:
-    """One member's row of the transfer table."""
+def _transfer_cells(block, budget_role: str | None) -> list[str]:
+    """One member's row of the transfer table (with the family model's ``#learned`` columns when given)."""
     by = {r["role"]: r for _, r in block.iterrows()}
     fam, own = by.get("family"), by.get("own")
     acc = {role: _pct(r["acc"]) for role, r in by.items()}
     first = block.iloc[0]
+    budget_cells = [acc.get(budget_role, "-"), _gap(by.get(budget_role))] if budget_role else []
     return [
         f"{first['density']:g}", _pct(first["dense_acc"]), acc.get("synflow@ums", "-"), acc.get("family", "-"),
-        _paired_cell(fam, "diff"), _gap(fam), acc.get("own", "-"), _gap(own),
+        _paired_cell(fam, "diff"), _gap(fam), *budget_cells, acc.get("own", "-"), _gap(own),
         _paired_cell(fam, "vs_own") if own is not None else "-", acc.get("target", "-"), acc.get("imp", "-"),
     ]  # fmt: skip
 
 
 def _print_transfer(table, title: str) -> None:
+    from metaprune.evaluate.transfer import LEARNED_BUDGET
+
     t = Table(title=title, title_justify="left")
-    for col in ("member", "density", "dense", "ums", "family", "Δ ums", "gap", "own", "own gap", "fam − own",
-                "ims", "imp"):  # fmt: skip
+    budget = LEARNED_BUDGET if "role" in table and (table["role"] == LEARNED_BUDGET).any() else None
+    columns = ["member", "density", "dense", "ums", "family", "Δ ums", "gap", "own", "own gap", "fam − own", "ims"]
+    if budget:
+        columns[7:7] = ["fam #learned", "gap #learned"]
+    for col in (*columns, "imp"):
         t.add_column(col, justify="left" if col == "member" else "right", overflow="fold")
     for label, block in table.groupby("member", sort=False):
-        t.add_row(label, *_transfer_cells(block))
+        t.add_row(label, *_transfer_cells(block, budget))
     out.print(t)
     out.print(
         "test accuracy (%), mean over seeds: dense, synflow@ums (ums), the family model fitted without the member "
-        "(family), the member's own-harvest model (own), synflow@ims (ims), imp; Δ ums and fam − own: paired mean "
+        "(family; fam #learned: with its learned per-layer budget), the member's own-harvest model (own), "
+        "synflow@ims (ims), imp; Δ ums and fam − own: paired mean "
         "± 95 % CI; gap = (model − ums) / (ims − ums) [95 % bootstrap interval over seeds]",
         highlight=False,
     )

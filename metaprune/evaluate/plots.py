@@ -429,29 +429,30 @@ class Plotter:
 TRANSFER_TARGET = 0.25  # the share of the way to the ceiling a family model is asked to close
 
 
-def transfer_plot(table: pd.DataFrame, path: Path) -> Path | None:
+def transfer_plot(table: pd.DataFrame, path: Path, series: tuple[tuple[str, str, str], ...]) -> Path | None:
     """Leave-one-network-out (``evaluate.transfer``): per held-out member, the gap closed from
-    ``synflow@ums`` towards ``synflow@ims`` by the family model (zero-shot) and the member's own model, with
-    bootstrap intervals; 0 is the reference, 1 the ceiling, the dashed line the 25 % target."""
+    ``synflow@ums`` towards ``synflow@ims`` by each of ``series`` (role, colour, label: the family model
+    zero-shot, the member's own model ...) present in ``table``, with bootstrap intervals; 0 is the
+    reference, 1 the ceiling, the dashed line the 25 % target."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = table[table["role"].isin(("family", "own"))] if "role" in table else table.iloc[0:0]
+    shown = table[table["role"].isin([s[0] for s in series])] if "role" in table else table.iloc[0:0]
     if shown.empty:
         return None
     members = list(dict.fromkeys(shown["member"]))
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(members) + 1.5))
-    for k, (role, color) in enumerate((("family", "tab:blue"), ("own", "tab:orange"))):
+    present = [s for s in series if (shown["role"] == s[0]).any()]
+    for k, (role, color, label) in enumerate(present):
         rows = shown[shown["role"] == role].set_index("member")
-        ys = [i + (k - 0.5) * 0.3 for i, m in enumerate(members) if m in rows.index]
+        ys = [i + (k - (len(present) - 1) / 2) * 0.25 for i, m in enumerate(members) if m in rows.index]
         rows = rows.loc[[m for m in members if m in rows.index]]
         point = 100 * rows["gap_synflow_ims"].to_numpy(dtype=float)
         lo = 100 * rows["gap_synflow_ims_lo"].to_numpy(dtype=float)
         hi = 100 * rows["gap_synflow_ims_hi"].to_numpy(dtype=float)
         err = np.vstack([np.where(np.isnan(lo), 0, point - lo), np.where(np.isnan(hi), 0, hi - point)])
-        label = "family model (member left out)" if role == "family" else "own-harvest model"
         ax.errorbar(point, ys, xerr=err, fmt="o", color=color, capsize=3, label=label)
     for x, style in ((0, "-"), (100, "-"), (100 * TRANSFER_TARGET, "--")):
         ax.axvline(x, color="grey", linestyle=style, linewidth=0.8)

@@ -3,7 +3,8 @@ it never saw?
 
 For each held-out member of a harvested family (``harvest --family``): a model is fitted on the stores
 of every other member (the family recipe, ``fit.config.RECIPES``), and another on the member's own store;
-both prune the member zero-shot at its density beside ``synflow@ums`` (the reference) and the ceilings
+both prune the member zero-shot at its density (with ``learned_budget``, the family model also with the
+per-layer budget it fitted across the family, ``#learned``) beside ``synflow@ums`` (the reference) and the ceilings
 ``synflow@imsR`` (the harvest target's own ticket) and ``imp``, trained under the family's training and
 levels. Each member is one ordinary evaluation (``results/<...>/<member>``, resumable); the summary is
 one row per (member, method) with the paired difference to ``synflow@ums``, the gap closed towards each
@@ -34,7 +35,13 @@ from metaprune.pruning.method import Method, learned_name
 
 TRANSFER_SEEDS = tuple(range(7100, 7108))  # fresh: no harvest, fit or choice used them
 REFERENCE = "synflow@ums"
-ROLES = ("family", "own", REFERENCE, "target", "imp")
+LEARNED_BUDGET = "family#learned"  # the family model with its own per-layer budget (``#learned``)
+ROLES = ("family", LEARNED_BUDGET, "own", REFERENCE, "target", "imp")
+PLOT_SERIES = (  # (role, colour, label) of transfer.png's gap-closed rows
+    ("family", "tab:blue", "family model (member left out)"),
+    (LEARNED_BUDGET, "tab:green", "family model, its learned per-layer budget"),
+    ("own", "tab:orange", "own-harvest model"),
+)
 Emit = Callable[[dict], None]
 
 
@@ -53,11 +60,18 @@ class TransferConfig:
     members: tuple[str, ...] = ()
     fit: FitConfig = field(default_factory=default_fit)
     own: bool = True  # also fit and evaluate each member's own-harvest model
+    # also evaluate the family model with the per-layer budget it fitted across the family (``#learned``)
+    learned_budget: bool = False
 
     def held_out(self) -> tuple[Family, tuple[Member, ...]]:
         fam = self.family if isinstance(self.family, Family) else FAMILIES.get(self.family)
         if len(fam.members) < 2:
             raise MetapruneError(f"family {fam.name} has one member; leave-one-out needs at least two")
+        if self.learned_budget and len(fam.members) < 3:
+            raise MetapruneError(
+                f"family {fam.name} has {len(fam.members)} members: each family model would see one layout, and a "
+                "budget fitted on one layout does not transfer; accepted: --learned-budget with 3 or more members"
+            )
         if not self.seeds:
             raise MetapruneError("no seeds to evaluate; accepted: e.g. --seeds 7100-7107")
         return fam, tuple(fam.member(m) for m in self.members) if self.members else fam.members
@@ -102,7 +116,7 @@ def run_transfer(
         own = None
         if config.own:
             own = _fit_once([stores[member]], fit, out / "models", f"own-{member_slug(member)}", emit)
-        report = _evaluate_member(fam, member, config.seeds, family_model, own, out, workers, device, data_root, emit)
+        report = _evaluate_member(fam, member, config, family_model, own, out, (workers, device, data_root), emit)
         reports[member.label] = report
         rows.extend(member_rows(member, report, family_model, own))
     table = pd.DataFrame(rows)
@@ -111,7 +125,7 @@ def run_transfer(
     table.to_csv(path, index=False)
     from metaprune.evaluate.plots import transfer_plot
 
-    return TransferReport(table, path, transfer_plot(table, out / "transfer.png"), reports)
+    return TransferReport(table, path, transfer_plot(table, out / "transfer.png", PLOT_SERIES), reports)
 
 
 def _fit_once(stores: Sequence[Path], fit: FitConfig, models_dir: Path, name: str, emit: Emit) -> Path:
@@ -127,13 +141,16 @@ def _fit_once(stores: Sequence[Path], fit: FitConfig, models_dir: Path, name: st
     return Path(fit_model(list(stores), fit, name=name, models_dir=models_dir, force=True).path)
 
 
-def _evaluate_member(fam, member, seeds, family_model, own, out, workers, device, data_root, emit) -> Report:
+def _evaluate_member(fam, member, transfer: TransferConfig, family_model, own, out, run, emit) -> Report:
     methods = [learned_name(family_model), *([learned_name(own)] if own else [])]
+    if transfer.learned_budget:
+        methods.insert(1, learned_name(family_model) + "#learned")
     methods += [REFERENCE, Method(("synflow",), "ims", rounds=fam.rounds), "imp"]
     config = build_config(
         network=member.network, dataset=member.dataset, methods=tuple(methods), densities=(member.density,),
-        seeds=tuple(seeds), levels=fam.levels, train=fam.train, reference=REFERENCE,
+        seeds=tuple(transfer.seeds), levels=fam.levels, train=fam.train, reference=REFERENCE,
     )  # fmt: skip
+    workers, device, data_root = run
 
     def tagged(event: dict) -> None:
         emit({**event, "member": member.label})
@@ -148,7 +165,7 @@ def _role(method: Method, family_model: Path, own: Path | None) -> str | None:
     if model is not None:
         resolved = Path(model).resolve()
         if resolved == family_model.resolve():
-            return "family"
+            return LEARNED_BUDGET if method.budget == "learned" else "family"
         return "own" if own is not None and resolved == own.resolve() else None
     if method.canonical() == REFERENCE:
         return REFERENCE
@@ -163,7 +180,7 @@ def member_rows(member: Member, report: Report, family_model: Path, own: Path | 
     comp = report.comparison
     roles = {text: _role(unit, family_model, own) for text, unit in report.units.items() if isinstance(unit, Method)}
     dense = float(report.dense["test_acc"].mean()) if not report.dense.empty else float("nan")
-    vs_own = _paired(report, roles, "family", "own")
+    vs_own = {role: _paired(report, roles, role, "own") for role in ("family", LEARNED_BUDGET)}
     rows = []
     for _, r in comp.iterrows():
         role = roles.get(r["method"])
@@ -174,8 +191,8 @@ def member_rows(member: Member, report: Report, family_model: Path, own: Path | 
         row.update(dense_acc=dense, diff=r["diff"], diff_ci95=r["diff_ci95"], p_holm=r["p_holm"], wins=r["wins"])
         for stem in ("gap_synflow_ims", "gap_imp"):
             row.update({k: r.get(k, float("nan")) for k in (stem, f"{stem}_lo", f"{stem}_hi")})
-        if role == "family":
-            row.update(vs_own=vs_own[0], vs_own_ci95=vs_own[1])
+        if role in vs_own:
+            row.update(vs_own=vs_own[role][0], vs_own_ci95=vs_own[role][1])
         rows.append(row)
     return sorted(rows, key=lambda row: ROLES.index(row["role"]))
 
