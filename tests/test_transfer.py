@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from cli.evaluate import _transfer_cells
 from metaprune.errors import MetapruneError
 from metaprune.evaluate.transfer import ROLES, TransferConfig, run_transfer
 from metaprune.fit.config import FitConfig
@@ -52,6 +53,9 @@ def test_leave_one_out_table_and_resume(tiny_root, tmp_path):
     assert sorted(s.hash for s in card.stores) == sorted(open_view(p).content_hash for p in (first, last))
     assert open_view(held).content_hash not in {s.hash for s in card.stores}
     assert result.plot is not None and result.plot.is_file() and result.path.is_file()
+    cells = _transfer_cells(table, "family#learned")  # the CLI's row: #learned columns after the family's
+    assert len(cells) == 13 and cells[6] == f"{100 * by.loc['family#learned', 'acc']:.2f}"
+    assert len(_transfer_cells(table, None)) == 11
     assert sum(e["event"] == "fit" for e in events) == 2
     again = []
     resumed = run_transfer(_config(), tmp_path, datasets_dir=tiny_root, workers=1, device="cpu", on_event=again.append)
