@@ -458,9 +458,10 @@ def transfer_plot(table: pd.DataFrame, path: Path, series: tuple[tuple[str, str,
         ax.axvline(x, color="grey", linestyle=style, linewidth=0.8)
     ax.set_yticks(range(len(members)), members)
     ax.invert_yaxis()
-    ax.set_xlabel("gap closed from synflow@ums (0) to synflow@ims (100), % [95 % bootstrap interval]")
-    ax.legend(loc="best", fontsize="small")
+    ax.set_xlabel("gap closed from synflow@ums (0) to synflow@ims (100), %\n[95 % bootstrap interval over seeds]")
+    # below the axes: inside, the legend would hide some member's interval
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize="small", frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return path
