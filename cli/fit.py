@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -127,8 +128,8 @@ def fit_cmd(
         str | None,
         typer.Option(
             "--family",
-            help="fit on every store of a harvested family (harvest --family) under --datasets-dir, with the "
-            "family recipe unless --recipe is typed",
+            help="fit on every store of a harvested family (harvest --family) under --datasets-dir, and any "
+            "--data store beside them, with the family recipe unless --recipe is typed",
         ),
     ] = None,
     target: Annotated[str | None, config_option(F, "target", note_default=True)] = None,
@@ -196,13 +197,19 @@ def fit_cmd(
 
 
 def _family_data(family: str, data: list[str] | None, datasets_dir: str) -> list[str]:
-    """The stores of ``--family`` (``--data`` beside it is refused)."""
+    """The stores of ``--family``, then the ``--data`` stores given beside them (e.g. a bigger harvest of one
+    member's network); a store given twice is refused."""
     from metaprune.errors import MetapruneError
     from metaprune.harvest.family import family_stores
 
-    if data:
-        raise MetapruneError(f"--data given with --family {family}, which names the stores; drop one")
-    return [str(p) for p in family_stores(family, datasets_dir)]
+    members = [str(p) for p in family_stores(family, datasets_dir)]
+    known = {Path(p).resolve() for p in members}
+    for extra in data or ():
+        if Path(extra).resolve() in known:
+            raise MetapruneError(
+                f"--data {extra} is already a store of family {family}; accepted: stores beside the family's"
+            )
+    return members + list(data or ())
 
 
 def _typed(ctx: typer.Context, name: str) -> bool:

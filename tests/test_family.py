@@ -110,3 +110,18 @@ def test_fit_family_with_a_missing_store_is_one_line(tmp_path, monkeypatch, caps
     code, _, err = run_main(monkeypatch, capsys, *args)
     assert code == 2 and "harvest --family tiny" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "m").exists()
+
+
+def test_fit_family_takes_data_stores_beside_its_own(tiny_family, tmp_path, monkeypatch, capsys):
+    root, results = tiny_family
+    extra = harvest_family("tiny", seeds=[9], root=tmp_path / "extra", workers=1, device="cpu")[1].store
+    _app()
+    base = ["fit", "--family", "tiny", "--datasets-dir", str(root), "--models-dir", str(tmp_path / "m"), "--model",
+            "linear"]  # fmt: skip
+    code, _, err = run_main(monkeypatch, capsys, *base, "--data", str(extra), "--name", "fam")
+    assert code == 0, err
+    card = ModelCard.read(tmp_path / "m" / "fam")
+    assert [s.hash for s in card.stores] == [content_hash_of(r.store) for r in results] + [content_hash_of(extra)]
+    code, _, err = run_main(monkeypatch, capsys, *base, "--data", str(results[0].store), "--name", "twice")
+    assert code == 2 and "already a store of family tiny" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m" / "twice").exists()
