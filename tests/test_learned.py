@@ -234,3 +234,24 @@ def test_jackpot_preset_runs_and_reports_gap_closure_and_sanity(store, tmp_path)
     assert again.reference == f"learned:{model}@uss+w1" and again.comparison["diff"].notna().any()
     with pytest.raises(StoreError, match=r"reference grasp@uss was not evaluated in .*; accepted: one of its"):
         report(tmp_path / "r", reference="grasp", plots=False)
+
+
+def test_a_model_refitted_in_place_is_refused_where_its_old_units_lie(store, tmp_path):
+    """Resuming would mix the old model's tickets with the new one's: one line, nothing overwritten."""
+    from metaprune.errors import StoreError
+    from metaprune.evaluate.api import build_config, evaluate
+    from metaprune.training import TrainConfig
+
+    model = fit_model(store, THESIS(model="linear"), models_dir=tmp_path, name="m").path
+    cfg = build_config(
+        network=NETWORK, dataset="digits", methods=(f"learned:{model}",), densities=(DENSITY,), seeds=(1000,),
+        train=TrainConfig(epochs=1, patience=1),
+    )  # fmt: skip
+    evaluate(cfg, tmp_path / "r")
+    before = (tmp_path / "r" / "config.json").read_bytes()
+    evaluate(cfg, tmp_path / "r")  # the same model: resumes
+    fit_model(store, THESIS(model="linear", features="scores"), models_dir=tmp_path, name="m", force=True)
+    with pytest.raises(StoreError, match=r"model .*m changed since results directory .* committed its units"):
+        evaluate(cfg, tmp_path / "r")
+    assert (tmp_path / "r" / "config.json").read_bytes() == before
+    evaluate(cfg, tmp_path / "r", force=True)  # starting over is allowed

@@ -37,6 +37,16 @@ def _models(config_json: dict) -> set[str]:
     return {m for text in config_json.get("methods", []) for m in parse_method(text).learned_models}
 
 
+def _check_models_unchanged(path: Path, old: dict[str, str], new: dict[str, str]) -> None:
+    """One line when a model the directory holds units of was refitted in place (its payload changed)."""
+    changed = sorted(m for m in old.keys() & new.keys() if old[m] and new[m] and old[m] != new[m])
+    if changed:
+        raise StoreError(
+            f"model {changed[0]} changed since results directory {path} committed its units (payload sha256 "
+            f"{old[changed[0]][:12]} then, {new[changed[0]][:12]} now); accepted: a new --out, or --force to start over"
+        )
+
+
 def unit_name(unit: Unit | str, density: float) -> str:
     """The file name (without suffix) of a unit at ``density``; a unit may be given by its canonical spelling."""
     return f"{slug(str(unit))}__d{density:.6g}"
@@ -50,21 +60,25 @@ class ResultsDir:
     def config_path(self) -> Path:
         return self.path / "config.json"
 
-    def open_or_create(self, config_json: dict, force: bool = False, preset: str | None = None) -> None:
+    def open_or_create(
+        self, config_json: dict, force: bool = False, preset: str | None = None, models: dict[str, str] | None = None
+    ) -> None:
         """Create the directory, or check that an existing one measures the same thing.
 
         A directory made by a preset answers that preset's question: a run of another preset is refused,
         and so is a run of the same preset for a disjoint set of learned models (a model added beside
         the others grows it). Runs that name their methods (no preset) grow any directory of the same
-        identity, so variants can be added beside a preset's.
+        identity, so variants can be added beside a preset's. ``models`` ({model folder: payload sha256})
+        are recorded: a model refitted in place since its units were committed is refused, since a resumed
+        run would mix the old model's tickets with the new one's.
         """
         check_folder_writable(self.path, "results folder", "--out")
         try:
-            self._open_or_create(config_json, force, preset)
+            self._open_or_create(config_json, force, preset, dict(models or {}))
         except OSError as exc:
             raise write_failed("results folder", self.path, exc) from None
 
-    def _open_or_create(self, config_json: dict, force: bool, preset: str | None) -> None:
+    def _open_or_create(self, config_json: dict, force: bool, preset: str | None, models: dict[str, str]) -> None:
         if self.path.exists() and force:
             shutil.rmtree(self.path)
         if self.path.exists() and any(self.path.iterdir()):
@@ -82,12 +96,14 @@ class ResultsDir:
                     f"not {', '.join(sorted(new_models))}; accepted: the same models, a new --out, or --force "
                     "to start over"
                 )
+            _check_models_unchanged(self.path, old.get("models", {}), models)
+            models = {**old.get("models", {}), **models}
             preset = old_preset or preset
             merged = dict(old["config"])
             for key in ("methods", "densities", "seeds", "dense_inits"):
                 merged[key] = list(dict.fromkeys([*old["config"].get(key, []), *config_json.get(key, [])]))
             config_json = {**config_json, **{k: merged[k] for k in ("methods", "densities", "seeds", "dense_inits")}}
-        payload = {"config": config_json, "preset": preset, "versions": package_versions()}
+        payload = {"config": config_json, "preset": preset, "models": models, "versions": package_versions()}
         write_bytes(self.config_path, json.dumps(payload, indent=2).encode())
 
     def _existing(self, config_json: dict) -> dict:

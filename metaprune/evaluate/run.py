@@ -302,7 +302,8 @@ def run_evaluation(
     check_for_network(config, allow_seen_seeds)
     check_warmups(config, data_root)
     results = ResultsDir(Path(out))
-    results.open_or_create(to_jsonable(config), force=force, preset=preset)
+    models = {str(d): ModelCard.read(d).sha256 for m in config.methods for d in m.learned_models}
+    results.open_or_create(to_jsonable(config), force=force, preset=preset, models=models)
     emit = on_event or _noop
     seeds = list(config.seeds)
     done, total = units_committed(config, out)
