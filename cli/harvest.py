@@ -92,6 +92,7 @@ def harvest_cmd(
     dense_training: Annotated[bool, config_option(H, "train.dense_training")] = _TRAIN.dense_training,
     target: Annotated[str, config_option(H, "target")] = default_of(H, "target"),
     siblings: Annotated[int, config_option(H, "siblings", number=non_negative_int)] = default_of(H, "siblings"),
+    paths: Annotated[bool, config_option(H, "paths", "--paths/--no-paths")] = default_of(H, "paths"),
     out_path: Annotated[
         str | None, typer.Option("--out", help="store path (default datasets/<network>-<dataset>-<hash>.zarr)")
     ] = None,
@@ -125,6 +126,7 @@ def harvest_cmd(
         trajectory=trajectory,
         target=target,
         siblings=siblings,
+        paths=paths,
     )
     if family:
         _harvest_family(ctx, family, config, out_path, redo, workers, scheduler, device, data_root, json_out)
@@ -172,7 +174,7 @@ def _harvest_family(ctx, family, config, out_path, redo, workers, scheduler, dev
     base = fam.base_config()
     given = {
         k: getattr(config, k)
-        for k in ("levels", "rounds", "seeds_per_task", "data_seed", "warmup_epochs", "trajectory")
+        for k in ("levels", "rounds", "seeds_per_task", "data_seed", "warmup_epochs", "trajectory", "paths")
         if _typed(ctx, {"warmup_epochs": "warmup"}.get(k, k))
     }
     train = {k: getattr(config.train, k) for k in ("epochs", "patience", "dense_training") if _typed(ctx, k)}
@@ -215,7 +217,7 @@ def _committed_seeds(config: HarvestConfig | None, out_path: str | None) -> str:
 
 
 CONFIG_OPTIONS = ("network", "dataset", "sparsity", "levels", "epochs", "patience", "rounds", "seeds_per_task",
-                  "data_seed", "warmup", "trajectory", "target", "siblings")  # fmt: skip
+                  "data_seed", "warmup", "trajectory", "target", "siblings", "paths")  # fmt: skip
 
 
 def _typed(ctx: typer.Context, name: str) -> bool:

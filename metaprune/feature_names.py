@@ -48,6 +48,15 @@ DERIVED_FEATURES: tuple[str, ...] = (
     *(f"layer_q_{u}" for u in PORTABLE_UNITS),
 )
 FEATURE_SETS["portable"] = (*(f"rank_{s}" for s in PORTABLE_SCORES), *DERIVED_FEATURES)
+# Path and unit features (``harvest --paths``; ``metaprune.features`` defines them): optional, so that the
+# stores of the default harvest keep their feature set and hash. A harvest with them stores
+# FEATURE_NAMES + PATH_FEATURES; a learned scorer computes them like any other feature.
+PATH_FEATURES: tuple[str, ...] = (
+    "path_in", "path_out", "rank_path_in", "rank_path_out",
+    "unit_in_alive", "unit_out_alive", "layer_live_in", "layer_live_out",
+)  # fmt: skip
+FEATURE_SETS["paths"] = PATH_FEATURES
+COMPUTABLE_FEATURES: tuple[str, ...] = (*FEATURE_NAMES, *PATH_FEATURES)
 FEATURE_VERSION = 2  # bump when a feature's definition changes (part of the harvest config)
 RANKED = (*SCORE_FEATURES, *DYNAMICS_FEATURES)
 
@@ -65,6 +74,16 @@ def feature_spec() -> dict:
         "activations": "max/mean over the pruning batch (eval mode); hidden outputs post-ReLU, last layer logits",
         "dynamics": "from a dense warm-up of warmup_epochs from θ0 on the warmup_order stream; g_t = update / lr",
     }
+
+
+PATH_SPEC = (
+    "SynFlow's linearised network (|θ| under the mask, all-ones input, float64): path_in / path_out = the flow "
+    "into the weight's input unit / from its output unit to the output (Conv: summed over positions), divided "
+    "by the layer's largest; rank_path_* their per-layer ranks with pruned weights at 0; unit_in_alive / "
+    "unit_out_alive = alive share of the output unit's incoming / input unit's outgoing weights; layer_live_in "
+    "/ layer_live_out = share of the layer's input / output units on a live path (some weight through them "
+    "with SynFlow score > 0)"
+)
 
 
 def select_features(

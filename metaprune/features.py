@@ -37,6 +37,18 @@ Groups (:data:`FEATURE_GROUPS`):
     computed when a warm-up record is given (the harvest always gives one; a learned scorer only when its
     model reads these features).
 
+``paths`` (optional: ``harvest --paths`` stores them; :data:`PATH_FEATURES`)
+    Unit- and path-level quantities of SynFlow's linearised network (|θ| under the mask, all-ones input):
+    ``path_in`` the flow into the weight's input unit and ``path_out`` the flow from its output unit to the
+    output (for Conv channels summed over positions), each divided by the layer's largest, so a
+    weight's SynFlow score is |θ| · path_in · path_out up to a per-layer constant on an MLP; ``rank_path_in``,
+    ``rank_path_out`` their per-layer ranks (pruned weights count as 0, as for the scores);
+    ``unit_in_alive`` / ``unit_out_alive`` the alive share of the output unit's incoming / the input unit's
+    outgoing weights; ``layer_live_in`` / ``layer_live_out`` the share of the layer's input / output units
+    that lie on a live path (some weight through them has a SynFlow score above 0): the live width
+    the mask leaves, which node–path balancing (NPB, Pham et al. 2023) asks a mask to keep. On a dense θ0
+    the last four are 1; in a multi-shot prune and in the trajectory states they say what the mask has cut.
+
 ``names`` selects the columns to compute (default: all); the others are NaN. A learned scorer asks
 only for the features its model reads, so e.g. a model without ``synflow_ums`` never runs the 100
 SynFlow rounds that feature costs.
@@ -48,7 +60,7 @@ untouched. Everything is deterministic for a given (network, data, seed, density
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -56,12 +68,14 @@ from torch import nn
 
 from metaprune.errors import MetapruneError
 from metaprune.feature_names import (  # noqa: F401 (their home is feature_names; re-exported for callers)
+    COMPUTABLE_FEATURES,
     DYNAMICS_FEATURES,
     FEATURE_GROUPS,
     FEATURE_NAMES,
     FEATURE_SETS,
     FEATURE_VERSION,
     MULTI_SHOT_EXCLUDED,
+    PATH_FEATURES,
     RANKED,
     SCORE_FEATURES,
     feature_spec,
@@ -70,6 +84,7 @@ from metaprune.feature_names import (  # noqa: F401 (their home is feature_names
 from metaprune.networks import PrunableLayout, prunable_layout, prunable_weights
 from metaprune.pruning.masks import check_mask
 from metaprune.pruning.scorers import CHUNK, PruneData, score
+from metaprune.pruning.scoring import masked_copy
 from metaprune.ranking import layer_ranks, ranks
 
 DEFAULT_UMS_ROUNDS = 100
@@ -169,30 +184,37 @@ def compute_features(
     mask: torch.Tensor | None = None,
     warmup=None,
     names: Iterable[str] | None = None,
+    columns: Sequence[str] = FEATURE_NAMES,
 ) -> torch.Tensor:
-    """The features of every prunable weight of ``net``: float32 ``[n_weights, len(FEATURE_NAMES)]``.
+    """The features of every prunable weight of ``net``: float32 ``[n_weights, len(columns)]``, columns
+    :data:`FEATURE_NAMES` unless ``columns`` names others (a harvest with ``--paths`` adds
+    :data:`PATH_FEATURES`).
 
     ``data`` is the pruning batch (``pruning.scorers.pruning_batch``), ``seed`` seeds tie-breaking of the
     multi-shot SynFlow feature, ``density`` is the density that feature prunes to (the harvest's target
     density). ``mask`` (optional, default: nothing pruned) evaluates the masked network: scores of pruned
     weights are 0 and the multi-shot feature starts from the mask. ``warmup`` (a
     ``pruning.warmup.WarmupRecord`` of θ0) feeds the dynamics group. ``names`` selects the columns to
-    compute (default: all, the dynamics group only with a warm-up; the rest are NaN). ``net`` is not modified.
+    compute (default: all ``columns``, the dynamics group only with a warm-up; the rest are NaN). ``net`` is
+    not modified.
     """
     layout = prunable_layout(net)
     n = layout.total
+    columns = select_features(list(columns), COMPUTABLE_FEATURES)
+    if names is None:
+        names = [f for f in columns if warmup is not None or f not in FEATURE_GROUPS["dynamics"]]
     wanted, mask, cols = _columns(net, data, seed, density, ums_rounds, mask, warmup, names)
-    out = torch.full((n, len(FEATURE_NAMES)), float("nan"), dtype=torch.float32)
+    out = torch.full((n, len(columns)), float("nan"), dtype=torch.float32)
     for name, values in cols.items():
-        if name in FEATURE_NAMES:
-            out[:, FEATURE_NAMES.index(name)] = values.to(torch.float32)
+        if name in columns:
+            out[:, columns.index(name)] = values.to(torch.float32)
     for s in RANKED:
-        if f"rank_{s}" in wanted:
-            column = out[:, FEATURE_NAMES.index(s)]
-            out[:, FEATURE_NAMES.index(f"rank_{s}")] = rank_within_layers(column, layout).to(torch.float32)
-    computed = [FEATURE_NAMES.index(name) for name in FEATURE_NAMES if name in wanted]
+        if f"rank_{s}" in wanted and f"rank_{s}" in columns:
+            column = cols[s].to(torch.float32)
+            out[:, columns.index(f"rank_{s}")] = rank_within_layers(column, layout).to(torch.float32)
+    computed = [columns.index(name) for name in columns if name in wanted]
     finite = torch.isfinite(out[:, computed]).all(dim=0)  # one pass: column slices of a row-major matrix are slow
-    _check_finite_columns([FEATURE_NAMES[j] for j, ok in zip(computed, finite.tolist(), strict=True) if not ok])
+    _check_finite_columns([columns[j] for j, ok in zip(computed, finite.tolist(), strict=True) if not ok])
     return out
 
 
@@ -215,7 +237,7 @@ def alive_features(
     per-layer rank still counts the layer's pruned weights, whose scores are exactly 0.
     """
     layout = prunable_layout(net)
-    names = select_features(list(names))
+    names = select_features(list(names), COMPUTABLE_FEATURES)
     wanted, mask, cols = _columns(net, data, seed, density, ums_rounds, mask, warmup, names)
     alive = None if mask is None else torch.nonzero(mask).reshape(-1)
     out = np.empty((layout.total if alive is None else int(alive.numel()), len(names)), dtype=np.float32)
@@ -235,9 +257,7 @@ def _columns(net, data, seed, density, ums_rounds, mask, warmup, names):
     """(wanted names, checked mask, raw float64 columns on the full flat axis) of one feature call."""
     layout = prunable_layout(net)
     n = layout.total
-    if names is None:  # everything this call can compute: the dynamics only with a warm-up
-        names = [f for f in FEATURE_NAMES if warmup is not None or f not in FEATURE_GROUPS["dynamics"]]
-    wanted = set(select_features(list(names)))
+    wanted = set(select_features(list(names), COMPUTABLE_FEATURES))
     if data is None or data.x.shape[0] == 0:
         raise MetapruneError("features need a non-empty pruning batch; accepted: PruneData from pruning_batch")
     if mask is not None:
@@ -248,6 +268,7 @@ def _columns(net, data, seed, density, ums_rounds, mask, warmup, names):
     _structure_columns(cols, needed, layout)
     _activation_columns(cols, needed, net, mask, data, layout)
     _dynamics_columns(cols, needed, warmup, mask, n)
+    _path_columns(cols, needed, net, mask, data, layout)
     return wanted, mask, cols
 
 
@@ -363,6 +384,76 @@ def _dynamics_columns(cols, needed, warmup, mask, n: int) -> None:
         cols["magnitude_e"] = theta_e.abs() * keep
 
 
+def unit_paths(net: nn.Module, mask: torch.Tensor | None, input_shape: Sequence[int]) -> dict[str, list[torch.Tensor]]:
+    """Per prunable layer, float64: the flow of SynFlow's linearised network (the masked |θ| network, biases and
+    buffers as |.|, eval mode, one all-ones input) into each input unit (``in``) and from each output unit
+    to the output, dR/dz (``out``), Conv channels summed over positions; and each weight's SynFlow score
+    (``score``, flat), from the same pass. Works on a float64 copy of ``net``."""
+    layout = prunable_layout(net)
+    keep = torch.ones(layout.total, dtype=torch.bool) if mask is None else mask
+    with torch.enable_grad():
+        work, weights = masked_copy(net, keep, torch.float64)
+        work.eval()
+        with torch.no_grad():
+            for t in list(work.parameters()) + list(work.buffers()):
+                if t.is_floating_point():
+                    t.abs_()
+        modules = [m for m in work.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+        seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # by module, whatever order they run in
+
+        def hook(i: int):
+            return lambda module, inputs, output: seen.__setitem__(i, (inputs[0], output))
+
+        handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
+        try:
+            x = torch.ones(1, *input_shape, dtype=torch.float64, device=weights[0].device)
+            total = work(x).sum()
+        finally:
+            for h in handles:
+                h.remove()
+        outs = [seen[i][1] for i in range(len(modules))]
+        grads = torch.autograd.grad(total, [*outs, *weights], allow_unused=True)
+    flow_in = [_per_unit(seen[i][0]) for i in range(len(modules))]
+    flow_out = [_per_unit(g) for g in grads[: len(outs)]]
+    score_parts = [(w * (torch.zeros_like(w) if g is None else g)).detach().abs().reshape(-1).cpu()
+                   for w, g in zip(weights, grads[len(outs) :], strict=True)]  # fmt: skip
+    return {"in": flow_in, "out": flow_out, "score": torch.cat(score_parts)}
+
+
+def _per_unit(t: torch.Tensor) -> torch.Tensor:
+    """Sum over the batch (and a Conv map's positions): one value per unit (dim 1)."""
+    return t.detach().sum(dim=(0, 2, 3) if t.dim() == 4 else 0).cpu()
+
+
+def _path_columns(cols, needed, net, mask, data, layout: PrunableLayout) -> None:
+    if not needed & set(PATH_FEATURES):
+        return
+    keep = torch.ones(layout.total, dtype=torch.bool) if mask is None else mask.to(torch.bool)
+    paths = unit_paths(net, keep, tuple(data.x.shape[1:]))
+    ins, outs = _expand_units(layout, [_by_max(t) for t in paths["in"]], [_by_max(t) for t in paths["out"]])
+    alive = keep.to(torch.float64)
+    cols["path_in"], cols["path_out"] = ins, outs
+    cols["rank_path_in"] = rank_within_layers(ins * alive, layout)
+    cols["rank_path_out"] = rank_within_layers(outs * alive, layout)
+    live = paths["score"] > 0
+    unit_in, unit_out, live_in, live_out = [], [], [], []
+    for layer, k, lv in zip(layout.layers, layout.split(alive), layout.split(live), strict=True):
+        k, lv = k.reshape(layer.shape), lv.reshape(layer.shape)
+        per_out = k.reshape(layer.shape[0], -1)  # rows: output units
+        per_in = k.transpose(0, 1).reshape(layer.shape[1], -1)  # rows: input units
+        unit_in.append(per_out.mean(dim=1))
+        unit_out.append(per_in.mean(dim=1))
+        live_out.append(lv.reshape(layer.shape[0], -1).any(dim=1).double().mean().expand(layer.shape[0]))
+        live_in.append(lv.transpose(0, 1).reshape(layer.shape[1], -1).any(dim=1).double().mean().expand(layer.shape[1]))
+    cols["unit_out_alive"], cols["unit_in_alive"] = _expand_units(layout, unit_out, unit_in)
+    cols["layer_live_in"], cols["layer_live_out"] = _expand_units(layout, live_in, live_out)
+
+
+def _by_max(t: torch.Tensor) -> torch.Tensor:
+    top = t.max() if t.numel() else t.new_zeros(())
+    return t / top if top > 0 else torch.zeros_like(t)
+
+
 def layer_coordinates(layout: PrunableLayout) -> dict[str, torch.Tensor]:
     """Per-weight coordinates on the flat axis: layer index, row (output unit), col (input unit), kh, kw.
 
@@ -394,7 +485,9 @@ __all__ = [
     "compute_features",
     "feature_spec",
     "layer_coordinates",
+    "PATH_FEATURES",
     "rank_within_layers",
     "select_features",
     "unit_activations",
+    "unit_paths",
 ]

@@ -446,7 +446,7 @@ class ModelCard:
                 f"metaprune.features computes version {current_version} (a feature's definition changed); "
                 "refit it on a new harvest"
             )
-        available = (*feature_module.FEATURE_NAMES, *DERIVED_FEATURES)
+        available = (*feature_module.COMPUTABLE_FEATURES, *DERIVED_FEATURES)
         missing = [f for f in self.features if f not in available]
         if missing:
             raise MetapruneError(

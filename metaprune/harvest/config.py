@@ -82,6 +82,12 @@ class HarvestConfig(Config):
         "snip@ims, learned:DIR@ims; multi-shot rounds per level from --rounds",
         recorded_when_set=True,
     )
+    paths: bool = setting(
+        False,
+        "also harvest the path and unit features (feature group paths: flows through each weight's units, "
+        "the alive share of its units' weights, the live width of its layer)",
+        recorded_when_set=True,
+    )
     siblings: int = setting(
         0,
         "the first N planned seeds also get the target's sibling: the same method from the same θ0 with an "
@@ -92,7 +98,7 @@ class HarvestConfig(Config):
     def validate(self) -> HarvestConfig:
         """Canonical names and checked values (a one-line error naming the field otherwise)."""
         from metaprune.datasets import DATASETS, dataset_info
-        from metaprune.features import FEATURE_NAMES, FEATURE_VERSION
+        from metaprune.features import FEATURE_NAMES, FEATURE_VERSION, PATH_FEATURES
         from metaprune.networks import build_network, prunable_layout, validate_network
         from metaprune.pruning.masks import check_density, check_density_for_network
 
@@ -112,11 +118,16 @@ class HarvestConfig(Config):
                 "accepted: levels <= 1000"
             )
         density = check_density(self.density)
-        if tuple(self.features) != FEATURE_NAMES or self.feature_version != FEATURE_VERSION:
+        if not isinstance(self.paths, bool):
+            raise MetapruneError(f"paths must be true or false, got {self.paths!r}")
+        expected = (*FEATURE_NAMES, *(PATH_FEATURES if self.paths else ()))
+        features = expected if self.paths and tuple(self.features) == FEATURE_NAMES else tuple(self.features)
+        if features != expected or self.feature_version != FEATURE_VERSION:
             raise MetapruneError(
-                f"this metaprune computes features version {FEATURE_VERSION} ({len(FEATURE_NAMES)} features); "
-                f"the config asks for version {self.feature_version} with {len(tuple(self.features))}; accepted: the "
-                "current feature set (select columns when reading the store instead)"
+                f"this metaprune computes features version {FEATURE_VERSION} ({len(expected)} features"
+                f"{' with --paths' if self.paths else ''}); the config asks for version {self.feature_version} "
+                f"with {len(features)}; accepted: the current feature set (select columns when reading the store "
+                "instead)"
             )
         train = self.train.validate()
         warmup = self.warmup_epochs
@@ -142,6 +153,7 @@ class HarvestConfig(Config):
             train=train,
             warmup_epochs=float(warmup),
             target=target,
+            features=features,
         )
 
     @classmethod

@@ -216,10 +216,13 @@ def state_rows(config, n: int) -> int:
 
 
 def _feature_spec(config) -> dict:
+    from metaprune.feature_names import PATH_FEATURES, PATH_SPEC
     from metaprune.features import feature_spec
 
     spec = feature_spec()
     spec["names"] = list(config.features)
+    if PATH_FEATURES[0] in config.features:  # only then, so the default stores keep their content hash
+        spec["paths"] = PATH_SPEC
     spec["density"] = float(config.density)
     spec["ums_rounds"] = int(config.ums_rounds)
     spec["pruning_batch"] = f"{config.per_class} examples per class (prune_batch stream of the seed)"

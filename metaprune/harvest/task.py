@@ -178,7 +178,9 @@ def _write_seed(
 
     t = time.perf_counter()
     record = warm_up(net, context.splits, cfg.warmup_train, cfg.warmup_epochs, seed, device=context.device)
-    x = compute_features(net, data, seed, density=cfg.density, ums_rounds=cfg.ums_rounds, warmup=record).numpy()
+    x = compute_features(
+        net, data, seed, density=cfg.density, ums_rounds=cfg.ums_rounds, warmup=record, columns=cfg.features
+    ).numpy()
     states = trajectory_features(net, data, seed, cfg, outcome.removed_at, record)
     features_s = time.perf_counter() - t
     raw = outcome.scores.detach().to(torch.float64).cpu()
