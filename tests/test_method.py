@@ -339,6 +339,9 @@ def test_a_use_is_a_schedule_and_a_budget_merged_into_a_bare_learned_method():
     assert bare.merge(use).canonical() == "learned:m/x@ums10+w3#learned"
     assert parse_method("learned:m/x@ums#layer").merge(use).canonical() == "learned:m/x@ums+w3#layer"
     assert parse_method("learned:m/x@iss").merge(use).canonical() == "learned:m/x@iss"
+    # one shot spelled is one shot, though it spells the grammar's default schedule
+    assert parse_method("learned:m/x@uss").merge(use).canonical() == "learned:m/x@uss+w3#learned"
+    assert parse_method("learned:m/x", warmup=1.0).merge(use).canonical() == "learned:m/x@ums10+w1#learned"
     for bad, what in (("ums", "a method suffix"), ("@ims", "upfront"), ("@ums+w3", "not part of a use")):
         with pytest.raises(MetapruneError, match=what) as refused:
             parse_use(bad)

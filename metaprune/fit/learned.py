@@ -90,8 +90,8 @@ def with_intended_use(method: Method) -> Method:
     """``method`` with the parts it leaves at their defaults taken from its learned scorer's model card.
 
     A model records how it is meant to prune (``fit --use``; the warm-up of its dynamics features): with
-    no schedule (``uss``), warm-up or budget of its own, ``learned:DIR`` prunes that way; any part the
-    method spells overrides the model's.
+    no schedule, warm-up or budget of its own, ``learned:DIR`` prunes that way; any part the method spells
+    overrides the model's (``learned:DIR@uss`` prunes in one shot whatever the model says).
     """
     model_dir = method.learned_model
     if model_dir is None:

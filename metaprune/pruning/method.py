@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,9 @@ class Method:
     budget: str | None = None  # global | layer | learned | erk | from:METHOD (None: the schedule config's scope)
     rounds: int | None = None  # multi-shot rounds (``ums20``); None: the schedule config's
     warmup_in_steps: bool = False  # True: ``warmup`` counts SGD steps (``+w100s``), not epochs
+    # False only for a schedule the text left out (the scorer's default): a learned scorer's model may then
+    # replace it (``merge``); ``learned:DIR@uss`` spells one shot. Not part of the method's identity.
+    schedule_spelled: bool = field(default=True, compare=False, repr=False)
 
     @property
     def stacked(self) -> bool:
@@ -198,12 +201,12 @@ class Method:
 
     def merge(self, use: IntendedUse) -> Method:
         """This method with the parts it leaves at their defaults taken from ``use`` (a learned scorer's
-        intended use): its schedule (and rounds) when this one is ``uss``, its warm-up and budget when this
-        one has none and is upfront; a part this method spells overrides the use's."""
+        intended use): its schedule (and rounds) when this one spells none, its warm-up and budget when this
+        one has none and is upfront; a part this method spells (``@uss`` included) overrides the use's."""
         parts: dict[str, Any] = {}
         if self.warmup is None and use.warmup is not None and not self.iterative:
             parts["warmup"] = float(use.warmup)
-        if self.schedule == "uss" and use.schedule not in (None, "uss"):
+        if self.schedule == "uss" and not self.schedule_spelled and use.schedule not in (None, "uss"):
             parts["schedule"] = use.schedule
             if self.rounds is None and use.rounds is not None:
                 parts["rounds"] = int(use.rounds)
@@ -417,6 +420,7 @@ def parse_method(text: str, **overrides: Any) -> Method:
     rounds = None
     if "@" in parts:
         schedule, rounds = parts["@"]  # type: ignore[misc]
+    spelled = schedule is not None
     if schedule is None:
         schedule, rounds = _default_schedule(scorers[-1])
     if fixed == RIGL and "#" not in parts:
@@ -431,6 +435,7 @@ def parse_method(text: str, **overrides: Any) -> Method:
         parts.get("#"),  # type: ignore[arg-type]
         rounds,
         bool(in_steps),
+        spelled,
     )
     if overrides:
         method = replace(method, **overrides)
