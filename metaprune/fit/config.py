@@ -35,7 +35,8 @@ class FitConfig(Config):
     features: str | Sequence[str] = setting(
         "static",
         "feature names or groups joined by + or , : static (every θ0 feature a multi-shot model may read: scores, "
-        "structure and activations without synflow_ums), scores, structure, activations, dynamics, all, or names",
+        "structure and activations without synflow_ums), scores, structure, activations, dynamics, paths (a store "
+        "harvested with --paths), portable, all, or names",
     )
     preprocess: str = setting("minmax", "minmax (per-network min-max, thesis), rank (per-layer rank), none")
     train_seeds: str | Sequence[int] | None = setting(None, "training seeds, e.g. 0-23 (default: the rest)")
