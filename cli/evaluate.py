@@ -276,6 +276,10 @@ def evaluate_cmd(
             on_event=EvaluationProgress(bar, config, target), preset=preset,
         )  # fmt: skip
     _print_report(rep, f"{config.network} on {config.dataset}: {len(config.seeds)} seeds")
+    _print_results_files(target)
+
+
+def _print_results_files(target: Path) -> None:
     out.print(
         f"results: {target}/results.csv (tidy table), {target}/results.zarr, "
         f"{target}/comparison.csv (the table's statistics)",

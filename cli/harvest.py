@@ -145,10 +145,7 @@ def harvest_cmd(
             data_root=data_root,
             progress=_harvest_progress(bar),
         )
-    if json_out:
-        out.print_json(json.dumps(result.to_dict()))
-        return
-    _print_harvest(result)
+    _print_harvest(result, json_out)
 
 
 def _typed(ctx: typer.Context, name: str) -> bool:
@@ -271,7 +268,10 @@ def _harvest_progress(bar, family: bool = False):
     return on_event
 
 
-def _print_harvest(result) -> None:
+def _print_harvest(result, json_out: bool = False) -> None:
+    if json_out:
+        out.print_json(json.dumps(result.to_dict()))
+        return
     from metaprune.seeds import format_seeds
 
     table = Table(title=f"harvest {result.config.network} on {result.config.dataset} ({result.seconds:.1f} s)")

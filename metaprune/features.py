@@ -84,7 +84,7 @@ from metaprune.feature_names import (  # noqa: F401 (their home is feature_names
 from metaprune.networks import PrunableLayout, prunable_layout, prunable_weights
 from metaprune.pruning.masks import check_mask
 from metaprune.pruning.scorers import CHUNK, PruneData, score
-from metaprune.pruning.scoring import masked_copy
+from metaprune.pruning.scoring import linearised_copy
 from metaprune.ranking import layer_ranks, ranks
 
 DEFAULT_UMS_ROUNDS = 100
@@ -384,20 +384,13 @@ def _dynamics_columns(cols, needed, warmup, mask, n: int) -> None:
         cols["magnitude_e"] = theta_e.abs() * keep
 
 
-def unit_paths(net: nn.Module, mask: torch.Tensor | None, input_shape: Sequence[int]) -> dict[str, list[torch.Tensor]]:
+def unit_paths(net: nn.Module, mask: torch.Tensor, input_shape: Sequence[int]) -> dict[str, list[torch.Tensor]]:
     """Per prunable layer, float64: the flow of SynFlow's linearised network (the masked |θ| network, biases and
     buffers as |.|, eval mode, one all-ones input) into each input unit (``in``) and from each output unit
     to the output, dR/dz (``out``), Conv channels summed over positions; and each weight's SynFlow score
     (``score``, flat), from the same pass. Works on a float64 copy of ``net``."""
-    layout = prunable_layout(net)
-    keep = torch.ones(layout.total, dtype=torch.bool) if mask is None else mask
     with torch.enable_grad():
-        work, weights = masked_copy(net, keep, torch.float64)
-        work.eval()
-        with torch.no_grad():
-            for t in list(work.parameters()) + list(work.buffers()):
-                if t.is_floating_point():
-                    t.abs_()
+        work, weights = linearised_copy(net, mask)
         modules = [m for m in work.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
         seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # by module, whatever order they run in
 
@@ -437,16 +430,23 @@ def _path_columns(cols, needed, net, mask, data, layout: PrunableLayout) -> None
     cols["rank_path_out"] = rank_within_layers(outs * alive, layout)
     live = paths["score"] > 0
     unit_in, unit_out, live_in, live_out = [], [], [], []
-    for layer, k, lv in zip(layout.layers, layout.split(alive), layout.split(live), strict=True):
-        k, lv = k.reshape(layer.shape), lv.reshape(layer.shape)
-        per_out = k.reshape(layer.shape[0], -1)  # rows: output units
-        per_in = k.transpose(0, 1).reshape(layer.shape[1], -1)  # rows: input units
-        unit_in.append(per_out.mean(dim=1))
-        unit_out.append(per_in.mean(dim=1))
-        live_out.append(lv.reshape(layer.shape[0], -1).any(dim=1).double().mean().expand(layer.shape[0]))
-        live_in.append(lv.transpose(0, 1).reshape(layer.shape[1], -1).any(dim=1).double().mean().expand(layer.shape[1]))
+    for k, lv in zip(layout.split(alive), layout.split(live), strict=True):  # weights [out, in, ...]
+        unit_in.append(_unit_rows(k).mean(dim=1))  # per output unit: its incoming weights
+        unit_out.append(_unit_rows(k.transpose(0, 1)).mean(dim=1))  # per input unit: its outgoing weights
+        live_out.append(_live_share(lv))
+        live_in.append(_live_share(lv.transpose(0, 1)))
     cols["unit_out_alive"], cols["unit_in_alive"] = _expand_units(layout, unit_out, unit_in)
     cols["layer_live_in"], cols["layer_live_out"] = _expand_units(layout, live_in, live_out)
+
+
+def _unit_rows(weight: torch.Tensor) -> torch.Tensor:
+    """A weight-shaped tensor as one row per unit of its dim 0."""
+    return weight.reshape(weight.shape[0], -1)
+
+
+def _live_share(live: torch.Tensor) -> torch.Tensor:
+    """The share of dim 0's units with a live weight, once per unit."""
+    return _unit_rows(live).any(dim=1).double().mean().expand(live.shape[0])
 
 
 def _by_max(t: torch.Tensor) -> torch.Tensor:

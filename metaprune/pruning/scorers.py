@@ -34,6 +34,7 @@ from metaprune.pruning.scoring import (
     chunks,
     flat,
     full_mask,
+    linearised_copy,
     loss_grads,
     masked_copy,
     need_data,
@@ -185,12 +186,7 @@ def synflow_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, s
     """
     shape = tuple(data.x.shape[1:]) if data is not None else infer_input_shape(net)
     with torch.enable_grad():
-        cnet, weights = masked_copy(net, mask, torch.float64)
-        cnet.eval()
-        with torch.no_grad():
-            for t in list(cnet.parameters()) + list(cnet.buffers()):
-                if t.is_floating_point():
-                    t.abs_()
+        cnet, weights = linearised_copy(net, mask)
         x = torch.ones(1, *shape, dtype=torch.float64, device=weights[0].device)
         grads = torch.autograd.grad(cnet(x).sum(), weights, allow_unused=True)
         s = flat(

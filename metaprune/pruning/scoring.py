@@ -155,6 +155,18 @@ def masked_copy(net: nn.Module, mask: torch.Tensor, dtype: torch.dtype | None = 
     return net, weights
 
 
+def linearised_copy(net: nn.Module, mask: torch.Tensor):
+    """SynFlow's linearised network: a float64 ``masked_copy`` in eval mode with every floating parameter
+    and buffer replaced by its absolute value (the SynFlow code takes ``abs`` of the whole state dict)."""
+    cnet, weights = masked_copy(net, mask, torch.float64)
+    cnet.eval()
+    with torch.no_grad():
+        for t in list(cnet.parameters()) + list(cnet.buffers()):
+            if t.is_floating_point():
+                t.abs_()
+    return cnet, weights
+
+
 def flat(tensors) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
 
