@@ -222,3 +222,28 @@ def test_siblings_asked_of_a_store_without_them(tmp_path):
         with pytest.raises(StoreError, match="holds no sibling of seed 0"):
             store.sibling_mask(0)
     assert sorted(p.name for p in path.iterdir()) == before
+
+
+def test_soft_mask_is_the_target_and_its_sibling_averaged(imp_store, tmp_path):
+    """``fit --target soft_mask``: (target_mask + sibling_mask) / 2 per weight, on the dense state, only where
+    every seed the fit reads has a sibling."""
+    from metaprune.fit import preprocess as pp
+    from metaprune.fit.config import FitConfig
+    from metaprune.fit.core import fit_model
+
+    targets = {"target_mask": np.array([1, 1, 0, 0], bool), "sibling_mask": np.array([1, 0, 1, 0], bool)}
+    assert pp.make_target(targets, "soft_mask", levels=3).tolist() == [1.0, 0.5, 0.5, 0.0]
+    with pytest.raises(MetapruneError, match="'soft_mask' exists only for the dense state"):
+        pp.make_target(targets, "soft_mask", levels=3, state=1)
+    with pytest.raises(MetapruneError, match="'soft_mask' exists only for the dense state; accepted: --states dense"):
+        FitConfig(target="soft_mask", states="trajectory").validate()
+    cfg = FitConfig(model="linear", features="scores", states="dense", use="", target="soft_mask",
+                    train_seeds="0", test_seeds="1")  # fmt: skip
+    # seed 1 has no sibling: refused in one line before any work, nothing written
+    with pytest.raises(StoreError, match="holds no sibling of seed 1 .*--siblings N"):
+        fit_model(imp_store, cfg, name="soft1", models_dir=tmp_path)
+    assert not (tmp_path / "soft1").exists()
+    both = tmp_path / "both.zarr"
+    harvest(replace(IMP_CFG, siblings=2), (0, 1), out=both, workers=1)
+    res = fit_model(both, cfg, name="soft", models_dir=tmp_path)
+    assert res.card.target == "soft_mask" and res.metrics["sibling"]["seeds"] == [0, 1]

@@ -30,7 +30,8 @@ class FitConfig(Config):
     target: str = setting(
         "round",
         "round (removal level / (levels+1), sparsity-aware; per state: counted from the state), survive "
-        "(outlives the next level, 0/1), mask (in the ticket, 0/1) or score (target score min-max per seed)",
+        "(outlives the next level, 0/1), mask (in the ticket, 0/1), soft_mask (the mask averaged with the target's "
+        "sibling's, 0/0.5/1: a store harvested with --siblings, dense state) or score (target score min-max per seed)",
     )
     features: str | Sequence[str] = setting(
         "static",
@@ -106,8 +107,11 @@ class FitConfig(Config):
             raise MetapruneError(f"bad --cv {self.cv!r}; accepted: 0 (none) or K >= 2 folds")
         if self.states not in STATE_CHOICES:
             raise MetapruneError(f"bad states {self.states!r}; accepted: {', '.join(STATE_CHOICES)}")
-        if self.target == "score" and self.states != "dense":
-            raise MetapruneError("target 'score' exists only for the dense state; accepted: round, survive, mask")
+        if self.target in pp.DENSE_ONLY_TARGETS and self.states != "dense":
+            raise MetapruneError(
+                f"target {self.target!r} exists only for the dense state; accepted: --states dense, or the targets "
+                "round, survive, mask"
+            )
         pp.sample_weights(np.zeros(0), self.sample_weight)
         if self.grid and int(self.cv) < 2:
             raise MetapruneError("a --grid of options is chosen by cross-validation; accepted: --cv K (K >= 2) with it")

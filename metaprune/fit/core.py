@@ -83,6 +83,7 @@ def fit_model(
     # probe the options before any work: a bad option fails in a second, not after the fit
     check_objective(make_regressor(model_name, config.options, config.seed, len(features), config.threads), config)
     check_states(config, views)
+    check_siblings(config, views, [*seeds[0], *seeds[1]])
     reader = SeedReader(features, config.preprocess, config.target, pp.BASE_SCORES, config.sample_weight)
     with limited_threads(config.threads):
         # held-out metrics are taken on the dense state: how the ticket's top-k compares at θ0
@@ -155,6 +156,17 @@ def check_states(config: FitConfig, views: Sequence[StoreView]) -> None:
             f"{', harvested without one' if flat[0].store.schema_version > 1 else ''}); accepted: --states dense, "
             "or a store harvested by this metaprune"
         )
+
+
+def check_siblings(config: FitConfig, views: Sequence[StoreView], seeds: Sequence[int]) -> None:
+    """A target that reads the target's sibling needs one for every seed the fit reads: refused before any
+    work, in the store's own words (``HarvestStore.sibling_mask``)."""
+    if config.target not in pp.SIBLING_TARGETS:
+        return
+    for view in views:
+        for seed in sorted(set(seeds) & set(view.complete_seeds)):
+            if seed not in view.store.sibling_seeds:
+                view.store.sibling_mask(seed)
 
 
 def units_of(views: Sequence[StoreView], seeds: Sequence[int], states: str = "dense") -> list[Unit]:

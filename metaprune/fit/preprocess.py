@@ -36,8 +36,15 @@ TARGETS = {
     "survive": "1 if the weight survives the next level of the target from its state (target_round > s + 1), "
     "else 0 (a binary target for cross_entropy / binary objectives and the mlp's bce loss)",
     "mask": "target_mask as 0/1: in the target ticket or not",
+    "soft_mask": "the mean of target_mask and the sibling's mask (0, 0.5 or 1): the target's ticket averaged over "
+    "two runs that differ only in data order and pruning batch (dense state; seeds with a sibling, harvest --siblings)",
     "score": "target_score min-max scaled to [0, 1] per seed",
 }
+
+# Targets of the dense state alone (the trajectory states are the target's own way down).
+DENSE_ONLY_TARGETS = ("score", "soft_mask")
+# Targets that read the target's sibling (``harvest --siblings``).
+SIBLING_TARGETS = ("soft_mask",)
 
 # The base scores every fit report compares the model with (reference rows): the harvest's score features.
 BASE_SCORES = SCORE_FEATURES
@@ -179,8 +186,13 @@ def make_target(
     the weight outlives the next level (``target_round > state + 1``).
     """
     check_target(kind)
+    if kind in DENSE_ONLY_TARGETS and int(state):
+        raise MetapruneError(f"target {kind!r} exists only for the dense state; accepted: round, survive, mask")
     if kind == "mask":
         return np.asarray(targets["target_mask"]).astype(np.float32)
+    if kind == "soft_mask":
+        both = np.asarray(targets["target_mask"], dtype=np.float32) + np.asarray(targets["sibling_mask"], np.float32)
+        return both / np.float32(2.0)
     if kind == "survive":
         return (levels_to_go(targets, state) > 1).astype(np.float32)
     if kind == "round":
@@ -189,8 +201,6 @@ def make_target(
         if top <= 0:
             raise MetapruneError("target_round is 0 everywhere; the store's target looks empty")
         return (r / top).astype(np.float32)
-    if int(state):
-        raise MetapruneError("target 'score' exists only for the dense state; accepted: round, survive, mask")
     s = np.asarray(targets["target_score"]).astype(np.float64)
     if not np.isfinite(s).all():
         raise MetapruneError("target_score has non-finite values; accepted: --target round or mask")

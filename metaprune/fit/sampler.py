@@ -82,6 +82,8 @@ class SeedReader:
             x = portable.assemble(self.features, want, x, bounds, unit.view.n_weights)
         x = pp.preprocess(x, self.preprocess, bounds, self.features)
         raw_cols = {name: x_raw[:, i] for i, name in enumerate(want + refs)}
+        if self.target in pp.SIBLING_TARGETS:  # a one-line StoreError for a seed without one
+            full = {**full, "sibling_mask": unit.view.store.sibling_mask(unit.seed)}
         targets = {k: np.asarray(v)[alive] for k, v in full.items()}
         targets["y"] = pp.make_target(targets, self.target, unit.view.levels, unit.state)
         targets["levels"] = pp.levels_to_go(targets, unit.state)
