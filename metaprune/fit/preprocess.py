@@ -36,9 +36,9 @@ TARGETS = {
     "survive": "1 if the weight survives the next level of the target from its state (target_round > s + 1), "
     "else 0 (a binary target for cross_entropy / binary objectives and the mlp's bce loss)",
     "mask": "target_mask as 0/1: in the target ticket or not",
+    "score": "target_score min-max scaled to [0, 1] per seed",
     "soft_mask": "the mean of target_mask and the sibling's mask (0, 0.5 or 1): the target's ticket averaged over "
     "two runs that differ only in data order and pruning batch (dense state; seeds with a sibling, harvest --siblings)",
-    "score": "target_score min-max scaled to [0, 1] per seed",
 }
 
 # Targets of the dense state alone (the trajectory states are the target's own way down).
