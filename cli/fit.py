@@ -92,7 +92,8 @@ RecipeOpt = Annotated[
     str,
     typer.Option(
         help="starting point of every option not given: multishot (the defaults: trajectory states, the static "
-        "features, use @ums10) or thesis (the thesis's single-shot model: dense θ0, the score features, one shot)"
+        "features, one UMS round per level of the target: @ums10 on the default harvest) or thesis (the thesis's "
+        "single-shot model: dense θ0, the score features, one shot)"
     ),
 ]
 
@@ -156,7 +157,7 @@ def fit_cmd(
     device: Annotated[str | None, typer.Option(help="mlp device: auto, cpu, cuda, cuda:N")] = None,
     seed: Annotated[int | None, config_option(F, "seed", number=non_negative_int, note_default=True)] = None,
     threads: Annotated[int | None, config_option(F, "threads", number=lambda _: THREADS, note_default=True)] = None,
-    use: Annotated[str | None, config_option(F, "use", note_default=True)] = None,
+    use: Annotated[str | None, config_option(F, "use")] = None,
     target_method: Annotated[str | None, config_option(F, "target_method")] = None,
     models_dir: Annotated[str, typer.Option(help="where models are saved")] = "models",
     datasets_dir: Annotated[str, typer.Option(help="where the default store is looked for")] = "datasets",

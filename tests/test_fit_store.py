@@ -358,6 +358,25 @@ def test_a_model_meant_for_multi_shot_use_leaves_out_the_multi_shot_feature(stor
     assert not models_dir.exists() or not any(models_dir.iterdir())
 
 
+def test_the_default_use_prunes_one_round_per_level_of_the_target(store, tmp_path_factory, models_dir, monkeypatch,
+                                                                   capsys):
+    """The multi-shot scorer learns the target's way down one level a state, so unless told otherwise it
+    prunes in as many rounds as the target had levels: 2 on the 2-level store, 3 on a 3-level one."""
+    three = tiny_store(tmp_path_factory, "three-levels", (0, 1), levels=3)
+    fast = {"model": "linear", "train_seeds": "0", "test_seeds": "1"}
+    two_levels = fit_model(store, FitConfig(**fast), save=False).card.intended_use
+    assert (two_levels.schedule, two_levels.rounds) == ("ums", 2)
+    assert fit_model(three, FitConfig(**fast), save=False).card.intended_use.rounds == 3
+    assert fit_model(three, FitConfig(use="@ums7", **fast), save=False).card.intended_use.rounds == 7
+    assert fit_model(three, FitConfig(use="", **fast), save=False).card.intended_use.schedule == "uss"
+    with pytest.raises(MetapruneError, match=r"different levels \(2, 3\).*accepted: --use @umsN"):
+        fit_model([store, three], FitConfig(**fast), models_dir=models_dir)
+    code, _, err = run_main(monkeypatch, capsys, "fit", "-m", "linear", "--data", str(store), "--data", str(three),
+                            "--train-seeds", "0", "--test-seeds", "1", "--models-dir", str(models_dir))
+    assert code == 2 and "different levels (2, 3)" in err and len(err.strip().splitlines()) == 1, err
+    assert not models_dir.exists()
+
+
 def test_ranking_metrics_rank_by_the_scores_the_learned_scorer_keeps(store):
     """A sigmoid saturated to 1.0 in float32 ties almost every weight; the held-out top-k Jaccard must be
     the one of the logits the learned scorer ranks by (here a monotone map of synflow: synflow's own)."""

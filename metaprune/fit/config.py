@@ -8,7 +8,7 @@ regressor registry or the preprocessing import them when a config is validated.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from metaprune.config import Config, setting
@@ -70,18 +70,35 @@ class FitConfig(Config):
         "the harvest target to imitate, e.g. synflow@ims or imp: the store given must hold it (of several stores, "
         "those that hold it are used); default: the stores' one target",
     )
-    use: str = setting(
-        "@ums10",
+    use: str | None = setting(
+        None,
         "how the model is meant to prune, a method suffix recorded in its meta and used by a bare learned:DIR, "
         "e.g. @ums10 or '#from:synflow@ums' (a model reading dynamics features always warms up); '' prunes in "
-        "one shot",
+        "one shot; default: @ums with one round per level of the target (@ums10 for the default harvest, "
+        "@ums5 for a family's)",
     )
 
     def intended_use(self, warmup: float | None = None) -> IntendedUse:
         """How the model is meant to prune (``use`` parsed), with the warm-up of the dynamics features it reads."""
         from metaprune.pruning.method import parse_use
 
+        if self.use is None:
+            raise MetapruneError("the fit's use is set from its stores' levels (FitConfig.with_rounds_of) first")
         return parse_use(self.use, warmup)
+
+    def with_rounds_of(self, levels: Sequence[int]) -> FitConfig:
+        """This config with ``use`` set: an unset one prunes in as many UMS rounds as the target had
+        ``levels`` (of every store), since the scorer learns the target's way down one level a state, and a
+        round then prunes what a level pruned (other round counts scored worse on tuning seeds, README)."""
+        if self.use is not None:
+            return self
+        distinct = sorted({int(n) for n in levels})
+        if len(distinct) != 1:
+            raise MetapruneError(
+                f"the stores' targets have different levels ({', '.join(map(str, distinct))}), so the rounds to prune "
+                "in are not one; accepted: --use @umsN naming them"
+            )
+        return replace(self, use=f"@ums{distinct[0]}")
 
     @classmethod
     def for_recipe(cls, recipe: str = "multishot", **given: Any) -> FitConfig:
@@ -118,14 +135,15 @@ class FitConfig(Config):
         for key, values in self.grid.items():
             if not values:
                 raise MetapruneError(f"--grid {key}= names no value; accepted: KEY=V1,V2,...")
-        self.intended_use()
+        if self.use is not None:
+            self.intended_use()
         return self
 
 
 # Named starting points of ``fit``. ``multishot`` (the defaults): every state of the target's way down,
-# the level of removal counted from each state, the static features, pruning in 10 rounds -- the
-# recipe that beats SynFlow. ``thesis``: the thesis's single-shot model (chapter 4.3, figure 5.9) on the
-# dense θ0 features of the base scores, pruning in one shot.
+# the level of removal counted from each state, the static features, pruning in one round per level of
+# the target -- the recipe that beats SynFlow. ``thesis``: the thesis's single-shot model (chapter 4.3,
+# figure 5.9) on the dense θ0 features of the base scores, pruning in one shot.
 RECIPES: dict[str, dict[str, Any]] = {
     "multishot": {},
     "thesis": {"states": "dense", "features": "scores", "use": ""},
@@ -133,7 +151,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 RECIPE_HELP = {
     "multishot": "the defaults: every state of the target's way down, the level of removal counted from each "
-    "state, the static features, pruning in 10 rounds (@ums10)",
+    "state, the static features, pruning in one round per level of the target (@ums10 for the default harvest)",
     "thesis": "the thesis's single-shot model (4.3, 5.9): dense θ0, the six base scores, pruning in one shot",
     "family": "one model across the stores of several networks (fit --family NAME): the multishot recipe on the "
     "portable features (per-layer ranks, network quantiles, layer descriptors), unscaled",
