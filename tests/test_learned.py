@@ -144,6 +144,12 @@ def test_a_model_records_how_it_prunes_and_a_bare_learned_method_uses_it(store, 
     # a part the method spells overrides the model's; the sanity ablation keeps the model's use
     assert with_intended_use(parse_method(f"learned:{dyn.path}#layer")).budget == "layer"
     assert with_intended_use(parse_method(f"learned:{dyn.path}!shuffle")).canonical().endswith("@ums+w1!shuffle")
+    # a learned scorer whose per-layer counts another method keeps prunes as its card says, there too
+    inner = f"from:learned:{dyn.path}"
+    assert with_intended_use(parse_method(f"snip#{inner}")).budget == f"{inner}@ums+w1"
+    assert with_intended_use(parse_method(f"snip#{inner}@uss")).budget == f"{inner}@uss+w1"  # one shot spelled
+    merged = with_intended_use(parse_method(f"snip#from:learned:{dyn.path}"))
+    assert parse_method(merged.canonical()) == merged
     static = fit_model(
         store, FitConfig(model="linear", features="scores", use="#from:synflow@ums"), models_dir=tmp_path
     )

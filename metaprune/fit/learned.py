@@ -26,7 +26,7 @@ from metaprune.fit.persist import LoadedModel, ModelCard, dynamics_features, loa
 from metaprune.fit.preprocess import alive_bounds, preprocess
 from metaprune.networks import prunable_layout
 from metaprune.pruning.masks import check_mask
-from metaprune.pruning.method import LEARNED, Method, learned_method
+from metaprune.pruning.method import FROM, LEARNED, Method, learned_method
 from metaprune.pruning.scorers import SCORERS, ScorerSpec
 from metaprune.threads import limited_threads
 
@@ -93,6 +93,12 @@ def with_intended_use(method: Method) -> Method:
     no schedule, warm-up or budget of its own, ``learned:DIR`` prunes that way; any part the method spells
     overrides the model's (``learned:DIR@uss`` prunes in one shot whatever the model says).
     """
+    inner = method.budget_method
+    if inner is not None and inner.learned_model is not None:
+        # ``#from:learned:DIR`` keeps the counts of the scorer as its card says it prunes (not its budget:
+        # a budget method has none of its own)
+        merged = replace(with_intended_use(inner), budget=None)
+        method = replace(method, budget=FROM + merged.canonical())
     model_dir = method.learned_model
     if model_dir is None:
         return method

@@ -557,6 +557,9 @@ def _budget_from(token: str, text: str, pos: int) -> str:
         raise _fail(text, pos + len(FROM), f"bad budget method ({exc})") from None
     if inner.budget is not None or inner.init != "standard" or inner.ablation is not None:
         raise _fail(text, pos + len(FROM), "a budget method has no budget, init or ablation of its own")
+    if inner.learned_model is not None and not inner.schedule_spelled:
+        # left unspelled, so that the learned scorer's card fills it in (``with_intended_use``)
+        return FROM + ">".join(inner.scorers) + _suffix(None, None, inner.warmup, None, in_steps=inner.warmup_in_steps)
     return FROM + inner.canonical()
 
 
