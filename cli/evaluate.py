@@ -79,9 +79,25 @@ def _print_report(rep, title: str) -> None:
             f"gap to C = (method − {rep.reference}) / (C − {rep.reference}) on paired seed means, "
             "[95 % bootstrap interval over seeds; none where C does not reliably beat the reference]"
         )
+    _print_at_chance(rep)
     _print_sanity(rep)
     for p in rep.plots:
         out.print(f"plot: {p}")
+
+
+def _print_at_chance(rep) -> None:
+    from metaprune.evaluate.report import at_chance_units
+    from metaprune.training import AT_CHANCE_NOTE
+
+    units = at_chance_units(rep)
+    if not units:
+        return
+    label = _labeller(rep, {})
+    where = "; ".join(
+        f"{label(method) if density < 1 else method} at {density:g} on seed(s) {', '.join(map(str, seeds))}"
+        for method, density, seeds in units
+    )
+    out.print(f"[yellow]{AT_CHANCE_NOTE}[/]: {where}", highlight=False)
 
 
 def _print_sanity(rep) -> None:

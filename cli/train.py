@@ -42,6 +42,7 @@ def train_cmd(
     """Train dense networks (one per seed, as one population) and report test accuracy at early stop."""
     from metaprune.dense import train_dense
     from metaprune.seeds import parse_seeds
+    from metaprune.training import AT_CHANCE_NOTE
 
     cfg = training_options(preset, epochs, batch_size, lr, patience)
     seed_list = parse_seeds(seeds)
@@ -60,13 +61,16 @@ def train_cmd(
     for seed, m in zip(run.seeds, run.members, strict=True):
         table.add_row(
             str(seed),
-            f"{100 * m.test_acc:.2f}",
+            f"{100 * m.test_acc:.2f}" + (" [bold red](at chance)[/]" if m.at_chance else ""),
             f"{100 * m.val_acc:.2f}",
             str(m.best_iteration),
             str(m.best_epoch),
             str(m.epochs_trained),
         )
     out.print(table)
+    stalled = [str(seed) for seed, m in zip(run.seeds, run.members, strict=True) if m.at_chance]
+    if stalled:
+        out.print(f"[yellow]{AT_CHANCE_NOTE}[/]: seed(s) {', '.join(stalled)} (lr {run.config.lr:g})", highlight=False)
 
 
 def bench_train_cmd(

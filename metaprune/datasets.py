@@ -123,6 +123,11 @@ class DataSplits:
             test_y=self.test_y.to(dev),
         )
 
+    def majority_share(self) -> float:
+        """The test accuracy of always answering the test split's most frequent class: what a network that
+        learned nothing from its inputs scores at best."""
+        return float(torch.bincount(self.test_y).max()) / max(int(self.test_y.shape[0]), 1)
+
     def describe(self) -> dict:
         """JSON-able summary: name, input shape, classes, split sizes and normalisation constants."""
         return {

@@ -53,6 +53,14 @@ from metaprune.rigl import RigL, rigl_update
 from metaprune.seeds import generator
 from metaprune.threads import limited_threads
 
+# A member within this much test accuracy of the most-frequent-class answer is "at chance": a point is 10
+# images of mnist5k's test split and 3.6 of digits', the noise of a near-constant answer, not learning.
+AT_CHANCE_MARGIN = 0.01
+AT_CHANCE_NOTE = (
+    "at chance (test accuracy within 1 point of always answering the most frequent class): the training "
+    "diverged or stalled, or the mask leaves no working path; the numbers stay in, and a smaller --lr may train it"
+)
+
 
 def resolve_device(name: str | None = None) -> torch.device:
     """``None``/``auto``: CUDA when available, else CPU. Unknown or unavailable names are an error."""
@@ -84,6 +92,9 @@ class MemberResult:
     best_epoch: int
     epochs_trained: int
     collapsed: bool = False  # an MLP mask with no path of kept weights from input to output
+    # its test accuracy is within AT_CHANCE_MARGIN of always answering the most frequent class: it learned
+    # nothing (training diverged or stalled, or the mask leaves no working path); its numbers still count
+    at_chance: bool = False
 
 
 @dataclass
@@ -280,7 +291,7 @@ class _Checkpoints:
                     self.masks[int(members[row])] = group.flat_mask(row)
         self.since_best[members] = torch.where(improved, 0, self.since_best[members] + 1)
 
-    def results(self, collapsed: Sequence[bool]) -> list[MemberResult]:
+    def results(self, collapsed: Sequence[bool], majority_share: float) -> list[MemberResult]:
         return [
             MemberResult(
                 test_acc=float(self.test_acc[i]),
@@ -291,6 +302,7 @@ class _Checkpoints:
                 best_epoch=int(self.best_epoch[i]),
                 epochs_trained=int(self.epochs_trained[i]),
                 collapsed=bool(collapsed[i]),
+                at_chance=float(self.test_acc[i]) <= majority_share + AT_CHANCE_MARGIN,
             )
             for i in range(self.best_loss.shape[0])
         ]
@@ -614,7 +626,7 @@ def train_population(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return PopulationResult(
-        members=checkpoints.results(_collapsed(template, mask_dict, k_total)),
+        members=checkpoints.results(_collapsed(template, mask_dict, k_total), data.majority_share()),
         states=checkpoints.states(),
         iterations=iterations,
         samples=samples,

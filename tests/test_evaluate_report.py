@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from metaprune.evaluate.plots import Plotter, short_label, short_labels
-from metaprune.evaluate.report import Report, build_report, sanity_cells, table_cells, write_plots
+from metaprune.evaluate.report import Report, at_chance_units, build_report, sanity_cells, table_cells, write_plots
 from metaprune.evaluate.results import ResultsDir, unit_name
 from metaprune.evaluate.stats import compare
 from metaprune.pruning.method import parse_method, parse_units
@@ -187,3 +187,18 @@ def test_dynamic_sparse_training_rows_are_named_for_a_section_of_their_own():
     assert dynamic_methods(rep) == set()  # rows written before the field: no section
     rep.rows["dynamic_sparse"] = rep.rows["method"] == "synflow@ims"
     assert dynamic_methods(rep) == {"synflow@ims"}
+
+
+def test_at_chance_units_name_each_method_density_and_seed_that_learned_nothing():
+    df = pd.DataFrame([
+        {"seed": 1, "method": "snip@uss", "density": 0.01, "test_acc": 0.80, "at_chance": False},
+        {"seed": 2, "method": "snip@uss", "density": 0.01, "test_acc": 0.10, "at_chance": True},
+        {"seed": 3, "method": "snip@uss", "density": 0.01, "test_acc": 0.11, "at_chance": True},
+        {"seed": 1, "method": "magnitude@iss", "density": 0.01, "test_acc": 0.90, "at_chance": False},
+        {"seed": 3, "method": "dense", "density": 1.0, "test_acc": 0.10, "at_chance": True},
+    ])  # fmt: skip
+    report = Report(df, pd.DataFrame(), df.iloc[:0], "snip@uss", "ttest", [])
+    assert at_chance_units(report) == [("dense", 1.0, [3]), ("snip@uss", 0.01, [2, 3])]
+    # results committed before the flag existed carry no column, and report none
+    old = Report(df.drop(columns="at_chance"), pd.DataFrame(), df.iloc[:0], "snip@uss", "ttest", [])
+    assert at_chance_units(old) == []

@@ -1,5 +1,7 @@
 """The population loop equals K separate runs; early stopping and masking are per member."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,7 +9,8 @@ import torch.nn.functional as F
 from metaprune.errors import MetapruneError
 from metaprune.networks import build_network, prunable_layout
 from metaprune.seeds import generator
-from metaprune.training import TrainConfig, resolve_device, train_population, train_preset
+from metaprune.training import AT_CHANCE_MARGIN, TrainConfig, resolve_device, train_population, train_preset
+from tests.conftest import synthetic_splits
 
 F64 = torch.float64
 
@@ -176,3 +179,23 @@ def test_bad_config_and_device_errors():
         train_preset("fast")
     assert train_preset("openlth").batch_size == 128
     assert not train_preset("openlth").early_stopping
+
+
+def test_majority_share_is_the_accuracy_of_always_answering_the_most_frequent_test_class():
+    splits = synthetic_splits()
+    labels = torch.tensor([0, 0, 0, 1, 2, 2])
+    splits = replace(splits, test_x=splits.test_x[:6], test_y=labels)
+    assert splits.majority_share() == 0.5  # class 0 is 3 of the 6
+
+
+def test_a_member_that_learns_nothing_is_at_chance_and_a_trained_one_is_not(tiny_data):
+    # the second member keeps no weight: its logits are its biases, one answer for every image, which
+    # scores at most the most frequent class's share of the test split
+    cfg = TrainConfig(lr=0.2, batch_size=16, epochs=15, patience=5)
+    nets = _nets("mlp:12-8", (1, 4, 4), 3, [0, 1])
+    nothing = torch.zeros(prunable_layout(nets[1]).total, dtype=torch.bool)
+    pop = train_population(nets, tiny_data, cfg, data_seed=0, masks=[None, nothing], dtype=F64)
+    share = tiny_data.majority_share()
+    dense, empty = pop.members
+    assert empty.test_acc <= share and empty.at_chance
+    assert dense.test_acc > share + AT_CHANCE_MARGIN and not dense.at_chance

@@ -186,6 +186,20 @@ def dense_cells(report: Report) -> list[tuple[str, str]]:
     return rows
 
 
+def at_chance_units(report: Report) -> list[tuple[str, float, list[int]]]:
+    """(method, density, seeds) of every ticket or dense network whose training ended at chance
+    (``MemberResult.at_chance``); dense rows have density 1. Results committed before the flag existed
+    have no ``at_chance`` column and report none."""
+    rows = report.rows
+    if "at_chance" not in rows.columns:
+        return []
+    hits = rows[rows["at_chance"].fillna(False).astype(bool)]
+    return [
+        (method, float(density), sorted(int(s) for s in block["seed"]))
+        for (method, density), block in hits.groupby(["method", "density"], sort=True)
+    ]
+
+
 def verdicts(report: Report, label: Callable[[str], str] = str) -> list[str]:
     """One sentence per learned method (no ablation) and density: did it beat the reference, by how
     much, with the paired CI, the Holm-corrected p and the seeds it won. ``label`` spells a method (by its

@@ -230,6 +230,7 @@ def _member_fields(m: MemberResult) -> dict:
         "best_iteration": m.best_iteration,
         "best_epoch": m.best_epoch,
         "epochs_trained": m.epochs_trained,
+        "at_chance": m.at_chance,
     }
 
 
