@@ -186,3 +186,19 @@ def test_the_model_folder_carries_the_store_s_own_hash(tmp_path):
     fitted = fit_model(store, FitConfig.for_recipe("thesis", model="linear"), models_dir=tmp_path / "m")
     assert fitted.name.endswith("-" + result.config.short_hash())
     assert Path(fitted.path).name == fitted.name
+
+
+def test_evaluate_and_report_name_the_tickets_that_ended_at_chance(registered, monkeypatch, capsys, tmp_path):
+    # 8 random weights of 1,580 leave no input→output path: those tickets answer one class for every image
+    out = tmp_path / "r"
+    args = ["evaluate", "-m", "random", "-s", "0.005", "--seeds", "1000-1001", "--out", str(out), *TINY_EVAL]
+    code, printed, _ = run_main(monkeypatch, capsys, *args)
+    assert code == 0
+    rows = pd.read_csv(out / "results.csv")
+    share = 37 / 360  # digits' test split: its most frequent class holds 37 of the 360 images
+    assert list(rows["at_chance"]) == [acc <= share + 0.01 for acc in rows["test_acc"]]
+    assert rows.loc[rows["method"] == "random@uss", "at_chance"].all()
+    assert not rows.loc[rows["method"] == "dense", "at_chance"].any()
+    assert "random@uss at 0.005 on seed(s) 1000, 1001" in " ".join(printed.split())
+    code, report, _ = run_main(monkeypatch, capsys, "report", str(out), "--no-plots")
+    assert code == 0 and "random@uss at 0.005 on seed(s) 1000, 1001" in " ".join(report.split())
