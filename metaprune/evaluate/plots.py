@@ -272,13 +272,21 @@ class Plotter:
 
         length = self.rows.groupby(["density", "method"])["warmup"].mean()
         densities = sorted(self.comp["density"].unique())
-        fig, axes = plt.subplots(1, len(densities), figsize=(6.5 * len(densities), 4.8), squeeze=False)
+        # constrained layout keeps the shared x label clear of the two-line tick labels
+        fig, axes = plt.subplots(
+            1, len(densities), figsize=(6.5 * len(densities), 4.8), squeeze=False, layout="constrained"
+        )
         for ax, density in zip(axes[0], densities, strict=True):
             block = self.comp[self.comp["density"] == density]
             block = block.assign(x=[length.get((density, m), np.nan) for m in block["method"]])
             self._warmup_panel(ax, block)
             ax.set_title(f"density {density:g}", fontsize=10)
         axes[0][0].set_ylabel("test accuracy at early stop (%)")
+        # one legend beside the panels: inside one it hides the points of a corner
+        handles = {label: h for ax in axes[0] for h, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+        fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=8)
+        # one label under all panels: as a panel's own label it runs into the next panel's
+        fig.supxlabel("warm-up length (epochs of the training split; imp: the budget its levels share)", fontsize=10)
         fig.suptitle(f"Accuracy vs warm-up length (mean, 95 % CI over {self._seeds()} seeds)")
         return self._save(fig, name)
 
@@ -308,8 +316,6 @@ class Plotter:
         ax.set_xticks(list(ticks), list(ticks.values()), fontsize=8)
         low, high = ax.get_ylim()
         ax.set_ylim(max(low, 0.0), min(high, 100.0))  # an interval of few seeds may reach past 0 or 100 %
-        ax.set_xlabel("warm-up length (epochs of the training split; imp: the budget its levels share)")
-        ax.legend(fontsize=7, loc="lower right")
         ax.grid(True, alpha=0.3)
 
     def _dense_cost_point(self, ax) -> None:
