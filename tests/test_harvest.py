@@ -421,3 +421,29 @@ def test_inspect(base):
     rows = {r["feature"]: r for r in info["correlation"]["rows"]}
     assert set(rows) == set(FEATURE_NAMES)
     assert -1 <= rows["magnitude"]["spearman_round"] <= 1
+
+
+def test_a_target_level_that_trains_to_chance_is_named(tmp_path):
+    # random@iss at density 0.004 of a 64-12-8-10 MLP: level 1 trains the dense network, and the last level
+    # trains a random mask of 24 of the 944 weights, which answers one class for every image
+    events = []
+    cfg = tiny_harvest_config(target="random@iss", density=0.004, levels=3)
+    result = harvest(cfg, seeds=[0, 1], out=tmp_path / "s.zarr", workers=1, progress=events.append)
+    chance = {s.seed: s.levels_at_chance for s in result.seed_stats}
+    assert set(chance) == {0, 1}
+    assert all(1 not in levels and 3 in levels for levels in chance.values())
+    assert result.to_dict()["seeds"][0]["levels_at_chance"] == list(chance[result.seed_stats[0].seed])
+    note = next(n for n in result.notes if "trained to chance" in n)
+    assert "seed 0 at level(s)" in note and "seed 1 at level(s)" in note
+    assert {"event": "note", "text": note} in events  # the CLI prints the note events as they come
+
+
+def test_the_chance_note_names_only_seeds_with_a_level_at_chance():
+    from metaprune.harvest.run import levels_at_chance_note
+    from metaprune.harvest.task import SeedStats, TaskResult
+
+    stats = [SeedStats(3, 0.0, 0.0, 0.0, 0.0, 0.0), SeedStats(4, 0.0, 0.0, 0.0, 0.0, 0.0, (2,))]
+    task = TaskResult(0, (3, 4), (3, 4), (), 0.0, stats=stats)
+    note = levels_at_chance_note([task])
+    assert "seed 4 at level(s) 2:" in note and "seed 3" not in note
+    assert levels_at_chance_note([TaskResult(0, (3,), (3,), (), 0.0, stats=stats[:1])]) is None

@@ -185,9 +185,8 @@ def harvest(
     # The lock is taken first and released last: no worker of ours writes after another harvest may start.
     with StoreLock(path) as lock, get_executor(workers, scheduler, connect_timeout=connect_timeout) as executor:
         described = executor.describe()
-        notes.extend(lock.notes)
         for note in lock.notes:
-            emit({"event": "note", "text": note})
+            _say(notes, emit, note)
         mark_incomplete(path, redone)  # before anything reads the plan: a damaged 'complete' flag is rewritten
         prepare_store(path, config, requested, notes, redone)
         specs, done, todo = _tasks(path, config, requested, device, data_root)
@@ -196,8 +195,7 @@ def harvest(
                 f"{workers} workers but only {len(specs)} task(s) of up to {config.seeds_per_task} seeds; "
                 "a smaller --seeds-per-task spreads the seeds over more workers (it changes the config)"
             )
-            notes.append(note)
-            emit({"event": "note", "text": note})
+            _say(notes, emit, note)
         planned, _, _ = read_plan(path)
         emit(
             {
@@ -215,6 +213,8 @@ def harvest(
         for _, res in executor.map(run_task, specs, on_event=emit):
             results.append(res)
             emit({"event": "task_done", "task": res.task_id, "written": list(res.written)})
+        if chance := levels_at_chance_note(results):
+            _say(notes, emit, chance)
         planned, _, complete = read_plan(path)
     return HarvestResult(
         store=path,
@@ -228,6 +228,26 @@ def harvest(
         seconds=time.perf_counter() - t0,
         notes=notes,
         tasks=sorted(results, key=lambda r: r.task_id),
+    )
+
+
+def _say(notes: list[str], emit: ProgressFn, text: str) -> None:
+    """A note for the result and, as it happens, for the progress display."""
+    notes.append(text)
+    emit({"event": "note", "text": text})
+
+
+def levels_at_chance_note(results: Iterable[TaskResult]) -> str | None:
+    """One line naming each seed written now whose target trained to chance at some level (its later
+    levels then rank the weights of a network that learned nothing), or None when no level did."""
+    hits = [(s.seed, s.levels_at_chance) for r in results for s in r.stats if s.levels_at_chance]
+    if not hits:
+        return None
+    where = "; ".join(f"seed {seed} at level(s) {', '.join(map(str, levels))}" for seed, levels in sorted(hits))
+    return (
+        f"the target trained to chance (test accuracy within 1 point of always answering the most frequent "
+        f"class) for {where}: those seeds' later levels rank networks that learned nothing (training that "
+        "diverged or stalled, or a mask with no working path); a smaller --lr may train them"
     )
 
 

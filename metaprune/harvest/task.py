@@ -37,6 +37,7 @@ class SeedStats:
     train_s: float  # ... of which training (the rest: SynFlow pruning rounds)
     write_s: float
     total_s: float
+    levels_at_chance: tuple[int, ...] = ()  # the target's levels (from 1) whose training ended at chance
 
 
 @dataclass
@@ -129,8 +130,11 @@ def run_task(spec: TaskSpec, emit: Emit | None = None) -> TaskResult:
             spec.store, context, cfg, ticket.net, datas[i], s, ticket.outcome, share, sibling
         )
         written.append(s)
+        chance = tuple(level for level, r in enumerate(ticket.outcome.level_results, start=1) if r.at_chance)
         result.stats.append(
-            SeedStats(s, features_s, target_s / k, (target_s - prune_s) / k, write_s, features_s + share + write_s)
+            SeedStats(
+                s, features_s, target_s / k, (target_s - prune_s) / k, write_s, features_s + share + write_s, chance
+            )
         )
         emit({"event": "seed", "task": spec.task_id, "seed": s})
     result.written = tuple(written)
