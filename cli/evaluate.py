@@ -93,9 +93,14 @@ def _print_at_chance(rep) -> None:
     if not units:
         return
     label = _labeller(rep, {})
+
+    def seeds_of(seeds: list[int]) -> str:
+        return ", ".join(map(str, seeds))
+
     where = "; ".join(
-        f"{label(method) if density < 1 else method} at {density:g} on seed(s) {', '.join(map(str, seeds))}"
-        for method, density, seeds in units
+        f"{label(method) if density < 1 else method} at {density:g} on seed(s) {seeds_of(seeds)}"
+        + (f" (a mask with no input→output path on {seeds_of(no_path)})" if no_path else "")
+        for method, density, seeds, no_path in units
     )
     out.print(f"[yellow]{AT_CHANCE_NOTE}[/]: {where}", highlight=False)
 

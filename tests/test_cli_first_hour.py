@@ -199,6 +199,8 @@ def test_evaluate_and_report_name_the_tickets_that_ended_at_chance(registered, m
     assert list(rows["at_chance"]) == [acc <= share + 0.01 for acc in rows["test_acc"]]
     assert rows.loc[rows["method"] == "random@uss", "at_chance"].all()
     assert not rows.loc[rows["method"] == "dense", "at_chance"].any()
-    assert "random@uss at 0.005 on seed(s) 1000, 1001" in " ".join(printed.split())
+    assert rows.loc[rows["method"] == "random@uss", "collapsed"].all()  # 8 weights: no path at all
+    named = "random@uss at 0.005 on seed(s) 1000, 1001 (a mask with no input→output path on 1000, 1001)"
+    assert named in " ".join(printed.split())
     code, report, _ = run_main(monkeypatch, capsys, "report", str(out), "--no-plots")
-    assert code == 0 and "random@uss at 0.005 on seed(s) 1000, 1001" in " ".join(report.split())
+    assert code == 0 and named in " ".join(report.split())

@@ -191,14 +191,15 @@ def test_dynamic_sparse_training_rows_are_named_for_a_section_of_their_own():
 
 def test_at_chance_units_name_each_method_density_and_seed_that_learned_nothing():
     df = pd.DataFrame([
-        {"seed": 1, "method": "snip@uss", "density": 0.01, "test_acc": 0.80, "at_chance": False},
-        {"seed": 2, "method": "snip@uss", "density": 0.01, "test_acc": 0.10, "at_chance": True},
-        {"seed": 3, "method": "snip@uss", "density": 0.01, "test_acc": 0.11, "at_chance": True},
-        {"seed": 1, "method": "magnitude@iss", "density": 0.01, "test_acc": 0.90, "at_chance": False},
-        {"seed": 3, "method": "dense", "density": 1.0, "test_acc": 0.10, "at_chance": True},
+        {"seed": 1, "method": "snip@uss", "density": 0.01, "test_acc": 0.80, "at_chance": False, "collapsed": False},
+        {"seed": 2, "method": "snip@uss", "density": 0.01, "test_acc": 0.10, "at_chance": True, "collapsed": True},
+        {"seed": 3, "method": "snip@uss", "density": 0.01, "test_acc": 0.11, "at_chance": True, "collapsed": False},
+        {"seed": 1, "method": "imp", "density": 0.01, "test_acc": 0.90, "at_chance": False, "collapsed": False},
+        {"seed": 3, "method": "dense", "density": 1.0, "test_acc": 0.10, "at_chance": True, "collapsed": False},
     ])  # fmt: skip
     report = Report(df, pd.DataFrame(), df.iloc[:0], "snip@uss", "ttest", [])
-    assert at_chance_units(report) == [("dense", 1.0, [3]), ("snip@uss", 0.01, [2, 3])]
+    # seed 2's snip mask keeps no input→output path; seed 3's does, and its training learned nothing anyway
+    assert at_chance_units(report) == [("dense", 1.0, [3], []), ("snip@uss", 0.01, [2, 3], [2])]
     # results committed before the flag existed carry no column, and report none
     old = Report(df.drop(columns="at_chance"), pd.DataFrame(), df.iloc[:0], "snip@uss", "ttest", [])
     assert at_chance_units(old) == []

@@ -186,17 +186,19 @@ def dense_cells(report: Report) -> list[tuple[str, str]]:
     return rows
 
 
-def at_chance_units(report: Report) -> list[tuple[str, float, list[int]]]:
-    """(method, density, seeds) of every ticket or dense network whose training ended at chance
-    (``MemberResult.at_chance``); dense rows have density 1. Results committed before the flag existed
-    have no ``at_chance`` column and report none."""
+def at_chance_units(report: Report) -> list[tuple[str, float, list[int], list[int]]]:
+    """(method, density, seeds, of them the seeds whose mask has no input→output path) of every ticket or
+    dense network whose training ended at chance (``MemberResult.at_chance``); dense rows have density 1.
+    Results committed before the flag existed have no ``at_chance`` column and report none."""
     rows = report.rows
     if "at_chance" not in rows.columns:
         return []
     hits = rows[rows["at_chance"].fillna(False).astype(bool)]
+    no_path = hits["collapsed"].fillna(False).astype(bool) if "collapsed" in hits else False
+    hits = hits.assign(no_path=no_path)
     return [
-        (method, float(density), sorted(int(s) for s in block["seed"]))
-        for (method, density), block in hits.groupby(["method", "density"], sort=True)
+        (method, float(density), sorted(int(s) for s in b["seed"]), sorted(int(s) for s in b["seed"][b["no_path"]]))
+        for (method, density), b in hits.groupby(["method", "density"], sort=True)
     ]
 
 
