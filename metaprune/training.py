@@ -56,9 +56,10 @@ from metaprune.threads import limited_threads
 # A member within this much test accuracy of the most-frequent-class answer is "at chance": a point is 10
 # images of mnist5k's test split and 3.6 of digits', the noise of a near-constant answer, not learning.
 AT_CHANCE_MARGIN = 0.01
+AT_CHANCE_MEANING = f"test accuracy within {100 * AT_CHANCE_MARGIN:g} point of always answering the most frequent class"
 AT_CHANCE_NOTE = (
-    "at chance (test accuracy within 1 point of always answering the most frequent class): the training "
-    "diverged or stalled, or the mask leaves no working path; the numbers stay in, and a smaller --lr may train it"
+    f"at chance ({AT_CHANCE_MEANING}): the training diverged or stalled, or the mask leaves no working path; "
+    "the numbers stay in, and a smaller --lr may train it"
 )
 
 

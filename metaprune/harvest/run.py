@@ -240,14 +240,16 @@ def _say(notes: list[str], emit: ProgressFn, text: str) -> None:
 def levels_at_chance_note(results: Iterable[TaskResult]) -> str | None:
     """One line naming each seed written now whose target trained to chance at some level (its later
     levels then rank the weights of a network that learned nothing), or None when no level did."""
+    from metaprune.training import AT_CHANCE_MEANING
+
     hits = [(s.seed, s.levels_at_chance) for r in results for s in r.stats if s.levels_at_chance]
     if not hits:
         return None
     where = "; ".join(f"seed {seed} at level(s) {', '.join(map(str, levels))}" for seed, levels in sorted(hits))
     return (
-        f"the target trained to chance (test accuracy within 1 point of always answering the most frequent "
-        f"class) for {where}: those seeds' later levels rank networks that learned nothing (training that "
-        "diverged or stalled, or a mask with no working path); a smaller --lr may train them"
+        f"the target trained to chance ({AT_CHANCE_MEANING}) for {where}: those seeds' later levels rank "
+        "networks that learned nothing (training that diverged or stalled, or a mask with no working path); "
+        "a smaller --lr may train them"
     )
 
 
