@@ -335,6 +335,10 @@ def _print_inspect(info: dict) -> None:
             "sibling (noise ceiling)",
             f"top-k Jaccard with the target {_fmt(sibling['jaccard'])}, mean over seeds {sibling['seeds']}",
         )
+    chance = info.get("levels_at_chance")
+    if chance:
+        where = "; ".join(f"seed {seed}: level(s) {', '.join(map(str, levels))}" for seed, levels in chance.items())
+        head.add_row("target at chance", where)
     head.add_row("on disk", f"{info['bytes_on_disk'] / 1e6:.1f} MB")
     out.print(head)
     layers = Table(title="target: kept weights per layer (over complete seeds)")

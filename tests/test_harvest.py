@@ -68,7 +68,8 @@ def test_schema(base):
         ds = s.dataset
         rows = round(0.1**0.5 * N_WEIGHTS)  # the weights state 1 keeps
         sizes = {"seed": 4, "weight": N_WEIGHTS, "feature": len(FEATURE_NAMES), "layer": 3, "state": 1, "row": rows}
-        assert dict(ds.sizes) == sizes
+        assert dict(ds.sizes) == {**sizes, "level": 2}  # the target's 2 levels
+        assert ds["target_level_at_chance"].dims == ("seed", "level") and list(ds["level"].values) == [1, 2]
         assert ds["state_features"].dims == ("seed", "state", "row", "feature")
         assert s.feature_names == FEATURE_NAMES
         assert ds["features"].dims == ("seed", "weight", "feature") and ds["features"].dtype == np.float32
@@ -436,14 +437,22 @@ def test_a_target_level_that_trains_to_chance_is_named(tmp_path):
     note = next(n for n in result.notes if "trained to chance" in n)
     assert "seed 0 at level(s)" in note and "seed 1 at level(s)" in note
     assert {"event": "note", "text": note} in events  # the CLI prints the note events as they come
+    with open_store(tmp_path / "s.zarr") as store:
+        assert store.levels_at_chance() == chance  # recorded with each seed
+    from metaprune.harvest.inspect import inspect_store
+
+    assert inspect_store(tmp_path / "s.zarr")["levels_at_chance"] == {str(k): list(v) for k, v in chance.items()}
+    # a resumed harvest computes seed 2 only, and still names the seeds of the first run
+    again = harvest(cfg, seeds=[0, 1, 2], out=tmp_path / "s.zarr", workers=1)
+    assert [s.seed for s in again.seed_stats] == [2]
+    note = next(n for n in again.notes if "trained to chance" in n)
+    assert all(f"seed {seed} at level(s)" in note for seed in (0, 1))
+    assert ("seed 2 at level(s)" in note) == bool(again.seed_stats[0].levels_at_chance)
 
 
 def test_the_chance_note_names_only_seeds_with_a_level_at_chance():
     from metaprune.harvest.run import levels_at_chance_note
-    from metaprune.harvest.task import SeedStats, TaskResult
 
-    stats = [SeedStats(3, 0.0, 0.0, 0.0, 0.0, 0.0), SeedStats(4, 0.0, 0.0, 0.0, 0.0, 0.0, (2,))]
-    task = TaskResult(0, (3, 4), (3, 4), (), 0.0, stats=stats)
-    note = levels_at_chance_note([task])
+    note = levels_at_chance_note({3: (), 4: (2,)})
     assert "seed 4 at level(s) 2:" in note and "seed 3" not in note
-    assert levels_at_chance_note([TaskResult(0, (3,), (3,), (), 0.0, stats=stats[:1])]) is None
+    assert levels_at_chance_note({3: ()}) is None and levels_at_chance_note({}) is None

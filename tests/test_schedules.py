@@ -80,10 +80,12 @@ def assert_nested(masks):
 
 
 def test_schedule_registry():
-    assert SCHEDULES.names() == ["uss", "ums", "iss", "ims"]
+    assert SCHEDULES.names() == ["uss", "ums", "iss", "ims", "gss", "gms"]
     assert [(s.value.iterative, s.value.multi_shot) for s in SCHEDULES] == [
         (False, False),
         (False, True),
+        (True, False),
+        (True, True),
         (True, False),
         (True, True),
     ]

@@ -31,9 +31,10 @@ def imp_store(tmp_path_factory):
     return path
 
 
-def imp_by_hand(cfg: HarvestConfig, seeds: tuple[int, ...], data_seed: int) -> list[np.ndarray]:
+def imp_by_hand(cfg: HarvestConfig, seeds: tuple[int, ...], data_seed: int, gradual: bool = False) -> list[np.ndarray]:
     """IMP as its definition says: at level l train θ0 under the mask, keep the round(n · d^(l/L)) largest
-    |w| among the alive weights, rewind to θ0; the level at which each weight went (survivors L + 1)."""
+    |w| among the alive weights, rewind to θ0; the level at which each weight went (survivors L + 1).
+    ``gradual`` (magnitude@gss): level l trains on from where level l − 1 ended, on its own data order."""
     from metaprune.datasets import load_dataset
     from metaprune.networks import build_network, flat_weights, prunable_layout
     from metaprune.training import load_member_state, train_population
@@ -43,11 +44,18 @@ def imp_by_hand(cfg: HarvestConfig, seeds: tuple[int, ...], data_seed: int) -> l
     n = prunable_layout(nets[0]).total
     masks = [torch.ones(n, dtype=torch.bool) for _ in seeds]
     removed = [np.zeros(n, dtype=np.int16) for _ in seeds]
+    starts = list(nets)
     for level in range(1, cfg.levels + 1):
         keep = round(n * cfg.density ** (level / cfg.levels))
-        trained = train_population(nets, splits, cfg.train, data_seed, masks=masks, keep_states=True)
-        for i, net in enumerate(nets):
-            w = flat_weights(load_member_state(net, trained.states[i])).detach().abs().double()
+        order = f"gradual_order/{level}" if gradual else "data_order"
+        trained = train_population(
+            starts, splits, cfg.train, data_seed, masks=masks, keep_states=True, order_stream=order
+        )
+        checkpoints = [load_member_state(net, state) for net, state in zip(nets, trained.states, strict=True)]
+        if gradual:
+            starts = checkpoints
+        for i, checkpoint in enumerate(checkpoints):
+            w = flat_weights(checkpoint).detach().abs().double()
             w[~masks[i]] = -1.0  # a pruned weight never comes back
             new = torch.zeros(n, dtype=torch.bool)
             new[torch.argsort(w, descending=True)[:keep]] = True
@@ -67,6 +75,21 @@ def test_imp_target_levels_are_imp_by_hand(imp_store):
     for got, want, mask in zip(rounds, expected, masks, strict=True):
         assert np.array_equal(got, want)
         assert np.array_equal(mask, want == IMP_CFG.levels + 1)
+
+
+def test_a_gradual_target_trains_on_between_levels(tmp_path):
+    cfg = tiny_harvest_config(target="magnitude@gss")
+    path = tmp_path / "gmp.zarr"
+    harvest(cfg, (0, 1), out=path, workers=1)
+    with open_store(path) as store:
+        assert store.config.target_method() == parse_method("magnitude@gss")
+        assert store.attrs["target_spec"]["rewind"].startswith("none: each level trains on")
+        rounds = [store.target_round(s) for s in (0, 1)]
+    gradual = imp_by_hand(cfg, (0, 1), cfg.data_seed, gradual=True)
+    for got, want in zip(rounds, gradual, strict=True):
+        assert np.array_equal(got, want)
+    rewound = imp_by_hand(cfg, (0, 1), cfg.data_seed)
+    assert any(not np.array_equal(a, b) for a, b in zip(gradual, rewound, strict=True))
 
 
 def test_sibling_is_imp_on_another_data_order(imp_store):

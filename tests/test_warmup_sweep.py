@@ -1,6 +1,6 @@
 """The equal-cost warm-up baselines: magnitude increase (Zhou et al. 2019), warm-ups in SGD steps (+wNs),
-IMP whose levels share a budget (imp+wL), the warmup-sweep preset and its plot; pinned against
-hand-computed values and a textbook loop on tiny networks."""
+IMP whose levels share a budget (imp+wL), gradual pruning (magnitude@gss+wL), the warmup-sweep preset and
+its plot; pinned against hand-computed values and a textbook loop on tiny networks."""
 
 import copy
 from dataclasses import replace
@@ -99,6 +99,11 @@ def test_a_warm_up_in_steps_is_that_many_sgd_steps():
 
 def _textbook_level(net, mask, splits, steps, seed, lr, batch):
     """Plain SGD of the masked θ0 (float64, autograd) for ``steps`` steps on the ``data_order`` stream."""
+    return _flat(_textbook_sgd(net, mask, splits, steps, seed, lr, batch, "data_order"))
+
+
+def _textbook_sgd(net, mask, splits, steps, seed, lr, batch, stream):
+    """A copy of ``net`` under ``mask`` after ``steps`` plain SGD steps (float64) on ``stream`` of ``seed``."""
     net = copy.deepcopy(net).double()
     weights = prunable_weights(net)
     masks = prunable_layout(net).split(mask)
@@ -113,7 +118,7 @@ def _textbook_level(net, mask, splits, steps, seed, lr, batch):
                 p.sub_(lr * g)
             for w, m in zip(weights, masks, strict=True):
                 w.mul_(m.reshape(w.shape).double())
-    return _flat(net)
+    return net
 
 
 def test_imp_levels_share_the_budget_and_each_scores_where_its_steps_end():
@@ -138,6 +143,37 @@ def test_imp_levels_share_the_budget_and_each_scores_where_its_steps_end():
     assert level_steps(method, 2, splits, TRAIN) == [3, 3]
 
 
+def test_gradual_levels_train_on_from_where_the_last_ended():
+    """magnitude@gss+w2 (gradual magnitude pruning, Zhu and Gupta 2017) with 2 levels on 3 steps per epoch:
+    level 1 trains θ0 for 3 steps; level 2 trains those weights on, under the level-1 mask, for 3 more on
+    the level's own data order; each level keeps the largest |θ| of the alive weights. The ticket still
+    trains from θ0, costs the 2-epoch budget, and differs from IMP's rewinding (imp+w2) on the same θ0."""
+    splits = synthetic_splits(n_train=80)
+    schedule = ScheduleConfig(levels=2)
+    method = parse_method("magnitude@gss+w2")
+    assert method.iterative and not method.rewinds and not method.multi_shot
+    assert parse_method("synflow@gms10+w2").multi_shot and parse_method("imp").rewinds
+    ticket = prune_seeds(method, SPEC, splits, 0.3, (6,), schedule=schedule, train=TRAIN, dtype=torch.float64)[0]
+    theta0 = build_network(SPEC, splits.input_shape, splits.num_classes, 6)
+    layout = prunable_layout(theta0)
+    mask = torch.ones(layout.total, dtype=torch.bool)
+    state = theta0
+    for level, density in enumerate(exponential_densities(1.0, 0.3, 2), start=1):
+        state = _textbook_sgd(state, mask, splits, 3, 6, TRAIN.lr, TRAIN.batch_size, f"gradual_order/{level}")
+        gen = generator(6, "tie_break", level)
+        mask = make_mask(_flat(state).abs().float(), layout, density, alive=mask, generator=gen)
+    assert torch.equal(ticket.mask, mask)
+    assert torch.equal(_flat(ticket.net), _flat(theta0))
+    assert ticket.cost_epochs == pytest.approx(2.0)
+    rewound = prune_seeds(parse_method("imp+w2"), SPEC, splits, 0.3, (6,), schedule=schedule, train=TRAIN)[0]
+    assert not torch.equal(rewound.mask, ticket.mask)
+    # magnitude does not change between rounds that do not train: a level's UMS rounds keep its one-shot top-k
+    rounds = prune_seeds(
+        parse_method("magnitude@gms5+w2"), SPEC, splits, 0.3, (6,), schedule=schedule, train=TRAIN, dtype=torch.float64
+    )[0]
+    assert torch.equal(rounds.mask, ticket.mask)
+
+
 def test_level_budgets_split_whole_steps_evenly_and_refuse_less_than_a_step_a_level():
     splits = synthetic_splits(n_train=80)  # 3 steps per epoch
     assert level_steps(parse_method("imp+w100s"), 10, splits, TrainConfig(epochs=100)) == [10] * 10
@@ -157,13 +193,14 @@ def test_the_warmup_sweep_preset_lists_the_equal_cost_methods_at_every_length(tm
 
     methods, densities, extra = preset_methods("warmup-sweep", tmp_path / "no-models")
     spelled = {m.canonical() for m in methods}
-    assert len(spelled) == len(methods) == 3 + 1 + 4 * 7
+    assert len(spelled) == len(methods) == 3 + 1 + 4 * 8
     assert {"magnitude@uss", "snip@ums", "synflow@ums"} <= spelled  # length 0: at init
     assert "magnitude@iss" in spelled  # full IMP, the ceiling (far more costly: a level in the plot)
     for length in ("+w100s", "+w300s", "+w1", "+w3"):
         for name in ("movement@uss", "delta@uss", "magnitude@uss", "mag_increase@uss", "snip@ums", "synflow@ums"):
             assert name + length in spelled
         assert "magnitude@iss" + length in spelled  # IMP whose levels share the length
+        assert "magnitude@gss" + length in spelled  # gradual magnitude pruning over the length
     assert len({m.slug() for m in methods}) == len(methods)
     assert densities == (0.005, 0.01) and extra["reference"] == "synflow@ums"
 

@@ -286,7 +286,9 @@ class Plotter:
         handles = {label: h for ax in axes[0] for h, label in zip(*ax.get_legend_handles_labels(), strict=True)}
         fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=8)
         # one label under all panels: as a panel's own label it runs into the next panel's
-        fig.supxlabel("warm-up length (epochs of the training split; imp: the budget its levels share)", fontsize=10)
+        fig.supxlabel(
+            "warm-up length (epochs of the training split; imp, mag@gss: the budget their levels share)", fontsize=10
+        )
         fig.suptitle(f"Accuracy vs warm-up length (mean, 95 % CI over {self._seeds()} seeds)")
         return self._save(fig, name)
 

@@ -78,8 +78,8 @@ class HarvestConfig(Config):
     # recorded only when set, so the stores of the default target keep their identity (and hash)
     target: str = setting(
         DEFAULT_TARGET,
-        "the target: an iterative method (@iss or @ims), e.g. synflow@ims (default), imp (= magnitude@iss), "
-        "snip@ims, learned:DIR@ims; multi-shot rounds per level from --rounds",
+        "the target: an iterative method (@iss, @ims, or gradual @gss, @gms), e.g. synflow@ims (default), "
+        "imp (= magnitude@iss), snip@ims, learned:DIR@ims; multi-shot rounds per level from --rounds",
         recorded_when_set=True,
     )
     paths: bool = setting(
@@ -220,7 +220,9 @@ class HarvestConfig(Config):
             "level_densities": "density ** (l / levels), l = 1..levels",
             "train": asdict(self.train),
             "data_seed": self.data_seed,
-            "rewind": "theta0 at every level",
+            "rewind": "theta0 at every level"
+            if self.target_method().rewinds
+            else "none: each level trains on from where the last ended (gradual), on data order gradual_order/<level>",
             "target_round": "level at which the weight was removed (1..levels); survivors levels + 1",
             "states": "state s (0 .. levels - 1) = theta0 under the mask after s levels; alive: target_round > s; "
             "state_features hold the features there (s >= 1; state 0 is features)" if self.trajectory else "none",
@@ -252,7 +254,7 @@ def check_target(text: str, rounds: int, net, density: float) -> str:
     from metaprune.pruning.scorers import SCORERS
 
     accepted = (
-        "accepted: an iterative method SCORER@iss or SCORER@ims, e.g. synflow@ims, imp, snip@ims, learned:DIR@ims"
+        "accepted: an iterative method SCORER@iss, @ims, @gss or @gms, e.g. synflow@ims, imp, snip@ims, learned:DIR@ims"
     )
     method = parse_method(str(text))
     if not method.iterative:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metaprune.harvest.store import open_store
+from metaprune.harvest.store import LEVELS_AT_CHANCE, open_store
 from metaprune.ranking import pearson, spearman
 
 
@@ -137,6 +137,10 @@ def inspect_store(path: str | Path, max_seeds: int = 20) -> dict:
             "features": list(store.feature_names),
             "target": target_summary(store),
             "sibling": sibling_summary(store),
+            # JSON keys are strings; None: a store harvested before the levels at chance were recorded
+            "levels_at_chance": {str(k): list(v) for k, v in store.levels_at_chance().items()}
+            if LEVELS_AT_CHANCE in store.dataset
+            else None,
             "correlation": correlations(store, max_seeds=max_seeds),
             "bytes_on_disk": store_bytes(path),
         }

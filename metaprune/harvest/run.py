@@ -213,7 +213,7 @@ def harvest(
         for _, res in executor.map(run_task, specs, on_event=emit):
             results.append(res)
             emit({"event": "task_done", "task": res.task_id, "written": list(res.written)})
-        if chance := levels_at_chance_note(results):
+        if chance := levels_at_chance_note(_levels_at_chance(path, requested, results)):
             _say(notes, emit, chance)
         planned, _, complete = read_plan(path)
     return HarvestResult(
@@ -237,15 +237,27 @@ def _say(notes: list[str], emit: ProgressFn, text: str) -> None:
     emit({"event": "note", "text": text})
 
 
-def levels_at_chance_note(results: Iterable[TaskResult]) -> str | None:
-    """One line naming each seed written now whose target trained to chance at some level (its later
-    levels then rank the weights of a network that learned nothing), or None when no level did."""
+def _levels_at_chance(path: Path, seeds: Iterable[int], results: Iterable[TaskResult]) -> dict[int, tuple[int, ...]]:
+    """The target's levels at chance of each requested seed: as the store records them (seeds of earlier runs
+    included), and as this run's tasks saw them (all a store that predates the record can tell)."""
+    from metaprune.harvest.store import open_store
+
+    with open_store(path) as store:
+        stored = store.levels_at_chance()
+    hits = {s.seed: s.levels_at_chance for r in results for s in r.stats if s.levels_at_chance}
+    hits.update({seed: stored[seed] for seed in seeds if seed in stored})
+    return hits
+
+
+def levels_at_chance_note(hits: dict[int, tuple[int, ...]]) -> str | None:
+    """One line naming each seed whose target trained to chance at some level, ``hits`` = {seed: levels} (its
+    later levels then rank the weights of a network that learned nothing), or None when no level did."""
     from metaprune.training import AT_CHANCE_MEANING
 
-    hits = [(s.seed, s.levels_at_chance) for r in results for s in r.stats if s.levels_at_chance]
+    hits = {seed: levels for seed, levels in hits.items() if levels}
     if not hits:
         return None
-    where = "; ".join(f"seed {seed} at level(s) {', '.join(map(str, levels))}" for seed, levels in sorted(hits))
+    where = "; ".join(f"seed {seed} at level(s) {', '.join(map(str, hits[seed]))}" for seed in sorted(hits))
     return (
         f"the target trained to chance ({AT_CHANCE_MEANING}) for {where}: those seeds' later levels rank "
         "networks that learned nothing (training that diverged or stalled, or a mask with no working path); "

@@ -20,10 +20,14 @@ Layout (schema version 2; a contract ``fit``, ``inspect`` and notebooks rely on)
                                                         θ0, independent data order and pruning batch), only in
                                                         a store harvested with ``siblings`` N >= 1 and written
                                                         for its first N planned seeds (``sibling_seeds``)
+             target_level_at_chance[seed, level]
+                                               bool     the target's training at that level (1 .. levels) ended
+                                                        at chance (``MemberResult.at_chance``); absent in a
+                                                        store harvested before it was recorded
              harvest_seconds[seed]             float64  compute time attributed to the seed
              task[seed]                        int32    the population the seed was trained in (plan metadata)
              complete[seed]                    bool     written LAST: only complete seeds exist for readers
-    coords   seed, feature (names); state, state_density (the fraction kept in that state);
+    coords   seed, feature (names); state, state_density (the fraction kept in that state); level;
              on weight: layer_index, row, col, kh, kw (-1 for Linear);
              on layer: layer_name, layer_offset, layer_size, layer_depth, layer_fan_in, layer_fan_out,
              layer_out, layer_in, layer_kh, layer_kw (-1 for Linear)
@@ -84,7 +88,16 @@ SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: no trajectory states
 MARKER = "harvest"
 CREATING = "creating"  # a store being created is built in .<name>.creating-* beside its path
-SEED_DATA_VARS = ("features", "state_features", "target_round", "target_mask", "target_score", "harvest_seconds")
+LEVELS_AT_CHANCE = "target_level_at_chance"
+SEED_DATA_VARS = (
+    "features",
+    "state_features",
+    "target_round",
+    "target_mask",
+    "target_score",
+    LEVELS_AT_CHANCE,
+    "harvest_seconds",
+)
 SEED_VARS = (*SEED_DATA_VARS, "task", "complete")
 JSON_ATTRS = ("config", "feature_spec", "target_spec", "planned_seeds", "seed_tasks", "package_versions", "runs")
 
@@ -155,6 +168,7 @@ def _skeleton(config, layout):
         "target_mask": (("seed", "weight"), np.zeros((0, n), bool)),
         "target_score": (("seed", "weight"), np.zeros((0, n), np.float32)),
         **({"sibling_mask": (("seed", "weight"), np.zeros((0, n), bool))} if config.siblings else {}),
+        LEVELS_AT_CHANCE: (("seed", "level"), np.zeros((0, config.levels), bool)),
         "harvest_seconds": (("seed",), np.zeros(0, np.float64)),
         "task": (("seed",), np.zeros(0, np.int32)),
         "complete": (("seed",), np.zeros(0, bool)),
@@ -164,6 +178,7 @@ def _skeleton(config, layout):
         "feature": ("feature", names),
         "state": ("state", np.arange(1, len(states) + 1, dtype=np.int32)),
         "state_density": ("state", np.asarray(states, dtype=np.float64)),
+        "level": ("level", np.arange(1, config.levels + 1, dtype=np.int32)),
         "layer": ("layer", np.arange(len(layout.layers), dtype=np.int32)),
         **{k: ("weight", v) for k, v in wc.items()},
         **_layer_table(layout),
@@ -196,6 +211,7 @@ def _skeleton(config, layout):
         "target_round": {"chunks": (1, n), "compressors": _compressor("bitshuffle")},
         "target_mask": {"chunks": (1, n), "compressors": _compressor("bitshuffle")},
         "sibling_mask": {"chunks": (1, n), "compressors": _compressor("bitshuffle")},
+        LEVELS_AT_CHANCE: {"chunks": (1, config.levels), "compressors": _zstd()},
         "target_score": {"chunks": (1, n), "compressors": _compressor("bitshuffle"), "_FillValue": np.nan},
         "harvest_seconds": {"chunks": (1,), "compressors": _zstd(), "_FillValue": np.nan},
         "task": {"chunks": (1,), "compressors": _zstd()},
@@ -502,6 +518,8 @@ def write_seed(path: str | Path, seed: int, data: dict[str, np.ndarray], seconds
     )
     if "sibling_mask" in data:
         body["sibling_mask"] = (("seed", "weight"), data["sibling_mask"][None].astype(bool, copy=False))
+    if LEVELS_AT_CHANCE in data and _holds(path, LEVELS_AT_CHANCE):  # an older store goes on without it
+        body[LEVELS_AT_CHANCE] = (("seed", "level"), data[LEVELS_AT_CHANCE][None].astype(bool, copy=False))
     done = xr.Dataset({"complete": (("seed",), np.array([True]))})
     try:
         with _quiet():
@@ -512,6 +530,14 @@ def write_seed(path: str | Path, seed: int, data: dict[str, np.ndarray], seconds
             f"writing seed {seed} to {path} failed ({exc}); the seed stays incomplete and committed seeds are "
             "kept; fix the cause (e.g. free disk space) and re-run to resume"
         ) from None
+
+
+def _holds(path: Path, name: str) -> bool:
+    """The store has array ``name`` (its own metadata, not the consolidated copy)."""
+    import zarr
+
+    with _quiet():
+        return name in zarr.open_group(path, mode="r", zarr_format=3, use_consolidated=False)
 
 
 # -------------------------------------------------------------------------------------------- reader
@@ -683,6 +709,18 @@ class HarvestStore:
             a, b = self.targets(seed)["target_mask"], self.sibling_mask(seed)
             union = int((a | b).sum())
             out[int(seed)] = 1.0 if union == 0 else int((a & b).sum()) / union
+        return out
+
+    def levels_at_chance(self) -> dict[int, tuple[int, ...]]:
+        """The levels (from 1) at which the target's training ended at chance, per complete seed that has
+        one; empty for a store harvested before they were recorded."""
+        if LEVELS_AT_CHANCE not in self.dataset:
+            return {}
+        out = {}
+        for seed in self.complete_seeds:
+            flags = self._read(LEVELS_AT_CHANCE, self._position(seed)).astype(bool)
+            if flags.any():
+                out[int(seed)] = tuple(int(level) for level in np.flatnonzero(flags) + 1)
         return out
 
     def target_round(self, seed: int) -> np.ndarray:

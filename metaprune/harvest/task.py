@@ -177,7 +177,7 @@ def _write_seed(
     """Features (θ0 and the trajectory states), targets and the sibling's mask (if any) of one seed,
     written and committed to the store: (features seconds, write seconds)."""
     from metaprune.features import compute_features
-    from metaprune.harvest.store import write_seed
+    from metaprune.harvest.store import LEVELS_AT_CHANCE, write_seed
     from metaprune.pruning.warmup import warm_up
 
     t = time.perf_counter()
@@ -200,6 +200,7 @@ def _write_seed(
             "target_round": outcome.removed_at.numpy().astype(np.int16),
             "target_mask": outcome.mask.numpy().astype(bool),
             "target_score": target_score,
+            LEVELS_AT_CHANCE: np.array([r.at_chance for r in outcome.level_results], dtype=bool),
             **({} if sibling is None else {"sibling_mask": sibling}),
         },
         seconds=features_s + share,

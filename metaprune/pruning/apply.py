@@ -297,8 +297,8 @@ def _prune_iterative_seeds(
     progress,
     dtype: torch.dtype,
 ) -> list[PruneOutcome]:
-    """ISS/IMS for the seeds together; each cost gains the epochs its levels trained, or the budget its
-    levels share (``imp+w3``)."""
+    """ISS/IMS (or gradual GSS/GMS) for the seeds together; each cost gains the epochs its levels trained,
+    or the budget its levels share (``imp+w3``)."""
     splits, schedule = context.splits, context.schedule
     budget = level_steps(method, schedule.levels, splits, context.train)  # imp+w3: the levels share 3 epochs
     outcomes = prune_iterative(
@@ -316,6 +316,7 @@ def _prune_iterative_seeds(
         progress=progress,
         dtype=dtype,
         level_steps=budget,
+        rewind=method.rewinds,
     )
     for cost, outcome in zip(costs, outcomes, strict=True):
         if budget is None:

@@ -6,18 +6,20 @@
                  delta, movement, mag_increase, abs_grad, prospr, ntksap, force, phew, gem)
                  | 'gem' E                    GEM-MINER with E epochs of mask learning (gem20; gem: its default)
                  | 'learned:' MODEL_DIR       a fitted scorer (``metaprune fit``)
-    schedule  := (uss | ums | iss | ims)[N]   default: the scorer's own (its paper's: ums for synflow,
+    schedule  := (uss | ums | iss | ims | gss | gms)[N]   default: the scorer's own (its paper's: ums for synflow,
                  | rigl                       rigl: the scorer's single-shot mask at θ0, then dynamic sparse
                                               training (RigL: the mask changes while the ticket trains);
                                               'rigl' alone = random@rigl#erk, RigL as its paper runs it
                                               ums20 for ntksap, ums60 for force), uss otherwise;
                                               N: rounds of a multi-shot schedule (ums20: 20 rounds; default:
                                               the schedule config's, 100);
-                                              a stack takes the default of its second scorer
+                                              a stack takes the default of its second scorer;
+                                              gss, gms: gradual, iss/ims without rewinding (each level
+                                              trains on from where the last ended; Zhu and Gupta 2017)
     LENGTH    := EPOCHS | STEPS 's'           the training that decides the mask: EPOCHS (a positive number;
                                               fractions are whole SGD steps) or STEPS SGD steps (+w100s).
                                               Upfront (uss, ums): a dense warm-up from θ0, scored at θ_E;
-                                              iterative (iss, ims): the budget all levels share (imp+w3 =
+                                              iterative (iss, ims, gss, gms): the budget all levels share (imp+w3 =
                                               IMP whose levels train 3/levels epochs each, no early
                                               stopping). The ticket still trains from θ0
     budget    := global | layer | learned | erk | from:M
@@ -53,7 +55,10 @@ from typing import Any
 
 from metaprune.errors import MetapruneError
 
-SCHEDULE_NAMES = ("uss", "ums", "iss", "ims", "rigl")
+SCHEDULE_NAMES = ("uss", "ums", "iss", "ims", "gss", "gms", "rigl")
+ITERATIVE = ("iss", "ims", "gss", "gms")  # train between levels
+MULTI_SHOT = ("ums", "ims", "gms")  # several prune rounds per step
+REWINDING = ("iss", "ims")  # each level trains from θ0 again; gss/gms train on (gradual)
 ABLATIONS = ("shuffle", "reinit", "invert")
 SIBLING = "sibling"  # not an ablation: the same method on other random draws, spelled in the '!' slot
 BASE_INITS = ("standard", "bimodal")
@@ -67,10 +72,11 @@ DENSE = "dense"  # an evaluation's unpruned unit: dense[~init]
 
 GRAMMAR_HELP = (
     "METHOD = [A>]B[@schedule][+wE][#budget][~init][!ablation]; A>B stacks scorer B on scorer A's scores; "
-    "schedule: uss, ums, iss, ims (default: the scorer's paper's, e.g. ums for synflow; uss otherwise), "
-    "umsN/imsN for N rounds, rigl (dynamic sparse training from the scorer's mask; 'rigl' = random@rigl#erk); "
-    "+wE: score after E dense warm-up epochs (+wNs: N SGD steps; the ticket still trains from θ0; on iss/ims: "
-    "the training budget its levels share, imp+w3); budget: "
+    "schedule: uss, ums, iss, ims, or gss/gms (gradual: iss/ims without rewinding) (default: the scorer's "
+    "paper's, e.g. ums for synflow; uss otherwise), umsN/imsN/gmsN for N rounds, rigl (dynamic sparse "
+    "training from the scorer's mask; 'rigl' = random@rigl#erk); "
+    "+wE: score after E dense warm-up epochs (+wNs: N SGD steps; the ticket still trains from θ0; iterative: "
+    "the training budget its levels share, imp+w3, magnitude@gss+w3); budget: "
     "global, layer, learned (a learned scorer's own split), erk (RigL's Erdős–Rényi-kernel split) or "
     "from:METHOD (that method's per-layer counts); init: standard, bimodal, "
     "or a scorer for SaW (scores as weights); ablation: shuffle, reinit, invert, or sibling (the same method with "
@@ -106,7 +112,12 @@ class Method:
 
     @property
     def iterative(self) -> bool:
-        return self.schedule in ("iss", "ims")
+        return self.schedule in ITERATIVE
+
+    @property
+    def rewinds(self) -> bool:
+        """Each level trains from θ0 again (iss, ims); a gradual schedule (gss, gms) trains on instead."""
+        return self.schedule in REWINDING
 
     @property
     def sibling(self) -> bool:
@@ -115,7 +126,7 @@ class Method:
 
     @property
     def multi_shot(self) -> bool:
-        return self.schedule in ("ums", "ims")
+        return self.schedule in MULTI_SHOT
 
     @property
     def trains(self) -> bool:
@@ -314,7 +325,7 @@ def parse_use(text: str, warmup: float | None = None) -> IntendedUse:
             "ablation are the method's); accepted: @schedule and #budget, e.g. @ums10#learned"
         )
     schedule, rounds = parts.get("@", ("uss", None))  # type: ignore[misc]
-    if schedule in ("iss", "ims"):
+    if schedule in ITERATIVE:
         raise MetapruneError(f"bad use {text!r}; accepted: the upfront schedules uss or ums")
     budget = parts.get("#")
     return IntendedUse(str(schedule), rounds, budget, None if warmup is None else float(warmup))  # type: ignore[arg-type]
@@ -403,7 +414,7 @@ def _canonical_scorer(token: str, text: str, pos: int) -> str:
 # a model directory may hold '+' (e.g. scores+structure), but not '+w<number>', which starts a warm-up; a name
 # is any word (letters of every script included), so an unknown one is echoed whole ('snïp', not 'sn')
 _TOKEN = re.compile(re.escape(LEARNED) + r"(?:[^@~!>#+]|\+(?!w[0-9.]))*|[^\W\d]\w*")
-_SCHEDULE = re.compile(r"(uss|ums|iss|ims|rigl)([0-9]+)?")
+_SCHEDULE = re.compile(r"(uss|ums|iss|ims|gss|gms|rigl)([0-9]+)?")
 _EPOCHS = re.compile(r"w([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(s?)")
 _BUDGET_FROM = re.compile(r"from:[^~!]*")
 
@@ -531,8 +542,10 @@ def _parse_part(sep: str, text: str, pos: int) -> tuple[object, int]:
                 "a number of multi-shot rounds (ums20)",
             )
         name, count = sm.group(1), sm.group(2)
-        if count is not None and name not in ("ums", "ims"):
-            raise _fail(text, pos, f"{name} is single-shot, so it has no rounds; accepted: ums{count} or ims{count}")
+        if count is not None and name not in MULTI_SHOT:
+            raise _fail(
+                text, pos, f"{name} is single-shot, so it has no rounds; accepted: ums{count}, ims{count} or gms{count}"
+            )
         if count is not None and int(count) < 1:
             raise _fail(text, pos, f"{count} rounds; accepted: a positive number of rounds, e.g. ums20")
         return (name, None if count is None else int(count)), m.end()

@@ -10,6 +10,10 @@ density (fraction of ALL prunable weights kept):
   mask), score the trained checkpoint, prune single-shot to the level's density, rewind to θ0.
 - ``ims`` iterative multi-shot: as ISS with a UMS prune at each level, interpolating from the current
   density to the level's density (the SynFlow code restarted each level from density 1.0).
+- ``gss``, ``gms`` gradual: ISS and IMS without rewinding. Each level trains on from the state the last
+  one ended in, under the mask so far, on a data order of its own (the seed's ``gradual_order`` stream,
+  level l), as gradual magnitude pruning does (Zhu and Gupta 2017); the mask, not the trained state, is
+  the outcome, and the ticket still trains from θ0.
 
 Level densities are exponential: level l of L keeps ``density ** (l / L)``. Pruned weights never come
 back (every top-k is taken among the alive weights), except under a scorer that revives them (FORCE ranks
@@ -72,6 +76,11 @@ SCHEDULES.register(
 SCHEDULES.register(
     "ims", ScheduleSpec(True, True, "iterative multi-shot: ISS with a UMS prune at each level (thesis target)")
 )
+SCHEDULES.register(
+    "gss", ScheduleSpec(True, False, "gradual single-shot: ISS without rewinding, each level trains on (GMP)")
+)
+SCHEDULES.register("gms", ScheduleSpec(True, True, "gradual multi-shot: IMS without rewinding"))
+GRADUAL_ORDER = "gradual_order"  # the data-order stream of a gradual level (sub-key: the level)
 
 
 @dataclass
@@ -207,6 +216,7 @@ def prune_iterative(
     train_progress: ProgressFn | None = None,
     dtype: torch.dtype = torch.float32,
     level_steps: Sequence[int] | None = None,
+    rewind: bool = True,
 ) -> list[PruneOutcome]:
     """ISS or IMS for a population: all members train together at each level, then each is pruned.
 
@@ -215,7 +225,8 @@ def prune_iterative(
     ``progress(level, levels)`` is called after each level. ``dtype`` is the training dtype
     (float64 makes a population bit-comparable with solo runs; the checkpoint is cast back to θ0's dtype).
     ``level_steps`` (a budget the levels share, ``imp+w3``): level l trains ``level_steps[l - 1]`` SGD steps
-    without early stopping and scores the state it ends in.
+    without early stopping and scores the state it ends in. ``rewind=False`` (gss, gms: gradual) starts each
+    level from the state the last one ended in, on the data order ``gradual_order/<level>`` of ``data_seed``.
     """
     config = config.validate()
     k = len(nets)
@@ -225,48 +236,87 @@ def prune_iterative(
             f"{len(score_fns)} score functions, {len(seeds)} seeds"
         )
     n = prunable_layout(nets[0]).total
-    masks = [torch.ones(n, dtype=torch.bool) for _ in range(k)]
-    removed = [torch.zeros(n, dtype=torch.int16) for _ in range(k)]
-    last_scores = [torch.zeros(n) for _ in range(k)]
-    level_results: list[list] = [[] for _ in range(k)]
     levels = exponential_densities(1.0, density, config.levels)
     if level_steps is not None and len(level_steps) != len(levels):
         raise MetapruneError(f"{name}: {len(level_steps)} level budgets for {len(levels)} levels")
-    history = [[] for _ in range(k)]
+    run = _Levels(
+        score_fns, seeds, name, config, multi_shot, [torch.ones(n, dtype=torch.bool) for _ in range(k)], n
+    )
+    starts = list(nets)
     for level, level_density in enumerate(levels, start=1):
         steps = None if level_steps is None else int(level_steps[level - 1])
         trained = train_population(
-            nets,
+            starts,
             data,
             _level_config(train_config, data, steps),
             data_seed,
-            masks=masks,
+            masks=run.masks,
             device=device,
             dtype=dtype,
             keep_states=True,
             progress=train_progress,
             max_steps=steps,
+            order_stream="data_order" if rewind else f"{GRADUAL_ORDER}/{level}",
         )
-        for i in range(k):
-            check_trained(trained.members[i], seeds[i], level, len(levels), name)
-            level_results[i].append(trained.members[i])
-            checkpoint = load_member_state(nets[i], trained.states[i])
-            if multi_shot:
-                start = masks[i].sum().item() / n
-                shots = exponential_densities(start, level_density, config.rounds)
-            else:
-                shots = [level_density]
-            tie_gen = generator(seeds[i], "tie_break", level)
-            for d in shots:
-                new, last_scores[i] = _prune_step(score_fns[i], checkpoint, masks[i], d, config.scope, tie_gen, name)
-                removed[i][masks[i] & ~new] = level
-                masks[i] = new
-                history[i].append(d)
+        checkpoints = [load_member_state(nets[i], trained.states[i]) for i in range(k)]
+        run.prune(level, len(levels), level_density, trained.members, checkpoints)
+        if not rewind:
+            starts = checkpoints
         if progress is not None:
             progress(level, len(levels))
-    for i in range(k):
-        removed[i][masks[i]] = len(levels) + 1
-    return [PruneOutcome(masks[i], last_scores[i], removed[i], history[i], level_results[i]) for i in range(k)]
+    return run.outcomes(len(levels))
+
+
+@dataclass
+class _Levels:
+    """The masks, removal steps and scores of an iterative population as its levels prune it."""
+
+    score_fns: Sequence[ScoreFn]
+    seeds: Sequence[int]
+    name: str
+    config: ScheduleConfig
+    multi_shot: bool
+    masks: list[torch.Tensor]
+    n: int
+    removed: list[torch.Tensor] = field(default_factory=list)
+    scores: list[torch.Tensor] = field(default_factory=list)
+    results: list[list] = field(default_factory=list)
+    history: list[list[float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        k = len(self.masks)
+        self.removed = [torch.zeros(self.n, dtype=torch.int16) for _ in range(k)]
+        self.scores = [torch.zeros(self.n) for _ in range(k)]
+        self.results = [[] for _ in range(k)]
+        self.history = [[] for _ in range(k)]
+
+    def prune(self, level: int, levels: int, level_density: float, members: list, checkpoints: list) -> None:
+        """Score each member's trained ``checkpoint`` and prune it to the level's density (in UMS rounds
+        from its current density when multi-shot)."""
+        for i, checkpoint in enumerate(checkpoints):
+            check_trained(members[i], self.seeds[i], level, levels, self.name)
+            self.results[i].append(members[i])
+            if self.multi_shot:
+                start = self.masks[i].sum().item() / self.n
+                shots = exponential_densities(start, level_density, self.config.rounds)
+            else:
+                shots = [level_density]
+            tie_gen = generator(self.seeds[i], "tie_break", level)
+            for d in shots:
+                new, self.scores[i] = _prune_step(
+                    self.score_fns[i], checkpoint, self.masks[i], d, self.config.scope, tie_gen, self.name
+                )
+                self.removed[i][self.masks[i] & ~new] = level
+                self.masks[i] = new
+                self.history[i].append(d)
+
+    def outcomes(self, levels: int) -> list[PruneOutcome]:
+        for mask, removed in zip(self.masks, self.removed, strict=True):
+            removed[mask] = levels + 1
+        return [
+            PruneOutcome(m, s, r, h, res)
+            for m, s, r, h, res in zip(self.masks, self.scores, self.removed, self.history, self.results, strict=True)
+        ]
 
 
 def _level_config(train: TrainConfig, data: DataSplits, steps: int | None) -> TrainConfig:
