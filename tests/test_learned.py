@@ -68,6 +68,9 @@ def test_a_model_reading_the_dynamics_runs_its_warm_up_without_skew(store, split
         prune_seeds(parse_method(f"learned:{model.path}"), NETWORK, splits, DENSITY, (seed,))
     with pytest.raises(MetapruneError, match="was fitted on a warm-up"):
         prune_seeds(parse_method(f"learned:{model.path}+w2"), NETWORK, splits, DENSITY, (seed,))
+    # under a gradual schedule it would read the levels' trajectory: 0.1 epochs at the first of 10 levels
+    with pytest.raises(MetapruneError, match=r"was fitted on a warm-up \{'epochs': 1\.0.*'epochs': 0\.1,"):
+        prune_seeds(parse_method(f"learned:{model.path}@gss+w1"), NETWORK, splits, DENSITY, (seed,))
     ticket = prune_seeds(parse_method(f"learned:{model.path}+w1"), NETWORK, splits, DENSITY, (seed,))[0]
     # the harvest's warm-up and the method's are the same trajectory: the overlap is exactly fit's
     assert jaccard(ticket.mask, _target_mask(store, seed)) == pytest.approx(model.metrics["test"]["jaccard"])

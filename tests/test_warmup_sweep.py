@@ -174,6 +174,42 @@ def test_gradual_levels_train_on_from_where_the_last_ended():
     assert torch.equal(rounds.mask, ticket.mask)
 
 
+def test_gradual_movement_accumulates_over_every_level_so_far():
+    """movement@gss+w2 (movement pruning as Sanh et al. 2020 run it: scores accumulated while pruning
+    gradually) with 2 levels of 3 steps: level l trains on from the last level's end, and prunes by
+    −Σ_t g_t ⊙ θ_t summed over the steps of levels 1..l."""
+    splits = synthetic_splits(n_train=80)
+    schedule = ScheduleConfig(levels=2)
+    ticket = prune_seeds(
+        parse_method("movement@gss+w2"), SPEC, splits, 0.3, (5,), schedule=schedule, train=TRAIN, dtype=torch.float64
+    )[0]
+    theta0 = build_network(SPEC, splits.input_shape, splits.num_classes, 5)
+    layout = prunable_layout(theta0)
+    mask = torch.ones(layout.total, dtype=torch.bool)
+    net = copy.deepcopy(theta0).double()
+    weights = prunable_weights(net)
+    movement = torch.zeros(layout.total, dtype=torch.float64)
+    x, y = splits.train_x.double(), splits.train_y
+    for level, density in enumerate(exponential_densities(1.0, 0.3, 2), start=1):
+        parts = layout.split(mask)
+        for idx in batch_order(80, TRAIN.batch_size, 3, 5, f"gradual_order/{level}"):
+            with torch.no_grad():
+                for w, m in zip(weights, parts, strict=True):
+                    w.mul_(m.reshape(w.shape).double())
+            grads = torch.autograd.grad(F.cross_entropy(net(x[idx]), y[idx]), list(net.parameters()))
+            g_w = dict(zip([id(p) for p in net.parameters()], grads, strict=True))
+            movement -= torch.cat([(g_w[id(w)] * w).detach().reshape(-1) for w in weights])
+            with torch.no_grad():
+                for p, g in zip(net.parameters(), grads, strict=True):
+                    p.sub_(TRAIN.lr * g)
+        mask = make_mask(movement.float(), layout, density, alive=mask, generator=generator(5, "tie_break", level))
+    assert torch.equal(ticket.mask, mask)
+    assert torch.equal(_flat(ticket.net), _flat(theta0)) and ticket.cost_epochs == pytest.approx(2.0)
+    # a rewinding schedule has no trajectory of its own to read
+    with pytest.raises(MetapruneError, match=r"or movement@gss\+wE"):
+        parse_method("movement@iss+w2")
+
+
 def test_level_budgets_split_whole_steps_evenly_and_refuse_less_than_a_step_a_level():
     splits = synthetic_splits(n_train=80)  # 3 steps per epoch
     assert level_steps(parse_method("imp+w100s"), 10, splits, TrainConfig(epochs=100)) == [10] * 10

@@ -160,8 +160,17 @@ def learned_scorer(model_dir: str) -> ScorerSpec:
     def fits(net: nn.Module) -> None:
         cached_model(model_dir).card.check_fits(net)
 
+    def reads_warmup() -> bool:
+        return model_warmup(cached_model(model_dir).card) is not None
+
     return ScorerSpec(
-        fn, True, f"the fitted model in {model_dir}", passes=LEARNED_PASSES, layer_budget=budget, fits=fits
+        fn,
+        True,
+        f"the fitted model in {model_dir}",
+        passes=LEARNED_PASSES,
+        layer_budget=budget,
+        fits=fits,
+        reads_warmup=reads_warmup,
     )
 
 

@@ -34,7 +34,7 @@ from metaprune.pruning.schedules import (
 )
 from metaprune.pruning.scorers import SCORERS, PruneData, pruning_batch, score
 from metaprune.pruning.stacked import stacked_scores
-from metaprune.pruning.warmup import WarmupRecord, steps_per_epoch, warm_up, warmup_steps
+from metaprune.pruning.warmup import Trajectory, WarmupRecord, steps_per_epoch, warm_up, warmup_steps
 from metaprune.seeds import sibling_seed
 from metaprune.training import TrainConfig
 
@@ -298,32 +298,63 @@ def _prune_iterative_seeds(
     dtype: torch.dtype,
 ) -> list[PruneOutcome]:
     """ISS/IMS (or gradual GSS/GMS) for the seeds together; each cost gains the epochs its levels trained,
-    or the budget its levels share (``imp+w3``)."""
+    or the budget its levels share (``imp+w3``). A gradual method whose scorer reads a warm-up
+    (``movement@gss+w3``, or a learned model with dynamics features) prunes each seed alone, its scorer reading
+    the trajectory of the levels so far."""
     splits, schedule = context.splits, context.schedule
     budget = level_steps(method, schedule.levels, splits, context.train)  # imp+w3: the levels share 3 epochs
-    outcomes = prune_iterative(
-        [score_function(method, d, s, c, context.n_train) for d, s, c in zip(datas, seeds, costs, strict=True)],
-        nets,
-        splits,
-        density,
-        list(seeds),
-        context.train,
-        data_seed,
-        multi_shot=method.multi_shot,
-        config=schedule,
-        name=str(method),
-        device=context.device,
-        progress=progress,
-        dtype=dtype,
-        level_steps=budget,
-        rewind=method.rewinds,
-    )
+
+    def run(score_fns: list[ScoreFn], members: list[nn.Module], member_seeds: list[int], hook=None):
+        return prune_iterative(
+            score_fns,
+            members,
+            splits,
+            density,
+            member_seeds,
+            context.train,
+            data_seed,
+            multi_shot=method.multi_shot,
+            config=schedule,
+            name=str(method),
+            device=context.device,
+            progress=progress,
+            dtype=dtype,
+            level_steps=budget,
+            rewind=method.rewinds,
+            step_hook=hook,
+        )
+
+    if any(SCORERS.get(s).warms_up() for s in method.scorers):
+        outcomes = []
+        for net, d, s, c in zip(nets, datas, seeds, costs, strict=True):
+            trajectory = Trajectory([layer.name for layer in prunable_layout(net).layers], context.train.lr)
+            outcomes += run([_trajectory_scores(method, d, s, c, context, net, trajectory)], [net], [s], trajectory)
+    else:
+        fns = [score_function(method, d, s, c, context.n_train) for d, s, c in zip(datas, seeds, costs, strict=True)]
+        outcomes = run(fns, nets, list(seeds))
     for cost, outcome in zip(costs, outcomes, strict=True):
         if budget is None:
             cost.epochs += sum(r.epochs_trained for r in outcome.level_results)
         else:
             cost.epochs += sum(budget) / steps_per_epoch(splits, context.train)
     return outcomes
+
+
+def _trajectory_scores(
+    method: Method, data, seed: int, cost: Cost, context: PruneContext, theta0: nn.Module, trajectory: Trajectory
+) -> ScoreFn:
+    """The score function of a gradual method whose scorer reads a warm-up: each prune reads the trajectory
+    from θ0 to the checkpoint it scores, over every level so far (movement pruning as Sanh et al. 2020 run
+    it: scores accumulated while the network is pruned gradually)."""
+    per_epoch = steps_per_epoch(context.splits, context.train)
+
+    def fn(net: nn.Module, mask: torch.Tensor, keep=None) -> torch.Tensor:
+        record = trajectory.record(theta0, net, context.train, trajectory.steps, per_epoch)
+        trajectory.restart()  # the next level's first state is its start, not a step
+        return score_function(method, replace(data, warmup=record), seed, cost, context.n_train)(net, mask, keep)
+
+    fn.sized = SCORERS.get(method.scorers[-1]).sized  # type: ignore[attr-defined]
+    return fn
 
 
 def _prune_upfront_seed(

@@ -21,7 +21,9 @@
                                               Upfront (uss, ums): a dense warm-up from θ0, scored at θ_E;
                                               iterative (iss, ims, gss, gms): the budget all levels share (imp+w3 =
                                               IMP whose levels train 3/levels epochs each, no early
-                                              stopping). The ticket still trains from θ0
+                                              stopping); under gss/gms a scorer that reads a
+                                              warm-up reads the levels' own trajectory
+                                              (movement@gss+w3). The ticket still trains from θ0
     budget    := global | layer | learned | erk | from:M
                                               how the kept count is split over layers: one global top-k
                                               (default), the same fraction per layer, the per-layer counts
@@ -585,12 +587,13 @@ def _check_meaning(method: Method, text: str) -> None:
         raise MetapruneError(
             f"method {text!r}: SaW scores θ0, but {method.init!r} reads a warm-up; accepted: a θ0 scorer as init"
         )
-    if method.warmup is not None and method.iterative:
+    if method.warmup is not None and method.rewinds:
         needing = [s for s in registered if SCORERS.get(s).needs_warmup]
         if needing:
             raise MetapruneError(
                 f"method {text!r}: under {method.schedule!r} the +w part is the training budget its levels share, "
-                f"not a warm-up, and scorer {needing[0]!r} reads a warm-up; accepted: {needing[0]}+wE (uss or ums)"
+                f"not a warm-up, and scorer {needing[0]!r} reads a warm-up; accepted: {needing[0]}+wE (uss or ums), "
+                f"or {needing[0]}@gss+wE (gradual: the trajectory of its levels)"
             )
     if method.warmup is not None:
         blind = [s for s in registered if not SCORERS.get(s).reads_weights]

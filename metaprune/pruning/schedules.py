@@ -47,7 +47,14 @@ from metaprune.pruning.masks import (
 )
 from metaprune.registry import Registry
 from metaprune.seeds import generator
-from metaprune.training import MemberResult, ProgressFn, TrainConfig, load_member_state, train_population
+from metaprune.training import (
+    MemberResult,
+    ProgressFn,
+    StepHook,
+    TrainConfig,
+    load_member_state,
+    train_population,
+)
 
 ScoreFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
@@ -217,6 +224,7 @@ def prune_iterative(
     dtype: torch.dtype = torch.float32,
     level_steps: Sequence[int] | None = None,
     rewind: bool = True,
+    step_hook: StepHook | None = None,
 ) -> list[PruneOutcome]:
     """ISS or IMS for a population: all members train together at each level, then each is pruned.
 
@@ -227,13 +235,14 @@ def prune_iterative(
     ``level_steps`` (a budget the levels share, ``imp+w3``): level l trains ``level_steps[l - 1]`` SGD steps
     without early stopping and scores the state it ends in. ``rewind=False`` (gss, gms: gradual) starts each
     level from the state the last one ended in, on the data order ``gradual_order/<level>`` of ``data_seed``.
+    ``step_hook`` (one member only) sees every level's training, as ``train_population`` says.
     """
     config = config.validate()
     k = len(nets)
-    if k == 0 or len(score_fns) != k or len(seeds) != k:
+    if k == 0 or len(score_fns) != k or len(seeds) != k or (step_hook is not None and k != 1):
         raise MetapruneError(
-            f"iterative pruning needs one score function and one seed per network; got {k} networks, "
-            f"{len(score_fns)} score functions, {len(seeds)} seeds"
+            f"iterative pruning needs one score function and one seed per network (one network with a step "
+            f"hook); got {k} networks, {len(score_fns)} score functions, {len(seeds)} seeds"
         )
     n = prunable_layout(nets[0]).total
     levels = exponential_densities(1.0, density, config.levels)
@@ -257,6 +266,7 @@ def prune_iterative(
             progress=train_progress,
             max_steps=steps,
             order_stream="data_order" if rewind else f"{GRADUAL_ORDER}/{level}",
+            step_hook=step_hook,
         )
         checkpoints = [load_member_state(nets[i], trained.states[i]) for i in range(k)]
         run.prune(level, len(levels), level_density, trained.members, checkpoints)

@@ -83,6 +83,9 @@ class ScorerSpec:
     passes: float = 0.0  # forward+backward passes over the pruning batch per call (compute accounting)
     reads_weights: bool = True  # False: a warm-up cannot change the scores (random)
     needs_warmup: bool = False  # True: scores a warm-up's trajectory, so the method must have one
+    # for a scorer that may read a warm-up, known only once its model is read (a learned model's dynamics
+    # features): asked when pruning, never at parsing
+    reads_warmup: Callable[[], bool] | None = None
     # (layout, density) -> per-layer kept counts: the scorer's own learned budget (``#learned``), if any
     layer_budget: Callable[[Any, float], list[int]] | None = None
     default_schedule: str = "uss"  # the schedule a bare name means (``synflow`` = ``synflow@ums``)
@@ -97,6 +100,10 @@ class ScorerSpec:
     # epochs over the training split (``PruneData.train``) per call: the scorer learns (GEM-MINER's mask
     # learning); its cost in dense epochs, beside ``passes`` over the pruning batch
     epochs: float = 0.0
+
+    def warms_up(self) -> bool:
+        """The scorer reads a warm-up's trajectory (``needs_warmup``, or a model that turns out to)."""
+        return self.needs_warmup or (self.reads_warmup is not None and self.reads_warmup())
 
 
 SCORERS: Registry[ScorerSpec] = Registry("scorer")

@@ -107,10 +107,13 @@ def warmup_steps(epochs: float, splits: DataSplits, train: TrainConfig, *, in_st
     return steps
 
 
-class _Trajectory:
+class Trajectory:
     """Accumulates the dynamics from consecutive stacked states (member 0 of a one-member population).
 
-    Works in the training dtype on the training device, in place: the hook runs after every step.
+    Works in the training dtype on the training device, in place: the hook runs after every step. Across
+    several trainings (the levels of a gradual schedule, ``movement@gss+w3``) it keeps accumulating;
+    ``restart()`` between them makes the next training's first state the new starting point (the level's
+    mask has just zeroed the weights it pruned: that is no SGD step).
     """
 
     def __init__(self, names: list[str], lr: float) -> None:
@@ -121,16 +124,19 @@ class _Trajectory:
         self.movement: list[torch.Tensor] = []
         self.abs_grad: list[torch.Tensor] = []
         self.flips: list[torch.Tensor] = []
+        self.steps = 0  # SGD steps seen
 
     @torch.no_grad()
     def __call__(self, params: dict, buffers: dict) -> None:
         now = [params[n][0] for n in self.names]
-        if not self.prev:
-            self.prev = [w.detach().clone() for w in now]
+        if not self.movement:
             self.movement = [torch.zeros_like(w) for w in now]
             self.abs_grad = [torch.zeros_like(w) for w in now]
             self.flips = [torch.zeros_like(w) for w in now]
+        if not self.prev:
+            self.prev = [w.detach().clone() for w in now]
         else:
+            self.steps += 1
             for before, after, mov, grad_sum, flips in zip(
                 self.prev, now, self.movement, self.abs_grad, self.flips, strict=True
             ):
@@ -141,8 +147,33 @@ class _Trajectory:
                 before.copy_(after)
         self.state = {**params, **buffers}
 
+    def restart(self) -> None:
+        """The next call starts a new training: its state is a starting point, not a step."""
+        self.prev = []
+
     def flat(self, parts: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat([p.reshape(-1) for p in parts]).to("cpu", torch.float64)
+
+    def record(
+        self, initial: nn.Module, network: nn.Module, train: TrainConfig, steps: int, per_epoch: int, **more
+    ) -> WarmupRecord:
+        """The ``WarmupRecord`` of the trajectory so far: from θ0 ``initial`` to ``network`` (θ_E) after
+        ``steps`` SGD steps of ``per_epoch`` per epoch (``more``: e.g. ``epochs`` as spelled, ``seconds``)."""
+        theta0 = torch.cat([p.detach().reshape(-1).to("cpu", torch.float64) for p in _prunable(initial, self.names)])
+        theta_e = torch.cat([p.detach().reshape(-1).to("cpu", torch.float64) for p in _prunable(network, self.names)])
+        fields = {**WarmupRecord.setup_of(steps / per_epoch, train), "seconds": 0.0, **more}
+        return WarmupRecord(
+            **fields,
+            steps=steps,
+            cost_epochs=steps / per_epoch,
+            network=network,
+            initial=initial,
+            theta0=theta0,
+            delta=(theta_e - theta0).abs(),
+            movement=self.flat(self.movement),
+            abs_grad=self.flat(self.abs_grad),
+            sign_flips=self.flat(self.flips),
+        )
 
 
 def warm_up(
@@ -161,8 +192,7 @@ def warm_up(
     t0 = time.perf_counter()
     steps = warmup_steps(epochs, splits, train, in_steps=in_steps)
     layout = prunable_layout(net)
-    names = [layer.name for layer in layout.layers]
-    trajectory = _Trajectory(names, train.lr)
+    trajectory = Trajectory([layer.name for layer in layout.layers], train.lr)
     per_epoch = steps_per_epoch(splits, train)
     config = replace(train, early_stopping=False, epochs=math.ceil(steps / per_epoch))
     train_population(
@@ -181,21 +211,8 @@ def warm_up(
         current.update(dict(warmed.named_buffers()))
         for key, value in trajectory.state.items():
             current[key].copy_(value[0].to(device=current[key].device, dtype=current[key].dtype))
-    theta0 = torch.cat([p.detach().reshape(-1).to("cpu", torch.float64) for p in _prunable(net, names)])
-    theta_e = trajectory.flat(trajectory.prev)
-    return WarmupRecord(
-        **WarmupRecord.setup_of(steps / per_epoch if in_steps else epochs, train),
-        steps=steps,
-        cost_epochs=steps / per_epoch,
-        network=warmed,
-        initial=net,
-        theta0=theta0,
-        delta=(theta_e - theta0).abs(),
-        movement=trajectory.flat(trajectory.movement),
-        abs_grad=trajectory.flat(trajectory.abs_grad),
-        sign_flips=trajectory.flat(trajectory.flips),
-        seconds=time.perf_counter() - t0,
-    )
+    spelled = {} if in_steps else {"epochs": float(epochs)}
+    return trajectory.record(net, warmed, train, steps, per_epoch, seconds=time.perf_counter() - t0, **spelled)
 
 
 def _prunable(net: nn.Module, names: list[str]) -> list[torch.Tensor]:
