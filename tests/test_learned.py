@@ -204,7 +204,7 @@ def test_warmup_sweep_preset_runs_a_model_at_its_own_warm_up_and_one_without_at_
     static = fit_model(store, THESIS(model="linear", features="scores"), models_dir=tmp_path)
     methods, _, _ = preset_methods("warmup-sweep", tmp_path, (dyn.path, static.path))
     spelled = [str(m) for m in methods]
-    assert len(spelled) == len(set(spelled)) == 3 + 1 + 4 * 8 + 2 + 4  # the model's +w1 is one of the lengths
+    assert len(spelled) == len(set(spelled)) == 3 + 1 + 4 * 10 + 2 + 4  # the model's +w1 is one of the lengths
     assert [s for s in spelled if str(dyn.path) in s] == [f"learned:{dyn.path}@uss+w1"]  # its features' warm-up
     mine = [s.removeprefix(f"learned:{static.path}@uss") for s in spelled if str(static.path) in s]
     assert mine == ["", "+w1", "+w3", "+w100s", "+w300s"]

@@ -229,14 +229,15 @@ def test_the_warmup_sweep_preset_lists_the_equal_cost_methods_at_every_length(tm
 
     methods, densities, extra = preset_methods("warmup-sweep", tmp_path / "no-models")
     spelled = {m.canonical() for m in methods}
-    assert len(spelled) == len(methods) == 3 + 1 + 4 * 8
+    assert len(spelled) == len(methods) == 3 + 1 + 4 * 10
     assert {"magnitude@uss", "snip@ums", "synflow@ums"} <= spelled  # length 0: at init
     assert "magnitude@iss" in spelled  # full IMP, the ceiling (far more costly: a level in the plot)
     for length in ("+w100s", "+w300s", "+w1", "+w3"):
         for name in ("movement@uss", "delta@uss", "magnitude@uss", "mag_increase@uss", "snip@ums", "synflow@ums"):
             assert name + length in spelled
         assert "magnitude@iss" + length in spelled  # IMP whose levels share the length
-        assert "magnitude@gss" + length in spelled  # gradual magnitude pruning over the length
+        for gradual in ("magnitude@gss", "movement@gss", "delta@gss"):  # gradual pruning over the length
+            assert gradual + length in spelled
     assert len({m.slug() for m in methods}) == len(methods)
     assert densities == (0.005, 0.01) and extra["reference"] == "synflow@ums"
 

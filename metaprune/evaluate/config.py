@@ -194,7 +194,8 @@ def jackpot_methods(models: tuple[str | Path, ...], models_dir: Path) -> tuple[t
 
 
 # the warm-up sweep: lengths (+wL; 's' = SGD steps) and the methods of equal cost at each (imp+wL: the levels
-# share L; magnitude@gss+wL: gradual magnitude pruning over L), beside the at-init methods (length 0)
+# share L; magnitude@gss+wL: gradual magnitude pruning over L, and movement and delta reading that gradual
+# run's trajectory), beside the at-init methods (length 0)
 WARMUP_SWEEP = ("100s", "300s", "1", "3")
 WARMUP_SWEEP_SCORERS = (
     "movement",
@@ -205,6 +206,8 @@ WARMUP_SWEEP_SCORERS = (
     "synflow@ums",
     IMP,
     "magnitude@gss",
+    "movement@gss",
+    "delta@gss",
 )
 WARMUP_SWEEP_AT_INIT = ("magnitude", "snip@ums", "synflow@ums")
 
@@ -212,9 +215,9 @@ WARMUP_SWEEP_AT_INIT = ("magnitude", "snip@ums", "synflow@ums")
 def warmup_sweep_methods(models: tuple[str | Path, ...]) -> tuple[Method, ...]:
     """Each warm-up length of ``WARMUP_SWEEP`` (and of each model's own warm-up): every equal-cost method
     with it (movement, delta, magnitude at θ_E, magnitude increase, SNIP and SynFlow at θ_E, IMP whose levels
-    share it, gradual magnitude pruning over it); the at-init methods (length 0); each model as its card
-    says, and, when it reads no warm-up, at every length too (scoring θ_E); and full ``imp``, the ceiling
-    (a level in the plot)."""
+    share it, gradual magnitude pruning, movement and delta over it); the at-init methods (length 0); each
+    model as its card says, and, when it reads no warm-up, at every length too (scoring θ_E); and full
+    ``imp``, the ceiling (a level in the plot)."""
     own = tuple(with_intended_use(learned_method(m)) for m in models)
     lengths = [parse_method(f"magnitude+w{length}") for length in WARMUP_SWEEP]
     lengths += [m for m in own if m.warmup is not None]  # a model reads its own warm-up only: sweep it too
@@ -279,7 +282,7 @@ PRESET_HELP = {
     "0.01, sanity ablations, ceilings imp and the model's target ticket, against synflow@ums",
     "warmup-sweep": "accuracy vs warm-up length (0, 100 and 300 steps, 1 and 3 epochs) of the equal-cost methods: "
     "movement, delta, magnitude, mag_increase, snip@ums, synflow@ums with that warm-up, imp whose levels share it, "
-    "gradual magnitude pruning over it (magnitude@gss), any --model, and full imp as the ceiling; plot "
+    "gradual pruning over it (magnitude@gss, movement@gss, delta@gss), any --model, and full imp as the ceiling; plot "
     "accuracy_vs_warmup.png",
     "transfer": "leave one network out (--family NAME): a model fitted on the other members prunes each member "
     "zero-shot at its density, beside its own-harvest model, synflow@ums and the ceilings synflow@ims and imp",

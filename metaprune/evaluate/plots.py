@@ -287,7 +287,7 @@ class Plotter:
         fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=8)
         # one label under all panels: as a panel's own label it runs into the next panel's
         fig.supxlabel(
-            "warm-up length (epochs of the training split; imp, mag@gss: the budget their levels share)", fontsize=10
+            "warm-up length (epochs of the training split; imp, @gss: the budget their levels share)", fontsize=10
         )
         fig.suptitle(f"Accuracy vs warm-up length (mean, 95 % CI over {self._seeds()} seeds)")
         return self._save(fig, name)
