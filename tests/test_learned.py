@@ -187,12 +187,12 @@ def test_jackpot_preset_lists_baselines_equal_compute_warmups_the_model_its_sani
     peers = ("ntksap", "force", "snip@ums60", "phew", "gem")
     assert methods[7:14] == (*peers, "random#from:synflow@ums", "random#erk")
     warm = ("delta@uss+w1", "movement@uss+w1", "magnitude@uss+w1", "snip@uss+w1", "synflow@ums+w1")
-    assert tuple(map(str, methods[14:19])) == warm
+    assert tuple(map(str, methods[14:21])) == (*warm, "delta@gss+w1", "movement@gss+w1")  # and gradual
     # the model, its ablations, its per-layer counts filled at random or by magnitude, and the ceilings:
     # imp and the model's own target ticket (the tiny store's 2 levels of 2 SynFlow rounds)
     controls = (f"random@uss#from:{own}", f"magnitude@uss#from:{own}")
     expected = (own, own + "!shuffle", own + "!reinit", *controls, "imp", "synflow@ims2", "rigl")
-    assert tuple(map(str, methods[19:])) == expected
+    assert tuple(map(str, methods[21:])) == expected
     config = build_config(network=NETWORK, dataset="digits", preset="jackpot", models_dir=tmp_path)  # newest model
     assert str(config.reference) == "synflow@ums" and config.schedule.levels == 2 and own in map(str, config.methods)
 

@@ -140,7 +140,8 @@ JACKPOT_BASELINES = (
     "random#from:synflow@ums",
     "random#erk",
 )
-JACKPOT_WARMUP_SCORERS = ("delta", "movement", "magnitude", "snip", "synflow@ums")
+# the equal-cost baselines of a model's warm-up: one look after a dense warm-up, and pruning gradually over it
+JACKPOT_WARMUP_SCORERS = ("delta", "movement", "magnitude", "snip", "synflow@ums", "delta@gss", "movement@gss")
 # not pruning at init: dynamic sparse training at the ticket's density (a section of its own in the table)
 JACKPOT_DYNAMIC = ("rigl",)
 JACKPOT_SEEDS = tuple(range(1000, 1030))
