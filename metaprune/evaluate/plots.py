@@ -301,6 +301,7 @@ class Plotter:
             ax.axhline(100 * mean, color=cmap((len(lines) + k) % cmap.N), linestyle="--", linewidth=1, label=name)
         ticks: dict[float, str] = {}
         for k, (family, points) in enumerate(sorted(lines.items())):
+            ref = any(p[3] == self.report.reference for p in points)  # the reference's family: black, as elsewhere
             ax.errorbar(
                 [p[0] for p in points],
                 [100 * p[1] for p in points],
@@ -308,8 +309,8 @@ class Plotter:
                 label=family,
                 marker="o",
                 capsize=3,
-                color=cmap(k % cmap.N),
-                linewidth=2.2 if any(p[3] == self.report.reference for p in points) else 1.2,
+                color=REFERENCE_COLOR if ref else cmap(k % cmap.N),
+                linewidth=2.2 if ref else 1.2,
             )
             for x, _, _, method in points:
                 unit = self.report.units[method]
