@@ -324,7 +324,7 @@ def _prune_iterative_seeds(
             step_hook=hook,
         )
 
-    if any(SCORERS.get(s).warms_up() for s in method.scorers):
+    if not method.rewinds and any(SCORERS.get(s).warms_up() for s in method.scorers):
         outcomes = []
         for net, d, s, c in zip(nets, datas, seeds, costs, strict=True):
             trajectory = Trajectory([layer.name for layer in prunable_layout(net).layers], context.train.lr)
