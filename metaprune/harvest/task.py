@@ -126,11 +126,10 @@ def run_task(spec: TaskSpec, emit: Emit | None = None) -> TaskResult:
             continue
         ticket = tickets[i]
         sibling = siblings.get(s)
-        features_s, write_s = _write_seed(
+        features_s, write_s, chance = _write_seed(
             spec.store, context, cfg, ticket.net, datas[i], s, ticket.outcome, share, sibling
         )
         written.append(s)
-        chance = tuple(level for level, r in enumerate(ticket.outcome.level_results, start=1) if r.at_chance)
         result.stats.append(
             SeedStats(
                 s, features_s, target_s / k, (target_s - prune_s) / k, write_s, features_s + share + write_s, chance
@@ -173,9 +172,9 @@ def _siblings(context, cfg, seeds: list[int], done: set[int]) -> tuple[dict[int,
 
 def _write_seed(
     store, context, cfg, net, data, seed: int, outcome, share: float, sibling: np.ndarray | None = None
-) -> tuple[float, float]:
+) -> tuple[float, float, tuple[int, ...]]:
     """Features (θ0 and the trajectory states), targets and the sibling's mask (if any) of one seed,
-    written and committed to the store: (features seconds, write seconds)."""
+    written and committed to the store: (features seconds, write seconds, the target's levels at chance)."""
     from metaprune.features import compute_features
     from metaprune.harvest.store import LEVELS_AT_CHANCE, write_seed
     from metaprune.pruning.warmup import warm_up
@@ -190,6 +189,7 @@ def _write_seed(
     raw = outcome.scores.detach().to(torch.float64).cpu()
     total = raw.sum()
     target_score = (raw / total if total > 0 else raw).to(torch.float32).numpy()
+    at_chance = np.array([r.at_chance for r in outcome.level_results], dtype=bool)  # per level, from 1
     t = time.perf_counter()
     write_seed(
         store,
@@ -200,9 +200,9 @@ def _write_seed(
             "target_round": outcome.removed_at.numpy().astype(np.int16),
             "target_mask": outcome.mask.numpy().astype(bool),
             "target_score": target_score,
-            LEVELS_AT_CHANCE: np.array([r.at_chance for r in outcome.level_results], dtype=bool),
+            LEVELS_AT_CHANCE: at_chance,
             **({} if sibling is None else {"sibling_mask": sibling}),
         },
         seconds=features_s + share,
     )
-    return features_s, time.perf_counter() - t
+    return features_s, time.perf_counter() - t, tuple(int(level) for level in np.flatnonzero(at_chance) + 1)

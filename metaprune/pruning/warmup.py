@@ -29,7 +29,7 @@ from torch import nn
 
 from metaprune.datasets import DataSplits
 from metaprune.errors import MetapruneError
-from metaprune.networks import prunable_layout
+from metaprune.networks import flat_weights, prunable_layout
 from metaprune.training import TrainConfig, train_population
 
 ORDER_STREAM = "warmup_order"
@@ -159,8 +159,7 @@ class Trajectory:
     ) -> WarmupRecord:
         """The ``WarmupRecord`` of the trajectory so far: from θ0 ``initial`` to ``network`` (θ_E) after
         ``steps`` SGD steps of ``per_epoch`` per epoch (``more``: e.g. ``epochs`` as spelled, ``seconds``)."""
-        theta0 = torch.cat([p.detach().reshape(-1).to("cpu", torch.float64) for p in _prunable(initial, self.names)])
-        theta_e = torch.cat([p.detach().reshape(-1).to("cpu", torch.float64) for p in _prunable(network, self.names)])
+        theta0, theta_e = (flat_weights(net).to("cpu", torch.float64) for net in (initial, network))
         fields = {**WarmupRecord.setup_of(steps / per_epoch, train), "seconds": 0.0, **more}
         return WarmupRecord(
             **fields,
@@ -213,8 +212,3 @@ def warm_up(
             current[key].copy_(value[0].to(device=current[key].device, dtype=current[key].dtype))
     spelled = {} if in_steps else {"epochs": float(epochs)}
     return trajectory.record(net, warmed, train, steps, per_epoch, seconds=time.perf_counter() - t0, **spelled)
-
-
-def _prunable(net: nn.Module, names: list[str]) -> list[torch.Tensor]:
-    params = dict(net.named_parameters())
-    return [params[n] for n in names]
