@@ -81,7 +81,7 @@ from metaprune.feature_names import (  # noqa: F401 (their home is feature_names
     feature_spec,
     select_features,
 )
-from metaprune.networks import PrunableLayout, prunable_layout, prunable_weights
+from metaprune.networks import PrunableLayout, flat_weights, prunable_layout, prunable_weights
 from metaprune.pruning.masks import check_mask
 from metaprune.pruning.scorers import CHUNK, PruneData, score
 from metaprune.pruning.scoring import linearised_copy
@@ -376,7 +376,7 @@ def _dynamics_columns(cols, needed, warmup, mask, n: int) -> None:
             "the dynamics features need a warm-up record; accepted: compute_features(..., warmup=warm_up(...))"
         )
     keep = torch.ones(n, dtype=torch.float64) if mask is None else mask.to(torch.float64)
-    theta_e = torch.cat([w.detach().reshape(-1).to("cpu", torch.float64) for w in prunable_weights(warmup.network)])
+    theta_e = flat_weights(warmup.network).to("cpu", torch.float64)
     for name in ("delta", "movement", "abs_grad", "sign_flips"):
         if name in needed:
             cols[name] = warmup.dynamics(name).to(torch.float64) * keep

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metaprune.errors import MetapruneError
-from metaprune.networks import prunable_layout, prunable_weights
+from metaprune.networks import flat_weights, prunable_layout
 from metaprune.pruning.masks import check_finite, check_mask, check_weight_axis, infer_input_shape
 from metaprune.pruning.scoring import (
     CHUNK,
@@ -105,7 +105,7 @@ def random_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, se
 
 @register_scorer("magnitude", False, "|theta| (the basis of IMP)", aliases=("mag",))
 def magnitude_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
-    w = torch.cat([p.detach().reshape(-1) for p in prunable_weights(net)])
+    w = flat_weights(net)
     return (w.abs() * mask.to(w.device).to(w.dtype)).float()
 
 
@@ -201,12 +201,17 @@ def synflow_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, s
 # ------------------------------------------------------------------------------- warm-up dynamics
 
 
-def _dynamics(net: nn.Module, mask: torch.Tensor, data: PruneData | None, name: str) -> torch.Tensor:
+def _record(data: PruneData | None, name: str):
+    """The warm-up record the scorer ``name`` reads; one line where the method has none."""
     record = None if data is None else data.warmup
     if record is None:
         raise MetapruneError(f"scorer {name!r} reads a warm-up; accepted: a method with one, e.g. {name}+w3")
-    values = check_weight_axis(record.dynamics(name), prunable_layout(net).total, "warm-up").to(torch.float32)
-    return values * mask.cpu().to(values.dtype)
+    return record
+
+
+def _dynamics(net: nn.Module, mask: torch.Tensor, data: PruneData | None, name: str) -> torch.Tensor:
+    values = check_weight_axis(_record(data, name).dynamics(name), prunable_layout(net).total, "warm-up")
+    return values.to(torch.float32) * mask.cpu().to(torch.float32)
 
 
 @register_scorer("delta", True, "|theta_E - theta0| after a warm-up of E epochs (write delta+wE)", needs_warmup=True)
@@ -238,10 +243,8 @@ def abs_grad_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, 
 def mag_increase_scores(net: nn.Module, mask: torch.Tensor, data: PruneData | None, seed: int) -> torch.Tensor:
     """Negative where a weight shrank; only alive weights are ranked (``make_mask``), so the 0 of a pruned
     weight never outranks them."""
-    record = None if data is None else data.warmup
-    if record is None:
-        raise MetapruneError("scorer 'mag_increase' reads a warm-up; accepted: a method with one, e.g. mag_increase+w3")
-    theta_e = torch.cat([p.detach().reshape(-1).to("cpu", torch.float64) for p in prunable_weights(record.network)])
+    record = _record(data, "mag_increase")
+    theta_e = flat_weights(record.network).to("cpu", torch.float64)
     total = prunable_layout(net).total
     theta0 = check_weight_axis(record.theta0, total, "warm-up")
     values = (check_weight_axis(theta_e, total, "warm-up").abs() - theta0.abs()).to(torch.float32)
