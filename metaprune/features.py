@@ -85,6 +85,7 @@ from metaprune.networks import PrunableLayout, flat_weights, prunable_layout, pr
 from metaprune.pruning.masks import check_mask
 from metaprune.pruning.scorers import CHUNK, PruneData, score
 from metaprune.pruning.scoring import linearised_copy
+from metaprune.pruning.warmup import DYNAMICS
 from metaprune.ranking import layer_ranks, ranks
 
 DEFAULT_UMS_ROUNDS = 100
@@ -376,12 +377,11 @@ def _dynamics_columns(cols, needed, warmup, mask, n: int) -> None:
             "the dynamics features need a warm-up record; accepted: compute_features(..., warmup=warm_up(...))"
         )
     keep = torch.ones(n, dtype=torch.float64) if mask is None else mask.to(torch.float64)
-    theta_e = flat_weights(warmup.network).to("cpu", torch.float64)
-    for name in ("delta", "movement", "abs_grad", "sign_flips"):
+    for name in DYNAMICS:  # the record's own: delta, movement, abs_grad, sign_flips
         if name in needed:
             cols[name] = warmup.dynamics(name).to(torch.float64) * keep
     if "magnitude_e" in needed:
-        cols["magnitude_e"] = theta_e.abs() * keep
+        cols["magnitude_e"] = flat_weights(warmup.network).to("cpu", torch.float64).abs() * keep
 
 
 def unit_paths(net: nn.Module, mask: torch.Tensor, input_shape: Sequence[int]) -> dict[str, list[torch.Tensor]]:
